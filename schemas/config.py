@@ -1,0 +1,232 @@
+"""The configuration: one YAML file (``samtuner.yaml``), one documented type.
+
+Every field has a description and a default; unknown keys are an error that names them and the
+valid keys. Cross-field rules live in validators that name the bad values.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from schemas.errors import ConfigError
+
+
+def default_cache_dir() -> Path:
+    """Where downloaded jars and locally built models live (outside the repo)."""
+    return Path(os.environ.get("SAMTUNER_CACHE", Path.home() / ".cache" / "samtuner")).expanduser()
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(Section):
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
+    topic_prefix: str = Field("", description="Prefix for every topic name (tests use a unique one).")
+    partitions: int = Field(6, ge=1, description="Partitions of the co-partitioned, user-keyed topics.")
+    replication_factor: int = Field(1, ge=1, description="Replication factor for created topics.")
+
+
+class ClickHouseSettings(Section):
+    dsn: str | None = Field(
+        None,
+        description="clickhouse-connect DSN. 'chdb:///abs/path' = embedded engine (default: "
+        "<state_dir>/clickhouse); 'http://user:pass@host:8123' = a ClickHouse server.",
+    )
+    database: str = Field("sam", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Database of the projections.")
+
+
+class ArtifactSettings(Section):
+    root: str | None = Field(None, description="Artifact store root (default: <state_dir>/artifacts).")
+
+
+class ModelSettings(Section):
+    base: str = Field(
+        str(default_cache_dir() / "models" / "demo-chat"),
+        description="Base model: a local path or a model id, passed to from_pretrained as is.",
+    )
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+        "float32", description="Weights dtype when loading the base model."
+    )
+    max_new_tokens: int = Field(48, ge=1, le=4096, description="Tokens generated per answer.")
+
+
+class LoraSettings(Section):
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (scaling = alpha / r).")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="LoRA dropout.")
+    target_modules: tuple[str, ...] = Field(
+        ("q_proj", "k_proj", "v_proj", "o_proj"), min_length=1, description="Modules that get adapters."
+    )
+
+
+class QuantizationSettings(Section):
+    mode: Literal["auto", "none", "4bit", "8bit"] = Field(
+        "auto", description="bitsandbytes quantization of the base model; 'auto' = 4bit when CUDA is present."
+    )
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit quantization type.")
+    bnb_4bit_compute_dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="Compute dtype of 4-bit layers."
+    )
+    bnb_4bit_use_double_quant: bool = Field(True, description="Nested quantization of the 4-bit constants.")
+
+
+def _default_dpo() -> dict[str, Any]:
+    # Measured here (see README, 'Training defaults'): plain sigmoid DPO never shows a style in
+    # generations on small models; a weighted SFT term on the chosen answers does.
+    return {
+        "beta": 0.1,
+        "loss_type": ["sigmoid", "sft"],
+        "loss_weights": [1.0, 3.0],
+        "learning_rate": 2.0e-3,
+        "num_train_epochs": 20,
+        "per_device_train_batch_size": 8,
+        "gradient_accumulation_steps": 1,
+        "max_length": 256,
+        "bf16": False,
+        "gradient_checkpointing": False,
+        "logging_steps": 1,
+    }
+
+
+class TrainingSettings(Section):
+    dpo: dict[str, Any] = Field(
+        default_factory=_default_dpo,
+        description="Passed to TRL's DPOConfig; every key is checked against the pinned TRL version.",
+    )
+    holdout_fraction: float = Field(
+        0.2, ge=0.0, lt=1.0, description="Share of a user's pairs held out to measure preference accuracy."
+    )
+    seed: int = Field(0, description="Seed for splits and training.")
+    python: str | None = Field(None, description="Python for the training subprocess (default: this one).")
+
+
+class TriggerSettings(Section):
+    min_new_pairs: int = Field(64, ge=1, description="New accepted pairs of a user that trigger training.")
+
+
+class StreamsSettings(Section):
+    app_id: str = Field("samtuner-streams", description="Faust app id (consumer group and changelog prefix).")
+    batch_size: int = Field(1000, ge=1, description="Max events per processing batch.")
+    batch_timeout_s: float = Field(0.2, gt=0.0, description="Max wait to fill a batch.")
+    preview_chars: int = Field(2000, ge=16, description="Text kept from rejected feedback for analytics.")
+
+
+class TrainerSettings(Section):
+    group_id: str = Field("samtuner-trainer", description="Consumer group shared by trainer workers.")
+    max_poll_interval_ms: int = Field(300_000, ge=10_000, description="Kafka max.poll.interval.ms.")
+
+
+class InferenceSettings(Section):
+    node_id: str = Field(default_factory=socket.gethostname, description="This node's id (its consumer group).")
+    host: str = Field("127.0.0.1", description="HTTP bind address.")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port (0 = any free port).")
+
+
+class Config(Section):
+    """Everything sam-tuner reads from ``samtuner.yaml``."""
+
+    state_dir: str = Field(".samtuner", description="Broker data, embedded ClickHouse, artifacts (default).")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    quantization: QuantizationSettings = Field(default_factory=QuantizationSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    trigger: TriggerSettings = Field(default_factory=TriggerSettings)
+    streams: StreamsSettings = Field(default_factory=StreamsSettings)
+    trainer: TrainerSettings = Field(default_factory=TrainerSettings)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        dpo = self.training.dpo
+        lt = dpo.get("loss_type")
+        lw = dpo.get("loss_weights")
+        if isinstance(lt, list) and isinstance(lw, list) and len(lt) != len(lw):
+            raise ValueError(
+                f"training.dpo.loss_weights has {len(lw)} entries but training.dpo.loss_type has {len(lt)}"
+            )
+        return self
+
+    # Derived locations -----------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir).expanduser().resolve()
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        return self.clickhouse.dsn or f"chdb://{self.state_path / 'clickhouse'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        root = self.artifacts.root
+        return Path(root).expanduser().resolve() if root else self.state_path / "artifacts"
+
+    def with_overrides(self, **sections: dict[str, Any]) -> Config:
+        """A copy with some fields of some sections replaced (validated again)."""
+        data = self.model_dump()
+        for name, values in sections.items():
+            if isinstance(data.get(name), dict):
+                data[name] = {**data[name], **values}
+            else:
+                data[name] = values
+        return Config.model_validate(data)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load ``samtuner.yaml``; no path and no file -> defaults. Errors name every bad key."""
+    if path is None:
+        env = os.environ.get("SAMTUNER_CONFIG")
+        candidate = Path(env) if env else Path("samtuner.yaml")
+        if not candidate.exists():
+            if env:
+                raise ConfigError(f"{candidate}: no such file (from SAMTUNER_CONFIG)")
+            return Config()
+        path = candidate
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_config(raw or {}, source=str(path))
+
+
+def parse_config(raw: Any, source: str = "config") -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(raw).__name__}")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: " + describe_errors(exc, Config)) from exc
+
+
+def describe_errors(exc: ValidationError, root: type[BaseModel]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            valid = _valid_keys(root, err["loc"][:-1])
+            lines.append(f"unknown key '{loc}' (valid here: {', '.join(valid)})")
+        else:
+            lines.append(f"'{loc}': {err['msg']}" if loc else err["msg"])
+    return "; ".join(lines)
+
+
+def _valid_keys(root: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
+    model: Any = root
+    for part in path:
+        field = model.model_fields.get(str(part)) if hasattr(model, "model_fields") else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return sorted(model.model_fields)

@@ -1,0 +1,220 @@
+"""The events of the loop: frozen pydantic models sharing one envelope, named as past facts.
+
+Every event carries ``event_id`` (deterministic wherever a retry must map to the same id),
+``event_type``, ``schema_version``, ``occurred_at``, ``user_id`` and ``correlation_id`` (the id of
+the feedback or request that started the chain, so one loop can be traced end to end).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+SCHEMA_VERSION = 1
+
+UserId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$"),
+    Field(description="The user's id as SAM knows it. Data only: never a path, never SQL text."),
+]
+FeedbackType = Literal["correction", "thumbs_up", "thumbs_down"]
+MetadataValue = str | int | float | bool
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Event(Frozen):
+    """The envelope every event shares."""
+
+    event_id: uuid.UUID = Field(description="Unique id; deterministic where de-duplication depends on it.")
+    schema_version: int = Field(SCHEMA_VERSION, description="Version of this event's schema.")
+    occurred_at: AwareDatetime = Field(default_factory=utc_now, description="When the fact happened (UTC).")
+    user_id: UserId
+    correlation_id: uuid.UUID = Field(description="Id of the feedback or request that started this chain.")
+
+
+class SourceRef(Frozen):
+    """Where an event was read from: the position that makes its effects idempotent."""
+
+    topic: str
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+
+
+# --- feedback -------------------------------------------------------------------------------------
+
+
+class FeedbackReceived(Event):
+    """SAM answered a user and the user reacted: a correction, or a thumbs up/down."""
+
+    event_type: Literal["FeedbackReceived"] = "FeedbackReceived"
+    feedback_id: str = Field(min_length=1, max_length=256, description="SAM's id of this feedback.")
+    feedback_type: FeedbackType = Field("correction", description="What the user did.")
+    prompt: str = Field(description="What the user asked.")
+    original_response: str = Field(description="SAM's answer: the rejected side of a pair.")
+    corrected_response: str | None = Field(
+        None, description="The user's correction: the chosen side. Required for corrections."
+    )
+    confidence_score: float = Field(1.0, ge=0.0, le=1.0, description="How sure SAM is that this is feedback.")
+    context: dict[str, str] = Field(default_factory=dict, description="Free-form context, e.g. session id.")
+
+
+# --- pairs ----------------------------------------------------------------------------------------
+
+
+class RejectionReason(Frozen):
+    code: str = Field(description="Stable reason code, e.g. 'chosen_equals_rejected'.")
+    detail: str = Field("", description="Human-readable detail (values, thresholds).")
+
+
+class PairAccepted(Event):
+    """A correction became a preference pair worth training on."""
+
+    event_type: Literal["PairAccepted"] = "PairAccepted"
+    pair_id: uuid.UUID
+    feedback_event_id: uuid.UUID
+    prompt: str
+    chosen_response: str
+    rejected_response: str
+    confidence_score: float
+    quality_score: float = Field(ge=0.0, le=1.0)
+    feedback_type: FeedbackType
+    created_at: AwareDatetime = Field(description="When the feedback happened.")
+    training_weight: float = Field(1.0, ge=0.0)
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+    source: SourceRef
+
+
+class PairRejected(Event):
+    """A feedback event did not become a pair; ``reasons`` lists every failing check."""
+
+    event_type: Literal["PairRejected"] = "PairRejected"
+    feedback_event_id: uuid.UUID
+    feedback_type: FeedbackType
+    reasons: tuple[RejectionReason, ...] = Field(min_length=1)
+    quality_score: float | None = None
+    prompt: str = Field(description="Possibly truncated copy, for analytics.")
+    chosen_response: str = Field(description="Possibly truncated copy, for analytics.")
+    rejected_response: str = Field(description="Possibly truncated copy, for analytics.")
+    created_at: AwareDatetime
+    source: SourceRef
+
+
+class TrainingThresholdReached(Event):
+    """A user has enough new accepted pairs (or asked for training): cut a dataset for ``generation``.
+
+    It travels on the pairs topic with the user's key, so the projector has written every earlier
+    pair of that user before it cuts the snapshot.
+    """
+
+    event_type: Literal["TrainingThresholdReached"] = "TrainingThresholdReached"
+    generation: int = Field(ge=1, description="1 for the user's first training, then 2, ...")
+    new_pairs: int = Field(ge=0, description="Accepted pairs since the previous generation.")
+    trigger: Literal["threshold", "manual"] = "threshold"
+    triggered_at: AwareDatetime = Field(description="When the triggering feedback (or command) happened.")
+    through: SourceRef = Field(description="The feedback event that crossed the threshold.")
+
+
+# --- training -------------------------------------------------------------------------------------
+
+
+class DatasetRef(Frozen):
+    """A content-addressed snapshot of a user's active pairs (Parquet in the artifact store)."""
+
+    uri: str = Field(description="Path relative to the artifact root, e.g. 'datasets/<sha256>.parquet'.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    rows: int = Field(ge=0)
+    pair_ids: tuple[uuid.UUID, ...]
+
+
+class TrainingRequested(Event):
+    """Train ``user_id``'s adapter on exactly this dataset. One job per ``request_id``."""
+
+    event_type: Literal["TrainingRequested"] = "TrainingRequested"
+    request_id: uuid.UUID
+    generation: int = Field(ge=1)
+    trigger: Literal["threshold", "manual"]
+    triggered_at: AwareDatetime
+    dataset: DatasetRef
+
+
+class TrainingStarted(Event):
+    event_type: Literal["TrainingStarted"] = "TrainingStarted"
+    request_id: uuid.UUID
+    attempt: int = Field(1, ge=1)
+    worker: str = ""
+
+
+class TrainingProgressed(Event):
+    event_type: Literal["TrainingProgressed"] = "TrainingProgressed"
+    request_id: uuid.UUID
+    step: int = Field(ge=0)
+    total_steps: int = Field(ge=0)
+    epoch: float = 0.0
+    loss: float | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    eta_s: float | None = None
+
+
+class TrainingSucceeded(Event):
+    event_type: Literal["TrainingSucceeded"] = "TrainingSucceeded"
+    request_id: uuid.UUID
+    adapter_version: int = Field(ge=1)
+    adapter_uri: str
+    metrics: dict[str, float] = Field(default_factory=dict)
+    duration_s: float = Field(ge=0.0)
+
+
+class TrainingFailed(Event):
+    event_type: Literal["TrainingFailed"] = "TrainingFailed"
+    request_id: uuid.UUID
+    cause: str
+    error_type: str
+    attempt: int = Field(1, ge=1)
+    will_retry: bool = False
+
+
+# --- adapters -------------------------------------------------------------------------------------
+
+
+class BaseModelRef(Frozen):
+    name_or_path: str = Field(description="What was passed to from_pretrained.")
+    weights_sha256: str = Field(description="sha256 over the base model's weight files.")
+
+
+class AdapterPublished(Event):
+    """A user's adapter version is ready. On the compacted registry topic: the user's full current state."""
+
+    event_type: Literal["AdapterPublished"] = "AdapterPublished"
+    version: int = Field(ge=1)
+    request_id: uuid.UUID
+    uri: str = Field(description="Adapter directory, relative to the artifact root.")
+    files: dict[str, str] = Field(description="File name -> sha256.")
+    base_model: BaseModelRef
+    dataset_sha256: str
+    metrics: dict[str, float] = Field(default_factory=dict)
+    triggered_at: AwareDatetime = Field(description="When the feedback that triggered training happened.")
+
+
+AnyEvent = Annotated[
+    FeedbackReceived
+    | PairAccepted
+    | PairRejected
+    | TrainingThresholdReached
+    | TrainingRequested
+    | TrainingStarted
+    | TrainingProgressed
+    | TrainingSucceeded
+    | TrainingFailed
+    | AdapterPublished,
+    Field(discriminator="event_type"),
+]

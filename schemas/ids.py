@@ -1,0 +1,60 @@
+"""Deterministic identifiers: retries and replays map to the same ids, so handlers stay idempotent."""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+import uuid
+
+# Fixed namespace for every uuid5 in the system; changing it changes every id.
+NAMESPACE = uuid.UUID("6f1d8c62-3f0e-5b7a-9a43-2f6d1c0b9e55")
+
+
+def _uuid(*parts: str) -> uuid.UUID:
+    return uuid.uuid5(NAMESPACE, "\x1f".join(parts))
+
+
+def normalize_text(text: str) -> str:
+    """NFC, trimmed, inner whitespace collapsed: the form that identity and comparisons use."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def pair_id(user_id: str, prompt: str, chosen: str, rejected: str) -> uuid.UUID:
+    """Same user, same (normalized) prompt/chosen/rejected -> same pair, whatever the transport did."""
+    return _uuid(
+        "pair",
+        user_id,
+        sha256_text(normalize_text(prompt)),
+        sha256_text(normalize_text(chosen)),
+        sha256_text(normalize_text(rejected)),
+    )
+
+
+def feedback_event_id(user_id: str, feedback_id: str) -> uuid.UUID:
+    return _uuid("feedback", user_id, feedback_id)
+
+
+def derived_event_id(kind: str, *parts: str) -> uuid.UUID:
+    """Id of an event derived from others, e.g. ``derived_event_id("pair-rejected", feedback_event_id)``."""
+    return _uuid(kind, *parts)
+
+
+def threshold_event_id(user_id: str, generation: int) -> uuid.UUID:
+    return _uuid("threshold", user_id, str(generation))
+
+
+def training_request_id(user_id: str, generation: int) -> uuid.UUID:
+    return _uuid("training-request", user_id, str(generation))
+
+
+def adapter_event_id(user_id: str, version: int) -> uuid.UUID:
+    return _uuid("adapter", user_id, str(version))
+
+
+def user_key(user_id: str) -> str:
+    """A filesystem-safe key for a user: never the raw id, so an id can never steer a path."""
+    return hashlib.sha256(("user\x1f" + user_id).encode("utf-8")).hexdigest()[:32]
