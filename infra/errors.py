@@ -1,0 +1,54 @@
+"""Errors at the edges: Kafka, ClickHouse, the artifact store and the broker process.
+
+    InfraError
+    ├── BrokerError           fetching jars, formatting storage, starting/stopping the broker
+    ├── KafkaError            a Kafka call failed (translated from confluent-kafka / aiokafka)
+    │   └── PublishError      a message was not acknowledged by the broker
+    ├── StoreError            a ClickHouse call failed (translated from clickhouse-connect / chDB)
+    └── ArtifactError         the artifact store refused or failed
+        ├── PathEscapeError   a path would leave the artifact root
+        ├── ChecksumMismatch  a file's sha256 differs from the one recorded
+        └── ArtifactMissing   a referenced file does not exist
+"""
+
+from __future__ import annotations
+
+
+class InfraError(Exception):
+    """Base of every error raised by :mod:`infra`."""
+
+
+class BrokerError(InfraError):
+    pass
+
+
+class KafkaError(InfraError):
+    pass
+
+
+class PublishError(KafkaError):
+    pass
+
+
+class StoreError(InfraError):
+    pass
+
+
+class ArtifactError(InfraError):
+    pass
+
+
+class PathEscapeError(ArtifactError):
+    pass
+
+
+class ChecksumMismatch(ArtifactError):
+    def __init__(self, path: str, expected: str, actual: str) -> None:
+        super().__init__(f"{path}: sha256 {actual} != expected {expected}")
+        self.path = path
+        self.expected = expected
+        self.actual = actual
+
+
+class ArtifactMissing(ArtifactError):
+    pass

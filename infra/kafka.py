@@ -1,0 +1,180 @@
+"""Kafka at the edge: an idempotent event publisher, and small consumer helpers.
+
+Producers use ``acks=all`` with idempotence, and the murmur2 partitioner (Java's and aiokafka's
+default), so every producer in the system puts a user's events in the same partition.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError as CKafkaError
+
+from infra.errors import KafkaError, PublishError
+from schemas.codec import encode_headers, encode_key, encode_value
+from schemas.events import Event
+
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 5,
+    "partitioner": "murmur2_random",
+    "message.max.bytes": 17 * 1024 * 1024,
+    "compression.type": "lz4",
+}
+
+
+class EventPublisher(Protocol):
+    """The seam every role publishes events through (tests pass a fake)."""
+
+    def publish(self, topic: str, event: Event) -> None: ...
+
+    def publish_raw(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None: ...
+
+    def flush(self, timeout_s: float = 30.0) -> None: ...
+
+
+class KafkaEventPublisher:
+    """Publishes events with an idempotent confluent-kafka producer; ``flush`` raises on any failure."""
+
+    def __init__(self, bootstrap_servers: str, client_id: str = "samtuner", **overrides: Any) -> None:
+        self._producer = Producer({"bootstrap.servers": bootstrap_servers, "client.id": client_id,
+                                   **PRODUCER_DEFAULTS, **overrides})
+        self._errors: list[str] = []
+        self._lock = threading.Lock()
+
+    def _on_delivery(self, err: CKafkaError | None, msg: Any) -> None:
+        if err is not None:
+            with self._lock:
+                self._errors.append(f"{msg.topic()}: {err.str()}")
+
+    def publish(self, topic: str, event: Event) -> None:
+        self.publish_raw(topic, encode_key(event), encode_value(event), encode_headers(event))
+
+    def publish_raw(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None:
+        kwargs: dict[str, Any] = {"key": key, "value": value, "headers": list(headers or []),
+                                  "on_delivery": self._on_delivery}
+        if timestamp_ms is not None:
+            kwargs["timestamp"] = timestamp_ms
+        while True:
+            try:
+                self._producer.produce(topic, **kwargs)
+                break
+            except BufferError:
+                self._producer.poll(0.1)  # local queue full: let deliveries drain, then retry
+            except KafkaException as exc:
+                raise PublishError(f"cannot produce to {topic}: {exc}") from exc
+        self._producer.poll(0)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        remaining = self._producer.flush(timeout_s)
+        with self._lock:
+            errors, self._errors = self._errors, []
+        if remaining:
+            raise PublishError(f"{remaining} message(s) not delivered within {timeout_s}s")
+        if errors:
+            raise PublishError("delivery failed: " + "; ".join(errors[:5]))
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int
+
+
+def _raw(msg: Any) -> RawMessage:
+    _, ts = msg.timestamp()
+    return RawMessage(
+        topic=msg.topic(),
+        partition=msg.partition(),
+        offset=msg.offset(),
+        key=msg.key(),
+        value=msg.value(),
+        headers=tuple((k, v if v is not None else b"") for k, v in (msg.headers() or [])),
+        timestamp_ms=ts,
+    )
+
+
+def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> Iterator[RawMessage]:
+    """Every message of ``topic`` from the beginning up to the high watermarks at call time."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap_servers,
+        "group.id": "samtuner-reader",  # never commits: assign() + no offset storage
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "fetch.message.max.bytes": 17 * 1024 * 1024,
+    })
+    try:
+        try:
+            meta = consumer.list_topics(topic, timeout=timeout_s)
+        except KafkaException as exc:
+            raise KafkaError(f"cannot read metadata of {topic}: {exc}") from exc
+        tmeta = meta.topics.get(topic)
+        if tmeta is None or tmeta.error is not None:
+            raise KafkaError(f"topic {topic} does not exist")
+        ends: dict[int, int] = {}
+        starts: list[TopicPartition] = []
+        for p in tmeta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            if high > low:
+                ends[p] = high
+                starts.append(TopicPartition(topic, p, OFFSET_BEGINNING))
+        if not starts:
+            return
+        consumer.assign(starts)
+        while ends:
+            msg = consumer.poll(timeout_s)
+            if msg is None:
+                raise KafkaError(f"timed out reading {topic}; partitions left: {sorted(ends)}")
+            error = msg.error()
+            if error is not None:
+                if error.code() == CKafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaError(f"reading {topic}: {error.str()}")
+            yield _raw(msg)
+            p, offset = msg.partition() or 0, msg.offset() or 0
+            if p in ends and offset + 1 >= ends[p]:
+                del ends[p]
+    finally:
+        consumer.close()
+
+
+def topic_counts(bootstrap_servers: str, topic: str, timeout_s: float = 10.0) -> int:
+    """Messages currently in ``topic`` (high - low watermark summed over partitions)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "samtuner-reader"})
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise KafkaError(f"topic {topic} does not exist")
+        total = 0
+        for p in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            total += high - low
+        return total
+    except KafkaException as exc:
+        raise KafkaError(f"cannot read watermarks of {topic}: {exc}") from exc
+    finally:
+        consumer.close()
