@@ -1,0 +1,132 @@
+"""Events -> ClickHouse rows, one pure function per table. Column lists live next to their builders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas.events import (
+    AdapterPublished,
+    Event,
+    PairAccepted,
+    PairRejected,
+    TrainingFailed,
+    TrainingProgressed,
+    TrainingRequested,
+    TrainingStarted,
+    TrainingSucceeded,
+)
+
+PAIR_COLUMNS = (
+    "pair_id", "user_id", "prompt", "chosen_response", "rejected_response", "confidence_score",
+    "quality_score", "feedback_type", "created_at", "is_active", "training_weight", "metadata",
+    "feedback_event_id", "correlation_id", "source_topic", "source_partition", "source_offset",
+    "version", "updated_at",
+)
+
+
+def pair_row(e: PairAccepted, version: int) -> list[Any]:
+    return [
+        e.pair_id, e.user_id, e.prompt, e.chosen_response, e.rejected_response, e.confidence_score,
+        e.quality_score, e.feedback_type, e.created_at, True, e.training_weight,
+        json.dumps(e.metadata, sort_keys=True), e.feedback_event_id, e.correlation_id, e.source.topic,
+        e.source.partition, e.source.offset, version, e.occurred_at,
+    ]
+
+
+REJECTED_COLUMNS = (
+    "feedback_event_id", "user_id", "feedback_type", "reason_codes", "reason_details", "quality_score",
+    "prompt", "chosen_response", "rejected_response", "created_at", "correlation_id", "source_topic",
+    "source_partition", "source_offset",
+)
+
+
+def rejected_row(e: PairRejected) -> list[Any]:
+    return [
+        e.feedback_event_id, e.user_id, e.feedback_type, [r.code for r in e.reasons],
+        [r.detail for r in e.reasons], e.quality_score, e.prompt, e.chosen_response, e.rejected_response,
+        e.created_at, e.correlation_id, e.source.topic, e.source.partition, e.source.offset,
+    ]
+
+
+DEAD_LETTER_COLUMNS = (
+    "source_topic", "source_partition", "source_offset", "stage", "reason", "error", "key",
+    "payload_preview", "payload_bytes", "payload_sha256", "failed_at",
+)
+
+
+def dead_letter_row(headers: dict[str, str], key: bytes | None, value: bytes | None) -> list[Any]:
+    payload = value or b""
+    failed_at = headers.get("dlq.failed_at")
+    return [
+        headers.get("dlq.source.topic", ""),
+        int(headers.get("dlq.source.partition", "0") or 0),
+        int(headers.get("dlq.source.offset", "0") or 0),
+        headers.get("dlq.stage", ""),
+        headers.get("dlq.reason", "unknown"),
+        headers.get("dlq.error", ""),
+        (key or b"").decode("utf-8", errors="replace")[:256],
+        payload[:2000].decode("utf-8", errors="replace"),
+        len(payload),
+        hashlib.sha256((key or b"") + b"\0" + payload).hexdigest(),
+        datetime.fromisoformat(failed_at) if failed_at else datetime.now(UTC),
+    ]
+
+
+TRAINING_REQUEST_COLUMNS = (
+    "request_id", "user_id", "generation", "trigger", "triggered_at", "dataset_uri", "dataset_sha256",
+    "dataset_rows", "requested_at",
+)
+
+
+def training_request_row(e: TrainingRequested) -> list[Any]:
+    return [
+        e.request_id, e.user_id, e.generation, e.trigger, e.triggered_at, e.dataset.uri, e.dataset.sha256,
+        e.dataset.rows, e.occurred_at,
+    ]
+
+
+JOB_COLUMNS = (
+    "request_id", "user_id", "status", "attempt", "step", "total_steps", "loss", "adapter_version", "cause",
+    "metrics", "updated_at", "version",
+)
+
+
+def job_row(e: Event, version: int) -> list[Any] | None:
+    """The job-ledger row an event sets, or None for events that are not about a job."""
+    attempt, step, total, loss, adapter_version, cause = 1, 0, 0, None, None, ""
+    metrics: dict[str, float] = {}
+    if isinstance(e, TrainingRequested):
+        status, request_id = "requested", e.request_id
+    elif isinstance(e, TrainingStarted):
+        status, request_id, attempt = "running", e.request_id, e.attempt
+    elif isinstance(e, TrainingProgressed):
+        status, request_id = "running", e.request_id
+        step, total, loss, metrics = e.step, e.total_steps, e.loss, e.metrics
+    elif isinstance(e, TrainingSucceeded):
+        status, request_id = "succeeded", e.request_id
+        adapter_version, metrics = e.adapter_version, e.metrics
+    elif isinstance(e, TrainingFailed):
+        status, request_id = ("retrying" if e.will_retry else "failed"), e.request_id
+        attempt, cause = e.attempt, e.cause
+    else:
+        return None
+    return [
+        request_id, e.user_id, status, attempt, step, total, loss, adapter_version, cause,
+        json.dumps(metrics, sort_keys=True), e.occurred_at, version,
+    ]
+
+
+ADAPTER_COLUMNS = (
+    "user_id", "version", "request_id", "uri", "files", "base_model", "base_model_sha256", "dataset_sha256",
+    "metrics", "published_at",
+)
+
+
+def adapter_row(e: AdapterPublished) -> list[Any]:
+    return [
+        e.user_id, e.version, e.request_id, e.uri, json.dumps(e.files, sort_keys=True), e.base_model.name_or_path,
+        e.base_model.weights_sha256, e.dataset_sha256, json.dumps(e.metrics, sort_keys=True), e.occurred_at,
+    ]
