@@ -1,0 +1,304 @@
+"""The ``samtuner`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from schemas.config import Config, load_config
+from schemas.errors import ConfigError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="sam-tuner: personalize a model from corrections.")
+kafka_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker (KRaft, 127.0.0.1).")
+model_app = typer.Typer(no_args_is_help=True, help="Locally built models.")
+schemas_app = typer.Typer(no_args_is_help=True, help="Event schemas.")
+config_app = typer.Typer(no_args_is_help=True, help="The configuration file.")
+app.add_typer(kafka_app, name="kafka")
+app.add_typer(model_app, name="model")
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(config_app, name="config")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="samtuner.yaml (default: ./samtuner.yaml)")]
+
+
+def _config(path: Path | None) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        typer.secho(f"config error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(message, fg="red", err=True)
+    return typer.Exit(code)
+
+
+# -- kafka ---------------------------------------------------------------------------------------
+
+
+@kafka_app.command("fetch")
+def kafka_fetch() -> None:
+    """Fetch the broker's jars from Maven Central into the cache."""
+    from infra.broker import fetch_jars
+    from infra.errors import BrokerError
+
+    try:
+        typer.echo(fetch_jars(quiet=False))
+    except BrokerError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@kafka_app.command("up")
+def kafka_up(config: ConfigOpt = None) -> None:
+    """Start the broker (formatting its storage once) and create the declared topics."""
+    from infra.broker import broker_for
+    from infra.errors import InfraError
+    from infra.topics import ensure_topics
+
+    cfg = _config(config)
+    try:
+        broker = broker_for(cfg.kafka.bootstrap_servers, cfg.state_path)
+        broker.start()
+        created = ensure_topics(cfg.kafka)
+    except InfraError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"kafka up on {broker.bootstrap} (pid {broker.pid()}); topics created: {len(created)}")
+
+
+@kafka_app.command("down")
+def kafka_down(config: ConfigOpt = None) -> None:
+    """Stop the broker."""
+    from infra.broker import broker_for
+
+    cfg = _config(config)
+    stopped = broker_for(cfg.kafka.bootstrap_servers, cfg.state_path).stop()
+    typer.echo("kafka stopped" if stopped else "kafka was not running")
+
+
+@kafka_app.command("status")
+def kafka_status(config: ConfigOpt = None) -> None:
+    """Is the broker running? (exit 1 when not)"""
+    from infra.broker import broker_for
+
+    cfg = _config(config)
+    broker = broker_for(cfg.kafka.bootstrap_servers, cfg.state_path)
+    if broker.running():
+        typer.echo(f"running on {broker.bootstrap} (pid {broker.pid()})")
+    else:
+        typer.echo("not running")
+        raise typer.Exit(1)
+
+
+@app.command("topics")
+def topics(config: ConfigOpt = None) -> None:
+    """Create the declared topics that are missing (idempotent)."""
+    from infra.topics import ensure_topics
+
+    created = ensure_topics(_config(config).kafka)
+    typer.echo(f"created: {', '.join(created) if created else 'none (all exist)'}")
+
+
+@app.command("migrate")
+def migrate(config: ConfigOpt = None) -> None:
+    """Create the ClickHouse database and tables (idempotent)."""
+    from infra.clickhouse import ClickHouseStore
+    from infra.errors import StoreError
+
+    cfg = _config(config)
+    try:
+        store = ClickHouseStore(cfg.clickhouse_dsn, cfg.clickhouse.database)
+        applied = store.migrate()
+        store.close()
+    except StoreError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"applied: {', '.join(applied) if applied else 'none (up to date)'}")
+
+
+# -- models --------------------------------------------------------------------------------------
+
+
+@model_app.command("build-demo")
+def build_demo(
+    preset: Annotated[str, typer.Option(help="demo-chat (readable, ~2 CPU minutes) or tiny (tests)")] = "demo-chat",
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: the config's model.base)")] = None,
+    force: bool = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Build the small Llama-architecture model and tokenizer locally (no downloads)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from infra.demo_model import PRESETS, build_model
+
+    if preset not in PRESETS:
+        raise _fail(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}", 2)
+    target = out or Path(_config(config).model.base)
+    columns = (TextColumn("pre-training {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(preset, total=None, loss=float("nan"))
+
+        def progress(step: int, total: int, loss: float) -> None:
+            bar.update(task, completed=step, total=total, loss=loss)
+
+        path = build_model(target, preset, force=force, progress=progress)
+    typer.echo(str(path))
+
+
+# -- roles ---------------------------------------------------------------------------------------
+
+
+def _run(config: Path | None, roles: frozenset[str], loglevel: str) -> None:
+    from infra.errors import InfraError
+    from samtuner.logs import setup_logging
+    from samtuner.run import StreamsCrashed, run_roles
+
+    setup_logging(loglevel)
+    try:
+        run_roles(_config(config), roles, loglevel="warn" if loglevel.upper() != "DEBUG" else "debug")
+    except InfraError as exc:
+        raise _fail(str(exc)) from exc
+    except StreamsCrashed as exc:
+        raise _fail(f"stream worker crashed: {exc}", 3) from exc
+
+
+LogOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING")]
+
+
+@app.command("run")
+def run(config: ConfigOpt = None, log_level: LogOpt = "INFO") -> None:
+    """All roles in one process: deciders, projector, trainer, inference node (+ HTTP API)."""
+    from samtuner.run import ALL_ROLES
+
+    _run(config, ALL_ROLES, log_level)
+
+
+@app.command("streams")
+def streams(
+    role: Annotated[str, typer.Option(help="decider, projector or all")] = "all",
+    config: ConfigOpt = None,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """The stream processors alone (the projector owns the ClickHouse store)."""
+    roles = {"all": frozenset({"decider", "projector"}), "decider": frozenset({"decider"}),
+             "projector": frozenset({"projector"})}
+    if role not in roles:
+        raise _fail(f"unknown role {role!r}; valid: {', '.join(roles)}", 2)
+    _run(config, roles[role], log_level)
+
+
+@app.command("trainer")
+def trainer(config: ConfigOpt = None, log_level: LogOpt = "INFO") -> None:
+    """A trainer worker alone (needs Kafka and the artifact store, no database)."""
+    _run(config, frozenset({"trainer"}), log_level)
+
+
+@app.command("inference")
+def inference(config: ConfigOpt = None, log_level: LogOpt = "INFO") -> None:
+    """An inference node alone (HTTP API on inference.host:port)."""
+    _run(config, frozenset({"inference"}), log_level)
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+
+@app.command("replay")
+def replay_cmd(
+    file: Annotated[Path, typer.Argument(help="JSONL fixture: {topic, key, value, headers, timestamp} per line")],
+    config: ConfigOpt = None,
+    keep_timestamps: Annotated[bool, typer.Option(help="Send the recorded timestamps")] = True,
+) -> None:
+    """Publish a replay fixture to Kafka (keys, headers, timestamps kept; string values as raw bytes)."""
+    from infra.errors import InfraError
+    from infra.kafka import KafkaEventPublisher
+    from samtuner.fixtures import FixtureError, read_fixture, replay
+
+    cfg = _config(config)
+    publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-replay")
+    try:
+        count = replay(read_fixture(file), publisher, cfg.kafka.topic_prefix, keep_timestamps)
+        publisher.flush()
+    except (FixtureError, InfraError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"published {count} messages from {file}")
+
+
+@app.command("ask")
+def ask(
+    prompt: str,
+    user: Annotated[str | None, typer.Option(help="The user whose adapter should answer")] = None,
+    url: Annotated[str | None, typer.Option(help="Node URL (default: from the config)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Ask a running node a question; prints the answer and who answered."""
+    import httpx
+
+    cfg = _config(config)
+    base = url or f"http://{cfg.inference.host}:{cfg.inference.port}"
+    try:
+        r = httpx.post(f"{base}/v1/chat/completions", json={"messages": [{"role": "user", "content": prompt}],
+                                                             "user": user}, timeout=120)
+        r.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach the node at {base}: {exc}") from exc
+    body = r.json()
+    typer.echo(body["choices"][0]["message"]["content"])
+    typer.echo(json.dumps(body["samtuner"]), err=True)
+
+
+# -- schemas and config --------------------------------------------------------------------------
+
+
+@schemas_app.command("export")
+def schemas_export(out: Annotated[Path, typer.Argument(help="Directory for one JSON Schema per event")]) -> None:
+    """Write a JSON Schema per event, for producers not written in Python."""
+    from schemas.jsonschema import export_json_schemas
+
+    for path in export_json_schemas(out):
+        typer.echo(str(path))
+
+
+@config_app.command("check")
+def config_check(config: ConfigOpt = None) -> None:
+    """Validate the config, including every training.dpo key against the installed TRL."""
+    from trainer.errors import TrainingConfigError
+    from trainer.library_config import check_dpo_keys
+
+    cfg = _config(config)
+    try:
+        check_dpo_keys(cfg.training.dpo)
+    except TrainingConfigError as exc:
+        raise _fail(f"config error: {exc}", 2) from exc
+    typer.echo("config ok")
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None) -> None:
+    """Print the effective configuration (defaults filled in) as YAML."""
+    import yaml
+
+    typer.echo(yaml.safe_dump(_config(config).model_dump(mode="json"), sort_keys=False))
+
+
+@app.command("demo")
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Scratch state for the demo (wiped first)")] = Path(".samtuner/demo"),
+    fixture: Annotated[Path, typer.Option(help="Feedback to replay")] = Path("tests/replays/demo.jsonl"),
+) -> None:
+    """The whole loop on real parts; prints a JSON summary as the last line."""
+    from samtuner.demo import run_demo
+
+    summary = run_demo(workdir, fixture)
+    sys.stdout.write(json.dumps(summary) + "\n")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Run roles: all in one process (``samtuner run``; the embedded chDB can be open in one process
+only), or one alone (``samtuner streams|trainer|inference``)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from infra.artifacts import ArtifactStore
+from infra.clickhouse import ClickHouseStore
+from infra.kafka import KafkaEventPublisher
+from infra.topics import ensure_topics
+from schemas.config import Config
+from schemas.topics import Topics
+
+log = logging.getLogger("samtuner.run")
+
+
+class StreamsCrashed(RuntimeError):
+    """The stream worker stopped itself after a crash (see the log); exit non-zero to be restarted."""
+
+ALL_ROLES = frozenset({"decider", "projector", "trainer", "inference"})
+
+
+def store_stats(store: ClickHouseStore) -> Callable[[], dict[str, Any]]:
+    db = store.database
+
+    def stats() -> dict[str, Any]:
+        one = lambda sql: int(store.query(sql)[0][0])  # noqa: E731
+        return {
+            "pairs_accepted": one(f"SELECT count() FROM {db}.preference_pairs FINAL"),
+            "pairs_rejected": one(f"SELECT count() FROM {db}.rejected_feedback FINAL"),
+            "dead_letters": one(f"SELECT count() FROM {db}.dead_letters FINAL"),
+            "training_requests": one(f"SELECT count() FROM {db}.training_requests FINAL"),
+            "jobs_succeeded": one(f"SELECT count() FROM {db}.training_jobs FINAL WHERE status = 'succeeded'"),
+            "jobs_failed": one(f"SELECT count() FROM {db}.training_jobs FINAL WHERE status = 'failed'"),
+            "adapters": one(f"SELECT count() FROM {db}.adapters FINAL"),
+        }
+
+    return stats
+
+
+def run_roles(cfg: Config, roles: frozenset[str] = ALL_ROLES, loglevel: str = "warn") -> None:
+    unknown = roles - ALL_ROLES
+    if unknown:
+        raise ValueError(f"unknown roles {sorted(unknown)}; valid: {sorted(ALL_ROLES)}")
+    ensure_topics(cfg.kafka)
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    store: ClickHouseStore | None = None
+    server: Any = None
+    try:
+        if "projector" in roles:
+            store = ClickHouseStore(cfg.clickhouse_dsn, cfg.clickhouse.database)
+            applied = store.migrate()
+            if applied:
+                log.info("migrations applied: %s", ", ".join(applied))
+        if "trainer" in roles:
+            from trainer.worker import run_trainer
+
+            threads.append(threading.Thread(target=run_trainer, args=(cfg, stop), name="trainer", daemon=True))
+        if "inference" in roles:
+            server = _start_inference(cfg, stop, threads, store)
+        for thread in threads:
+            thread.start()
+        stream_roles = roles & {"decider", "projector"}
+        if stream_roles:
+            _run_faust(cfg, frozenset(stream_roles), store, loglevel)
+        else:
+            _wait_for_signal(stop)
+    finally:
+        stop.set()
+        if server is not None:
+            server.should_exit = True
+        for thread in threads:
+            thread.join(timeout=30)
+        if store is not None:
+            store.close()
+
+
+def _start_inference(cfg: Config, stop: threading.Event, threads: list[threading.Thread],
+                     store: ClickHouseStore | None) -> Any:
+    import uvicorn
+
+    from inference.api import create_api
+    from inference.engine import InferenceEngine
+    from inference.node import RegistryFollower
+
+    engine = InferenceEngine(cfg)
+    follower = RegistryFollower(cfg, engine)
+    threads.append(threading.Thread(target=follower.run, args=(stop,), name="registry", daemon=True))
+    api = create_api(engine, stats=store_stats(store) if store else None, ready=follower.ready.is_set)
+    server = uvicorn.Server(uvicorn.Config(api, host=cfg.inference.host, port=cfg.inference.port,
+                                           log_level="warning", access_log=False))
+    threads.append(threading.Thread(target=server.run, name="http", daemon=True))
+    log.info("inference API on http://%s:%d", cfg.inference.host, cfg.inference.port)
+    return server
+
+
+def _run_faust(cfg: Config, roles: frozenset[str], store: ClickHouseStore | None, loglevel: str) -> None:
+    from faust.worker import Worker
+
+    from streams.app import StreamsStats, create_app
+    from streams.projector import ClickHouseSink, Projector
+
+    projector = None
+    if "projector" in roles:
+        assert store is not None
+        publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-projector")
+        projector = Projector(ClickHouseSink(store), ArtifactStore(cfg.artifact_root), publisher,
+                              Topics(cfg.kafka.topic_prefix))
+    stats = StreamsStats()
+    app = create_app(cfg, roles, projector, stats)
+    worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)
+    with contextlib.suppress(SystemExit):
+        worker.execute_from_commandline()
+    if stats.crashed:
+        raise StreamsCrashed(stats.crashed)
+
+
+def _wait_for_signal(stop: threading.Event) -> None:
+    def on_signal(signum: int, _: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop.is_set():
+        stop.wait(0.5)
