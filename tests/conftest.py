@@ -1,0 +1,66 @@
+"""Shared fixtures: a real Kafka broker (started once per session), a tiny locally built model."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from infra.broker import Broker, free_port
+from schemas.config import Config, default_cache_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+REPLAYS = ROOT / "tests" / "replays"
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap address of a real broker: SAMTUNER_TEST_BOOTSTRAP, or one started for this session."""
+    existing = os.environ.get("SAMTUNER_TEST_BOOTSTRAP")
+    if existing:
+        yield existing
+        return
+    broker = Broker(home=tmp_path_factory.mktemp("kafka"), port=free_port(), controller_port=free_port())
+    broker.start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    from infra.demo_model import build_model
+
+    return build_model(default_cache_dir() / "models" / "tiny", "tiny")
+
+
+@pytest.fixture
+def make_config(kafka: str, tiny_model: Path, tmp_path: Path) -> Any:
+    """Config factory: a unique topic prefix and state dir per test, the tiny model, fast training."""
+
+    def make(**sections: dict[str, Any]) -> tuple[Config, Path]:
+        raw: dict[str, Any] = {
+            "state_dir": str(tmp_path / "state"),
+            "kafka": {"bootstrap_servers": kafka, "topic_prefix": f"t{uuid.uuid4().hex[:10]}.", "partitions": 3},
+            "model": {"base": str(tiny_model), "max_new_tokens": 8},
+            "trigger": {"min_new_pairs": 8},
+            "training": {"dpo": {"num_train_epochs": 1, "per_device_train_batch_size": 4, "learning_rate": 1e-3,
+                                 "max_length": 64, "bf16": False, "gradient_checkpointing": False,
+                                 "logging_steps": 1, "beta": 0.1}},
+            "streams": {"app_id": f"streams-{uuid.uuid4().hex[:8]}", "batch_timeout_s": 0.1},
+            "trainer": {"group_id": f"trainer-{uuid.uuid4().hex[:8]}"},
+            "inference": {"node_id": f"node-{uuid.uuid4().hex[:8]}", "port": free_port()},
+        }
+        for name, values in sections.items():
+            raw[name] = {**raw.get(name, {}), **values}
+        path = tmp_path / "samtuner.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return Config.model_validate(raw), path
+
+    return make

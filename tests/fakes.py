@@ -1,0 +1,63 @@
+"""Small fakes behind the project's own seams (no patching of internals)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from infra.errors import StoreError
+from schemas.codec import encode_headers, encode_key, encode_value
+from schemas.events import Event
+
+
+class FakePublisher:
+    """Behaves like KafkaEventPublisher: records what was published, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+        self.flushes = 0
+
+    def publish(self, topic: str, event: Event) -> None:
+        self.publish_raw(topic, encode_key(event), encode_value(event), encode_headers(event))
+
+    def publish_raw(self, topic: str, key: bytes | None, value: bytes | None,
+                    headers: Sequence[tuple[str, bytes]] | None = None, timestamp_ms: int | None = None) -> None:
+        self.sent.append((topic, key, value, list(headers or [])))
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        self.flushes += 1
+
+    def on(self, topic: str) -> list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]:
+        return [s for s in self.sent if s[0] == topic]
+
+
+class FakeSink:
+    """An in-memory projection store with ClickHouse's dedup-token and replacing semantics."""
+
+    def __init__(self, fail_times: int = 0, down: bool = False) -> None:
+        self.tables: dict[str, dict[Any, dict[str, Any]]] = {}
+        self.tokens: set[str] = set()
+        self.inserts: list[tuple[str, int, str]] = []
+        self.fail_times = fail_times
+        self.down = down
+
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], dedup_token: str) -> None:
+        if self.fail_times > 0:
+            self.fail_times -= 1
+            raise StoreError("injected failure")
+        if dedup_token in self.tokens:
+            return
+        self.tokens.add(dedup_token)
+        self.inserts.append((table, len(rows), dedup_token))
+        store = self.tables.setdefault(table, {})
+        for row in rows:
+            record = dict(zip(columns, row, strict=True))
+            key = record.get("pair_id") or record.get("request_id") or record.get("feedback_event_id") or len(store)
+            store[key] = record
+
+    def active_pairs(self, user_id: str) -> list[dict[str, Any]]:
+        pairs = self.tables.get("preference_pairs", {}).values()
+        return [r for r in pairs if r["user_id"] == user_id and r["is_active"]]
+
+    def ping(self) -> bool:
+        return not self.down

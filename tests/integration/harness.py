@@ -1,0 +1,98 @@
+"""Helpers for integration tests: a `samtuner run` process, waiting, reading topics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from infra.kafka import read_topic
+from schemas.codec import decode
+from schemas.config import Config
+from schemas.errors import EventDecodeError
+from schemas.events import Event
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_for(probe: Callable[[], T | None], timeout_s: float, what: str, every_s: float = 0.25) -> T:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def events_on(cfg: Config, topic: str) -> list[Event]:
+    out = []
+    for msg in read_topic(cfg.kafka.bootstrap_servers, topic):
+        try:
+            out.append(decode(msg.value))
+        except EventDecodeError:
+            continue
+    return out
+
+
+class RunningProcess:
+    """``samtuner <command> -c cfg`` as a subprocess, with its log kept for failures."""
+
+    def __init__(self, cfg: Config, cfg_path: Path, command: str = "run", log_name: str = "run.log") -> None:
+        self.cfg = cfg
+        self.log_path = cfg_path.parent / log_name
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "samtuner.cli", command, "-c", str(cfg_path)],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.url = f"http://{cfg.inference.host}:{cfg.inference.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_ready(self, timeout_s: float = 180) -> None:
+        def probe() -> bool:
+            if not self.alive():
+                raise AssertionError(f"process exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+            try:
+                return bool(httpx.get(f"{self.url}/healthz", timeout=2).json().get("registry_ready"))
+            except httpx.HTTPError:
+                return False
+
+        wait_for(probe, timeout_s, "the node to be ready")
+
+    def ask(self, prompt: str, user: str | None) -> dict[str, Any]:
+        r = httpx.post(f"{self.url}/v1/chat/completions", timeout=60,
+                       json={"messages": [{"role": "user", "content": prompt}], "user": user})
+        r.raise_for_status()
+        body: dict[str, Any] = r.json()
+        return body
+
+    def stop(self, timeout_s: float = 60) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return int(self.proc.returncode)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self._log.close()
