@@ -1,0 +1,44 @@
+# sam-tuner: `make demo` (the whole loop) and `make test` (all tests) work on a bare machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv jars demo test test-unit lint bench-streams bench-trainer bench-inference kafka-up kafka-down lock clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip==24.3.1
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+jars: venv
+	$(BIN)/samtuner kafka fetch
+
+demo: venv jars
+	$(BIN)/samtuner demo
+
+test: venv jars
+	$(BIN)/pytest -q tests
+
+test-unit: venv
+	$(BIN)/pytest -q tests/unit
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+kafka-up: venv jars
+	$(BIN)/samtuner kafka up
+
+kafka-down: venv
+	$(BIN)/samtuner kafka down
+
+lock: venv
+	$(BIN)/pip freeze --exclude-editable | grep -v '^sam-tuner' > requirements.lock.new && mv requirements.lock.new requirements.lock
+
+clean:
+	rm -rf .samtuner .pytest_cache .mypy_cache .ruff_cache
