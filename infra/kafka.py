@@ -15,7 +15,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 from confluent_kafka import KafkaError as CKafkaError
 
 from infra.errors import KafkaError, PublishError
-from schemas.codec import encode_headers, encode_key, encode_value
+from schemas.codec import encode_command, encode_headers, encode_key, encode_value
+from schemas.commands import Command
 from schemas.events import Event
 
 PRODUCER_DEFAULTS: dict[str, Any] = {
@@ -178,3 +179,9 @@ def topic_counts(bootstrap_servers: str, topic: str, timeout_s: float = 10.0) ->
         raise KafkaError(f"cannot read watermarks of {topic}: {exc}") from exc
     finally:
         consumer.close()
+
+
+def publish_command(publisher: EventPublisher, topic: str, command: Command) -> None:
+    """Send a command to the control topic (keyed by its user id)."""
+    key, value, headers = encode_command(command)
+    publisher.publish_raw(topic, key, value, headers)

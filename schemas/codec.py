@@ -7,6 +7,7 @@ from typing import TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
+from schemas.commands import COMMAND_ADAPTER, Command
 from schemas.errors import EventDecodeError
 from schemas.events import AnyEvent, Event
 
@@ -55,6 +56,23 @@ def decode(value: bytes | None) -> Event:
         raise EventDecodeError("invalid_event", _describe(exc)) from exc
     except RecursionError as exc:
         raise EventDecodeError("invalid_event", "nested too deeply") from exc
+
+
+def decode_command(value: bytes | None) -> Command:
+    """Bytes on the control topic -> the command they encode, or EventDecodeError."""
+    if value is None:
+        raise EventDecodeError("empty_message", "the message has no value")
+    try:
+        return COMMAND_ADAPTER.validate_json(value)
+    except ValidationError as exc:
+        raise EventDecodeError("invalid_command", _describe(exc)) from exc
+
+
+def encode_command(command: Command) -> tuple[bytes, bytes, Headers]:
+    """(key, value, headers) of a command for the control topic."""
+    headers = [("command_type", str(getattr(command, "command_type", "")).encode()),
+               ("command_id", str(command.command_id).encode())]
+    return command.user_id.encode("utf-8"), command.model_dump_json().encode("utf-8"), headers
 
 
 def decode_as(value: bytes | None, kind: type[E]) -> E:

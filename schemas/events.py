@@ -109,6 +109,43 @@ class PairRejected(Event):
     source: SourceRef
 
 
+class LabelledExampleAccepted(Event):
+    """Thumbs up/down without a correction: an unpaired labelled example (KTO-style), not dropped."""
+
+    event_type: Literal["LabelledExampleAccepted"] = "LabelledExampleAccepted"
+    example_id: uuid.UUID
+    feedback_event_id: uuid.UUID
+    prompt: str
+    response: str
+    desirable: bool = Field(description="True for thumbs up, False for thumbs down.")
+    confidence_score: float
+    created_at: AwareDatetime
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+    source: SourceRef
+
+
+class PairDeactivated(Event):
+    """A pair is no longer trained on (it stays stored with ``is_active = false``)."""
+
+    event_type: Literal["PairDeactivated"] = "PairDeactivated"
+    pair_id: uuid.UUID
+    command_id: uuid.UUID
+
+
+class PairReweighted(Event):
+    event_type: Literal["PairReweighted"] = "PairReweighted"
+    pair_id: uuid.UUID
+    training_weight: float = Field(ge=0.0)
+    command_id: uuid.UUID
+
+
+class UserErased(Event):
+    """All of a user's data was erased; projections drop the user's rows, adapters are revoked."""
+
+    event_type: Literal["UserErased"] = "UserErased"
+    command_id: uuid.UUID
+
+
 class TrainingThresholdReached(Event):
     """A user has enough new accepted pairs (or asked for training): cut a dataset for ``generation``.
 
@@ -147,6 +184,13 @@ class TrainingRequested(Event):
     dataset: DatasetRef
 
 
+class TrainingQueued(Event):
+    event_type: Literal["TrainingQueued"] = "TrainingQueued"
+    request_id: uuid.UUID
+    worker: str = ""
+    position: int = Field(0, ge=0, description="Jobs ahead of this one on the worker.")
+
+
 class TrainingStarted(Event):
     event_type: Literal["TrainingStarted"] = "TrainingStarted"
     request_id: uuid.UUID
@@ -183,6 +227,23 @@ class TrainingFailed(Event):
     will_retry: bool = False
 
 
+class TrainingCancelled(Event):
+    event_type: Literal["TrainingCancelled"] = "TrainingCancelled"
+    request_id: uuid.UUID
+    reason: str = ""
+    command_id: uuid.UUID | None = None
+
+
+class TrainingRejected(Event):
+    """The evaluation gate kept the new adapter from being published; the metrics say why."""
+
+    event_type: Literal["TrainingRejected"] = "TrainingRejected"
+    request_id: uuid.UUID
+    reason: str
+    metrics: dict[str, float] = Field(default_factory=dict, description="The new adapter's metrics.")
+    baseline_metrics: dict[str, float] = Field(default_factory=dict, description="What the user has now.")
+
+
 # --- adapters -------------------------------------------------------------------------------------
 
 
@@ -205,16 +266,70 @@ class AdapterPublished(Event):
     triggered_at: AwareDatetime = Field(description="When the feedback that triggered training happened.")
 
 
+class AdapterActivated(Event):
+    event_type: Literal["AdapterActivated"] = "AdapterActivated"
+    version: int = Field(ge=1)
+    command_id: uuid.UUID | None = None
+
+
+class AdapterDeactivated(Event):
+    event_type: Literal["AdapterDeactivated"] = "AdapterDeactivated"
+    command_id: uuid.UUID | None = None
+
+
+class AdapterRevoked(Event):
+    """Every adapter of the user is revoked (e.g. the user was erased): nodes drop them."""
+
+    event_type: Literal["AdapterRevoked"] = "AdapterRevoked"
+    reason: str = ""
+
+
+# --- inference ------------------------------------------------------------------------------------
+
+
+class AdapterLoadFailed(Event):
+    """A node refused or failed to load an adapter version; it keeps the previous one (or the base)."""
+
+    event_type: Literal["AdapterLoadFailed"] = "AdapterLoadFailed"
+    version: int = Field(ge=1)
+    node_id: str
+    reason: str = Field(description="Stable code, e.g. checksum_mismatch, path_escape, base_mismatch.")
+    detail: str = ""
+
+
+class AnswerServed(Event):
+    """A node answered a user; ``arm`` says which side of the A/B split answered."""
+
+    event_type: Literal["AnswerServed"] = "AnswerServed"
+    node_id: str
+    arm: Literal["new", "previous", "base"]
+    adapter_version: int | None = None
+    fallback_reason: str | None = None
+    latency_ms: float = Field(ge=0.0)
+
+
 AnyEvent = Annotated[
     FeedbackReceived
     | PairAccepted
     | PairRejected
+    | LabelledExampleAccepted
+    | PairDeactivated
+    | PairReweighted
+    | UserErased
     | TrainingThresholdReached
     | TrainingRequested
+    | TrainingQueued
     | TrainingStarted
     | TrainingProgressed
     | TrainingSucceeded
     | TrainingFailed
-    | AdapterPublished,
+    | TrainingCancelled
+    | TrainingRejected
+    | AdapterPublished
+    | AdapterActivated
+    | AdapterDeactivated
+    | AdapterRevoked
+    | AdapterLoadFailed
+    | AnswerServed,
     Field(discriminator="event_type"),
 ]

@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from schemas import commands as C
 from schemas import events as E
 
 EXPORTED = (
     E.FeedbackReceived, E.PairAccepted, E.PairRejected, E.TrainingThresholdReached, E.TrainingRequested,
     E.TrainingStarted, E.TrainingProgressed, E.TrainingSucceeded, E.TrainingFailed, E.AdapterPublished,
+    E.LabelledExampleAccepted, E.PairDeactivated, E.PairReweighted, E.UserErased, E.TrainingQueued,
+    E.TrainingCancelled, E.TrainingRejected, E.AdapterActivated, E.AdapterDeactivated, E.AdapterRevoked,
+    E.AdapterLoadFailed, E.AnswerServed,
+    C.RequestTraining, C.CancelTraining, C.ActivateAdapter, C.DeactivateAdapter, C.DeactivatePair,
+    C.ReweightPair, C.EraseUser,
 )
 
 

@@ -40,13 +40,14 @@ ADAPTERS = TopicSpec(
     compacted=True,
 )
 CONTROL = TopicSpec("sam.control.v1", "Commands from operators and users, keyed by user_id.")
+INFERENCE = TopicSpec("sam.inference.v1", "AnswerServed / AdapterLoadFailed from inference nodes, keyed by user_id.")
 DLQ = TopicSpec(
     "sam.dlq.v1",
     "Dead letters: the original bytes, with error/source headers.",
     max_message_bytes=16 * MIB,
 )
 
-ALL: tuple[TopicSpec, ...] = (FEEDBACK, PAIRS, TRAINING, ADAPTERS, CONTROL, DLQ)
+ALL: tuple[TopicSpec, ...] = (FEEDBACK, PAIRS, TRAINING, ADAPTERS, CONTROL, INFERENCE, DLQ)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,10 @@ class Topics:
     @property
     def control(self) -> str:
         return CONTROL.name(self.prefix)
+
+    @property
+    def inference(self) -> str:
+        return INFERENCE.name(self.prefix)
 
     @property
     def dlq(self) -> str:

@@ -1,0 +1,81 @@
+"""Commands: intents from operators and users, named in the imperative. They travel on the control
+topic (keyed by user id) and their outcomes come back as events.
+
+| command             | handled by                    | outcome events                                 |
+| ------------------- | ----------------------------- | ---------------------------------------------- |
+| RequestTraining     | decider (allocates generation) | TrainingThresholdReached(trigger=manual) ...   |
+| CancelTraining      | trainer workers               | TrainingCancelled                              |
+| ActivateAdapter     | adapter registry              | AdapterActivated                               |
+| DeactivateAdapter   | adapter registry              | AdapterDeactivated                             |
+| DeactivatePair      | decider                       | PairDeactivated                                |
+| ReweightPair        | decider                       | PairReweighted                                 |
+| EraseUser           | decider                       | UserErased, AdapterRevoked                     |
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, Field, TypeAdapter
+
+from schemas.events import Frozen, UserId, utc_now
+
+
+class Command(Frozen):
+    command_id: uuid.UUID = Field(default_factory=uuid.uuid4, description="Unique id; a repeated id is a no-op.")
+    issued_at: AwareDatetime = Field(default_factory=utc_now)
+    issued_by: str = Field("cli", max_length=256, description="Who asked (operator, user, service).")
+    user_id: UserId
+
+
+class RequestTraining(Command):
+    """Train this user's adapter now, on their active pairs, whatever the threshold says."""
+
+    command_type: Literal["RequestTraining"] = "RequestTraining"
+
+
+class CancelTraining(Command):
+    """Stop this training job (queued or running); a finished job is not affected."""
+
+    command_type: Literal["CancelTraining"] = "CancelTraining"
+    request_id: uuid.UUID
+
+
+class ActivateAdapter(Command):
+    """Serve this user's adapter again (``version`` None = the latest published)."""
+
+    command_type: Literal["ActivateAdapter"] = "ActivateAdapter"
+    version: int | None = Field(None, ge=1)
+
+
+class DeactivateAdapter(Command):
+    """Serve this user from the base model until activated again (the response says so)."""
+
+    command_type: Literal["DeactivateAdapter"] = "DeactivateAdapter"
+
+
+class DeactivatePair(Command):
+    """Stop training on this pair (it stays stored, ``is_active = false``)."""
+
+    command_type: Literal["DeactivatePair"] = "DeactivatePair"
+    pair_id: uuid.UUID
+
+
+class ReweightPair(Command):
+    command_type: Literal["ReweightPair"] = "ReweightPair"
+    pair_id: uuid.UUID
+    training_weight: float = Field(ge=0.0, le=100.0)
+
+
+class EraseUser(Command):
+    """Erase all of a user's data: pairs, rejected feedback, labelled examples; adapters revoked."""
+
+    command_type: Literal["EraseUser"] = "EraseUser"
+
+
+AnyCommand = Annotated[
+    RequestTraining | CancelTraining | ActivateAdapter | DeactivateAdapter | DeactivatePair | ReweightPair | EraseUser,
+    Field(discriminator="command_type"),
+]
+COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(AnyCommand)
