@@ -106,7 +106,8 @@ class RawMessage:
     timestamp_ms: int
 
 
-def _raw(msg: Any) -> RawMessage:
+def to_raw_message(msg: Any) -> RawMessage:
+    """A confluent-kafka message as a RawMessage."""
     _, ts = msg.timestamp()
     return RawMessage(
         topic=msg.topic(),
@@ -155,7 +156,7 @@ def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> I
                 if error.code() == CKafkaError._PARTITION_EOF:
                     continue
                 raise KafkaError(f"reading {topic}: {error.str()}")
-            yield _raw(msg)
+            yield to_raw_message(msg)
             p, offset = msg.partition() or 0, msg.offset() or 0
             if p in ends and offset + 1 >= ends[p]:
                 del ends[p]

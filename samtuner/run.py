@@ -23,6 +23,7 @@ log = logging.getLogger("samtuner.run")
 class StreamsCrashed(RuntimeError):
     """The stream worker stopped itself after a crash (see the log); exit non-zero to be restarted."""
 
+
 ALL_ROLES = frozenset({"decider", "projector", "trainer", "inference"})
 
 
@@ -34,6 +35,7 @@ def store_stats(store: ClickHouseStore) -> Callable[[], dict[str, Any]]:
         return {
             "pairs_accepted": one(f"SELECT count() FROM {db}.preference_pairs FINAL"),
             "pairs_rejected": one(f"SELECT count() FROM {db}.rejected_feedback FINAL"),
+            "labelled_examples": one(f"SELECT count() FROM {db}.labelled_examples FINAL"),
             "dead_letters": one(f"SELECT count() FROM {db}.dead_letters FINAL"),
             "training_requests": one(f"SELECT count() FROM {db}.training_requests FINAL"),
             "jobs_succeeded": one(f"SELECT count() FROM {db}.training_jobs FINAL WHERE status = 'succeeded'"),
@@ -59,6 +61,9 @@ def run_roles(cfg: Config, roles: frozenset[str] = ALL_ROLES, loglevel: str = "w
             applied = store.migrate()
             if applied:
                 log.info("migrations applied: %s", ", ".join(applied))
+        if "projector" in roles:
+            assert store is not None
+            threads.append(_projector_thread(cfg, store, stop))
         if "trainer" in roles:
             from trainer.worker import run_trainer
 
@@ -67,9 +72,8 @@ def run_roles(cfg: Config, roles: frozenset[str] = ALL_ROLES, loglevel: str = "w
             server = _start_inference(cfg, stop, threads, store)
         for thread in threads:
             thread.start()
-        stream_roles = roles & {"decider", "projector"}
-        if stream_roles:
-            _run_faust(cfg, frozenset(stream_roles), store, loglevel)
+        if "decider" in roles:
+            _run_faust(cfg, loglevel)
         else:
             _wait_for_signal(stop)
     finally:
@@ -101,20 +105,24 @@ def _start_inference(cfg: Config, stop: threading.Event, threads: list[threading
     return server
 
 
-def _run_faust(cfg: Config, roles: frozenset[str], store: ClickHouseStore | None, loglevel: str) -> None:
+def _projector_thread(cfg: Config, store: ClickHouseStore, stop: threading.Event) -> threading.Thread:
+    from streams.projector import ClickHouseSink, Projector
+    from streams.projector_consumer import ProjectorConsumer
+
+    publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-projector")
+    projector = Projector(ClickHouseSink(store), ArtifactStore(cfg.artifact_root), publisher,
+                          Topics(cfg.kafka.topic_prefix))
+    return threading.Thread(target=ProjectorConsumer(cfg, projector).run, args=(stop,), name="projector",
+                            daemon=True)
+
+
+def _run_faust(cfg: Config, loglevel: str) -> None:
     from faust.worker import Worker
 
     from streams.app import StreamsStats, create_app
-    from streams.projector import ClickHouseSink, Projector
 
-    projector = None
-    if "projector" in roles:
-        assert store is not None
-        publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-projector")
-        projector = Projector(ClickHouseSink(store), ArtifactStore(cfg.artifact_root), publisher,
-                              Topics(cfg.kafka.topic_prefix))
     stats = StreamsStats()
-    app = create_app(cfg, roles, projector, stats)
+    app = create_app(cfg, stats)
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)
     with contextlib.suppress(SystemExit):
         worker.execute_from_commandline()

@@ -111,6 +111,42 @@ class TriggerSettings(Section):
     min_new_pairs: int = Field(64, ge=1, description="New accepted pairs of a user that trigger training.")
 
 
+class QualitySettings(Section):
+    """Thresholds of the preference-data quality checks (README: 'Quality checks')."""
+
+    tokenizer: str | None = Field(
+        None, description="Tokenizer for token-length checks (a from_pretrained path or id; default: model.base)."
+    )
+    prompt_chars: tuple[int, int] = Field((1, 4000), description="Allowed prompt length in characters [min, max].")
+    response_chars: tuple[int, int] = Field(
+        (1, 8000), description="Allowed chosen/rejected length in characters [min, max]."
+    )
+    prompt_tokens: tuple[int, int] = Field((1, 1024), description="Allowed prompt length in tokens [min, max].")
+    response_tokens: tuple[int, int] = Field(
+        (1, 2048), description="Allowed chosen/rejected length in tokens [min, max]."
+    )
+    min_confidence: float = Field(0.5, ge=0.0, le=1.0, description="Feedback below this confidence is rejected.")
+    near_identical_similarity: float = Field(
+        0.9, ge=0.0, le=1.0,
+        description="Word-level similarity of chosen vs rejected at or above which a pair is flagged near-identical.",
+    )
+    near_duplicate_jaccard: float = Field(
+        0.85, gt=0.0, le=1.0,
+        description="Estimated Jaccard similarity (MinHash) to an earlier pair of the user that rejects a pair.",
+    )
+    minhash_num_perm: int = Field(64, ge=16, le=256, description="MinHash permutations.")
+    shingle_words: int = Field(3, ge=1, le=8, description="Word shingle size for MinHash.")
+    min_quality: float = Field(0.5, ge=0.0, le=1.0, description="Pairs scoring below this are rejected.")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> QualitySettings:
+        for name in ("prompt_chars", "response_chars", "prompt_tokens", "response_tokens"):
+            low, high = getattr(self, name)
+            if not 0 <= low <= high:
+                raise ValueError(f"quality.{name} must be [min, max] with 0 <= min <= max, got [{low}, {high}]")
+        return self
+
+
 class StreamsSettings(Section):
     app_id: str = Field("samtuner-streams", description="Faust app id (consumer group and changelog prefix).")
     batch_size: int = Field(1000, ge=1, description="Max events per processing batch.")
@@ -141,6 +177,7 @@ class Config(Section):
     quantization: QuantizationSettings = Field(default_factory=QuantizationSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     trigger: TriggerSettings = Field(default_factory=TriggerSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
     streams: StreamsSettings = Field(default_factory=StreamsSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)

@@ -144,4 +144,54 @@ CREATE TABLE IF NOT EXISTS {db}.adapters (
 ORDER BY (user_id, version)
 """ + DEDUP,
     ),
+    # -- stream processing (issue 3): 01xx ------------------------------------------------------
+    Migration(
+        "0101_labelled_examples",
+        """
+CREATE TABLE IF NOT EXISTS {db}.labelled_examples (
+    example_id UUID,
+    user_id String,
+    prompt String,
+    response String,
+    desirable Bool COMMENT 'thumbs up = true (KTO label)',
+    confidence_score Float64,
+    created_at DateTime64(3, 'UTC'),
+    metadata String COMMENT 'JSON object',
+    feedback_event_id UUID,
+    correlation_id UUID,
+    source_topic LowCardinality(String),
+    source_partition UInt32,
+    source_offset UInt64
+) ENGINE = ReplacingMergeTree
+ORDER BY (user_id, example_id)
+""" + DEDUP,
+    ),
+    Migration(
+        "0102_pairs_projected_at",
+        "ALTER TABLE {db}.preference_pairs ADD COLUMN IF NOT EXISTS projected_at DateTime64(3, 'UTC') "
+        "DEFAULT now64(3) COMMENT 'when the row became visible (ingestion lag = projected_at - created_at)'",
+    ),
+    Migration(
+        "0103_adapters_revoked",
+        "ALTER TABLE {db}.adapters ADD COLUMN IF NOT EXISTS revoked Bool DEFAULT false",
+    ),
+    Migration(
+        "0104_view_rejections_by_reason",
+        """
+CREATE VIEW IF NOT EXISTS {db}.rejections_by_reason AS
+SELECT user_id, toDate(created_at) AS day, reason, count() AS rejections
+FROM {db}.rejected_feedback FINAL ARRAY JOIN reason_codes AS reason
+GROUP BY user_id, day, reason
+""",
+    ),
+    Migration(
+        "0105_view_user_pairs",
+        """
+CREATE VIEW IF NOT EXISTS {db}.user_pairs AS
+SELECT user_id, countIf(is_active) AS active_pairs, count() AS pairs, avg(quality_score) AS mean_quality,
+       countIf(JSONExtractBool(metadata, 'near_identical')) AS near_identical, max(created_at) AS last_pair_at
+FROM {db}.preference_pairs FINAL
+GROUP BY user_id
+""",
+    ),
 )

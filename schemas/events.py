@@ -146,6 +146,15 @@ class UserErased(Event):
     command_id: uuid.UUID
 
 
+class CommandRejected(Event):
+    """A command could not be carried out (e.g. an unknown pair); ``reason`` says why."""
+
+    event_type: Literal["CommandRejected"] = "CommandRejected"
+    command_id: uuid.UUID
+    command_type: str
+    reason: str
+
+
 class TrainingThresholdReached(Event):
     """A user has enough new accepted pairs (or asked for training): cut a dataset for ``generation``.
 
@@ -316,6 +325,7 @@ AnyEvent = Annotated[
     | PairDeactivated
     | PairReweighted
     | UserErased
+    | CommandRejected
     | TrainingThresholdReached
     | TrainingRequested
     | TrainingQueued

@@ -58,3 +58,14 @@ def adapter_event_id(user_id: str, version: int) -> uuid.UUID:
 def user_key(user_id: str) -> str:
     """A filesystem-safe key for a user: never the raw id, so an id can never steer a path."""
     return hashlib.sha256(("user\x1f" + user_id).encode("utf-8")).hexdigest()[:32]
+
+
+def example_id(user_id: str, prompt: str, response: str, desirable: bool) -> uuid.UUID:
+    """Same user, same (normalized) prompt/response and label -> same labelled example."""
+    return _uuid(
+        "example",
+        user_id,
+        sha256_text(normalize_text(prompt)),
+        sha256_text(normalize_text(response)),
+        "+" if desirable else "-",
+    )

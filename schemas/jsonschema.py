@@ -13,7 +13,7 @@ EXPORTED = (
     E.TrainingStarted, E.TrainingProgressed, E.TrainingSucceeded, E.TrainingFailed, E.AdapterPublished,
     E.LabelledExampleAccepted, E.PairDeactivated, E.PairReweighted, E.UserErased, E.TrainingQueued,
     E.TrainingCancelled, E.TrainingRejected, E.AdapterActivated, E.AdapterDeactivated, E.AdapterRevoked,
-    E.AdapterLoadFailed, E.AnswerServed,
+    E.AdapterLoadFailed, E.AnswerServed, E.CommandRejected,
     C.RequestTraining, C.CancelTraining, C.ActivateAdapter, C.DeactivateAdapter, C.DeactivatePair,
     C.ReweightPair, C.EraseUser,
 )

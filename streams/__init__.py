@@ -1,6 +1,6 @@
 """Stream processors: feedback -> validated pairs -> ClickHouse projections and training requests."""
 
-from streams.decide import DecideSettings, Decision, decide
+from streams.decide import DecideSettings, Decision, Lookups, decide_command, decide_feedback
 from streams.errors import DeadLetterError, ProjectionError, StreamsError
 from streams.projector import ClickHouseSink, Projector
 
@@ -9,8 +9,10 @@ __all__ = [
     "DeadLetterError",
     "DecideSettings",
     "Decision",
+    "Lookups",
     "ProjectionError",
     "Projector",
     "StreamsError",
-    "decide",
+    "decide_command",
+    "decide_feedback",
 ]

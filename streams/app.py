@@ -1,10 +1,13 @@
-"""The Faust app: the decider and projector agents around the pure core.
+"""The Faust app of the deciders: feedback and commands in, decisions out, state in Faust tables.
 
-Deciders validate, de-duplicate and count, with their state in Faust tables, and emit events.
-The projector writes ClickHouse in idempotent batches (in a worker thread: the chDB client is
-synchronous) and acks a batch only after the store acknowledged it. Every exception is handled
-inside the agents' loops (Faust acks a message even when an agent raises), and every agent runs
-with ``concurrency=1`` (more can commit offsets past unprocessed events).
+One agent reads the feedback and control topics (co-partitioned by user id, so a user's state has
+one owner) in batches. For each batch it decides every event, sends the outputs and waits for the
+broker's acks, then writes the new sightings and signatures, waits again, and writes the new user
+states; only then does Faust ack the batch. Every exception is handled inside the loop (Faust acks a
+message even when an agent raises) and the agent runs with ``concurrency=1`` (more can commit
+offsets past unprocessed events).
+
+The projector (ClickHouse writer) is not a Faust agent: see ``streams/projector_consumer.py``.
 """
 
 from __future__ import annotations
@@ -13,27 +16,28 @@ import asyncio
 import logging
 import os
 import signal
+import weakref
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
+from faust.streams import _current_event
 from faust.types import EventT, StreamT
 
-from infra.kafka import RawMessage
-from schemas.codec import decode_as, encode_headers, encode_key, encode_value
+from infra.kafka import KafkaEventPublisher, RawMessage
 from schemas.config import Config
-from schemas.errors import EventDecodeError
-from schemas.events import FeedbackReceived, SourceRef
 from schemas.topics import Topics
-from streams.dead_letters import dead_letter_headers
-from streams.decide import DecideSettings, decide, pair_key_for
-from streams.projector import Projector
-from streams.state import SeenPair, UserState
+from streams.decide import DecideSettings
+from streams.decider import BatchDecider, Tables, write_tables
+from streams.similarity import MinHasher, UserIndexes
+from streams.tokens import token_counter
+from streams.watermarks import OutputWatermarks
 
 log = logging.getLogger("samtuner.streams")
 
-ROLES = frozenset({"decider", "projector"})
 MAX_MESSAGE = 17 * 1024 * 1024
 
 
@@ -42,29 +46,11 @@ class StreamsStats:
     """Counters for the console and tests (per process)."""
 
     decided: int = 0
+    skipped: int = 0
+    suppressed: int = 0
     dead_lettered: int = 0
-    projected_batches: int = 0
-    projected_events: int = 0
+    batches: int = 0
     crashed: str | None = None  # why the worker stopped itself, when it did
-
-
-def _add_watchdog(app: faust.App, stats: StreamsStats) -> None:
-    """A crashed fetcher or agent leaves a Faust worker alive but idle: stop it, so it is restarted.
-
-    Nothing is lost: offsets of unprocessed events were not committed, and every handler is idempotent.
-    """
-
-    @app.timer(1.0)
-    async def watchdog() -> None:
-        if stats.crashed:
-            return
-        services = [app._fetcher, app.consumer, *app.agents.values()]
-        for service in services:
-            if service.crashed:
-                stats.crashed = f"{service.shortlabel} crashed: {service.crash_reason!r}"
-                log.error("stream worker stopping: %s", stats.crashed)
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
 
 
 def raw_message(event: EventT) -> RawMessage:
@@ -80,17 +66,21 @@ def raw_message(event: EventT) -> RawMessage:
     )
 
 
-def create_app(
-    cfg: Config,
-    roles: frozenset[str] = ROLES,
-    projector: Projector | None = None,
-    stats: StreamsStats | None = None,
-) -> faust.App:
-    unknown = roles - ROLES
-    if unknown:
-        raise ValueError(f"unknown stream roles {sorted(unknown)}; valid: {sorted(ROLES)}")
-    if "projector" in roles and projector is None:
-        raise ValueError("the projector role needs a Projector (it owns the ClickHouse store)")
+@contextmanager
+def bound_to(event: EventT) -> Iterator[None]:
+    """Make ``event`` Faust's current event, so a table write lands in its changelog partition.
+
+    Faust picks the changelog partition of a table write from the current event; in a batch loop the
+    current event is the batch's last one, not the one that caused the write.
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def create_app(cfg: Config, stats: StreamsStats | None = None) -> faust.App:
     stats = stats if stats is not None else StreamsStats()
     topics = Topics(cfg.kafka.topic_prefix)
     app = faust.App(
@@ -109,77 +99,81 @@ def create_app(
         broker_commit_interval=1.0,
         stream_wait_empty=True,
     )
-    dlq = app.topic(topics.dlq, key_serializer="raw", value_serializer="raw")
-
-    async def dead_letter(msg: RawMessage, stage: str, reason: str, error: str) -> None:
-        await dlq.send(key=msg.key, value=msg.value, headers=dead_letter_headers(msg, stage, reason, error))
-        stats.dead_lettered += 1
-
     _add_watchdog(app, stats)
-    if "decider" in roles:
-        _add_decider(app, cfg, topics, dead_letter, stats)
-    if "projector" in roles:
-        assert projector is not None
-        _add_projector(app, cfg, topics, projector, stats)
+    _add_decider(app, cfg, topics, stats)
     return app
 
 
-def _add_decider(app: faust.App, cfg: Config, topics: Topics, dead_letter: Any, stats: StreamsStats) -> None:
-    feedback = app.topic(topics.feedback, key_serializer="raw", value_serializer="raw")
-    pairs = app.topic(topics.pairs, key_serializer="raw", value_serializer="raw")
-    # One value per user, updated once per event: its changelog message is the atomic unit.
+def _add_watchdog(app: faust.App, stats: StreamsStats) -> None:
+    """A crashed fetcher or agent leaves a Faust worker alive but idle: stop it, so it is restarted.
+
+    Nothing is lost: offsets of unprocessed events were not committed, and every handler is idempotent.
+    """
+
+    @app.timer(1.0)
+    async def watchdog() -> None:
+        if stats.crashed:
+            return
+        for service in [app._fetcher, app.consumer, *app.agents.values()]:
+            if service.crashed:
+                stats.crashed = f"{service.shortlabel} crashed: {service.crash_reason!r}"
+                log.error("stream worker stopping: %s", stats.crashed)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+
+def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStats) -> None:
+    sources = app.topic(topics.feedback, topics.control, key_serializer="raw", value_serializer="raw")
     schema: faust.Schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
-    users = app.Table("decider-users", partitions=cfg.kafka.partitions, schema=schema)
-    seen = app.Table("decider-seen-pairs", partitions=cfg.kafka.partitions, schema=schema)
-    settings = DecideSettings(min_new_pairs=cfg.trigger.min_new_pairs, preview_chars=cfg.streams.preview_chars)
+    # One value per user; one per sighting; one per stored MinHash signature.
+    tables = Tables(
+        users=app.Table("decider-users", partitions=cfg.kafka.partitions, schema=schema),
+        seen=app.Table("decider-sightings", partitions=cfg.kafka.partitions, schema=schema),
+        signatures=app.Table("decider-signatures", partitions=cfg.kafka.partitions, schema=schema),
+    )
+    quality = cfg.quality
+    hasher = MinHasher(quality.minhash_num_perm, quality.shingle_words)
+    indexes = UserIndexes(hasher, quality.near_duplicate_jaccard)
+    watermarks = OutputWatermarks(cfg.kafka.bootstrap_servers, topics.pairs)
+    settings = DecideSettings(min_new_pairs=cfg.trigger.min_new_pairs, quality=quality,
+                              preview_chars=cfg.streams.preview_chars,
+                              count_tokens=token_counter(quality.tokenizer or cfg.model.base))
+    decider = BatchDecider(settings, tables, topics, hasher, indexes, watermarks)
+    producer = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-decider")
+    io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decider-io")
 
-    @app.agent(feedback, concurrency=1, name="decide")
+    def on_rebalance(*_: Any, **__: Any) -> None:
+        watermarks.clear()  # another worker may have answered these partitions meanwhile
+        indexes.clear()
+
+    app.on_partitions_assigned.connect(on_rebalance)
+    app.on_partitions_revoked.connect(on_rebalance)
+
+    @app.agent(sources, concurrency=1, name="decide")
     async def decide_agent(stream: StreamT) -> None:
-        async for event in stream.events():
-            msg = raw_message(event)
-            try:
-                fb = decode_as(msg.value, FeedbackReceived)
-            except EventDecodeError as exc:
-                await dead_letter(msg, "decider", exc.reason, exc.detail)
-                continue
-            try:
-                source = SourceRef(topic=msg.topic, partition=msg.partition, offset=msg.offset)
-                user_key = fb.user_id
-                state = UserState.from_json(users.get(user_key))
-                key = pair_key_for(fb)
-                seen_key = f"{fb.user_id}\x1f{key}" if key else None
-                sighting = SeenPair.from_json(seen.get(seen_key)) if seen_key else None
-                decision = decide(fb, source, state, sighting, settings)
-                for out in decision.events:
-                    await pairs.send(key=encode_key(out), value=encode_value(out), headers=encode_headers(out))
-                if decision.seen is not None and decision.pair_key is not None:
-                    seen[f"{fb.user_id}\x1f{decision.pair_key}"] = decision.seen.to_json()
-                if decision.state != state:
-                    users[user_key] = decision.state.to_json()
-                stats.decided += 1
-            except Exception as exc:  # a bug must not stop the worker or lose the message
-                log.exception("decider failed on %s/%d@%d", msg.topic, msg.partition, msg.offset)
-                await dead_letter(msg, "decider", "internal_error", f"{type(exc).__name__}: {exc}")
-
-
-def _add_projector(app: faust.App, cfg: Config, topics: Topics, projector: Projector, stats: StreamsStats) -> None:
-    sources = app.topic(topics.pairs, topics.training, topics.adapters, topics.dlq,
-                        key_serializer="raw", value_serializer="raw")
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="projector")
-
-    @app.agent(sources, concurrency=1, name="project")
-    async def project_agent(stream: StreamT) -> None:
         loop = asyncio.get_running_loop()
         batches = cast(Any, stream).take_events(cfg.streams.batch_size, within=cfg.streams.batch_timeout_s)
         async for events in batches:
-            messages = [raw_message(e) for e in events]
+            batch = [(event, raw_message(event)) for event in events]
             while True:
                 try:
-                    # Runs until the store acknowledged the batch; only then do these offsets advance.
-                    await loop.run_in_executor(executor, projector.project, messages)
+                    # Reading the output log's tail (first batch after an assignment) is blocking I/O.
+                    result = await loop.run_in_executor(io, decider.decide, batch)
+                    for topic, key, value, headers in result.outgoing:
+                        producer.publish_raw(topic, key, value, headers)
+                    await loop.run_in_executor(io, producer.flush)
+                    write_tables(tables, result.writes, bound_to, {"seen", "signatures"})
+                    await app.producer.flush()
+                    write_tables(tables, result.writes, bound_to, {"users"})
                     break
                 except Exception:
-                    log.exception("projecting a batch of %d events failed; retrying", len(messages))
+                    # Kafka unreachable or the like: nothing of this batch is acked; try it again. Part of
+                    # its outputs may be durable: read the output log's tail again to suppress those.
+                    log.exception("a decider batch of %d events failed; retrying", len(batch))
+                    watermarks.clear()
                     await asyncio.sleep(2.0)
-            stats.projected_batches += 1
-            stats.projected_events += len(messages)
+            stats.batches += 1
+            stats.decided += result.decided
+            stats.skipped += result.skipped
+            stats.suppressed += result.suppressed
+            stats.dead_lettered += result.dead_letters

@@ -1,45 +1,74 @@
-"""The decider: feedback in, pair events out. Pure: no Kafka, no tables, no clock.
+"""The decider: feedback and commands in, events out. Pure: no Kafka, no tables, no clock.
 
-``decide`` takes one feedback event, where it was read, what the user's state and the pair's
-earlier sighting are, and returns the events to emit and the state to store. Re-delivery is
-handled here, so the agent around it stays a loop of decode, call, send:
+The agent reads what the decision needs from its tables (the user's state and the sightings in
+``Lookups``), calls ``decide_feedback`` or ``decide_command``, and gets back the events to emit, the
+user's next state and the sightings to store. Re-delivery is handled with the state and sightings:
 
-* the same position again (a crash before the commit) -> the same events again, same ids;
-* the same feedback event at another position (a replay) -> nothing new;
-* another feedback event with the same pair -> ``PairRejected`` with ``duplicate_pair``.
+* an event whose offset the state already holds is skipped by the agent (its outputs are durable);
+* the same feedback event at another offset (a replay) changes nothing;
+* another feedback event with the same pair is rejected as ``duplicate_pair``.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
+from schemas.commands import Command, DeactivatePair, EraseUser, RequestTraining, ReweightPair
+from schemas.config import QualitySettings
 from schemas.events import (
+    CommandRejected,
     Event,
     FeedbackReceived,
+    LabelledExampleAccepted,
     PairAccepted,
+    PairDeactivated,
     PairRejected,
+    PairReweighted,
     RejectionReason,
     SourceRef,
     TrainingThresholdReached,
+    UserErased,
 )
-from schemas.ids import derived_event_id, pair_id, threshold_event_id
-from streams.checks import basic_checks
-from streams.state import SeenPair, UserState
+from schemas.ids import derived_event_id, example_id, pair_id, threshold_event_id
+from streams.quality import assess_example, assess_pair, reason
+from streams.state import Sighting, UserState, seen_key
+
+TokenCounter = Callable[[str], int]
 
 
 @dataclass(frozen=True)
 class DecideSettings:
     min_new_pairs: int
+    quality: QualitySettings = field(default_factory=QualitySettings)
     preview_chars: int = 2000
+    count_tokens: TokenCounter = len  # byte-level BPE never exceeds bytes; the agent passes the real one
+
+
+@dataclass(frozen=True)
+class Lookups:
+    """What the agent read for this event (sightings of the user's current epoch only)."""
+
+    pair: Sighting | None = None  # this pair, seen before
+    reversed_pair: Sighting | None = None  # the same prompt with chosen and rejected swapped
+    example: Sighting | None = None  # this labelled example, seen before
+    feedback: Sighting | None = None  # this feedback event, seen before (it was rejected then)
+    near_duplicate: tuple[str, float] | None = None  # an earlier pair's key and estimated Jaccard
 
 
 @dataclass(frozen=True)
 class Decision:
     events: tuple[Event, ...]
     state: UserState
-    seen: SeenPair | None = None  # write this sighting of ``pair_key`` when set
-    pair_key: str | None = None
+    sightings: tuple[tuple[str, Sighting], ...] = ()
+    signature_for: str | None = None  # store this pair's MinHash signature (at index state.sig_count - 1)
+
+
+def is_pair(fb: FeedbackReceived) -> bool:
+    """Corrections become pairs; thumbs without a correction become labelled examples."""
+    return fb.feedback_type == "correction" or fb.corrected_response is not None
 
 
 def pair_key_for(fb: FeedbackReceived) -> str | None:
@@ -48,61 +77,144 @@ def pair_key_for(fb: FeedbackReceived) -> str | None:
     return str(pair_id(fb.user_id, fb.prompt, fb.corrected_response, fb.original_response))
 
 
-def decide(
-    fb: FeedbackReceived,
-    source: SourceRef,
-    state: UserState,
-    seen: SeenPair | None,
-    settings: DecideSettings,
+def reversed_pair_key_for(fb: FeedbackReceived) -> str | None:
+    if fb.corrected_response is None:
+        return None
+    return str(pair_id(fb.user_id, fb.prompt, fb.original_response, fb.corrected_response))
+
+
+def example_key_for(fb: FeedbackReceived) -> str:
+    return str(example_id(fb.user_id, fb.prompt, fb.original_response, fb.feedback_type == "thumbs_up"))
+
+
+# --- feedback ---------------------------------------------------------------------------------------
+
+
+def decide_feedback(
+    fb: FeedbackReceived, source: SourceRef, state: UserState, lookups: Lookups, settings: DecideSettings
 ) -> Decision:
-    replayed = state.applied(source.partition, source.offset)
-    next_state = state if replayed else state.advanced(source.partition, source.offset)
+    after = state.advanced(source.topic, source.partition, source.offset)
+    here = Sighting(source.partition, source.offset, str(fb.event_id), state.epoch)
+    if is_pair(fb):
+        return _decide_pair(fb, source, state, after, here, lookups, settings)
+    return _decide_example(fb, source, after, here, lookups, settings)
 
-    reasons = basic_checks(fb)
-    if reasons:
-        return Decision((_rejected(fb, source, reasons, settings),), next_state)
 
+def _decide_pair(fb: FeedbackReceived, source: SourceRef, state: UserState, after: UserState, here: Sighting,
+                 lookups: Lookups, settings: DecideSettings) -> Decision:
+    if _replayed(lookups.pair, fb) or _replayed(lookups.feedback, fb):
+        return Decision((), after)  # the same event delivered again at another offset: nothing new
     key = pair_key_for(fb)
-    assert key is not None  # basic_checks guarantees a correction
-    here = seen is not None and (seen.partition, seen.offset) == (source.partition, source.offset)
-    if seen is not None and not here:
-        if seen.feedback_event_id == str(fb.event_id):
-            return Decision((), next_state)  # the same event delivered again (replay): nothing new
-        duplicate = RejectionReason(
-            code="duplicate_pair",
-            detail=f"the same pair came from feedback {seen.feedback_event_id} "
-                   f"(partition {seen.partition}, offset {seen.offset})",
-        )
-        return Decision((_rejected(fb, source, [duplicate], settings),), next_state)
-
-    accepted = _accepted(fb, source, key)
-    if replayed:
-        # Our state already holds this event: emit exactly what we emitted the first time.
-        generation = state.crossing_at(source.offset)
-        extra = (_threshold(fb, source, generation, settings.min_new_pairs),) if generation else ()
-        return Decision((accepted, *extra), state, SeenPair(source.partition, source.offset, str(fb.event_id)), key)
-
+    assessment = assess_pair(fb, settings.quality, settings.count_tokens)
+    reasons = list(assessment.reasons)
+    if lookups.pair is not None:
+        reasons.append(reason("duplicate_pair", f"the same pair came from feedback {lookups.pair.feedback_event_id}"))
+    elif lookups.near_duplicate is not None:
+        other, jaccard = lookups.near_duplicate
+        reasons.append(reason("near_duplicate", f"estimated Jaccard {jaccard:.2f} with earlier pair {other}"))
+    if lookups.reversed_pair is not None:
+        reasons.append(reason("contradiction", "an earlier pair of this user prefers the opposite answer "
+                                               f"(feedback {lookups.reversed_pair.feedback_event_id})"))
+    if reasons:
+        rejected = _rejected(fb, source, reasons, assessment.quality, settings)
+        return Decision((rejected,), after, ((seen_key(fb.user_id, "f", str(fb.event_id)), here),))
+    assert key is not None and assessment.quality is not None
+    metadata: dict[str, Any] = {f"context.{k}": v for k, v in sorted(fb.context.items())}
+    metadata.update(near_identical=assessment.near_identical, similarity=assessment.similarity or 0.0)
+    accepted = _accepted(fb, source, key, assessment.quality, metadata)
+    sightings = ((seen_key(fb.user_id, "p", key), here),)
     new_pairs = state.new_pairs + 1
+    counted = after.advanced(source.topic, source.partition, source.offset, sig_count=state.sig_count + 1)
     if new_pairs < settings.min_new_pairs:
-        return Decision((accepted,), next_state.advanced(source.partition, source.offset, new_pairs=new_pairs),
-                        SeenPair(source.partition, source.offset, str(fb.event_id)), key)
+        return Decision((accepted,), _with(counted, new_pairs=new_pairs), sightings, key)
     generation = state.generation + 1
-    crossed = next_state.advanced(
-        source.partition,
-        source.offset,
-        generation=generation,
-        new_pairs=0,
-        crossings=state.with_crossing(source.offset, generation),
-    )
-    return Decision(
-        (accepted, _threshold(fb, source, generation, new_pairs)),
-        crossed,
-        SeenPair(source.partition, source.offset, str(fb.event_id)),
-        key,
-    )
+    threshold = _threshold(fb.user_id, fb.correlation_id, generation, new_pairs, "threshold", fb.occurred_at, source)
+    return Decision((accepted, threshold), _with(counted, generation=generation, new_pairs=0), sightings, key)
 
 
-def _accepted(fb: FeedbackReceived, source: SourceRef, key: str) -> PairAccepted:
+def _decide_example(fb: FeedbackReceived, source: SourceRef, after: UserState, here: Sighting, lookups: Lookups,
+                    settings: DecideSettings) -> Decision:
+    if _replayed(lookups.example, fb) or _replayed(lookups.feedback, fb):
+        return Decision((), after)
+    reasons = assess_example(fb, settings.quality, settings.count_tokens)
+    if lookups.example is not None:
+        reasons.append(reason("duplicate_example",
+                              f"the same labelled example came from feedback {lookups.example.feedback_event_id}"))
+    if reasons:
+        rejected = _rejected(fb, source, reasons, None, settings)
+        return Decision((rejected,), after, ((seen_key(fb.user_id, "f", str(fb.event_id)), here),))
+    key = example_key_for(fb)
+    example = LabelledExampleAccepted(
+        event_id=derived_event_id("example-accepted", key),
+        occurred_at=fb.occurred_at,
+        user_id=fb.user_id,
+        correlation_id=fb.correlation_id,
+        example_id=uuid.UUID(key),
+        feedback_event_id=fb.event_id,
+        prompt=fb.prompt,
+        response=fb.original_response,
+        desirable=fb.feedback_type == "thumbs_up",
+        confidence_score=fb.confidence_score,
+        created_at=fb.occurred_at,
+        metadata={f"context.{k}": v for k, v in sorted(fb.context.items())},
+        source=source,
+    )
+    return Decision((example,), after, ((seen_key(fb.user_id, "x", key), here),))
+
+
+def _replayed(sighting: Sighting | None, fb: FeedbackReceived) -> bool:
+    return sighting is not None and sighting.feedback_event_id == str(fb.event_id)
+
+
+def _with(state: UserState, **changes: Any) -> UserState:
+    from dataclasses import replace
+
+    return replace(state, **changes)
+
+
+# --- commands ---------------------------------------------------------------------------------------
+
+
+def decide_command(
+    cmd: Command, source: SourceRef, state: UserState, pair: Sighting | None, settings: DecideSettings
+) -> Decision:
+    """Commands the decider owns: RequestTraining, DeactivatePair, ReweightPair, EraseUser.
+
+    ``pair`` is the sighting of the command's pair (current epoch), for the pair commands. Other
+    commands (for trainers or the adapter registry) change nothing here.
+    """
+    after = state.advanced(source.topic, source.partition, source.offset)
+    cid = str(cmd.command_id)
+    common: dict[str, Any] = {"user_id": cmd.user_id, "correlation_id": cmd.command_id, "occurred_at": cmd.issued_at}
+    if isinstance(cmd, RequestTraining):
+        generation = state.generation + 1
+        event = _threshold(cmd.user_id, cmd.command_id, generation, state.new_pairs, "manual", cmd.issued_at, source)
+        return Decision((event,), _with(after, generation=generation, new_pairs=0))
+    if isinstance(cmd, DeactivatePair | ReweightPair):
+        if pair is None:
+            rejected = CommandRejected(event_id=derived_event_id("command-rejected", cid), command_id=cmd.command_id,
+                                       command_type=cmd.command_type, reason=f"no pair {cmd.pair_id} for this user",
+                                       **common)
+            return Decision((rejected,), after)
+        if isinstance(cmd, DeactivatePair):
+            return Decision((PairDeactivated(event_id=derived_event_id("pair-deactivated", cid), pair_id=cmd.pair_id,
+                                             command_id=cmd.command_id, **common),), after)
+        return Decision((PairReweighted(event_id=derived_event_id("pair-reweighted", cid), pair_id=cmd.pair_id,
+                                        training_weight=cmd.training_weight, command_id=cmd.command_id, **common),),
+                        after)
+    if isinstance(cmd, EraseUser):
+        erased = UserErased(event_id=derived_event_id("user-erased", cid), command_id=cmd.command_id, **common)
+        # Generations keep counting (request ids must never repeat); sightings and signatures of the
+        # old epoch stop counting, so the same corrections can be accepted again later.
+        return Decision((erased,), _with(after, epoch=state.epoch + 1, new_pairs=0, sig_base=state.sig_count))
+    return Decision((), after)
+
+
+# --- events -----------------------------------------------------------------------------------------
+
+
+def _accepted(fb: FeedbackReceived, source: SourceRef, key: str, quality: float,
+              metadata: dict[str, Any]) -> PairAccepted:
     assert fb.corrected_response is not None
     return PairAccepted(
         event_id=derived_event_id("pair-accepted", key),
@@ -115,17 +227,16 @@ def _accepted(fb: FeedbackReceived, source: SourceRef, key: str) -> PairAccepted
         chosen_response=fb.corrected_response,
         rejected_response=fb.original_response,
         confidence_score=fb.confidence_score,
-        # Until the quality pipeline scores pairs, a pair is as good as SAM is sure it is feedback.
-        quality_score=fb.confidence_score,
+        quality_score=quality,
         feedback_type=fb.feedback_type,
         created_at=fb.occurred_at,
+        metadata=metadata,
         source=source,
     )
 
 
-def _rejected(
-    fb: FeedbackReceived, source: SourceRef, reasons: list[RejectionReason], settings: DecideSettings
-) -> PairRejected:
+def _rejected(fb: FeedbackReceived, source: SourceRef, reasons: list[RejectionReason], quality: float | None,
+              settings: DecideSettings) -> PairRejected:
     cut = settings.preview_chars
     return PairRejected(
         event_id=derived_event_id("pair-rejected", str(fb.event_id)),
@@ -135,6 +246,7 @@ def _rejected(
         feedback_event_id=fb.event_id,
         feedback_type=fb.feedback_type,
         reasons=tuple(reasons),
+        quality_score=quality,
         prompt=fb.prompt[:cut],
         chosen_response=(fb.corrected_response or "")[:cut],
         rejected_response=fb.original_response[:cut],
@@ -143,15 +255,17 @@ def _rejected(
     )
 
 
-def _threshold(fb: FeedbackReceived, source: SourceRef, generation: int, new_pairs: int) -> TrainingThresholdReached:
+def _threshold(user_id: str, correlation_id: uuid.UUID, generation: int, new_pairs: int,
+               trigger: Literal["threshold", "manual"],
+               at: Any, source: SourceRef) -> TrainingThresholdReached:
     return TrainingThresholdReached(
-        event_id=threshold_event_id(fb.user_id, generation),
-        occurred_at=fb.occurred_at,
-        user_id=fb.user_id,
-        correlation_id=fb.correlation_id,
+        event_id=threshold_event_id(user_id, generation),
+        occurred_at=at,
+        user_id=user_id,
+        correlation_id=correlation_id,
         generation=generation,
         new_pairs=new_pairs,
-        trigger="threshold",
-        triggered_at=fb.occurred_at,
+        trigger=trigger,
+        triggered_at=at,
         through=source,
     )

@@ -2,40 +2,53 @@
 
 It is the only writer of the store. Each batch is written with an insert deduplication token derived
 from the topic-partition-offset ranges it covers, into ``ReplacingMergeTree`` tables keyed by
-deterministic ids. When a ``TrainingThresholdReached`` arrives, every earlier event of the batch is
-written first, then the user's active pairs are cut as a content-addressed Parquet snapshot and a
-``TrainingRequested`` is published that references it (uri, sha256, pair ids).
+deterministic ids. Events that act on rows already written (a threshold, a deactivation, an erasure)
+first flush every earlier row of the batch, so they see exactly the log before them:
 
-Everything here is synchronous; the Faust agents call it in a worker thread and ack a batch only
-after it returns.
+* ``TrainingThresholdReached`` -> the user's active pairs as a content-addressed Parquet snapshot,
+  and one ``TrainingRequested`` per (user, generation) (requests already in the log are not sent
+  again);
+* ``PairDeactivated`` / ``PairReweighted`` -> the pair's row again, changed, with a higher version;
+* ``UserErased`` -> the user's rows deleted, their snapshots and adapter files removed, their adapters
+  marked revoked and ``AdapterRevoked`` published.
+
+Everything here is synchronous; it runs in the projector's consumer thread, which commits a batch's
+offsets only after this returns.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import shutil
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from infra.artifacts import ArtifactStore
 from infra.clickhouse import ClickHouseStore
-from infra.errors import StoreError
+from infra.errors import PathEscapeError, StoreError
 from infra.kafka import EventPublisher, RawMessage
 from schemas.codec import decode
 from schemas.errors import EventDecodeError
 from schemas.events import (
     AdapterPublished,
+    AdapterRevoked,
     DatasetRef,
     Event,
+    LabelledExampleAccepted,
     PairAccepted,
+    PairDeactivated,
     PairRejected,
+    PairReweighted,
     TrainingRequested,
     TrainingThresholdReached,
+    UserErased,
 )
-from schemas.ids import training_request_id
+from schemas.ids import derived_event_id, training_request_id, user_key
 from schemas.topics import Topics
 from streams import rows as R
 from streams.dead_letters import dead_letter_headers, headers_dict
@@ -43,13 +56,22 @@ from streams.snapshot import SNAPSHOT_COLUMNS, snapshot_bytes
 
 log = logging.getLogger("samtuner.streams.projector")
 
+ERASED_TABLES = ("preference_pairs", "rejected_feedback", "labelled_examples")
+
 
 class ProjectionSink(Protocol):
-    """The store seam: inserts with dedup tokens, and the one read the projector needs."""
+    """The store seam: inserts with dedup tokens, and the reads and updates the projector needs."""
 
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], dedup_token: str) -> None: ...
 
     def active_pairs(self, user_id: str) -> list[dict[str, Any]]: ...
+
+    def update_pair(self, user_id: str, pair_id: uuid.UUID, version: int, is_active: bool | None = None,
+                    training_weight: float | None = None) -> None: ...
+
+    def dataset_uris(self, user_id: str) -> list[str]: ...
+
+    def erase_user(self, user_id: str) -> None: ...
 
     def ping(self) -> bool: ...
 
@@ -57,6 +79,7 @@ class ProjectionSink(Protocol):
 class ClickHouseSink:
     def __init__(self, store: ClickHouseStore) -> None:
         self.store = store
+        self.db = store.database
 
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], dedup_token: str) -> None:
         self.store.insert(table, rows, columns, dedup_token=dedup_token)
@@ -64,8 +87,47 @@ class ClickHouseSink:
     def active_pairs(self, user_id: str) -> list[dict[str, Any]]:
         cols = ", ".join(SNAPSHOT_COLUMNS)
         return self.store.query_dicts(
-            f"SELECT {cols} FROM {self.store.database}.preference_pairs FINAL "
+            f"SELECT {cols} FROM {self.db}.preference_pairs FINAL "
             "WHERE user_id = {user:String} AND is_active ORDER BY pair_id",
+            {"user": user_id},
+        )
+
+    def update_pair(self, user_id: str, pair_id: uuid.UUID, version: int, is_active: bool | None = None,
+                    training_weight: float | None = None) -> None:
+        # A ReplacingMergeTree update: the row again, changed, with a higher version. Server-side, so
+        # the texts never travel. Columns of the SELECT are the table's, in order.
+        changes = ["{version:UInt64} AS version", "now64(3) AS updated_at"]
+        params: dict[str, Any] = {"user": user_id, "pair": str(pair_id), "version": version}
+        if is_active is not None:
+            changes.append("{active:Bool} AS is_active")
+            params["active"] = is_active
+        if training_weight is not None:
+            changes.append("{weight:Float64} AS training_weight")
+            params["weight"] = training_weight
+        self.store.command(
+            f"INSERT INTO {self.db}.preference_pairs SELECT * REPLACE ({', '.join(changes)}) "
+            f"FROM {self.db}.preference_pairs FINAL WHERE user_id = {{user:String}} AND pair_id = {{pair:UUID}} "
+            "AND version < {version:UInt64}",
+            params,
+        )
+
+    def dataset_uris(self, user_id: str) -> list[str]:
+        rows = self.store.query(
+            f"SELECT DISTINCT dataset_uri FROM {self.db}.training_requests FINAL WHERE user_id = {{user:String}}",
+            {"user": user_id},
+        )
+        return [str(r[0]) for r in rows]
+
+    def erase_user(self, user_id: str) -> None:
+        for table in ERASED_TABLES:
+            # A mutation that rewrites the parts: the texts are gone from disk when it returns.
+            self.store.command(
+                f"ALTER TABLE {self.db}.{table} DELETE WHERE user_id = {{user:String}} SETTINGS mutations_sync = 1",
+                {"user": user_id},
+            )
+        self.store.command(
+            f"ALTER TABLE {self.db}.adapters UPDATE revoked = true WHERE user_id = {{user:String}} "
+            "SETTINGS mutations_sync = 1",
             {"user": user_id},
         )
 
@@ -82,6 +144,7 @@ class BatchResult:
     written: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     dead_letters: int = 0
     training_requests: list[TrainingRequested] = field(default_factory=list)
+    erased_users: int = 0
 
 
 @dataclass
@@ -109,6 +172,7 @@ class _Pending:
 COLUMNS = {
     "preference_pairs": R.PAIR_COLUMNS,
     "rejected_feedback": R.REJECTED_COLUMNS,
+    "labelled_examples": R.EXAMPLE_COLUMNS,
     "dead_letters": R.DEAD_LETTER_COLUMNS,
     "training_requests": R.TRAINING_REQUEST_COLUMNS,
     "training_jobs": R.JOB_COLUMNS,
@@ -125,6 +189,7 @@ class Projector:
         topics: Topics,
         sleep: Callable[[float], None] = time.sleep,
         max_attempts: int = 4,
+        known_requests: Iterable[str] = (),
     ) -> None:
         self.sink = sink
         self.artifacts = artifacts
@@ -132,8 +197,8 @@ class Projector:
         self.topics = topics
         self._sleep = sleep
         self._max_attempts = max_attempts
-
-    # -- entry points (one per source topic) ---------------------------------------------------
+        # Requests already in the training log: a threshold processed again does not send its twin.
+        self.known_requests: set[str] = set(known_requests)
 
     def project(self, messages: Sequence[RawMessage]) -> BatchResult:
         """Project a batch read from any of the event topics, in order; then flush the publisher."""
@@ -149,10 +214,12 @@ class Projector:
                 self._dead_letter(msg, exc.reason, exc.detail)
                 result.dead_letters += 1
                 continue
-            if isinstance(event, TrainingThresholdReached):
+            if isinstance(event, TrainingThresholdReached | PairDeactivated | PairReweighted | UserErased):
                 self._flush(pending, result)
-                result.training_requests.append(self._cut_snapshot(event))
+                self._act(event, msg, result)
                 continue
+            if isinstance(event, TrainingRequested):
+                self.known_requests.add(str(event.request_id))
             for table, row in self._rows_for(event, msg):
                 pending.add(table, row, msg)
         self._flush(pending, result)
@@ -167,6 +234,8 @@ class Projector:
             out.append(("preference_pairs", R.pair_row(event, version=msg.offset)))
         elif isinstance(event, PairRejected):
             out.append(("rejected_feedback", R.rejected_row(event)))
+        elif isinstance(event, LabelledExampleAccepted):
+            out.append(("labelled_examples", R.example_row(event)))
         elif isinstance(event, AdapterPublished):
             out.append(("adapters", R.adapter_row(event)))
         if isinstance(event, TrainingRequested):
@@ -178,34 +247,52 @@ class Projector:
 
     def _flush(self, pending: _Pending, result: BatchResult) -> None:
         for table, rows in pending.rows.items():
-            self._insert(table, rows, pending.token(table))
+            token = pending.token(table)
+            insert = functools.partial(self.sink.insert, table, rows, COLUMNS[table], token)
+            self._retrying(f"insert into {table}", insert)
             result.written[table] += len(rows)
         pending.clear()
 
-    def _insert(self, table: str, rows: list[list[Any]], token: str) -> None:
+    def _retrying(self, what: str, action: Callable[[], Any]) -> Any:
         delay = 0.2
         attempt = 0
         while True:
             attempt += 1
             try:
-                self.sink.insert(table, rows, COLUMNS[table], token)
-                return
+                return action()
             except StoreError as exc:
                 if attempt < self._max_attempts or not self.sink.ping():
                     # Transient, or the store is down: wait and retry; the batch stays un-acked.
-                    log.warning("insert into %s failed (attempt %d), retrying in %.1fs: %s", table, attempt, delay, exc)
+                    log.warning("%s failed (attempt %d), retrying in %.1fs: %s", what, attempt, delay, exc)
                     self._sleep(delay)
                     delay = min(delay * 2, 5.0)
                     continue
                 raise
 
-    # -- snapshots -----------------------------------------------------------------------------
+    # -- events that act on what is already written ----------------------------------------------
 
-    def _cut_snapshot(self, event: TrainingThresholdReached) -> TrainingRequested:
-        pairs = self.sink.active_pairs(event.user_id)
+    def _act(self, event: Event, msg: RawMessage, result: BatchResult) -> None:
+        if isinstance(event, TrainingThresholdReached):
+            request = self._cut_snapshot(event)
+            if request is not None:
+                result.training_requests.append(request)
+        elif isinstance(event, PairDeactivated):
+            self._retrying("deactivate a pair", lambda: self.sink.update_pair(
+                event.user_id, event.pair_id, msg.offset, is_active=False))
+        elif isinstance(event, PairReweighted):
+            self._retrying("reweight a pair", lambda: self.sink.update_pair(
+                event.user_id, event.pair_id, msg.offset, training_weight=event.training_weight))
+        elif isinstance(event, UserErased):
+            self._erase(event)
+            result.erased_users += 1
+
+    def _cut_snapshot(self, event: TrainingThresholdReached) -> TrainingRequested | None:
+        request_id = training_request_id(event.user_id, event.generation)
+        if str(request_id) in self.known_requests:
+            return None
+        pairs = self._retrying("read active pairs", lambda: self.sink.active_pairs(event.user_id))
         data = snapshot_bytes(pairs)
         uri, sha = self.artifacts.put_dataset(data)
-        request_id = training_request_id(event.user_id, event.generation)
         request = TrainingRequested(
             event_id=request_id,
             occurred_at=event.occurred_at,
@@ -219,11 +306,25 @@ class Projector:
                                pair_ids=tuple(uuid.UUID(str(p["pair_id"])) for p in pairs)),
         )
         self.publisher.publish(self.topics.training, request)
+        self.known_requests.add(str(request_id))
         log.info("training requested for a user: generation %d, %d pairs, dataset %s", event.generation,
                  len(pairs), sha[:12])
         return request
 
+    def _erase(self, event: UserErased) -> None:
+        uris = self._retrying("list the user's datasets", lambda: self.sink.dataset_uris(event.user_id))
+        self._retrying("erase the user's rows", lambda: self.sink.erase_user(event.user_id))
+        for uri in uris:
+            try:
+                self.artifacts.resolve(uri).unlink(missing_ok=True)
+            except PathEscapeError:
+                log.error("refusing to delete %r: outside the artifact root", uri)
+        shutil.rmtree(self.artifacts.root / "adapters" / user_key(event.user_id), ignore_errors=True)
+        self.publisher.publish(self.topics.adapters, AdapterRevoked(
+            event_id=derived_event_id("adapter-revoked", str(event.command_id)), user_id=event.user_id,
+            correlation_id=event.correlation_id, occurred_at=event.occurred_at, reason="user erased"))
+        log.info("a user was erased: rows deleted, %d snapshots and the adapters removed", len(uris))
+
     def _dead_letter(self, msg: RawMessage, reason: str, detail: str) -> None:
-        self.publisher.publish_raw(
-            self.topics.dlq, msg.key, msg.value, dead_letter_headers(msg, "projector", reason, detail)
-        )
+        self.publisher.publish_raw(self.topics.dlq, msg.key, msg.value,
+                                   dead_letter_headers(msg, "projector", reason, detail))

@@ -10,6 +10,7 @@ from typing import Any
 from schemas.events import (
     AdapterPublished,
     Event,
+    LabelledExampleAccepted,
     PairAccepted,
     PairRejected,
     TrainingFailed,
@@ -129,4 +130,18 @@ def adapter_row(e: AdapterPublished) -> list[Any]:
     return [
         e.user_id, e.version, e.request_id, e.uri, json.dumps(e.files, sort_keys=True), e.base_model.name_or_path,
         e.base_model.weights_sha256, e.dataset_sha256, json.dumps(e.metrics, sort_keys=True), e.occurred_at,
+    ]
+
+
+EXAMPLE_COLUMNS = (
+    "example_id", "user_id", "prompt", "response", "desirable", "confidence_score", "created_at", "metadata",
+    "feedback_event_id", "correlation_id", "source_topic", "source_partition", "source_offset",
+)
+
+
+def example_row(e: LabelledExampleAccepted) -> list[Any]:
+    return [
+        e.example_id, e.user_id, e.prompt, e.response, e.desirable, e.confidence_score, e.created_at,
+        json.dumps(e.metadata, sort_keys=True), e.feedback_event_id, e.correlation_id, e.source.topic,
+        e.source.partition, e.source.offset,
     ]

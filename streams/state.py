@@ -1,79 +1,86 @@
-"""The decider's per-user state, as stored in Faust tables (plain JSON values)."""
+"""The decider's per-user state and sightings, as stored in Faust tables (plain JSON values)."""
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-# Crossings remembered per user: enough to re-emit a threshold event after a crash, since at most
-# the events after the last committed offset are processed again.
-_KEEP_CROSSINGS = 16
+import numpy as np
 
 
 @dataclass(frozen=True)
 class UserState:
-    """What the decider knows about one user.
+    """What the decider knows about one user (one value per user: its changelog message is atomic).
 
-    ``last_offset`` is the last feedback offset whose effects are in this state (a user's feedback
-    lives in one partition), so an event at or below it is a re-delivery after a crash.
+    ``offsets`` holds, per source topic, the last offset whose effects are in this state (a user's
+    events live in one partition of each co-partitioned topic), so an event at or below it was
+    already applied. ``epoch`` grows when the user is erased: sightings and signatures of an older
+    epoch are ignored. ``sig_count`` is how many MinHash signatures the user has stored.
     """
 
     generation: int = 0
     new_pairs: int = 0
     partition: int = -1
-    last_offset: int = -1
-    crossings: tuple[tuple[int, int], ...] = field(default_factory=tuple)  # (offset, generation)
+    offsets: dict[str, int] = field(default_factory=dict)
+    epoch: int = 0
+    sig_count: int = 0
+    sig_base: int = 0  # signatures below this index belong to an erased epoch
 
-    def applied(self, partition: int, offset: int) -> bool:
-        return partition == self.partition and offset <= self.last_offset
+    def applied(self, topic: str, partition: int, offset: int) -> bool:
+        return partition == self.partition and offset <= self.offsets.get(topic, -1)
 
-    def crossing_at(self, offset: int) -> int | None:
-        for at, generation in self.crossings:
-            if at == offset:
-                return generation
-        return None
-
-    def advanced(self, partition: int, offset: int, **changes: Any) -> UserState:
-        return replace(self, partition=partition, last_offset=offset, **changes)
-
-    def with_crossing(self, offset: int, generation: int) -> tuple[tuple[int, int], ...]:
-        return (*self.crossings, (offset, generation))[-_KEEP_CROSSINGS:]
+    def advanced(self, topic: str, partition: int, offset: int, **changes: Any) -> UserState:
+        return replace(self, partition=partition, offsets={**self.offsets, topic: offset}, **changes)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "g": self.generation,
-            "n": self.new_pairs,
-            "p": self.partition,
-            "o": self.last_offset,
-            "c": [list(c) for c in self.crossings],
-        }
+        return {"g": self.generation, "n": self.new_pairs, "p": self.partition, "o": self.offsets,
+                "e": self.epoch, "s": self.sig_count, "b": self.sig_base}
 
     @classmethod
     def from_json(cls, raw: dict[str, Any] | None) -> UserState:
         if not raw:
             return cls()
-        return cls(
-            generation=int(raw["g"]),
-            new_pairs=int(raw["n"]),
-            partition=int(raw["p"]),
-            last_offset=int(raw["o"]),
-            crossings=tuple((int(a), int(b)) for a, b in raw.get("c", [])),
-        )
+        return cls(generation=int(raw["g"]), new_pairs=int(raw["n"]), partition=int(raw["p"]),
+                   offsets={str(k): int(v) for k, v in raw.get("o", {}).items()}, epoch=int(raw.get("e", 0)),
+                   sig_count=int(raw.get("s", 0)), sig_base=int(raw.get("b", 0)))
 
 
 @dataclass(frozen=True)
-class SeenPair:
-    """A pair accepted earlier: where its feedback was read, and which feedback event it was."""
+class Sighting:
+    """Where something (a pair, an example, a rejected feedback event) was first seen, and from which event."""
 
     partition: int
     offset: int
     feedback_event_id: str
+    epoch: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"p": self.partition, "o": self.offset, "f": self.feedback_event_id}
+        return {"p": self.partition, "o": self.offset, "f": self.feedback_event_id, "e": self.epoch}
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any] | None) -> SeenPair | None:
-        if not raw:
+    def from_json(cls, raw: dict[str, Any] | None, epoch: int) -> Sighting | None:
+        """The sighting, or None when there is none in the user's current epoch."""
+        if not raw or int(raw.get("e", 0)) != epoch:
             return None
-        return cls(partition=int(raw["p"]), offset=int(raw["o"]), feedback_event_id=str(raw["f"]))
+        return cls(partition=int(raw["p"]), offset=int(raw["o"]), feedback_event_id=str(raw["f"]),
+                   epoch=int(raw.get("e", 0)))
+
+
+def seen_key(user_id: str, kind: str, ident: str) -> str:
+    """Key in the sightings table: kind 'p' (pair), 'x' (labelled example) or 'f' (feedback event)."""
+    return f"{user_id}\x1f{kind}\x1f{ident}"
+
+
+def signature_key(user_id: str, index: int) -> str:
+    return f"{user_id}\x1f{index}"
+
+
+def encode_signature(pair_key: str, signature: np.ndarray, epoch: int) -> dict[str, Any]:
+    return {"k": pair_key, "s": base64.b64encode(signature.astype(np.uint32).tobytes()).decode(), "e": epoch}
+
+
+def decode_signature(raw: dict[str, Any] | None) -> tuple[str, np.ndarray, int] | None:
+    if not raw:
+        return None
+    return str(raw["k"]), np.frombuffer(base64.b64decode(raw["s"]), dtype=np.uint32), int(raw.get("e", 0))

@@ -40,6 +40,7 @@ class FakeSink:
         self.inserts: list[tuple[str, int, str]] = []
         self.fail_times = fail_times
         self.down = down
+        self.erased: list[str] = []
 
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], dedup_token: str) -> None:
         if self.fail_times > 0:
@@ -52,8 +53,30 @@ class FakeSink:
         store = self.tables.setdefault(table, {})
         for row in rows:
             record = dict(zip(columns, row, strict=True))
-            key = record.get("pair_id") or record.get("request_id") or record.get("feedback_event_id") or len(store)
+            key = (record.get("pair_id") or record.get("example_id") or record.get("request_id")
+                   or record.get("feedback_event_id") or len(store))
             store[key] = record
+
+    def update_pair(self, user_id: str, pair_id: Any, version: int, is_active: bool | None = None,
+                    training_weight: float | None = None) -> None:
+        row = self.tables.get("preference_pairs", {}).get(pair_id)
+        if row is None or row["user_id"] != user_id or row["version"] >= version:
+            return
+        row.update(version=version)
+        if is_active is not None:
+            row["is_active"] = is_active
+        if training_weight is not None:
+            row["training_weight"] = training_weight
+
+    def dataset_uris(self, user_id: str) -> list[str]:
+        return [r["dataset_uri"] for r in self.tables.get("training_requests", {}).values() if r["user_id"] == user_id]
+
+    def erase_user(self, user_id: str) -> None:
+        for table in ("preference_pairs", "rejected_feedback", "labelled_examples"):
+            rows = self.tables.get(table, {})
+            for key in [k for k, r in rows.items() if r["user_id"] == user_id]:
+                del rows[key]
+        self.erased.append(user_id)
 
     def active_pairs(self, user_id: str) -> list[dict[str, Any]]:
         pairs = self.tables.get("preference_pairs", {}).values()

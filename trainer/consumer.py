@@ -9,7 +9,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from infra.kafka import EventPublisher, KafkaEventPublisher, RawMessage, read_topic
+from infra.kafka import EventPublisher, KafkaEventPublisher, read_topic, to_raw_message
 from schemas.codec import decode
 from schemas.config import Config
 from schemas.errors import EventDecodeError
@@ -76,8 +76,7 @@ class TrainingConsumer:
         try:
             event = decode(msg.value())
         except EventDecodeError as exc:
-            raw = RawMessage(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
-                             tuple(msg.headers() or []), msg.timestamp()[1])
+            raw = to_raw_message(msg)
             self.publisher.publish_raw(self.topics.dlq, raw.key, raw.value,
                                        dead_letter_headers(raw, "trainer", exc.reason, exc.detail))
             self.publisher.flush()

@@ -75,7 +75,8 @@ def test_a_correction_becomes_a_personalized_answer(make_config, tmp_path: Path)
         rejected = store.query("SELECT user_id, reason_codes FROM sam.rejected_feedback FINAL ORDER BY user_id, "
                                "feedback_event_id")
         assert sorted((u, tuple(r)) for u, r in rejected) == [
-            ("alice", ("chosen_equals_rejected",)), ("alice", ("duplicate_pair",)), ("carol", ("unpaired_feedback",))]
+            ("alice", ("chosen_equals_rejected",)), ("alice", ("duplicate_pair",))]
+        assert store.query("SELECT user_id, desirable FROM sam.labelled_examples FINAL") == [("carol", True)]
         dead = store.query("SELECT reason, stage FROM sam.dead_letters FINAL ORDER BY reason")
         assert dead == [("invalid_event", "decider"), ("invalid_event", "decider"), ("invalid_json", "decider")]
         (req,) = store.query("SELECT user_id, generation, dataset_rows FROM sam.training_requests FINAL")

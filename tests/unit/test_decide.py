@@ -1,118 +1,255 @@
-"""The decider's stories: a correction becomes a pair, duplicates and re-deliveries change nothing."""
+"""The decider's stories: a correction becomes a pair; every quality check has its reason; duplicates,
+replays and re-deliveries change nothing; thresholds fire once per generation; commands act."""
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
-from schemas.events import FeedbackReceived, PairAccepted, PairRejected, SourceRef, TrainingThresholdReached
+import pytest
+
+from infra.kafka import RawMessage
+from schemas.codec import decode, encode_command, encode_value
+from schemas.commands import Command, DeactivatePair, EraseUser, RequestTraining, ReweightPair
+from schemas.config import QualitySettings
+from schemas.events import (
+    CommandRejected,
+    Event,
+    FeedbackReceived,
+    LabelledExampleAccepted,
+    PairAccepted,
+    PairDeactivated,
+    PairRejected,
+    PairReweighted,
+    TrainingThresholdReached,
+    UserErased,
+)
 from schemas.ids import feedback_event_id
-from streams.decide import DecideSettings, decide
-from streams.state import SeenPair, UserState
+from schemas.topics import Topics
+from streams.decide import DecideSettings
+from streams.decider import BatchDecider, Tables, write_tables
+from streams.similarity import MinHasher, UserIndexes
 
-SETTINGS = DecideSettings(min_new_pairs=3)
+TOPICS = Topics()
 T0 = datetime(2026, 11, 25, tzinfo=UTC)
 
 
-def fb(n: int, user: str = "alice", corrected: str | None = None, original: str | None = None,
-       prompt: str | None = None, kind: str = "correction", fid: str | None = None) -> FeedbackReceived:
+def fb(n: int, user: str = "alice", corrected: str | None = "", original: str | None = None,
+       prompt: str | None = None, kind: str = "correction", fid: str | None = None,
+       confidence: float = 0.9) -> FeedbackReceived:
     eid = feedback_event_id(user, fid or f"f{n}")
+    original = original if original is not None else f"Answer number {n} is here."
+    if corrected == "":
+        corrected = f"Answer number {n} is here, with thanks {n} to you." if kind == "correction" else None
     return FeedbackReceived(
         event_id=eid, correlation_id=eid, user_id=user, feedback_id=fid or f"f{n}", occurred_at=T0,
-        feedback_type=kind, prompt=prompt or f"question {n}?", original_response=original or f"answer {n}.",
-        corrected_response=corrected if corrected is not None or kind != "correction" else f"answer {n}. Thanks!",
+        feedback_type=kind, prompt=prompt if prompt is not None else f"Question {n} about topic {n * 7}?",
+        original_response=original, corrected_response=corrected, confidence_score=confidence,
     )
 
 
-def at(offset: int, partition: int = 0) -> SourceRef:
-    return SourceRef(topic="sam.feedback.v1", partition=partition, offset=offset)
+@contextlib.contextmanager
+def no_bind(_: Any) -> Iterator[None]:
+    yield
 
 
-class Run:
-    """Feeds events through decide() the way the agent does, keeping state and sightings."""
+class Decider:
+    """BatchDecider over dict tables: what the Faust agent does, minus Faust."""
 
-    def __init__(self) -> None:
-        self.state = UserState()
-        self.seen: dict[str, SeenPair] = {}
+    def __init__(self, min_new_pairs: int = 3, quality: QualitySettings | None = None) -> None:
+        self.tables = Tables(users={}, seen={}, signatures={})
+        hasher = MinHasher(64, 3)
+        settings = DecideSettings(min_new_pairs=min_new_pairs, quality=quality or QualitySettings())
+        self.watermark = -1
+        self.decider = BatchDecider(settings, self.tables, TOPICS, hasher, UserIndexes(hasher, 0.85),
+                                    lambda topic, partition: self.watermark)
+        self.offset = 0
 
-    def feed(self, event: FeedbackReceived, source: SourceRef) -> list:
-        from streams.decide import pair_key_for
+    def feed(self, *items: FeedbackReceived | Command | bytes, at: int | None = None) -> list[Event]:
+        batch = []
+        for item in items:
+            offset = at if at is not None else self.offset
+            self.offset = max(self.offset, offset + 1)
+            if isinstance(item, FeedbackReceived):
+                msg = RawMessage(TOPICS.feedback, 0, offset, item.user_id.encode(), encode_value(item), (), 0)
+            elif isinstance(item, Command):
+                key, value, headers = encode_command(item)
+                msg = RawMessage(TOPICS.control, 0, offset, key, value, tuple(headers), 0)
+            else:
+                msg = RawMessage(TOPICS.feedback, 0, offset, b"k", item, (), 0)
+            batch.append((None, msg))
+        result = self.decider.decide(batch)
+        write_tables(self.tables, result.writes, no_bind, {"seen", "signatures", "users"})
+        self.last = result
+        return [decode(value) for topic, _, value, _ in result.outgoing if topic == TOPICS.pairs]
 
-        key = pair_key_for(event)
-        decision = decide(event, source, self.state, self.seen.get(key) if key else None, SETTINGS)
-        if decision.seen is not None and decision.pair_key:
-            self.seen[decision.pair_key] = decision.seen
-        self.state = decision.state
-        return list(decision.events)
+    def dead_letters(self) -> list[dict[str, bytes]]:
+        return [dict(h) for topic, _, _, h in self.last.outgoing if topic == TOPICS.dlq]
+
+
+def codes(event: Event) -> list[str]:
+    assert isinstance(event, PairRejected), event
+    return [r.code for r in event.reasons]
 
 
 def test_a_correction_becomes_a_pair_with_chosen_as_the_correction() -> None:
-    (event,) = Run().feed(fb(1), at(0))
+    (event,) = Decider().feed(fb(1))
     assert isinstance(event, PairAccepted)
-    assert event.chosen_response == "answer 1. Thanks!"
-    assert event.rejected_response == "answer 1."
-    assert event.source == at(0)
+    assert event.chosen_response.endswith("thanks 1 to you.")
+    assert event.rejected_response == "Answer number 1 is here."
+    assert 0.5 <= event.quality_score <= 1.0
 
 
 def test_the_same_correction_twice_is_one_pair_and_one_duplicate_rejection() -> None:
-    run = Run()
-    first = run.feed(fb(1, fid="a"), at(0))
-    second = run.feed(fb(1, fid="b"), at(1))
-    assert isinstance(first[0], PairAccepted)
-    assert isinstance(second[0], PairRejected)
-    assert [r.code for r in second[0].reasons] == ["duplicate_pair"]
+    d = Decider()
+    first, second = d.feed(fb(1, fid="a"), fb(1, fid="b"))
+    assert isinstance(first, PairAccepted)
+    assert codes(second) == ["duplicate_pair"]
 
 
-def test_a_whitespace_only_edit_is_rejected() -> None:
-    (event,) = Run().feed(fb(1, corrected="  answer 1. "), at(0))
-    assert isinstance(event, PairRejected)
-    assert [r.code for r in event.reasons] == ["chosen_equals_rejected"]
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"corrected": "  Answer number 1 is here. "}, ["chosen_equals_rejected"]),
+        ({"corrected": "ANSWER NUMBER 1 IS HERE."}, ["case_only_edit"]),
+        ({"corrected": " ", "prompt": " "}, ["empty_prompt", "empty_chosen"]),
+        ({"corrected": None}, ["missing_correction"]),
+        ({"confidence": 0.2}, ["low_confidence", "low_quality"]),
+        ({"prompt": "x" * 5000}, ["prompt_too_long"]),
+        ({"corrected": "y" * 9000}, ["chosen_too_long"]),
+        ({"original": "z" * 9000}, ["rejected_too_long"]),
+        ({"corrected": "No.", "confidence": 0.5}, ["low_quality"]),
+    ],
+)
+def test_each_failing_check_has_its_reason(kwargs: dict[str, Any], expected: list[str]) -> None:
+    (event,) = Decider().feed(fb(1, **kwargs))
+    assert codes(event) == expected
 
 
-def test_empty_texts_are_rejected_with_every_reason() -> None:
-    (event,) = Run().feed(fb(1, corrected=" ", prompt=" "), at(0))
-    assert isinstance(event, PairRejected)
-    assert {r.code for r in event.reasons} == {"empty_prompt", "empty_chosen"}
+def test_token_limits_use_the_configured_tokenizer() -> None:
+    quality = QualitySettings(response_tokens=(1, 5))
+    d = Decider(quality=quality)
+    d.decider.settings = DecideSettings(min_new_pairs=3, quality=quality, count_tokens=lambda t: len(t.split()))
+    (event,) = d.feed(fb(1))
+    assert codes(event) == ["chosen_too_long"]  # the original answer has 5 words, the correction 10
+    assert "10 tokens > 5" in event.reasons[0].detail  # type: ignore[attr-defined]
 
 
-def test_thumbs_without_a_correction_are_not_pairs() -> None:
-    (event,) = Run().feed(fb(1, kind="thumbs_up"), at(0))
-    assert isinstance(event, PairRejected)
-    assert [r.code for r in event.reasons] == ["unpaired_feedback"]
+def test_a_small_edit_is_accepted_but_flagged_near_identical() -> None:
+    original = "Paris is the capital and the largest city of France, on the Seine river in the north."
+    (event,) = Decider().feed(fb(1, original=original, corrected=original.replace("largest", "biggest")))
+    assert isinstance(event, PairAccepted)
+    assert event.metadata["near_identical"] is True
+    assert float(event.metadata["similarity"]) >= 0.9
+
+
+def test_a_near_duplicate_of_an_earlier_pair_is_rejected() -> None:
+    d = Decider()
+    (first,) = d.feed(fb(1, prompt="What is the capital of Peru, the country?",
+                         original="The capital of Peru is Lima.", corrected="The capital of Peru is Lima. Cheers!"))
+    (second,) = d.feed(fb(2, prompt="What is the capital of Peru, the country ?",
+                          original="The capital of Peru is Lima.", corrected="The capital of Peru is Lima.  Cheers!"))
+    assert isinstance(first, PairAccepted)
+    assert codes(second) == ["near_duplicate"]
+
+
+def test_the_same_prompt_with_the_preference_reversed_is_a_contradiction() -> None:
+    d = Decider()
+    d.feed(fb(1, original="Short answer.", corrected="A longer, friendlier answer."))
+    (event,) = d.feed(fb(2, prompt="Question 1 about topic 7?", original="A longer, friendlier answer.",
+                         corrected="Short answer."))
+    assert "contradiction" in codes(event)
+
+
+def test_thumbs_without_a_correction_become_labelled_examples() -> None:
+    d = Decider()
+    up, down, again = d.feed(fb(1, kind="thumbs_up"), fb(2, kind="thumbs_down"), fb(1, kind="thumbs_up", fid="x"))
+    assert isinstance(up, LabelledExampleAccepted) and up.desirable
+    assert isinstance(down, LabelledExampleAccepted) and not down.desirable
+    assert codes(again) == ["duplicate_example"]
+
+
+def test_thumbs_down_with_a_correction_is_a_pair() -> None:
+    (event,) = Decider().feed(fb(1, kind="thumbs_down", corrected="A much better answer, written by the user."))
+    assert isinstance(event, PairAccepted) and event.feedback_type == "thumbs_down"
 
 
 def test_the_threshold_fires_once_per_generation() -> None:
-    run = Run()
-    emitted = [e for n in range(7) for e in run.feed(fb(n), at(n))]
-    thresholds = [e for e in emitted if isinstance(e, TrainingThresholdReached)]
-    assert [t.generation for t in thresholds] == [1, 2]
-    assert [t.through.offset for t in thresholds] == [2, 5]
-    assert run.state.new_pairs == 1
+    d = Decider()
+    events = d.feed(*[fb(n) for n in range(7)])
+    thresholds = [e for e in events if isinstance(e, TrainingThresholdReached)]
+    assert [(t.generation, t.through.offset, t.new_pairs) for t in thresholds] == [(1, 2, 3), (2, 5, 3)]
 
 
-def test_redelivery_after_a_crash_re_emits_the_same_events_and_counts_nothing() -> None:
-    run = Run()
-    for n in range(3):
-        original = run.feed(fb(n), at(n))
-    state_after = run.state
-    again = run.feed(fb(2), at(2))  # offset 2 again: our state already holds it
-    assert [e.event_id for e in again] == [e.event_id for e in original]
-    assert any(isinstance(e, TrainingThresholdReached) for e in again)
-    assert run.state == state_after
+def test_an_event_the_state_already_holds_is_skipped() -> None:
+    d = Decider()
+    d.feed(*[fb(n) for n in range(3)])
+    assert d.feed(fb(2), at=2) == []
+    assert d.last.skipped == 1
 
 
-def test_a_lost_state_write_is_redone_without_a_duplicate_rejection() -> None:
-    run = Run()
-    run.feed(fb(0), at(0))
-    before = run.state
-    run.feed(fb(1), at(1))
-    run.state = before  # the state write for offset 1 was lost, the sighting was not
-    (event,) = run.feed(fb(1), at(1))
-    assert isinstance(event, PairAccepted)
-    assert run.state.new_pairs == 2
+def test_a_lost_state_is_decided_again_and_its_durable_outputs_are_not_sent_twice() -> None:
+    d = Decider()
+    d.feed(fb(0))
+    before = [dict(t) for t in (d.tables.users, d.tables.seen, d.tables.signatures)]
+    original = d.feed(fb(1), fb(2))
+    assert [type(e) for e in original] == [PairAccepted, PairAccepted, TrainingThresholdReached]
+    for table, saved in zip((d.tables.users, d.tables.seen, d.tables.signatures), before, strict=True):
+        table.clear()  # the batch's table writes were lost in a crash ...
+        table.update(saved)
+    d.watermark = 2  # ... but its outputs are in the log, up to offset 2
+    assert d.feed(fb(1), at=1) == [] and d.feed(fb(2), at=2) == []
+    assert d.last.suppressed == 2 and d.last.skipped == 0
+    assert d.tables.users["alice"]["g"] == 1  # the state was rebuilt, generation 1 included
+    (later,) = d.feed(fb(3), at=3)
+    assert isinstance(later, PairAccepted)
 
 
 def test_the_same_event_replayed_at_a_new_offset_changes_nothing() -> None:
-    run = Run()
-    run.feed(fb(0), at(0))
-    assert run.feed(fb(0), at(10)) == []
-    assert run.state.new_pairs == 1
+    d = Decider()
+    d.feed(fb(0), fb(1, corrected="Answer number 1 is here."))
+    assert d.feed(fb(0), fb(1, corrected="Answer number 1 is here."), at=50) == []
+
+
+def test_bad_bytes_are_dead_lettered_and_the_batch_goes_on() -> None:
+    d = Decider()
+    events = d.feed(b"not json", fb(1))
+    assert len(events) == 1 and isinstance(events[0], PairAccepted)
+    (dlq,) = d.dead_letters()
+    assert dlq["dlq.reason"] == b"invalid_json" and dlq["dlq.stage"] == b"decider"
+
+
+def test_request_training_allocates_the_next_generation() -> None:
+    d = Decider()
+    d.feed(fb(0))
+    (event,) = d.feed(RequestTraining(user_id="alice"))
+    assert isinstance(event, TrainingThresholdReached)
+    assert (event.generation, event.trigger, event.new_pairs) == (1, "manual", 1)
+    assert event.through.topic == TOPICS.control
+
+
+def test_pair_commands_act_on_known_pairs_only() -> None:
+    d = Decider()
+    (pair,) = d.feed(fb(0))
+    assert isinstance(pair, PairAccepted)
+    deactivated, reweighted, unknown = d.feed(
+        DeactivatePair(user_id="alice", pair_id=pair.pair_id),
+        ReweightPair(user_id="alice", pair_id=pair.pair_id, training_weight=2.0),
+        DeactivatePair(user_id="alice", pair_id=uuid.uuid4()),
+    )
+    assert isinstance(deactivated, PairDeactivated) and isinstance(reweighted, PairReweighted)
+    assert isinstance(unknown, CommandRejected) and "no pair" in unknown.reason
+
+
+def test_after_erasure_the_same_correction_is_accepted_again_and_generations_keep_counting() -> None:
+    d = Decider()
+    events = d.feed(*[fb(n) for n in range(3)])
+    assert any(isinstance(e, TrainingThresholdReached) for e in events)
+    (erased,) = d.feed(EraseUser(user_id="alice"))
+    assert isinstance(erased, UserErased)
+    again = d.feed(*[fb(n, fid=f"again{n}") for n in range(3)])
+    assert [type(e).__name__ for e in again] == ["PairAccepted"] * 3 + ["TrainingThresholdReached"]
+    assert again[-1].generation == 2  # type: ignore[attr-defined]

@@ -1,4 +1,5 @@
-"""The projector writes batches idempotently and cuts a snapshot at the threshold's position."""
+"""The projector writes batches idempotently and acts on the log in order: snapshots at thresholds,
+pair updates, erasure."""
 
 from __future__ import annotations
 
@@ -7,23 +8,20 @@ from pathlib import Path
 from infra.artifacts import ArtifactStore
 from infra.kafka import RawMessage
 from schemas.codec import decode, encode_value
-from schemas.events import Event, SourceRef, TrainingRequested
+from schemas.commands import DeactivatePair, EraseUser, ReweightPair
+from schemas.events import AdapterRevoked, Event, PairAccepted, TrainingRequested
+from schemas.ids import user_key
 from schemas.topics import Topics
 from streams.projector import Projector
 from streams.snapshot import read_snapshot
 from tests.fakes import FakePublisher, FakeSink
-from tests.unit.test_decide import Run, at, fb
+from tests.unit.test_decide import Decider, fb
 
 TOPICS = Topics()
 
 
-def pair_events(n: int) -> list[Event]:
-    run = Run()
-    return [e for i in range(n) for e in run.feed(fb(i), at(i))]
-
-
-def as_messages(events: list[Event], topic: str = TOPICS.pairs) -> list[RawMessage]:
-    return [RawMessage(topic, 0, i, e.user_id.encode(), encode_value(e), (), 0) for i, e in enumerate(events)]
+def as_messages(events: list[Event], topic: str = TOPICS.pairs, start: int = 0) -> list[RawMessage]:
+    return [RawMessage(topic, 0, start + i, e.user_id.encode(), encode_value(e), (), 0) for i, e in enumerate(events)]
 
 
 def projector(tmp_path: Path, sink: FakeSink, publisher: FakePublisher) -> Projector:
@@ -32,7 +30,7 @@ def projector(tmp_path: Path, sink: FakeSink, publisher: FakePublisher) -> Proje
 
 def test_pairs_before_the_threshold_are_written_before_the_snapshot(tmp_path: Path) -> None:
     sink, publisher = FakeSink(), FakePublisher()
-    events = pair_events(4)  # 3 pairs, threshold, 1 pair
+    events = Decider(min_new_pairs=3).feed(*[fb(n) for n in range(4)])  # 3 pairs, threshold, 1 pair
     result = projector(tmp_path, sink, publisher).project(as_messages(events))
     assert [(t, n) for t, n, _ in sink.inserts] == [("preference_pairs", 3), ("preference_pairs", 1)]
     (request,) = result.training_requests
@@ -43,9 +41,18 @@ def test_pairs_before_the_threshold_are_written_before_the_snapshot(tmp_path: Pa
     assert isinstance(decode(sent[2]), TrainingRequested)
 
 
+def test_a_threshold_projected_again_does_not_request_training_twice(tmp_path: Path) -> None:
+    sink, publisher = FakeSink(), FakePublisher()
+    messages = as_messages(Decider(min_new_pairs=3).feed(*[fb(n) for n in range(3)]))
+    p = projector(tmp_path, sink, publisher)
+    p.project(messages)
+    p.project(messages)
+    assert len(publisher.on(TOPICS.training)) == 1
+
+
 def test_the_same_batch_twice_is_written_once(tmp_path: Path) -> None:
     sink, publisher = FakeSink(), FakePublisher()
-    messages = as_messages(pair_events(2))
+    messages = as_messages(Decider().feed(fb(0), fb(1)))
     p = projector(tmp_path, sink, publisher)
     p.project(messages)
     p.project(messages)
@@ -55,7 +62,7 @@ def test_the_same_batch_twice_is_written_once(tmp_path: Path) -> None:
 
 def test_a_transient_store_failure_is_retried(tmp_path: Path) -> None:
     sink, publisher = FakeSink(fail_times=2), FakePublisher()
-    projector(tmp_path, sink, publisher).project(as_messages(pair_events(2)))
+    projector(tmp_path, sink, publisher).project(as_messages(Decider().feed(fb(0), fb(1))))
     assert len(sink.tables["preference_pairs"]) == 2
 
 
@@ -70,7 +77,31 @@ def test_an_undecodable_message_is_dead_lettered_with_its_reason(tmp_path: Path)
     assert dict(headers)["dlq.source.offset"] == b"7"
 
 
-def test_threshold_events_carry_their_position() -> None:
-    events = pair_events(3)
-    threshold = events[-1]
-    assert threshold.through == SourceRef(topic="sam.feedback.v1", partition=0, offset=2)
+def test_deactivation_and_reweighting_change_the_stored_pair(tmp_path: Path) -> None:
+    sink, publisher = FakeSink(), FakePublisher()
+    d = Decider()
+    (pair,) = d.feed(fb(0))
+    assert isinstance(pair, PairAccepted)
+    commands = d.feed(DeactivatePair(user_id="alice", pair_id=pair.pair_id),
+                      ReweightPair(user_id="alice", pair_id=pair.pair_id, training_weight=0.25))
+    projector(tmp_path, sink, publisher).project(as_messages([pair, *commands]))
+    row = sink.tables["preference_pairs"][pair.pair_id]
+    assert row["is_active"] is False and row["training_weight"] == 0.25
+
+
+def test_erasure_deletes_rows_and_files_and_revokes_adapters(tmp_path: Path) -> None:
+    sink, publisher = FakeSink(), FakePublisher()
+    d = Decider(min_new_pairs=2)
+    events = d.feed(fb(0), fb(1))
+    p = projector(tmp_path, sink, publisher)
+    (request,) = p.project(as_messages(events)).training_requests
+    adapter_dir = tmp_path / "adapters" / user_key("alice") / "1"
+    adapter_dir.mkdir(parents=True)
+    (adapter_dir / "adapter_model.safetensors").write_bytes(b"w")
+    sink.insert("training_requests", [[request.request_id, "alice", request.dataset.uri]],
+                ["request_id", "user_id", "dataset_uri"], "t")
+    p.project(as_messages(d.feed(EraseUser(user_id="alice")), start=10))
+    assert sink.erased == ["alice"] and not sink.tables["preference_pairs"]
+    assert not (tmp_path / request.dataset.uri).exists() and not adapter_dir.exists()
+    (revoked,) = publisher.on(TOPICS.adapters)
+    assert isinstance(decode(revoked[2]), AdapterRevoked)

@@ -1,0 +1,101 @@
+"""The projector's Kafka loop: a plain consumer (no Faust state is needed to write projections).
+
+It reads batches from the event topics, hands each batch to the Projector (which writes ClickHouse
+and returns only once the store acknowledged), and commits the batch's offsets after that. A failure
+leaves the batch un-committed and retries it: nothing is lost, and every write is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaException
+
+from infra.kafka import RawMessage, read_topic, to_raw_message
+from schemas.codec import decode
+from schemas.config import Config
+from schemas.errors import EventDecodeError
+from schemas.events import TrainingRequested
+from schemas.topics import Topics
+from streams.projector import Projector
+
+log = logging.getLogger("samtuner.streams.projector")
+
+
+@dataclass
+class ProjectorStats:
+    batches: int = 0
+    events: int = 0
+    failures: int = 0
+
+
+def known_requests(cfg: Config) -> set[str]:
+    """Training requests already in the training log (read once at start)."""
+    out = set()
+    for msg in read_topic(cfg.kafka.bootstrap_servers, Topics(cfg.kafka.topic_prefix).training):
+        try:
+            event = decode(msg.value)
+        except EventDecodeError:
+            continue
+        if isinstance(event, TrainingRequested):
+            out.add(str(event.request_id))
+    return out
+
+
+def projector_topics(topics: Topics) -> list[str]:
+    return [topics.pairs, topics.training, topics.adapters, topics.dlq]
+
+
+class ProjectorConsumer:
+    def __init__(self, cfg: Config, projector: Projector, stats: ProjectorStats | None = None) -> None:
+        self.cfg = cfg
+        self.projector = projector
+        self.stats = stats or ProjectorStats()
+        self.topics = Topics(cfg.kafka.topic_prefix)
+        self.ready = threading.Event()
+
+    def run(self, stop: threading.Event) -> None:
+        self.projector.known_requests |= known_requests(self.cfg)
+        consumer = Consumer({
+            "bootstrap.servers": self.cfg.kafka.bootstrap_servers,
+            "group.id": f"{self.cfg.streams.app_id}-projector",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "fetch.message.max.bytes": 17 * 1024 * 1024,
+            "max.poll.interval.ms": 600_000,
+        })
+        consumer.subscribe(projector_topics(self.topics))
+        self.ready.set()
+        try:
+            while not stop.is_set():
+                batch = consumer.consume(num_messages=self.cfg.streams.batch_size,
+                                         timeout=self.cfg.streams.batch_timeout_s)
+                messages = [to_raw_message(m) for m in batch if m.error() is None]
+                for m in batch:
+                    error = m.error()
+                    if error is not None:
+                        log.warning("projector consumer: %s", error.str())
+                if not messages:
+                    continue
+                self._project(messages, stop)
+                try:
+                    consumer.commit(asynchronous=False)
+                except KafkaException as exc:
+                    log.warning("commit failed (the batch may be projected again, idempotently): %s", exc)
+        finally:
+            consumer.close()
+
+    def _project(self, messages: list[RawMessage], stop: threading.Event) -> None:
+        while True:
+            try:
+                self.projector.project(messages)
+                self.stats.batches += 1
+                self.stats.events += len(messages)
+                return
+            except Exception:
+                self.stats.failures += 1
+                log.exception("projecting a batch of %d events failed; retrying", len(messages))
+                if stop.wait(2.0):
+                    raise
