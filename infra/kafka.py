@@ -57,8 +57,11 @@ class KafkaEventPublisher:
 
     def _on_delivery(self, err: CKafkaError | None, msg: Any) -> None:
         if err is not None:
+            hint = ""
+            if err.code() == CKafkaError.INVALID_RECORD:
+                hint = " (a timestamp more than an hour in the future is refused by the broker)"
             with self._lock:
-                self._errors.append(f"{msg.topic()}: {err.str()}")
+                self._errors.append(f"{msg.topic()}: {err.str()}{hint}")
 
     def publish(self, topic: str, event: Event) -> None:
         self.publish_raw(topic, encode_key(event), encode_value(event), encode_headers(event))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from schemas.commands import Command
 from schemas.config import Config, load_config
 from schemas.errors import ConfigError
 
@@ -248,6 +250,128 @@ def ask(
     body = r.json()
     typer.echo(body["choices"][0]["message"]["content"])
     typer.echo(json.dumps(body["samtuner"]), err=True)
+
+
+# -- pairs and users: data management (commands -> events) and export ---------------------------
+
+pairs_app = typer.Typer(no_args_is_help=True, help="Preference pairs: export and data management.")
+users_app = typer.Typer(no_args_is_help=True, help="Users' data.")
+app.add_typer(pairs_app, name="pairs")
+app.add_typer(users_app, name="users")
+
+
+def _send(cfg: Config, command: Command) -> None:
+    from infra.errors import InfraError
+    from infra.kafka import KafkaEventPublisher, publish_command
+    from schemas.topics import Topics
+
+    publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-cli")
+    try:
+        publish_command(publisher, Topics(cfg.kafka.topic_prefix).control, command)
+        publisher.flush()
+    except InfraError as exc:
+        raise _fail(f"the command was not sent: {exc}") from exc
+    typer.echo(f"{command.command_type} sent (command id {command.command_id}); "  # type: ignore[attr-defined]
+               "its outcome comes back as an event on the pairs topic")
+
+
+@pairs_app.command("deactivate")
+def pairs_deactivate(user: str, pair_id: uuid.UUID, config: ConfigOpt = None) -> None:
+    """Stop training on a pair (it stays stored with is_active = false)."""
+    from schemas.commands import DeactivatePair
+
+    _send(_config(config), DeactivatePair(user_id=user, pair_id=pair_id))
+
+
+@pairs_app.command("reweight")
+def pairs_reweight(user: str, pair_id: uuid.UUID, weight: float, config: ConfigOpt = None) -> None:
+    """Change a pair's training weight (0 excludes it from training)."""
+    from pydantic import ValidationError
+
+    from schemas.commands import ReweightPair
+
+    try:
+        command = ReweightPair(user_id=user, pair_id=pair_id, training_weight=weight)
+    except ValidationError as exc:
+        raise _fail(f"invalid weight: {exc.errors()[0]['msg']}", 2) from exc
+    _send(_config(config), command)
+
+
+@users_app.command("erase")
+def users_erase(user: str, yes: Annotated[bool, typer.Option("--yes", help="Confirm")] = False,
+                config: ConfigOpt = None) -> None:
+    """Erase all of a user's data: pairs, rejected feedback, labelled examples, snapshots; adapters revoked."""
+    from schemas.commands import EraseUser
+
+    if not yes:
+        raise _fail("erasing a user cannot be undone: add --yes", 2)
+    _send(_config(config), EraseUser(user_id=user))
+
+
+@pairs_app.command("export")
+def pairs_export(
+    out: Annotated[Path, typer.Option(help="Output file")],
+    user: Annotated[str | None, typer.Option(help="One user's pairs (default: every user's)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or parquet")] = "jsonl",
+    source: Annotated[str, typer.Option(help="auto, store (ClickHouse) or log (fold the pairs topic)")] = "auto",
+    config: ConfigOpt = None,
+) -> None:
+    """Export active pairs in TRL's preference format (prompt / chosen / rejected, plus ids and weights)."""
+    from infra.clickhouse import ClickHouseStore
+    from infra.errors import InfraError, StoreError
+    from infra.kafka import read_topic
+    from schemas.topics import Topics
+    from streams import export
+
+    if fmt not in ("jsonl", "parquet"):
+        raise _fail(f"unknown format {fmt!r}; valid: jsonl, parquet", 2)
+    if source not in ("auto", "store", "log"):
+        raise _fail(f"unknown source {source!r}; valid: auto, store, log", 2)
+    cfg = _config(config)
+    rows = None
+    if source in ("auto", "store"):
+        try:
+            store = ClickHouseStore(cfg.clickhouse_dsn, cfg.clickhouse.database)
+            try:
+                rows = export.from_store(store, user)
+            finally:
+                store.close()
+        except StoreError as exc:
+            if source == "store":
+                raise _fail(str(exc)) from exc
+            typer.echo(f"the store is not available ({str(exc)[:160]}...); folding the pairs topic instead",
+                       err=True)
+    if rows is None:
+        try:
+            rows = export.from_log(read_topic(cfg.kafka.bootstrap_servers, Topics(cfg.kafka.topic_prefix).pairs), user)
+        except InfraError as exc:
+            raise _fail(str(exc)) from exc
+    count = export.write(rows, out, fmt)  # type: ignore[arg-type]
+    typer.echo(f"exported {count} active pairs to {out}")
+
+
+@app.command("record")
+def record(
+    out: Annotated[Path, typer.Option(help="JSONL fixture to write")],
+    topic: Annotated[list[str], typer.Option(help="Base topic name(s), e.g. sam.feedback.v1")],
+    config: ConfigOpt = None,
+) -> None:
+    """Write topics (from the beginning to their current end) as a replay fixture."""
+    from infra.errors import InfraError
+    from infra.kafka import read_topic
+    from samtuner.fixtures import record_line
+
+    cfg = _config(config)
+    count = 0
+    try:
+        with out.open("w", encoding="utf-8") as fh:
+            for name in topic:
+                for msg in read_topic(cfg.kafka.bootstrap_servers, f"{cfg.kafka.topic_prefix}{name}"):
+                    fh.write(json.dumps(record_line(msg, cfg.kafka.topic_prefix), ensure_ascii=False) + "\n")
+                    count += 1
+    except InfraError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"recorded {count} messages to {out}")
 
 
 # -- schemas and config --------------------------------------------------------------------------

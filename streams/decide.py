@@ -49,12 +49,14 @@ class DecideSettings:
 
 @dataclass(frozen=True)
 class Lookups:
-    """What the agent read for this event (sightings of the user's current epoch only)."""
+    """What the agent read for this event. Sightings of any epoch: a sighting of an erased epoch still
+    tells that this very event was processed (a replay is a no-op, erased data stays erased), but it
+    is no longer a duplicate of anything."""
 
     pair: Sighting | None = None  # this pair, seen before
     reversed_pair: Sighting | None = None  # the same prompt with chosen and rejected swapped
     example: Sighting | None = None  # this labelled example, seen before
-    feedback: Sighting | None = None  # this feedback event, seen before (it was rejected then)
+    feedback: Sighting | None = None  # this very feedback event, processed before
     near_duplicate: tuple[str, float] | None = None  # an earlier pair's key and estimated Jaccard
 
 
@@ -94,30 +96,32 @@ def decide_feedback(
     fb: FeedbackReceived, source: SourceRef, state: UserState, lookups: Lookups, settings: DecideSettings
 ) -> Decision:
     after = state.advanced(source.topic, source.partition, source.offset)
+    if lookups.feedback is not None:
+        return Decision((), after)  # this very event was processed before (a replay): nothing new
     here = Sighting(source.partition, source.offset, str(fb.event_id), state.epoch)
-    if is_pair(fb):
-        return _decide_pair(fb, source, state, after, here, lookups, settings)
-    return _decide_example(fb, source, after, here, lookups, settings)
+    decision = (_decide_pair(fb, source, state, after, here, lookups, settings) if is_pair(fb)
+                else _decide_example(fb, source, after, here, lookups, settings))
+    # Every processed event is remembered by its id, whatever became of it.
+    event_seen = (seen_key(fb.user_id, "f", str(fb.event_id)), here)
+    return Decision(decision.events, decision.state, (*decision.sightings, event_seen), decision.signature_for)
 
 
 def _decide_pair(fb: FeedbackReceived, source: SourceRef, state: UserState, after: UserState, here: Sighting,
                  lookups: Lookups, settings: DecideSettings) -> Decision:
-    if _replayed(lookups.pair, fb) or _replayed(lookups.feedback, fb):
-        return Decision((), after)  # the same event delivered again at another offset: nothing new
     key = pair_key_for(fb)
     assessment = assess_pair(fb, settings.quality, settings.count_tokens)
     reasons = list(assessment.reasons)
-    if lookups.pair is not None:
-        reasons.append(reason("duplicate_pair", f"the same pair came from feedback {lookups.pair.feedback_event_id}"))
-    elif lookups.near_duplicate is not None:
+    pair, reversed_pair = _current(lookups.pair, state), _current(lookups.reversed_pair, state)
+    if pair is not None:
+        reasons.append(reason("duplicate_pair", f"the same pair came from feedback {pair.feedback_event_id}"))
+    elif lookups.near_duplicate is not None and reversed_pair is None:  # a reversal is the better reason
         other, jaccard = lookups.near_duplicate
         reasons.append(reason("near_duplicate", f"estimated Jaccard {jaccard:.2f} with earlier pair {other}"))
-    if lookups.reversed_pair is not None:
+    if reversed_pair is not None:
         reasons.append(reason("contradiction", "an earlier pair of this user prefers the opposite answer "
-                                               f"(feedback {lookups.reversed_pair.feedback_event_id})"))
+                                               f"(feedback {reversed_pair.feedback_event_id})"))
     if reasons:
-        rejected = _rejected(fb, source, reasons, assessment.quality, settings)
-        return Decision((rejected,), after, ((seen_key(fb.user_id, "f", str(fb.event_id)), here),))
+        return Decision((_rejected(fb, source, reasons, assessment.quality, settings),), after)
     assert key is not None and assessment.quality is not None
     metadata: dict[str, Any] = {f"context.{k}": v for k, v in sorted(fb.context.items())}
     metadata.update(near_identical=assessment.near_identical, similarity=assessment.similarity or 0.0)
@@ -134,17 +138,15 @@ def _decide_pair(fb: FeedbackReceived, source: SourceRef, state: UserState, afte
 
 def _decide_example(fb: FeedbackReceived, source: SourceRef, after: UserState, here: Sighting, lookups: Lookups,
                     settings: DecideSettings) -> Decision:
-    if _replayed(lookups.example, fb) or _replayed(lookups.feedback, fb):
-        return Decision((), after)
     reasons = assess_example(fb, settings.quality, settings.count_tokens)
-    if lookups.example is not None:
+    example = _current(lookups.example, after)
+    if example is not None:
         reasons.append(reason("duplicate_example",
-                              f"the same labelled example came from feedback {lookups.example.feedback_event_id}"))
+                              f"the same labelled example came from feedback {example.feedback_event_id}"))
     if reasons:
-        rejected = _rejected(fb, source, reasons, None, settings)
-        return Decision((rejected,), after, ((seen_key(fb.user_id, "f", str(fb.event_id)), here),))
+        return Decision((_rejected(fb, source, reasons, None, settings),), after)
     key = example_key_for(fb)
-    example = LabelledExampleAccepted(
+    accepted = LabelledExampleAccepted(
         event_id=derived_event_id("example-accepted", key),
         occurred_at=fb.occurred_at,
         user_id=fb.user_id,
@@ -159,11 +161,12 @@ def _decide_example(fb: FeedbackReceived, source: SourceRef, after: UserState, h
         metadata={f"context.{k}": v for k, v in sorted(fb.context.items())},
         source=source,
     )
-    return Decision((example,), after, ((seen_key(fb.user_id, "x", key), here),))
+    return Decision((accepted,), after, ((seen_key(fb.user_id, "x", key), here),))
 
 
-def _replayed(sighting: Sighting | None, fb: FeedbackReceived) -> bool:
-    return sighting is not None and sighting.feedback_event_id == str(fb.event_id)
+def _current(sighting: Sighting | None, state: UserState) -> Sighting | None:
+    """The sighting if it belongs to the user's current epoch (erased data is nobody's duplicate)."""
+    return sighting if sighting is not None and sighting.epoch == state.epoch else None
 
 
 def _with(state: UserState, **changes: Any) -> UserState:
@@ -176,38 +179,42 @@ def _with(state: UserState, **changes: Any) -> UserState:
 
 
 def decide_command(
-    cmd: Command, source: SourceRef, state: UserState, pair: Sighting | None, settings: DecideSettings
+    cmd: Command, source: SourceRef, state: UserState, pair: Sighting | None, settings: DecideSettings,
+    seen_before: bool = False,
 ) -> Decision:
     """Commands the decider owns: RequestTraining, DeactivatePair, ReweightPair, EraseUser.
 
-    ``pair`` is the sighting of the command's pair (current epoch), for the pair commands. Other
-    commands (for trainers or the adapter registry) change nothing here.
+    ``pair`` is the sighting of the command's pair (current epoch), for the pair commands;
+    ``seen_before`` says this command id was carried out already (a repeated command is a no-op).
+    Other commands (for trainers or the adapter registry) change nothing here.
     """
     after = state.advanced(source.topic, source.partition, source.offset)
     cid = str(cmd.command_id)
+    if seen_before or not isinstance(cmd, RequestTraining | DeactivatePair | ReweightPair | EraseUser):
+        return Decision((), after)
+    done = ((seen_key(cmd.user_id, "c", cid), Sighting(source.partition, source.offset, cid, 0)),)
     common: dict[str, Any] = {"user_id": cmd.user_id, "correlation_id": cmd.command_id, "occurred_at": cmd.issued_at}
     if isinstance(cmd, RequestTraining):
         generation = state.generation + 1
         event = _threshold(cmd.user_id, cmd.command_id, generation, state.new_pairs, "manual", cmd.issued_at, source)
-        return Decision((event,), _with(after, generation=generation, new_pairs=0))
+        return Decision((event,), _with(after, generation=generation, new_pairs=0), done)
     if isinstance(cmd, DeactivatePair | ReweightPair):
         if pair is None:
             rejected = CommandRejected(event_id=derived_event_id("command-rejected", cid), command_id=cmd.command_id,
                                        command_type=cmd.command_type, reason=f"no pair {cmd.pair_id} for this user",
                                        **common)
-            return Decision((rejected,), after)
+            return Decision((rejected,), after, done)
         if isinstance(cmd, DeactivatePair):
             return Decision((PairDeactivated(event_id=derived_event_id("pair-deactivated", cid), pair_id=cmd.pair_id,
-                                             command_id=cmd.command_id, **common),), after)
+                                             command_id=cmd.command_id, **common),), after, done)
         return Decision((PairReweighted(event_id=derived_event_id("pair-reweighted", cid), pair_id=cmd.pair_id,
                                         training_weight=cmd.training_weight, command_id=cmd.command_id, **common),),
-                        after)
-    if isinstance(cmd, EraseUser):
-        erased = UserErased(event_id=derived_event_id("user-erased", cid), command_id=cmd.command_id, **common)
-        # Generations keep counting (request ids must never repeat); sightings and signatures of the
-        # old epoch stop counting, so the same corrections can be accepted again later.
-        return Decision((erased,), _with(after, epoch=state.epoch + 1, new_pairs=0, sig_base=state.sig_count))
-    return Decision((), after)
+                        after, done)
+    erased = UserErased(event_id=derived_event_id("user-erased", cid), command_id=cmd.command_id, **common)
+    # Generations keep counting (request ids must never repeat); sightings and signatures of the old
+    # epoch stop counting, so the same corrections can be accepted again later. Command sightings
+    # ignore epochs (epoch 0 always), so a repeated erase stays a no-op.
+    return Decision((erased,), _with(after, epoch=state.epoch + 1, new_pairs=0, sig_base=state.sig_count), done)
 
 
 # --- events -----------------------------------------------------------------------------------------

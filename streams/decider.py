@@ -111,7 +111,9 @@ class BatchDecider:
             if state.applied(source.topic, source.partition, source.offset):
                 result.skipped += 1
                 return
-            decision = decide_command(cmd, source, state, self._command_pair(cmd, state, overlay), self.settings)
+            seen_before = overlay.sighting(seen_key(cmd.user_id, "c", str(cmd.command_id))) is not None
+            decision = decide_command(cmd, source, state, self._command_pair(cmd, state, overlay), self.settings,
+                                      seen_before)
             self._apply(handle, cmd.user_id, decision, None, overlay, result, source)
             return
         try:
@@ -129,21 +131,23 @@ class BatchDecider:
 
     def _command_pair(self, cmd: Command, state: UserState, overlay: _Overlay) -> Sighting | None:
         if isinstance(cmd, DeactivatePair | ReweightPair):
-            return overlay.sighting(seen_key(cmd.user_id, "p", str(cmd.pair_id)), state.epoch)
+            pair = overlay.sighting(seen_key(cmd.user_id, "p", str(cmd.pair_id)))
+            return pair if pair is not None and pair.epoch == state.epoch else None
         return None
 
     def _lookups(self, fb: FeedbackReceived, state: UserState, overlay: _Overlay) -> tuple[Lookups, Any]:
         user, epoch = fb.user_id, state.epoch
-        feedback = overlay.sighting(seen_key(user, "f", str(fb.event_id)), epoch)
+        feedback = overlay.sighting(seen_key(user, "f", str(fb.event_id)))
         if not is_pair(fb):
-            return Lookups(example=overlay.sighting(seen_key(user, "x", example_key_for(fb)), epoch),
+            return Lookups(example=overlay.sighting(seen_key(user, "x", example_key_for(fb))),
                            feedback=feedback), None
         key = pair_key_for(fb)
         reverse = reversed_pair_key_for(fb)
-        pair = overlay.sighting(seen_key(user, "p", key), epoch) if key else None
-        reversed_pair = overlay.sighting(seen_key(user, "p", reverse), epoch) if reverse else None
+        pair = overlay.sighting(seen_key(user, "p", key)) if key else None
+        reversed_pair = overlay.sighting(seen_key(user, "p", reverse)) if reverse else None
         near, minhash = None, None
-        if pair is None and feedback is None and fb.corrected_response is not None and _comparable(fb, self.settings):
+        fresh = (pair is None or pair.epoch != epoch) and feedback is None
+        if fresh and fb.corrected_response is not None and _comparable(fb, self.settings):
             minhash = self.hasher.minhash(pair_text(fb.prompt, fb.corrected_response, fb.original_response))
             lsh, members = self.indexes.get(user, (epoch, state.sig_count), lambda: self._signatures(user, state))
             near = nearest(lsh, members, minhash, self.settings.quality.near_duplicate_jaccard)
@@ -206,11 +210,10 @@ class _Overlay:
             return self._states[user][1]
         return UserState.from_json(self.tables.users.get(user))
 
-    def sighting(self, key: str, epoch: int) -> Sighting | None:
+    def sighting(self, key: str) -> Sighting | None:
         if key in self._sightings:
-            s = self._sightings[key][1]
-            return s if s.epoch == epoch else None
-        return Sighting.from_json(self.tables.seen.get(key), epoch)
+            return self._sightings[key][1]
+        return Sighting.from_json(self.tables.seen.get(key))
 
     def put_state(self, handle: Any, user: str, state: UserState) -> None:
         self._states[user] = (handle, state)

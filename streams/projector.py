@@ -104,10 +104,12 @@ class ClickHouseSink:
         if training_weight is not None:
             changes.append("{weight:Float64} AS training_weight")
             params["weight"] = training_weight
+        # The filter sits in a subquery: in ClickHouse a WHERE may see the SELECT's aliases, and
+        # ``version`` is one of them.
         self.store.command(
-            f"INSERT INTO {self.db}.preference_pairs SELECT * REPLACE ({', '.join(changes)}) "
-            f"FROM {self.db}.preference_pairs FINAL WHERE user_id = {{user:String}} AND pair_id = {{pair:UUID}} "
-            "AND version < {version:UInt64}",
+            f"INSERT INTO {self.db}.preference_pairs SELECT * REPLACE ({', '.join(changes)}) FROM "
+            f"(SELECT * FROM {self.db}.preference_pairs FINAL WHERE user_id = {{user:String}} "
+            "AND pair_id = {pair:UUID} AND version < {version:UInt64})",
             params,
         )
 

@@ -59,9 +59,8 @@ class Sighting:
         return {"p": self.partition, "o": self.offset, "f": self.feedback_event_id, "e": self.epoch}
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any] | None, epoch: int) -> Sighting | None:
-        """The sighting, or None when there is none in the user's current epoch."""
-        if not raw or int(raw.get("e", 0)) != epoch:
+    def from_json(cls, raw: dict[str, Any] | None) -> Sighting | None:
+        if not raw:
             return None
         return cls(partition=int(raw["p"]), offset=int(raw["o"]), feedback_event_id=str(raw["f"]),
                    epoch=int(raw.get("e", 0)))

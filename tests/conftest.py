@@ -40,27 +40,32 @@ def tiny_model() -> Path:
     return build_model(default_cache_dir() / "models" / "tiny", "tiny")
 
 
+def make_config_at(directory: Path, kafka: str, tiny_model: Path, **sections: dict[str, Any]) -> tuple[Config, Path]:
+    """A Config (and its YAML file) with a unique topic prefix and state dir, the tiny model, fast training."""
+    raw: dict[str, Any] = {
+        "state_dir": str(directory / "state"),
+        "kafka": {"bootstrap_servers": kafka, "topic_prefix": f"t{uuid.uuid4().hex[:10]}.", "partitions": 3},
+        "model": {"base": str(tiny_model), "max_new_tokens": 8},
+        "trigger": {"min_new_pairs": 8},
+        "training": {"dpo": {"num_train_epochs": 1, "per_device_train_batch_size": 4, "learning_rate": 1e-3,
+                             "max_length": 64, "bf16": False, "gradient_checkpointing": False,
+                             "logging_steps": 1, "beta": 0.1}},
+        "streams": {"app_id": f"streams-{uuid.uuid4().hex[:8]}", "batch_timeout_s": 0.1},
+        "trainer": {"group_id": f"trainer-{uuid.uuid4().hex[:8]}"},
+        "inference": {"node_id": f"node-{uuid.uuid4().hex[:8]}", "port": free_port()},
+    }
+    for name, values in sections.items():
+        raw[name] = {**raw.get(name, {}), **values}
+    path = directory / "samtuner.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return Config.model_validate(raw), path
+
+
 @pytest.fixture
 def make_config(kafka: str, tiny_model: Path, tmp_path: Path) -> Any:
-    """Config factory: a unique topic prefix and state dir per test, the tiny model, fast training."""
+    """Config factory for one test: ``make_config(trigger={"min_new_pairs": 3})``."""
 
     def make(**sections: dict[str, Any]) -> tuple[Config, Path]:
-        raw: dict[str, Any] = {
-            "state_dir": str(tmp_path / "state"),
-            "kafka": {"bootstrap_servers": kafka, "topic_prefix": f"t{uuid.uuid4().hex[:10]}.", "partitions": 3},
-            "model": {"base": str(tiny_model), "max_new_tokens": 8},
-            "trigger": {"min_new_pairs": 8},
-            "training": {"dpo": {"num_train_epochs": 1, "per_device_train_batch_size": 4, "learning_rate": 1e-3,
-                                 "max_length": 64, "bf16": False, "gradient_checkpointing": False,
-                                 "logging_steps": 1, "beta": 0.1}},
-            "streams": {"app_id": f"streams-{uuid.uuid4().hex[:8]}", "batch_timeout_s": 0.1},
-            "trainer": {"group_id": f"trainer-{uuid.uuid4().hex[:8]}"},
-            "inference": {"node_id": f"node-{uuid.uuid4().hex[:8]}", "port": free_port()},
-        }
-        for name, values in sections.items():
-            raw[name] = {**raw.get(name, {}), **values}
-        path = tmp_path / "samtuner.yaml"
-        path.write_text(yaml.safe_dump(raw))
-        return Config.model_validate(raw), path
+        return make_config_at(tmp_path, kafka, tiny_model, **sections)
 
     return make

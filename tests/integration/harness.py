@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from confluent_kafka import KafkaException
 
 from infra.kafka import read_topic
 from schemas.codec import decode
@@ -96,3 +97,47 @@ class RunningProcess:
         self.proc.kill()
         self.proc.wait()
         self._log.close()
+
+
+def group_lag(cfg: Config, group: str, topics: list[str]) -> int:
+    """Messages in ``topics`` that consumer group ``group`` has not committed yet (all partitions)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": group,
+                         "enable.auto.commit": False})
+    try:
+        partitions = []
+        for topic in topics:
+            meta = consumer.list_topics(topic, timeout=10).topics[topic]
+            partitions += [TopicPartition(topic, p) for p in meta.partitions]
+        committed = consumer.committed(partitions, timeout=10)
+        lag = 0
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
+            position = tp.offset if tp.offset >= 0 else low
+            lag += max(0, high - position)
+        return lag
+    finally:
+        consumer.close()
+
+
+def wait_caught_up(cfg: Config, timeout_s: float = 120, proc: RunningProcess | None = None) -> None:
+    """Until the deciders and the projector have committed everything there is (twice in a row)."""
+    from schemas.topics import Topics
+
+    t = Topics(cfg.kafka.topic_prefix)
+    deciders = (cfg.streams.app_id, [t.feedback, t.control])
+    projector = (f"{cfg.streams.app_id}-projector", [t.pairs, t.training, t.adapters, t.dlq])
+    quiet = [0]
+
+    def probe() -> bool:
+        if proc is not None and not proc.alive():
+            raise AssertionError(f"the worker exited with {proc.proc.returncode}:\n{proc.log()[-4000:]}")
+        try:
+            lag = group_lag(cfg, *deciders) + group_lag(cfg, *projector)
+        except KafkaException:  # e.g. the group coordinator is still loading
+            lag = -1
+        quiet[0] = quiet[0] + 1 if lag == 0 else 0
+        return quiet[0] >= 2
+
+    wait_for(probe, timeout_s, "the stream worker to catch up", every_s=0.5)

@@ -253,3 +253,21 @@ def test_after_erasure_the_same_correction_is_accepted_again_and_generations_kee
     again = d.feed(*[fb(n, fid=f"again{n}") for n in range(3)])
     assert [type(e).__name__ for e in again] == ["PairAccepted"] * 3 + ["TrainingThresholdReached"]
     assert again[-1].generation == 2  # type: ignore[attr-defined]
+
+
+def test_a_repeated_command_is_a_no_op() -> None:
+    d = Decider()
+    d.feed(fb(0))
+    command = RequestTraining(user_id="alice")
+    (first,) = d.feed(command)
+    assert isinstance(first, TrainingThresholdReached)
+    assert d.feed(command) == []
+    erase = EraseUser(user_id="alice")
+    assert len(d.feed(erase)) == 1 and d.feed(erase) == []
+
+
+def test_replaying_events_from_before_an_erasure_does_not_bring_the_data_back() -> None:
+    d = Decider()
+    d.feed(fb(0), fb(1, kind="thumbs_up"), fb(2, corrected="Answer number 2 is here."))
+    d.feed(EraseUser(user_id="alice"))
+    assert d.feed(fb(0), fb(1, kind="thumbs_up"), fb(2, corrected="Answer number 2 is here."), at=100) == []
