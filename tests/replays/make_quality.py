@@ -21,10 +21,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from samtuner.fixtures import feedback_line  # noqa: E402
-from schemas.commands import DeactivatePair, EraseUser, RequestTraining, ReweightPair  # noqa: E402
-from schemas.events import PairAccepted, SourceRef  # noqa: E402
-from schemas.ids import pair_id  # noqa: E402
+from samtuner.fixtures import feedback_line
+from schemas.commands import DeactivatePair, EraseUser, RequestTraining, ReweightPair
+from schemas.events import PairAccepted, SourceRef
+from schemas.ids import pair_id
 
 HERE = Path(__file__).parent
 START = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
