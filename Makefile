@@ -31,6 +31,9 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+bench-streams: venv jars
+	$(BIN)/python benchmarks/bench_streams.py
+
 kafka-up: venv jars
 	$(BIN)/samtuner kafka up
 

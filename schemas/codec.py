@@ -36,6 +36,11 @@ def encode_headers(event: Event) -> Headers:
 
 def decode(value: bytes | None) -> Event:
     """Bytes -> the event they encode, or :class:`EventDecodeError` with a stable reason code."""
+    if value is not None:
+        try:  # the fast path: pydantic-core parses and validates in one go
+            return _ADAPTER.validate_json(value)
+        except (ValueError, RecursionError):
+            pass  # the slow path below says precisely what is wrong
     if value is None:
         raise EventDecodeError("empty_message", "the message has no value (tombstone?)")
     try:

@@ -152,6 +152,10 @@ class StreamsSettings(Section):
     batch_size: int = Field(1000, ge=1, description="Max events per processing batch.")
     batch_timeout_s: float = Field(0.2, gt=0.0, description="Max wait to fill a batch.")
     preview_chars: int = Field(2000, ge=16, description="Text kept from rejected feedback for analytics.")
+    session_timeout_s: float = Field(
+        30.0, ge=3.0, le=300.0,
+        description="Consumer-group session timeout: how soon a crashed worker's partitions move on.",
+    )
 
 
 class TrainerSettings(Section):

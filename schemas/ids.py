@@ -23,15 +23,18 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def text_key(text: str) -> str:
+    """sha256 of the normalized text: what pair identity is made of."""
+    return sha256_text(normalize_text(text))
+
+
 def pair_id(user_id: str, prompt: str, chosen: str, rejected: str) -> uuid.UUID:
     """Same user, same (normalized) prompt/chosen/rejected -> same pair, whatever the transport did."""
-    return _uuid(
-        "pair",
-        user_id,
-        sha256_text(normalize_text(prompt)),
-        sha256_text(normalize_text(chosen)),
-        sha256_text(normalize_text(rejected)),
-    )
+    return pair_id_from_keys(user_id, text_key(prompt), text_key(chosen), text_key(rejected))
+
+
+def pair_id_from_keys(user_id: str, prompt_key: str, chosen_key: str, rejected_key: str) -> uuid.UUID:
+    return _uuid("pair", user_id, prompt_key, chosen_key, rejected_key)
 
 
 def feedback_event_id(user_id: str, feedback_id: str) -> uuid.UUID:

@@ -2,8 +2,8 @@
 
 One agent reads the feedback and control topics (co-partitioned by user id, so a user's state has
 one owner) in batches. For each batch it decides every event, sends the outputs and waits for the
-broker's acks, then writes the new sightings and signatures, waits again, and writes the new user
-states; only then does Faust ack the batch. Every exception is handled inside the loop (Faust acks a
+broker's acks, then writes the batch's journal entry per partition (see ``streams/journal.py``);
+only then does Faust ack the batch. Every exception is handled inside the loop (Faust acks a
 message even when an agent raises) and the agent runs with ``concurrency=1`` (more can commit
 offsets past unprocessed events).
 
@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 import weakref
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,8 @@ from infra.kafka import KafkaEventPublisher, RawMessage
 from schemas.config import Config
 from schemas.topics import Topics
 from streams.decide import DecideSettings
-from streams.decider import BatchDecider, Tables, write_tables
+from streams.decider import BatchDecider
+from streams.journal import DeciderMemory
 from streams.similarity import MinHasher, UserIndexes
 from streams.tokens import token_counter
 from streams.watermarks import OutputWatermarks
@@ -50,6 +52,10 @@ class StreamsStats:
     suppressed: int = 0
     dead_lettered: int = 0
     batches: int = 0
+    events: int = 0
+    decide_s: float = 0.0  # time spent deciding, sending (until acked) and journalling
+    send_s: float = 0.0
+    journal_s: float = 0.0
     crashed: str | None = None  # why the worker stopped itself, when it did
 
 
@@ -97,11 +103,30 @@ def create_app(cfg: Config, stats: StreamsStats | None = None) -> faust.App:
         consumer_max_fetch_size=MAX_MESSAGE,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        broker_session_timeout=cfg.streams.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, cfg.streams.session_timeout_s / 3),
         stream_wait_empty=True,
     )
     _add_watchdog(app, stats)
+    _add_progress_log(app, stats)
     _add_decider(app, cfg, topics, stats)
     return app
+
+
+def _add_progress_log(app: faust.App, stats: StreamsStats, every_s: float = 10.0) -> None:
+    """Long work shows progress: what the decider did since the last line, and where its time went."""
+    last = [0, 0.0, 0.0, 0.0]
+
+    @app.timer(every_s)
+    async def progress() -> None:
+        events = stats.events - last[0]
+        if events:
+            per_event = [(now - before) / events * 1e6 for now, before in
+                         zip((stats.decide_s, stats.send_s, stats.journal_s), last[1:], strict=True)]
+            log.info("decider: %d events in %.0fs (%.0f/s); per event: decide %.0f us, send %.0f us, journal %.0f us; "
+                     "totals: %d decided, %d skipped, %d suppressed, %d dead letters", events, every_s,
+                     events / every_s, *per_event, stats.decided, stats.skipped, stats.suppressed, stats.dead_lettered)
+        last[:] = [stats.events, stats.decide_s, stats.send_s, stats.journal_s]
 
 
 def _add_watchdog(app: faust.App, stats: StreamsStats) -> None:
@@ -125,12 +150,8 @@ def _add_watchdog(app: faust.App, stats: StreamsStats) -> None:
 def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStats) -> None:
     sources = app.topic(topics.feedback, topics.control, key_serializer="raw", value_serializer="raw")
     schema: faust.Schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
-    # One value per user; one per sighting; one per stored MinHash signature.
-    tables = Tables(
-        users=app.Table("decider-users", partitions=cfg.kafka.partitions, schema=schema),
-        seen=app.Table("decider-sightings", partitions=cfg.kafka.partitions, schema=schema),
-        signatures=app.Table("decider-signatures", partitions=cfg.kafka.partitions, schema=schema),
-    )
+    journal = app.Table("decider-journal", partitions=cfg.kafka.partitions, schema=schema)
+    memory = DeciderMemory(journal)
     quality = cfg.quality
     hasher = MinHasher(quality.minhash_num_perm, quality.shingle_words)
     indexes = UserIndexes(hasher, quality.near_duplicate_jaccard)
@@ -138,41 +159,52 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
     settings = DecideSettings(min_new_pairs=cfg.trigger.min_new_pairs, quality=quality,
                               preview_chars=cfg.streams.preview_chars,
                               count_tokens=token_counter(quality.tokenizer or cfg.model.base))
-    decider = BatchDecider(settings, tables, topics, hasher, indexes, watermarks)
+    decider = BatchDecider(settings, memory, topics, hasher, indexes, watermarks)
     producer = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-decider")
     io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decider-io")
 
-    def on_rebalance(*_: Any, **__: Any) -> None:
-        watermarks.clear()  # another worker may have answered these partitions meanwhile
+    def forget(*_: Any, **__: Any) -> None:
+        # Another worker may have answered these partitions meanwhile: reload state, re-read the log.
+        memory.forget()
+        watermarks.clear()
         indexes.clear()
 
-    app.on_partitions_assigned.connect(on_rebalance)
-    app.on_partitions_revoked.connect(on_rebalance)
+    app.on_partitions_assigned.connect(forget)
+    app.on_partitions_revoked.connect(forget)
 
     @app.agent(sources, concurrency=1, name="decide")
     async def decide_agent(stream: StreamT) -> None:
         loop = asyncio.get_running_loop()
         batches = cast(Any, stream).take_events(cfg.streams.batch_size, within=cfg.streams.batch_timeout_s)
         async for events in batches:
-            batch = [(event, raw_message(event)) for event in events]
+            batch = [raw_message(event) for event in events]
+            by_partition = {event.message.partition: event for event in events}
             while True:
                 try:
-                    # Reading the output log's tail (first batch after an assignment) is blocking I/O.
+                    # Decided off the loop: CPU work, and the first batch after an assignment reads the
+                    # output log's tail.
+                    t0 = time.perf_counter()
                     result = await loop.run_in_executor(io, decider.decide, batch)
+                    t1 = time.perf_counter()
                     for topic, key, value, headers in result.outgoing:
                         producer.publish_raw(topic, key, value, headers)
                     await loop.run_in_executor(io, producer.flush)
-                    write_tables(tables, result.writes, bound_to, {"seen", "signatures"})
-                    await app.producer.flush()
-                    write_tables(tables, result.writes, bound_to, {"users"})
+                    t2 = time.perf_counter()
+                    for partition, (entry_key, entries) in result.journal.items():
+                        with bound_to(by_partition[partition]):
+                            journal[entry_key] = entries
+                    stats.decide_s += t1 - t0
+                    stats.send_s += t2 - t1
+                    stats.journal_s += time.perf_counter() - t2
                     break
                 except Exception:
-                    # Kafka unreachable or the like: nothing of this batch is acked; try it again. Part of
-                    # its outputs may be durable: read the output log's tail again to suppress those.
+                    # Kafka unreachable or the like: nothing of this batch is acked; try it again from
+                    # the durable state. Part of its outputs may be durable: the watermarks say which.
                     log.exception("a decider batch of %d events failed; retrying", len(batch))
-                    watermarks.clear()
+                    forget()
                     await asyncio.sleep(2.0)
             stats.batches += 1
+            stats.events += len(batch)
             stats.decided += result.decided
             stats.skipped += result.skipped
             stats.suppressed += result.suppressed

@@ -32,7 +32,7 @@ from schemas.events import (
     TrainingThresholdReached,
     UserErased,
 )
-from schemas.ids import derived_event_id, example_id, pair_id, threshold_event_id
+from schemas.ids import derived_event_id, example_id, pair_id_from_keys, text_key, threshold_event_id
 from streams.quality import assess_example, assess_pair, reason
 from streams.state import Sighting, UserState, seen_key
 
@@ -58,6 +58,7 @@ class Lookups:
     example: Sighting | None = None  # this labelled example, seen before
     feedback: Sighting | None = None  # this very feedback event, processed before
     near_duplicate: tuple[str, float] | None = None  # an earlier pair's key and estimated Jaccard
+    pair_key: str | None = None  # this pair's id, when the agent computed it already
 
 
 @dataclass(frozen=True)
@@ -73,16 +74,17 @@ def is_pair(fb: FeedbackReceived) -> bool:
     return fb.feedback_type == "correction" or fb.corrected_response is not None
 
 
+def pair_keys_for(fb: FeedbackReceived) -> tuple[str, str] | None:
+    """(this pair's id, the id of the same pair with chosen and rejected swapped), or None."""
+    if fb.corrected_response is None:
+        return None
+    p, c, r = text_key(fb.prompt), text_key(fb.corrected_response), text_key(fb.original_response)
+    return str(pair_id_from_keys(fb.user_id, p, c, r)), str(pair_id_from_keys(fb.user_id, p, r, c))
+
+
 def pair_key_for(fb: FeedbackReceived) -> str | None:
-    if fb.corrected_response is None:
-        return None
-    return str(pair_id(fb.user_id, fb.prompt, fb.corrected_response, fb.original_response))
-
-
-def reversed_pair_key_for(fb: FeedbackReceived) -> str | None:
-    if fb.corrected_response is None:
-        return None
-    return str(pair_id(fb.user_id, fb.prompt, fb.original_response, fb.corrected_response))
+    keys = pair_keys_for(fb)
+    return keys[0] if keys else None
 
 
 def example_key_for(fb: FeedbackReceived) -> str:
@@ -108,7 +110,7 @@ def decide_feedback(
 
 def _decide_pair(fb: FeedbackReceived, source: SourceRef, state: UserState, after: UserState, here: Sighting,
                  lookups: Lookups, settings: DecideSettings) -> Decision:
-    key = pair_key_for(fb)
+    key = lookups.pair_key or pair_key_for(fb)
     assessment = assess_pair(fb, settings.quality, settings.count_tokens)
     reasons = list(assessment.reasons)
     pair, reversed_pair = _current(lookups.pair, state), _current(lookups.reversed_pair, state)

@@ -1,23 +1,20 @@
-"""One batch of the decider: read tables, decide every event in order, then hand back what to send
-and, separately, what to write to the tables.
+"""One batch of the decider: decide every event in order against the partitions' state, and hand
+back what to send and the journal entries to write.
 
 The order of effects is what makes emission exactly-once on the wire: the agent sends the outputs
-and waits for the broker's acks, and only then writes the new states to the tables. So a state that
-holds an event implies its outputs are durable (the agent skips such an event when it is delivered
-again), and an event delivered again whose state was lost is decided again, with its outputs
-suppressed when the output log already holds them (``watermark``: the highest source offset already
-answered on the pairs topic).
+and waits for the broker's acks, and only then writes the batch's journal entries (one atomic value
+per partition). So a state that holds an event implies its outputs are durable (such an event is
+skipped when it is delivered again), and an event delivered again whose journal entry was lost is
+decided again with its outputs suppressed when the output log already holds them (``watermark``: the
+highest source offset already answered on the pairs topic).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, MutableMapping
-from contextlib import AbstractContextManager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from infra.kafka import RawMessage
 from schemas.codec import decode_as, decode_command, encode_headers, encode_key, encode_value
@@ -34,26 +31,16 @@ from streams.decide import (
     decide_feedback,
     example_key_for,
     is_pair,
-    pair_key_for,
-    reversed_pair_key_for,
+    pair_keys_for,
 )
+from streams.journal import DeciderMemory, PartitionState
 from streams.similarity import MinHasher, UserIndexes, nearest, pair_text
-from streams.state import Sighting, UserState, decode_signature, encode_signature, seen_key, signature_key
+from streams.state import UserState, seen_key
 from streams.watermarks import source_headers
 
 log = logging.getLogger("samtuner.streams.decider")
 
 Outgoing = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
-Bind = Callable[[Any], AbstractContextManager[None]]
-
-
-@dataclass
-class Tables:
-    """The decider's Faust tables (any MutableMapping in tests)."""
-
-    users: MutableMapping[str, Any]
-    seen: MutableMapping[str, Any]
-    signatures: MutableMapping[str, Any]
 
 
 @dataclass
@@ -63,103 +50,99 @@ class BatchResult:
     decided: int = 0
     skipped: int = 0
     dead_letters: int = 0
-    # (source event, table, key, value) in the order they must be written after the outputs are acked
-    writes: list[tuple[Any, str, str, Any]] = field(default_factory=list)
+    # partition -> (journal key, entries), written after the outputs are acked
+    journal: dict[int, tuple[str, list[list[Any]]]] = field(default_factory=dict)
 
 
 class BatchDecider:
     def __init__(
         self,
         settings: DecideSettings,
-        tables: Tables,
+        memory: DeciderMemory,
         topics: Topics,
         hasher: MinHasher,
         indexes: UserIndexes,
         watermark: Callable[[str, int], int],
     ) -> None:
         self.settings = settings
-        self.tables = tables
+        self.memory = memory
         self.topics = topics
         self.hasher = hasher
         self.indexes = indexes
         self.watermark = watermark
 
-    # -- phase 1: decide -------------------------------------------------------------------------
-
-    def decide(self, batch: list[tuple[Any, RawMessage]]) -> BatchResult:
-        """Decide every (event handle, message) of the batch in order; nothing is written yet."""
+    def decide(self, batch: list[RawMessage]) -> BatchResult:
+        """Decide every message of the batch in order. The in-memory state moves on; the caller
+        writes ``result.journal`` once the outputs are durable, or calls ``memory.forget()``."""
         result = BatchResult()
-        overlay = _Overlay(self.tables)
-        for handle, msg in batch:
+        for msg in batch:
             try:
-                self._one(handle, msg, overlay, result)
+                self._one(msg, result)
             except Exception as exc:  # a bug must not stop the worker or lose the message
                 log.exception("decider failed on %s/%d@%d", msg.topic, msg.partition, msg.offset)
                 self._dead_letter(msg, "internal_error", f"{type(exc).__name__}: {exc}", result)
-        result.writes = overlay.writes()
+        for state in self.memory.touched():
+            result.journal[state.partition] = self.memory.written(state)
         return result
 
-    def _one(self, handle: Any, msg: RawMessage, overlay: _Overlay, result: BatchResult) -> None:
+    def _one(self, msg: RawMessage, result: BatchResult) -> None:
         source = SourceRef(topic=msg.topic, partition=msg.partition, offset=msg.offset)
+        part = self.memory.partition(msg.partition)
         if msg.topic == self.topics.control:
             try:
                 cmd = decode_command(msg.value)
             except EventDecodeError as exc:
                 self._dead_letter(msg, exc.reason, exc.detail, result)
                 return
-            state = overlay.state(cmd.user_id)
+            state = part.user(cmd.user_id)
             if state.applied(source.topic, source.partition, source.offset):
                 result.skipped += 1
                 return
-            seen_before = overlay.sighting(seen_key(cmd.user_id, "c", str(cmd.command_id))) is not None
-            decision = decide_command(cmd, source, state, self._command_pair(cmd, state, overlay), self.settings,
+            seen_before = part.sighting(seen_key(cmd.user_id, "c", str(cmd.command_id))) is not None
+            decision = decide_command(cmd, source, state, self._command_pair(cmd, state, part), self.settings,
                                       seen_before)
-            self._apply(handle, cmd.user_id, decision, None, overlay, result, source)
+            self._apply(part, cmd.user_id, state, decision, None, result, source)
             return
         try:
             fb = decode_as(msg.value, FeedbackReceived)
         except EventDecodeError as exc:
             self._dead_letter(msg, exc.reason, exc.detail, result)
             return
-        state = overlay.state(fb.user_id)
+        state = part.user(fb.user_id)
         if state.applied(source.topic, source.partition, source.offset):
             result.skipped += 1  # our state holds it, so its outputs are durable
             return
-        lookups, minhash = self._lookups(fb, state, overlay)
+        lookups, minhash = self._lookups(fb, state, part)
         decision = decide_feedback(fb, source, state, lookups, self.settings)
-        self._apply(handle, fb.user_id, decision, minhash, overlay, result, source)
+        self._apply(part, fb.user_id, state, decision, minhash, result, source)
 
-    def _command_pair(self, cmd: Command, state: UserState, overlay: _Overlay) -> Sighting | None:
+    def _command_pair(self, cmd: Command, state: UserState, part: PartitionState) -> Any:
         if isinstance(cmd, DeactivatePair | ReweightPair):
-            pair = overlay.sighting(seen_key(cmd.user_id, "p", str(cmd.pair_id)))
+            pair = part.sighting(seen_key(cmd.user_id, "p", str(cmd.pair_id)))
             return pair if pair is not None and pair.epoch == state.epoch else None
         return None
 
-    def _lookups(self, fb: FeedbackReceived, state: UserState, overlay: _Overlay) -> tuple[Lookups, Any]:
+    def _lookups(self, fb: FeedbackReceived, state: UserState, part: PartitionState) -> tuple[Lookups, Any]:
         user, epoch = fb.user_id, state.epoch
-        feedback = overlay.sighting(seen_key(user, "f", str(fb.event_id)))
+        feedback = part.sighting(seen_key(user, "f", str(fb.event_id)))
+        if feedback is not None:
+            return Lookups(feedback=feedback), None  # a replay: nothing else matters
         if not is_pair(fb):
-            return Lookups(example=overlay.sighting(seen_key(user, "x", example_key_for(fb))),
-                           feedback=feedback), None
-        key = pair_key_for(fb)
-        reverse = reversed_pair_key_for(fb)
-        pair = overlay.sighting(seen_key(user, "p", key)) if key else None
-        reversed_pair = overlay.sighting(seen_key(user, "p", reverse)) if reverse else None
+            return Lookups(example=part.sighting(seen_key(user, "x", example_key_for(fb)))), None
+        keys = pair_keys_for(fb)
+        key, reverse = keys if keys else (None, None)
+        pair = part.sighting(seen_key(user, "p", key)) if key else None
+        reversed_pair = part.sighting(seen_key(user, "p", reverse)) if reverse else None
         near, minhash = None, None
-        fresh = (pair is None or pair.epoch != epoch) and feedback is None
+        fresh = pair is None or pair.epoch != epoch
         if fresh and fb.corrected_response is not None and _comparable(fb, self.settings):
             minhash = self.hasher.minhash(pair_text(fb.prompt, fb.corrected_response, fb.original_response))
-            lsh, members = self.indexes.get(user, (epoch, state.sig_count), lambda: self._signatures(user, state))
+            lsh, members = self.indexes.get(user, (epoch, state.sig_count),
+                                            lambda: part.user_signatures(user, state))
             near = nearest(lsh, members, minhash, self.settings.quality.near_duplicate_jaccard)
-        return Lookups(pair=pair, reversed_pair=reversed_pair, feedback=feedback, near_duplicate=near), minhash
+        return Lookups(pair=pair, reversed_pair=reversed_pair, near_duplicate=near, pair_key=key), minhash
 
-    def _signatures(self, user: str, state: UserState) -> Iterator[tuple[str, np.ndarray]]:
-        for index in range(state.sig_base, state.sig_count):
-            raw = decode_signature(self.tables.signatures.get(signature_key(user, index)))
-            if raw is not None and raw[2] == state.epoch:
-                yield raw[0], raw[1]
-
-    def _apply(self, handle: Any, user: str, decision: Decision, minhash: Any, overlay: _Overlay,
+    def _apply(self, part: PartitionState, user: str, before: UserState, decision: Decision, minhash: Any,
                result: BatchResult, source: SourceRef) -> None:
         result.decided += 1
         if source.offset <= self.watermark(source.topic, source.partition):
@@ -168,15 +151,14 @@ class BatchDecider:
             for event in decision.events:
                 result.outgoing.append(_out(self.topics.pairs, event, source))
         for key, sighting in decision.sightings:
-            overlay.put_sighting(handle, key, sighting)
+            part.put_sighting(key, sighting)
+        after = decision.state
         if decision.signature_for is not None and minhash is not None:
-            index = decision.state.sig_count - 1
-            overlay.put_signature(handle, signature_key(user, index),
-                                  encode_signature(decision.signature_for, minhash.hashvalues, decision.state.epoch))
-            self.indexes.add(user, (decision.state.epoch, decision.state.sig_count), decision.signature_for, minhash)
-        elif decision.state.epoch != overlay.state(user).epoch:
+            part.put_signature(user, after.sig_count - 1, decision.signature_for, minhash.hashvalues, after.epoch)
+            self.indexes.add(user, (after.epoch, after.sig_count), decision.signature_for, minhash)
+        elif after.epoch != before.epoch:
             self.indexes.forget(user)
-        overlay.put_state(handle, user, decision.state)
+        part.put_user(user, after)
 
     def _dead_letter(self, msg: RawMessage, reason: str, detail: str, result: BatchResult) -> None:
         result.dead_letters += 1
@@ -194,49 +176,3 @@ def _comparable(fb: FeedbackReceived, settings: DecideSettings) -> bool:
 def _out(topic: str, event: Event, source: SourceRef) -> Outgoing:
     headers = encode_headers(event) + source_headers(source.topic, source.partition, source.offset)
     return topic, encode_key(event), encode_value(event), headers
-
-
-class _Overlay:
-    """Reads through to the tables, with this batch's not-yet-written changes on top."""
-
-    def __init__(self, tables: Tables) -> None:
-        self.tables = tables
-        self._states: dict[str, tuple[Any, UserState]] = {}
-        self._sightings: dict[str, tuple[Any, Sighting]] = {}
-        self._signatures: dict[str, tuple[Any, dict[str, Any]]] = {}
-
-    def state(self, user: str) -> UserState:
-        if user in self._states:
-            return self._states[user][1]
-        return UserState.from_json(self.tables.users.get(user))
-
-    def sighting(self, key: str) -> Sighting | None:
-        if key in self._sightings:
-            return self._sightings[key][1]
-        return Sighting.from_json(self.tables.seen.get(key))
-
-    def put_state(self, handle: Any, user: str, state: UserState) -> None:
-        self._states[user] = (handle, state)
-
-    def put_sighting(self, handle: Any, key: str, sighting: Sighting) -> None:
-        self._sightings[key] = (handle, sighting)
-
-    def put_signature(self, handle: Any, key: str, value: dict[str, Any]) -> None:
-        self._signatures[key] = (handle, value)
-
-    def writes(self) -> list[tuple[Any, str, str, Any]]:
-        out: list[tuple[Any, str, str, Any]] = []
-        out += [(h, "seen", k, s.to_json()) for k, (h, s) in self._sightings.items()]
-        out += [(h, "signatures", k, v) for k, (h, v) in self._signatures.items()]
-        # States last: a stored state implies its sightings and signatures are stored too.
-        out += [(h, "users", u, s.to_json()) for u, (h, s) in self._states.items()]
-        return out
-
-
-def write_tables(tables: Tables, writes: list[tuple[Any, str, str, Any]], bind: Bind, only: set[str]) -> None:
-    """Write the batch's changes to the ``only`` tables, each bound to the event that caused it (so it
-    lands in that event's changelog partition)."""
-    for handle, table, key, value in writes:
-        if table in only:
-            with bind(handle):
-                getattr(tables, table)[key] = value

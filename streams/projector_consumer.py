@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException
@@ -29,6 +30,7 @@ class ProjectorStats:
     batches: int = 0
     events: int = 0
     failures: int = 0
+    project_s: float = 0.0
 
 
 def known_requests(cfg: Config) -> set[str]:
@@ -55,6 +57,18 @@ class ProjectorConsumer:
         self.stats = stats or ProjectorStats()
         self.topics = Topics(cfg.kafka.topic_prefix)
         self.ready = threading.Event()
+        self._last = (time.monotonic(), 0, 0.0)
+
+    def _progress(self, every_s: float = 10.0) -> None:
+        """Long work shows progress: a line every ``every_s`` while there is work."""
+        at, events, spent = self._last
+        now = time.monotonic()
+        if now - at < every_s:
+            return
+        n = self.stats.events - events
+        log.info("projector: %d events in %.0fs (%.0f/s), %.0f us per event in ClickHouse writes; %d batches in all",
+                 n, now - at, n / (now - at), (self.stats.project_s - spent) / max(n, 1) * 1e6, self.stats.batches)
+        self._last = (now, self.stats.events, self.stats.project_s)
 
     def run(self, stop: threading.Event) -> None:
         self.projector.known_requests |= known_requests(self.cfg)
@@ -65,6 +79,7 @@ class ProjectorConsumer:
             "auto.offset.reset": "earliest",
             "fetch.message.max.bytes": 17 * 1024 * 1024,
             "max.poll.interval.ms": 600_000,
+            "session.timeout.ms": int(self.cfg.streams.session_timeout_s * 1000),
         })
         consumer.subscribe(projector_topics(self.topics))
         self.ready.set()
@@ -90,9 +105,12 @@ class ProjectorConsumer:
     def _project(self, messages: list[RawMessage], stop: threading.Event) -> None:
         while True:
             try:
+                started = time.perf_counter()
                 self.projector.project(messages)
+                self.stats.project_s += time.perf_counter() - started
                 self.stats.batches += 1
                 self.stats.events += len(messages)
+                self._progress()
                 return
             except Exception:
                 self.stats.failures += 1

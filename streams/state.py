@@ -31,7 +31,12 @@ class UserState:
         return partition == self.partition and offset <= self.offsets.get(topic, -1)
 
     def advanced(self, topic: str, partition: int, offset: int, **changes: Any) -> UserState:
-        return replace(self, partition=partition, offsets={**self.offsets, topic: offset}, **changes)
+        offsets = dict(self.offsets)
+        offsets[topic] = offset
+        if not changes:  # the hot path: only the position moves
+            return UserState(self.generation, self.new_pairs, partition, offsets, self.epoch, self.sig_count,
+                             self.sig_base)
+        return replace(self, partition=partition, offsets=offsets, **changes)
 
     def to_json(self) -> dict[str, Any]:
         return {"g": self.generation, "n": self.new_pairs, "p": self.partition, "o": self.offsets,

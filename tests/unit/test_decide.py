@@ -3,9 +3,7 @@ replays and re-deliveries change nothing; thresholds fire once per generation; c
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +28,8 @@ from schemas.events import (
 from schemas.ids import feedback_event_id
 from schemas.topics import Topics
 from streams.decide import DecideSettings
-from streams.decider import BatchDecider, Tables, write_tables
+from streams.decider import BatchDecider
+from streams.journal import DeciderMemory
 from streams.similarity import MinHasher, UserIndexes
 
 TOPICS = Topics()
@@ -51,20 +50,16 @@ def fb(n: int, user: str = "alice", corrected: str | None = "", original: str | 
     )
 
 
-@contextlib.contextmanager
-def no_bind(_: Any) -> Iterator[None]:
-    yield
-
-
 class Decider:
-    """BatchDecider over dict tables: what the Faust agent does, minus Faust."""
+    """BatchDecider over a dict journal: what the Faust agent does, minus Faust."""
 
     def __init__(self, min_new_pairs: int = 3, quality: QualitySettings | None = None) -> None:
-        self.tables = Tables(users={}, seen={}, signatures={})
+        self.journal: dict[str, Any] = {}
+        self.memory = DeciderMemory(self.journal)
         hasher = MinHasher(64, 3)
         settings = DecideSettings(min_new_pairs=min_new_pairs, quality=quality or QualitySettings())
         self.watermark = -1
-        self.decider = BatchDecider(settings, self.tables, TOPICS, hasher, UserIndexes(hasher, 0.85),
+        self.decider = BatchDecider(settings, self.memory, TOPICS, hasher, UserIndexes(hasher, 0.85),
                                     lambda topic, partition: self.watermark)
         self.offset = 0
 
@@ -80,9 +75,10 @@ class Decider:
                 msg = RawMessage(TOPICS.control, 0, offset, key, value, tuple(headers), 0)
             else:
                 msg = RawMessage(TOPICS.feedback, 0, offset, b"k", item, (), 0)
-            batch.append((None, msg))
+            batch.append(msg)
         result = self.decider.decide(batch)
-        write_tables(self.tables, result.writes, no_bind, {"seen", "signatures", "users"})
+        for key, entries in result.journal.values():
+            self.journal[key] = entries
         self.last = result
         return [decode(value) for topic, _, value, _ in result.outgoing if topic == TOPICS.pairs]
 
@@ -194,18 +190,27 @@ def test_an_event_the_state_already_holds_is_skipped() -> None:
 def test_a_lost_state_is_decided_again_and_its_durable_outputs_are_not_sent_twice() -> None:
     d = Decider()
     d.feed(fb(0))
-    before = [dict(t) for t in (d.tables.users, d.tables.seen, d.tables.signatures)]
+    durable = dict(d.journal)
     original = d.feed(fb(1), fb(2))
     assert [type(e) for e in original] == [PairAccepted, PairAccepted, TrainingThresholdReached]
-    for table, saved in zip((d.tables.users, d.tables.seen, d.tables.signatures), before, strict=True):
-        table.clear()  # the batch's table writes were lost in a crash ...
-        table.update(saved)
+    d.journal.clear()
+    d.journal.update(durable)  # the batch's journal entry was lost in a crash ...
+    d.memory.forget()  # ... and the worker restarted
     d.watermark = 2  # ... but its outputs are in the log, up to offset 2
     assert d.feed(fb(1), at=1) == [] and d.feed(fb(2), at=2) == []
     assert d.last.suppressed == 2 and d.last.skipped == 0
-    assert d.tables.users["alice"]["g"] == 1  # the state was rebuilt, generation 1 included
+    assert d.memory.partition(0).user("alice").generation == 1  # the state was rebuilt, generation 1 included
     (later,) = d.feed(fb(3), at=3)
     assert isinstance(later, PairAccepted)
+
+
+def test_the_state_survives_a_restart_through_the_journal() -> None:
+    d = Decider()
+    d.feed(fb(0), fb(1))
+    d.memory.forget()  # a new process: everything comes back from the journal
+    assert d.feed(fb(1), at=1) == [] and d.last.skipped == 1
+    (dup,) = d.feed(fb(0, fid="again"))
+    assert codes(dup) == ["duplicate_pair"]
 
 
 def test_the_same_event_replayed_at_a_new_offset_changes_nothing() -> None:

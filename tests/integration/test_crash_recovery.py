@@ -1,0 +1,148 @@
+"""Crash recovery: 20,000 events replayed while the stream worker is killed with SIGKILL at random
+points (at least 5 times) and restarted each time. Afterwards the projection holds exactly the
+expected pairs, and every (user, generation) threshold and training request was emitted once."""
+
+from __future__ import annotations
+
+import collections
+import random
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from infra.clickhouse import ClickHouseStore
+from infra.kafka import KafkaEventPublisher, read_topic
+from schemas.codec import decode
+from schemas.config import Config
+from schemas.errors import EventDecodeError
+from schemas.events import FeedbackReceived, PairAccepted, TrainingRequested, TrainingThresholdReached
+from schemas.ids import feedback_event_id, pair_id
+from schemas.topics import Topics
+from tests.integration.harness import RunningProcess, group_lag, wait_caught_up, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+EVENTS = 20_000
+USERS = 100
+THRESHOLD = 7
+KILLS = 5
+WORDS = [f"v{i:04d}" for i in range(3000)]
+
+
+def generate(rng: random.Random) -> tuple[list[tuple[bytes, bytes]], set[str], dict[str, int]]:
+    """The events, the pair ids that must be projected, and the number of distinct pairs per user."""
+    start = datetime.now(UTC) - timedelta(hours=1)
+    messages: list[tuple[bytes, bytes]] = []
+    earlier: list[tuple[str, str, str, str]] = []
+    expected: set[str] = set()
+    per_user: collections.Counter[str] = collections.Counter()
+    for n in range(EVENTS):
+        user = f"crash-{rng.randrange(USERS):03d}"
+        roll = rng.random()
+        if roll < 0.05:
+            messages.append((user.encode(), rng.choice([b"garbage", b"{}", b'{"event_type": "FeedbackReceived"}'])))
+            continue
+        kind, corrected = "correction", None
+        if roll < 0.15 and earlier:
+            user, prompt, original, corrected = rng.choice(earlier)  # a duplicate: another event, the same pair
+        elif roll < 0.20:
+            kind = "thumbs_up"
+            prompt, original = "Tell me " + " ".join(rng.choices(WORDS, k=6)), "Sure: " + " ".join(rng.choices(WORDS, k=8))
+        else:
+            prompt = "What about " + " ".join(rng.choices(WORDS, k=8)) + "?"
+            original = "It is " + " ".join(rng.choices(WORDS, k=10)) + "."
+            corrected = original[:-1] + ", " + " ".join(rng.choices(WORDS, k=6)) + ". Thanks!"
+            earlier.append((user, prompt, original, corrected))
+            key = str(pair_id(user, prompt, corrected, original))
+            if key not in expected:
+                expected.add(key)
+                per_user[user] += 1
+        eid = feedback_event_id(user, f"crash-{n}")
+        event = FeedbackReceived(event_id=eid, correlation_id=eid, user_id=user, feedback_id=f"crash-{n}",
+                                 occurred_at=start + timedelta(milliseconds=n), feedback_type=kind,  # type: ignore[arg-type]
+                                 prompt=prompt, original_response=original, corrected_response=corrected,
+                                 confidence_score=0.9)
+        messages.append((user.encode(), event.model_dump_json().encode()))
+    return messages, expected, dict(per_user)
+
+
+def decider_lag(cfg: Config) -> int:
+    t = Topics(cfg.kafka.topic_prefix)
+    try:
+        return group_lag(cfg, cfg.streams.app_id, [t.feedback, t.control])
+    except Exception:
+        return -1
+
+
+def test_kill_dash_nine_during_a_replay_loses_and_duplicates_nothing(make_config) -> None:
+    cfg, cfg_path = make_config(trigger={"min_new_pairs": THRESHOLD},
+                                streams={"session_timeout_s": 6, "batch_size": 500})
+    rng = random.Random(20261125)
+    messages, expected, per_user = generate(rng)
+    topics = Topics(cfg.kafka.topic_prefix)
+    from infra.topics import ensure_topics
+
+    ensure_topics(cfg.kafka)
+    publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers)
+    for key, value in messages:
+        publisher.publish_raw(topics.feedback, key, value)
+    publisher.flush(120)
+
+    kills = 0
+    lags = []
+    while kills < KILLS:
+        worker = RunningProcess(cfg, cfg_path, command="streams", log_name=f"streams-{kills}.log")
+        before = decider_lag(cfg)
+        # Wait for this incarnation to make progress, then kill it at a random point.
+        wait_for(lambda: worker.alive() and 0 <= decider_lag(cfg) < (before if before > 0 else EVENTS + 1),
+                 180, "the restarted worker to make progress")
+        time.sleep(rng.uniform(0.2, 2.5))
+        worker.kill()
+        kills += 1
+        lags.append(decider_lag(cfg))
+        if lags[-1] == 0:
+            break  # nothing left to interrupt
+    assert kills >= KILLS, f"the worker finished after {kills} kills; lags when killed: {lags}"
+
+    final = RunningProcess(cfg, cfg_path, command="streams", log_name="streams-final.log")
+    try:
+        wait_caught_up(cfg, timeout_s=600, proc=final)
+    finally:
+        assert final.stop() == 0, final.log()[-3000:]
+
+    store = ClickHouseStore(cfg.clickhouse_dsn, cfg.clickhouse.database)
+    try:
+        (count,) = store.query("SELECT count() FROM sam.preference_pairs FINAL")[0]
+        projected = {str(r[0]) for r in store.query("SELECT pair_id FROM sam.preference_pairs FINAL")}
+        requests = store.query("SELECT user_id, generation FROM sam.training_requests FINAL")
+    finally:
+        store.close()
+    assert count == len(expected)
+    assert projected == expected, f"missing {len(expected - projected)}, unexpected {len(projected - expected)}"
+
+    accepted: collections.Counter[str] = collections.Counter()
+    thresholds: collections.Counter[tuple[str, int]] = collections.Counter()
+    for msg in read_topic(cfg.kafka.bootstrap_servers, topics.pairs):
+        try:
+            event = decode(msg.value)
+        except EventDecodeError:
+            continue
+        if isinstance(event, PairAccepted):
+            accepted[str(event.pair_id)] += 1
+        elif isinstance(event, TrainingThresholdReached):
+            thresholds[(event.user_id, event.generation)] += 1
+    expected_generations = {(u, g) for u, n in per_user.items() for g in range(1, n // THRESHOLD + 1)}
+    assert set(thresholds) == expected_generations
+    assert max(thresholds.values()) == 1, [k for k, v in thresholds.items() if v > 1]
+    assert max(accepted.values()) == 1, "a pair was emitted twice"
+    assert sorted(requests) == sorted(expected_generations)
+    training: collections.Counter[uuid.UUID] = collections.Counter()
+    for msg in read_topic(cfg.kafka.bootstrap_servers, topics.training):
+        event = decode(msg.value)
+        if isinstance(event, TrainingRequested):
+            training[event.request_id] += 1
+    assert len(training) == len(expected_generations) and max(training.values()) == 1
+    print(f"\ncrash test: {EVENTS} events, {kills} kills (decider lag at each kill: {lags}), "
+          f"{len(expected)} pairs, {len(expected_generations)} threshold events, each emitted once")
