@@ -8,6 +8,7 @@ import collections
 import random
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -49,7 +50,8 @@ def generate(rng: random.Random) -> tuple[list[tuple[bytes, bytes]], set[str], d
             user, prompt, original, corrected = rng.choice(earlier)  # a duplicate: another event, the same pair
         elif roll < 0.20:
             kind = "thumbs_up"
-            prompt, original = "Tell me " + " ".join(rng.choices(WORDS, k=6)), "Sure: " + " ".join(rng.choices(WORDS, k=8))
+            prompt = "Tell me " + " ".join(rng.choices(WORDS, k=6))
+            original = "Sure: " + " ".join(rng.choices(WORDS, k=8))
         else:
             prompt = "What about " + " ".join(rng.choices(WORDS, k=8)) + "?"
             original = "It is " + " ".join(rng.choices(WORDS, k=10)) + "."
@@ -76,6 +78,12 @@ def decider_lag(cfg: Config) -> int:
         return -1
 
 
+def _progressing(cfg: Config, worker: RunningProcess) -> Callable[[], bool]:
+    before = decider_lag(cfg)
+    limit = before if before > 0 else EVENTS + 1
+    return lambda: worker.alive() and 0 <= decider_lag(cfg) < limit
+
+
 def test_kill_dash_nine_during_a_replay_loses_and_duplicates_nothing(make_config) -> None:
     cfg, cfg_path = make_config(trigger={"min_new_pairs": THRESHOLD},
                                 streams={"session_timeout_s": 6, "batch_size": 500})
@@ -94,10 +102,8 @@ def test_kill_dash_nine_during_a_replay_loses_and_duplicates_nothing(make_config
     lags = []
     while kills < KILLS:
         worker = RunningProcess(cfg, cfg_path, command="streams", log_name=f"streams-{kills}.log")
-        before = decider_lag(cfg)
         # Wait for this incarnation to make progress, then kill it at a random point.
-        wait_for(lambda: worker.alive() and 0 <= decider_lag(cfg) < (before if before > 0 else EVENTS + 1),
-                 180, "the restarted worker to make progress")
+        wait_for(_progressing(cfg, worker), 180, "the restarted worker to make progress")
         time.sleep(rng.uniform(0.2, 2.5))
         worker.kill()
         kills += 1
