@@ -2,7 +2,14 @@
 
     InferenceError
     ├── AdapterRejected     an adapter failed validation or loading; ``reason`` is a stable code
-    └── GenerationError     the model failed to answer
+    ├── GenerationError     the model failed to answer
+    ├── CacheError          the adapter cache refused an operation (unknown key, over its bounds)
+    └── NodeUnavailable     a node could not be reached or answered with an error (client side)
+
+``AdapterRejected.reason`` codes: ``path_escape``, ``not_safetensors``, ``missing_file``,
+``checksum_mismatch``, ``base_mismatch``, ``invalid_config``, ``unsupported_config``,
+``corrupt_weights``, ``unexpected_tensor``, ``incompatible_module``, ``rank_mismatch``,
+``shape_mismatch``, ``non_finite``, ``load_error``.
 """
 
 from __future__ import annotations
@@ -20,4 +27,12 @@ class AdapterRejected(InferenceError):
 
 
 class GenerationError(InferenceError):
+    pass
+
+
+class CacheError(InferenceError):
+    pass
+
+
+class NodeUnavailable(InferenceError):
     pass

@@ -163,7 +163,7 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, dead_letter: Any, 
 
 
 def _add_projector(app: faust.App, cfg: Config, topics: Topics, projector: Projector, stats: StreamsStats) -> None:
-    sources = app.topic(topics.pairs, topics.training, topics.adapters, topics.dlq,
+    sources = app.topic(topics.pairs, topics.training, topics.adapters, topics.dlq, topics.inference, topics.feedback,
                         key_serializer="raw", value_serializer="raw")
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="projector")
 
