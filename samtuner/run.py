@@ -39,6 +39,8 @@ def store_stats(store: ClickHouseStore) -> Callable[[], dict[str, Any]]:
             "jobs_succeeded": one(f"SELECT count() FROM {db}.training_jobs FINAL WHERE status = 'succeeded'"),
             "jobs_failed": one(f"SELECT count() FROM {db}.training_jobs FINAL WHERE status = 'failed'"),
             "adapters": one(f"SELECT count() FROM {db}.adapters FINAL"),
+            "answers_logged": one(f"SELECT count() FROM {db}.inference_log FINAL"),
+            "answer_feedback": one(f"SELECT count() FROM {db}.answer_feedback FINAL"),
         }
 
     return stats
