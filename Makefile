@@ -31,6 +31,9 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+bench-inference: venv jars
+	$(BIN)/python benchmarks/bench_inference.py
+
 kafka-up: venv jars
 	$(BIN)/samtuner kafka up
 

@@ -66,6 +66,13 @@ class LoRALinear(nn.Module):
         super().__init__()
         self.base = base
         self.delta: tuple[torch.Tensor, torch.Tensor] | None = None
+        # Look like the layer it wraps to code that inspects the model.
+        self.in_features = base.in_features
+        self.out_features = base.out_features
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return cast(torch.Tensor, self.base.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.base(x)

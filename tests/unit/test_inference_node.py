@@ -26,10 +26,14 @@ def kit(tmp_path: Path, tiny_model: Path) -> Iterator[NodeKit]:
     kit.close()
 
 
-def test_each_user_is_answered_by_their_own_adapter_and_the_answer_says_so(kit: NodeKit) -> None:
+@pytest.mark.parametrize("mode", ["merged", "unmerged"])
+def test_each_user_is_answered_by_their_own_adapter_and_the_answer_says_so(tmp_path: Path, tiny_model: Path,
+                                                                           mode: str) -> None:
+    kit = NodeKit(tmp_path, tiny_model, lora_serving=mode)
     kit.publish("alice", 1)
-    kit.publish("bob", 1)
-    alice, bob, base = kit.ask("alice"), kit.ask("bob"), kit.ask("carol")
+    alice = kit.ask("alice")
+    kit.publish("bob", 1)  # built and validated after the model's layers were switched once
+    bob, base = kit.ask("bob"), kit.ask("carol")
     assert (alice.source, alice.adapter_version, alice.fallback_reason, alice.arm) == ("adapter", 1, None, "new")
     assert (bob.source, bob.adapter_version) == ("adapter", 1)
     assert (base.source, base.adapter_version, base.fallback_reason) == ("base", None, "no_adapter")
@@ -39,6 +43,7 @@ def test_each_user_is_answered_by_their_own_adapter_and_the_answer_says_so(kit: 
     assert [(e.user_id, e.arm, e.adapter_version) for e in served] == [
         ("alice", "new", 1), ("bob", "new", 1), ("carol", "base", None), ("alice", "new", 1)]
     assert served[0].answer_id == alice.answer_id
+    kit.close()
 
 
 def test_anonymous_requests_are_answered_by_the_base_model_with_the_reason(kit: NodeKit) -> None:
