@@ -131,8 +131,8 @@ class AdapterCacheSettings(Section):
     ttl_s: float = Field(3600.0, gt=0.0, description="An adapter unused for this long is unloaded.")
     policy: Literal["wtinylfu", "lru"] = Field(
         "wtinylfu",
-        description="Eviction policy. 'wtinylfu' (adaptive window TinyLFU) beat LRU on skewed traffic in "
-        "`make bench-inference`; 'lru' is plain least-recently-used.",
+        description="Eviction policy. 'wtinylfu' (window TinyLFU, window sized by ghost hits) beat LRU on "
+        "skewed traffic in `make bench-inference`; 'lru' is plain least-recently-used.",
     )
     pinned_users: tuple[str, ...] = Field((), description="Users whose current adapter is never evicted.")
 
