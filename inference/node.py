@@ -124,7 +124,10 @@ class InferenceNode:
         keep = {ref.version for ref in (after.latest, after.previous) if ref is not None}
         self.cache.evict_where(lambda k: k[0] == user_id and k[1] not in keep, "superseded")
         if new_version is not None and after.active and self._wants_prefetch(user_id):
-            self._prefetcher.submit(self._prefetch, user_id, new_version)
+            try:
+                self._prefetcher.submit(self._prefetch, user_id, new_version)
+            except RuntimeError:  # the node is closing: the first request will load it instead
+                log.debug("no prefetch: the node is closing")
 
     def _wants_prefetch(self, user_id: str) -> bool:
         if user_id in self._pinned_users or self.cache.active(user_id) is not None:
@@ -247,12 +250,16 @@ class InferenceNode:
         """Point the user at a validated version (atomically); pinned users keep it loaded."""
         try:
             before = self.cache.activate(user_id, key)
-            if user_id in self._pinned_users and before != key:
-                self.cache.pin(key)
-                if before is not None and before in self.cache:
-                    self.cache.unpin(before)
         except CacheError as exc:
             log.debug("no pointer flip for %s: %s", key, exc)  # declined by the policy: served, not kept
+            return
+        if user_id in self._pinned_users and before != key:
+            if before is not None:
+                self.cache.unpin(before)  # the pin moves with the pointer
+            try:
+                self.cache.pin(key)
+            except CacheError as exc:
+                log.warning("cannot pin the adapter of a pinned user: %s", exc)
 
     def _rejected(self, user_id: str, ref: AdapterRef, exc: AdapterRejected) -> None:
         with self._lock:

@@ -233,3 +233,17 @@ def test_our_lora_matches_peft_on_the_same_adapter(tmp_path: Path, tiny_model: P
             assert torch.allclose(base, untouched(input_ids=ids).logits, atol=1e-6)  # unbinding restores the base
     finally:
         kit.close()
+
+
+def test_a_pinned_users_adapter_stays_loaded_under_pressure(tmp_path: Path, tiny_model: Path) -> None:
+    kit = NodeKit(tmp_path, tiny_model, cache={"max_adapters": 2, "policy": "lru", "pinned_users": ["vip"]})
+    try:
+        for user in ("vip", "a", "b", "c"):
+            kit.publish(user, 1)
+            kit.ask(user, max_new_tokens=1)
+        assert {(r["user"], r["pinned"]) for r in kit.node.resident()} == {("vip", True), ("c", False)}
+        kit.publish("vip", 2)  # a new version: the pin moves with the user's pointer
+        assert kit.ask("vip", max_new_tokens=1).adapter_version == 2
+        assert ("vip", 2, True) in {(r["user"], r["version"], r["pinned"]) for r in kit.node.resident()}
+    finally:
+        kit.close()
