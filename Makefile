@@ -34,6 +34,9 @@ lint: venv
 bench-streams: venv jars
 	$(BIN)/python benchmarks/bench_streams.py
 
+bench-inference: venv jars
+	$(BIN)/python benchmarks/bench_inference.py
+
 kafka-up: venv jars
 	$(BIN)/samtuner kafka up
 

@@ -188,7 +188,8 @@ def lag(cfg: Config) -> int:
 
     t = Topics(cfg.kafka.topic_prefix)
     return (group_lag(cfg, cfg.streams.app_id, [t.feedback, t.control])
-            + group_lag(cfg, f"{cfg.streams.app_id}-projector", [t.pairs, t.training, t.adapters, t.dlq]))
+            + group_lag(cfg, f"{cfg.streams.app_id}-projector",
+                        [t.pairs, t.training, t.adapters, t.dlq, t.inference, t.feedback]))
 
 
 def wait_caught_up(cfg: Config, proc: subprocess.Popen[bytes], timeout_s: float) -> None:

@@ -77,8 +77,12 @@ def free_port() -> int:
 
 
 def _kafka_cluster_id() -> str:
-    # Kafka's Uuid text form: url-safe base64 of 16 bytes, no padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # Kafka's Uuid text form: url-safe base64 of 16 bytes, no padding. One that starts with "-" would be
+    # read as an option by kafka-storage's argument parser (1 start in 64 failed that way): draw again.
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 @dataclass

@@ -6,13 +6,16 @@ import json
 import sys
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from schemas.commands import Command
 from schemas.config import Config, load_config
 from schemas.errors import ConfigError
+
+if TYPE_CHECKING:
+    from schemas.commands import Command
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="sam-tuner: personalize a model from corrections.")
 kafka_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker (KRaft, 127.0.0.1).")
@@ -200,9 +203,87 @@ def trainer(config: ConfigOpt = None, log_level: LogOpt = "INFO") -> None:
 
 
 @app.command("inference")
-def inference(config: ConfigOpt = None, log_level: LogOpt = "INFO") -> None:
-    """An inference node alone (HTTP API on inference.host:port)."""
-    _run(config, frozenset({"inference"}), log_level)
+def inference(
+    config: ConfigOpt = None,
+    log_level: LogOpt = "INFO",
+    registrar: Annotated[bool, typer.Option(help="Also run a registrar (Activate/Deactivate -> registry events)")]
+    = True,
+) -> None:
+    """An inference node (HTTP API on inference.host:port), with a registrar unless --no-registrar."""
+    _run(config, frozenset({"inference", "registrar"} if registrar else {"inference"}), log_level)
+
+
+# -- inference: the registrar and users' adapters -------------------------------------------------
+
+adapters_app = typer.Typer(no_args_is_help=True, help="Users' adapters: activate, deactivate, inspect.")
+app.add_typer(adapters_app, name="adapters")
+
+
+@app.command("registrar")
+def registrar_cmd(config: ConfigOpt = None, log_level: LogOpt = "INFO") -> None:
+    """The registrar alone: turns ActivateAdapter/DeactivateAdapter commands into registry events."""
+    _run(config, frozenset({"registrar"}), log_level)
+
+
+def _send_command(cfg: Config, command: Command) -> None:
+    from infra.errors import InfraError
+    from infra.kafka import KafkaEventPublisher, publish_command
+    from schemas.topics import Topics
+
+    publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-cli")
+    try:
+        publish_command(publisher, Topics(cfg.kafka.topic_prefix).control, command)
+        publisher.flush(timeout_s=30)
+    except InfraError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"{type(command).__name__} sent for {command.user_id} (command {command.command_id})")
+
+
+@adapters_app.command("activate")
+def adapters_activate(
+    user: str,
+    version: Annotated[int | None, typer.Option(help="The latest or the previous version (default: latest)")] = None,
+    new_share: Annotated[float | None, typer.Option(help="A/B: share of requests to the latest version")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve USER's adapter again (a version, or an A/B share); every node honours it."""
+    from pydantic import ValidationError
+
+    from schemas.commands import ActivateAdapter
+
+    try:
+        command = ActivateAdapter(user_id=user, version=version, new_share=new_share, issued_by="cli")
+    except ValidationError as exc:
+        raise _fail(f"invalid command: {exc}", 2) from exc
+    _send_command(_config(config), command)
+
+
+@adapters_app.command("deactivate")
+def adapters_deactivate(user: str, config: ConfigOpt = None) -> None:
+    """Serve USER from the base model (answers say so) until activated again."""
+    from schemas.commands import DeactivateAdapter
+
+    _send_command(_config(config), DeactivateAdapter(user_id=user, issued_by="cli"))
+
+
+@adapters_app.command("show")
+def adapters_show(
+    user: Annotated[str | None, typer.Argument(help="A user (default: every adapter loaded on the node)")] = None,
+    url: Annotated[str | None, typer.Option(help="Node URL (default: from the config)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """What a running node knows of USER, or the adapters it has loaded."""
+    import httpx
+
+    cfg = _config(config)
+    base = url or f"http://{cfg.inference.host}:{cfg.inference.port}"
+    path = f"/v1/users/{user}/state" if user else "/v1/adapters"
+    try:
+        r = httpx.get(f"{base}{path}", timeout=30)
+        r.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach the node at {base}: {exc}") from exc
+    typer.echo(json.dumps(r.json(), indent=2))
 
 
 # -- data ----------------------------------------------------------------------------------------

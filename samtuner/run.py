@@ -24,7 +24,7 @@ class StreamsCrashed(RuntimeError):
     """The stream worker stopped itself after a crash (see the log); exit non-zero to be restarted."""
 
 
-ALL_ROLES = frozenset({"decider", "projector", "trainer", "inference"})
+ALL_ROLES = frozenset({"decider", "projector", "trainer", "inference", "registrar"})
 
 
 def store_stats(store: ClickHouseStore) -> Callable[[], dict[str, Any]]:
@@ -41,6 +41,8 @@ def store_stats(store: ClickHouseStore) -> Callable[[], dict[str, Any]]:
             "jobs_succeeded": one(f"SELECT count() FROM {db}.training_jobs FINAL WHERE status = 'succeeded'"),
             "jobs_failed": one(f"SELECT count() FROM {db}.training_jobs FINAL WHERE status = 'failed'"),
             "adapters": one(f"SELECT count() FROM {db}.adapters FINAL"),
+            "answers_logged": one(f"SELECT count() FROM {db}.inference_log FINAL"),
+            "answer_feedback": one(f"SELECT count() FROM {db}.answer_feedback FINAL"),
         }
 
     return stats
@@ -70,6 +72,10 @@ def run_roles(cfg: Config, roles: frozenset[str] = ALL_ROLES, loglevel: str = "w
             threads.append(threading.Thread(target=run_trainer, args=(cfg, stop), name="trainer", daemon=True))
         if "inference" in roles:
             server = _start_inference(cfg, stop, threads, store)
+        if "registrar" in roles:
+            from inference.service import start_registrar
+
+            start_registrar(cfg, stop, threads)
         for thread in threads:
             thread.start()
         if "decider" in roles:
@@ -79,7 +85,7 @@ def run_roles(cfg: Config, roles: frozenset[str] = ALL_ROLES, loglevel: str = "w
     finally:
         stop.set()
         if server is not None:
-            server.should_exit = True
+            server.stop()
         for thread in threads:
             thread.join(timeout=30)
         if store is not None:
@@ -88,21 +94,9 @@ def run_roles(cfg: Config, roles: frozenset[str] = ALL_ROLES, loglevel: str = "w
 
 def _start_inference(cfg: Config, stop: threading.Event, threads: list[threading.Thread],
                      store: ClickHouseStore | None) -> Any:
-    import uvicorn
+    from inference.service import start_node
 
-    from inference.api import create_api
-    from inference.engine import InferenceEngine
-    from inference.node import RegistryFollower
-
-    engine = InferenceEngine(cfg)
-    follower = RegistryFollower(cfg, engine)
-    threads.append(threading.Thread(target=follower.run, args=(stop,), name="registry", daemon=True))
-    api = create_api(engine, stats=store_stats(store) if store else None, ready=follower.ready.is_set)
-    server = uvicorn.Server(uvicorn.Config(api, host=cfg.inference.host, port=cfg.inference.port,
-                                           log_level="warning", access_log=False))
-    threads.append(threading.Thread(target=server.run, name="http", daemon=True))
-    log.info("inference API on http://%s:%d", cfg.inference.host, cfg.inference.port)
-    return server
+    return start_node(cfg, stop, threads, stats=store_stats(store) if store else None)
 
 
 def _projector_thread(cfg: Config, store: ClickHouseStore, stop: threading.Event) -> threading.Thread:

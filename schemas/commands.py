@@ -5,8 +5,8 @@ topic (keyed by user id) and their outcomes come back as events.
 | ------------------- | ----------------------------- | ---------------------------------------------- |
 | RequestTraining     | decider (allocates generation) | TrainingThresholdReached(trigger=manual) ...   |
 | CancelTraining      | trainer workers               | TrainingCancelled                              |
-| ActivateAdapter     | adapter registry              | AdapterActivated                               |
-| DeactivateAdapter   | adapter registry              | AdapterDeactivated                             |
+| ActivateAdapter     | registrar (inference)         | AdapterActivated (with the user's full state)  |
+| DeactivateAdapter   | registrar (inference)         | AdapterDeactivated (with the full state)       |
 | DeactivatePair      | decider                       | PairDeactivated                                |
 | ReweightPair        | decider                       | PairReweighted                                 |
 | EraseUser           | decider                       | UserErased, AdapterRevoked                     |
@@ -46,7 +46,12 @@ class ActivateAdapter(Command):
     """Serve this user's adapter again (``version`` None = the latest published)."""
 
     command_type: Literal["ActivateAdapter"] = "ActivateAdapter"
-    version: int | None = Field(None, ge=1)
+    version: int | None = Field(None, ge=1, description="The latest or the previous version; None = the latest.")
+    new_share: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="A/B split: share of requests answered by the latest version, the rest by the previous one "
+        "(or the base model). None keeps the user's current share.",
+    )
 
 
 class DeactivateAdapter(Command):

@@ -163,10 +163,47 @@ class TrainerSettings(Section):
     max_poll_interval_ms: int = Field(300_000, ge=10_000, description="Kafka max.poll.interval.ms.")
 
 
+class AdapterCacheSettings(Section):
+    """The adapters a node keeps loaded: bounded by count and bytes, idle entries expire."""
+
+    max_adapters: int = Field(64, ge=1, description="Adapters kept loaded at most.")
+    max_bytes: int = Field(2 * 1024**3, ge=1, description="Bytes of adapter weights kept loaded at most.")
+    ttl_s: float = Field(3600.0, gt=0.0, description="An adapter unused for this long is unloaded.")
+    policy: Literal["wtinylfu", "lru"] = Field(
+        "wtinylfu",
+        description="Eviction policy. 'wtinylfu' (window TinyLFU, window sized by ghost hits) beat LRU on "
+        "skewed traffic in `make bench-inference`; 'lru' is plain least-recently-used.",
+    )
+    pinned_users: tuple[str, ...] = Field((), description="Users whose current adapter is never evicted.")
+
+
 class InferenceSettings(Section):
     node_id: str = Field(default_factory=socket.gethostname, description="This node's id (its consumer group).")
     host: str = Field("127.0.0.1", description="HTTP bind address.")
     port: int = Field(8000, ge=0, le=65535, description="HTTP port (0 = any free port).")
+    cache: AdapterCacheSettings = Field(default_factory=AdapterCacheSettings)
+    lora_serving: Literal["merged", "unmerged"] = Field(
+        "merged",
+        description="'merged': the adapter's delta is added into a copy of the target weights for the request "
+        "(no per-token cost); 'unmerged': base(x) + B(A(x)) per layer. Quantized layers are always unmerged.",
+    )
+    max_rank: int = Field(256, ge=1, description="Adapters with a larger LoRA rank are refused.")
+    ab_new_share: float = Field(
+        1.0, ge=0.0, le=1.0,
+        description="Default A/B split: share of a user's requests answered by the newest version, the rest by "
+        "the previous one (or the base model). ActivateAdapter(new_share=...) sets it per user.",
+    )
+    prefetch_window_s: float = Field(
+        600.0, ge=0.0, description="A newly published adapter is loaded at once when its user asked within this window."
+    )
+    torch_threads: int | None = Field(
+        None, ge=1,
+        description="torch intra-op threads of the node (None = torch's default). Small models on shared CPUs "
+        "answer much faster with 1.",
+    )
+    registrar_group_id: str = Field(
+        "samtuner-registrar", description="Consumer group of the registrar (turns Activate/Deactivate into events)."
+    )
 
 
 class Config(Section):

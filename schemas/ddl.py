@@ -194,4 +194,37 @@ FROM {db}.preference_pairs FINAL
 GROUP BY user_id
 """,
     ),
+    # Inference (nodes publish AnswerServed to sam.inference.v1; the projector writes it here).
+    Migration(
+        "0301_inference_log",
+        """
+CREATE TABLE IF NOT EXISTS {db}.inference_log (
+    answer_id UUID,
+    user_id String,
+    node_id LowCardinality(String),
+    arm LowCardinality(String) COMMENT 'new | previous | base: the side of the A/B split that answered',
+    adapter_version Nullable(UInt32) COMMENT 'NULL when the base model answered',
+    fallback_reason LowCardinality(Nullable(String)),
+    latency_ms Float64,
+    completion_tokens UInt32,
+    served_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(served_at)
+ORDER BY (user_id, answer_id)
+""" + DEDUP,
+    ),
+    # Feedback that names the answer it is about (SAM echoes FeedbackReceived.context["answer_id"]).
+    Migration(
+        "0302_answer_feedback",
+        """
+CREATE TABLE IF NOT EXISTS {db}.answer_feedback (
+    answer_id UUID,
+    feedback_event_id UUID,
+    user_id String,
+    feedback_type LowCardinality(String),
+    received_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree
+ORDER BY (answer_id, feedback_event_id)
+""" + DEDUP,
+    ),
 )

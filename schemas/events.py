@@ -275,15 +275,55 @@ class AdapterPublished(Event):
     triggered_at: AwareDatetime = Field(description="When the feedback that triggered training happened.")
 
 
+class AdapterRef(Frozen):
+    """One adapter version: where it lives and what it must match, enough for a node to load and validate it."""
+
+    version: int = Field(ge=1)
+    uri: str = Field(description="Adapter directory, relative to the artifact root.")
+    files: dict[str, str] = Field(description="File name -> sha256.")
+    base_model: BaseModelRef
+
+
+class AdapterRegistryState(Frozen):
+    """A user's full adapter state: what the last value of the compacted registry tells a node that starts."""
+
+    latest: AdapterRef | None = Field(None, description="The newest published version.")
+    previous: AdapterRef | None = Field(None, description="The version before it: the A/B split's control arm.")
+    active: bool = Field(True, description="False after DeactivateAdapter: the base model answers, and says so.")
+    pinned_version: int | None = Field(
+        None, ge=1, description="Serve this version (the latest or the previous one) to every request, no split."
+    )
+    new_share: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Share of requests answered by the latest version; the rest by the previous one (or the "
+        "base model). None = the node's default (inference.ab_new_share).",
+    )
+    revoked: bool = Field(False, description="AdapterRevoked: every adapter was dropped (e.g. the user was erased).")
+    revoked_through: int = Field(0, ge=0, description="Versions up to this one were revoked and are never served.")
+    through_command: SourceRef | None = Field(
+        None, description="Control-topic position of the last command applied: a redelivered command is a no-op."
+    )
+
+
 class AdapterActivated(Event):
+    """The user's adapter serves again (or a new version became the user's state). Written by the registrar."""
+
     event_type: Literal["AdapterActivated"] = "AdapterActivated"
     version: int = Field(ge=1)
     command_id: uuid.UUID | None = None
+    state: AdapterRegistryState | None = Field(
+        None, description="The user's full state after this event (the compacted topic's value for the user)."
+    )
 
 
 class AdapterDeactivated(Event):
+    """The base model answers this user until activated again. Written by the registrar."""
+
     event_type: Literal["AdapterDeactivated"] = "AdapterDeactivated"
     command_id: uuid.UUID | None = None
+    state: AdapterRegistryState | None = Field(
+        None, description="The user's full state after this event (the compacted topic's value for the user)."
+    )
 
 
 class AdapterRevoked(Event):
@@ -307,14 +347,20 @@ class AdapterLoadFailed(Event):
 
 
 class AnswerServed(Event):
-    """A node answered a user; ``arm`` says which side of the A/B split answered."""
+    """A node answered a user; ``arm`` says which side of the A/B split answered.
+
+    ``answer_id`` is returned to the caller; SAM echoes it back as ``FeedbackReceived.context["answer_id"]``
+    so feedback can be joined to the arm that produced the answer.
+    """
 
     event_type: Literal["AnswerServed"] = "AnswerServed"
+    answer_id: uuid.UUID = Field(description="Id of this answer, as returned to the caller.")
     node_id: str
     arm: Literal["new", "previous", "base"]
     adapter_version: int | None = None
     fallback_reason: str | None = None
     latency_ms: float = Field(ge=0.0)
+    completion_tokens: int = Field(0, ge=0, description="Tokens generated.")
 
 
 AnyEvent = Annotated[

@@ -37,8 +37,10 @@ from schemas.errors import EventDecodeError
 from schemas.events import (
     AdapterPublished,
     AdapterRevoked,
+    AnswerServed,
     DatasetRef,
     Event,
+    FeedbackReceived,
     LabelledExampleAccepted,
     PairAccepted,
     PairDeactivated,
@@ -179,6 +181,8 @@ COLUMNS = {
     "training_requests": R.TRAINING_REQUEST_COLUMNS,
     "training_jobs": R.JOB_COLUMNS,
     "adapters": R.ADAPTER_COLUMNS,
+    "inference_log": R.INFERENCE_LOG_COLUMNS,
+    "answer_feedback": R.ANSWER_FEEDBACK_COLUMNS,
 }
 
 
@@ -210,9 +214,13 @@ class Projector:
             if msg.topic == self.topics.dlq:
                 pending.add("dead_letters", R.dead_letter_row(headers_dict(msg.headers), msg.key, msg.value), msg)
                 continue
+            if msg.topic == self.topics.feedback and not R.mentions_answer(msg.value):
+                continue  # feedback is the decider's; here only feedback about a served answer is projected
             try:
                 event = decode(msg.value)
             except EventDecodeError as exc:
+                if msg.topic == self.topics.feedback:
+                    continue  # the decider dead-letters bad feedback
                 self._dead_letter(msg, exc.reason, exc.detail)
                 result.dead_letters += 1
                 continue
@@ -240,6 +248,12 @@ class Projector:
             out.append(("labelled_examples", R.example_row(event)))
         elif isinstance(event, AdapterPublished):
             out.append(("adapters", R.adapter_row(event)))
+        elif isinstance(event, AnswerServed):
+            out.append(("inference_log", R.inference_log_row(event)))
+        elif isinstance(event, FeedbackReceived):
+            answer_row = R.answer_feedback_row(event)
+            if answer_row is not None:
+                out.append(("answer_feedback", answer_row))
         if isinstance(event, TrainingRequested):
             out.append(("training_requests", R.training_request_row(event)))
         job = R.job_row(event, version=msg.offset)

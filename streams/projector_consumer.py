@@ -47,7 +47,8 @@ def known_requests(cfg: Config) -> set[str]:
 
 
 def projector_topics(topics: Topics) -> list[str]:
-    return [topics.pairs, topics.training, topics.adapters, topics.dlq]
+    # Feedback too, for the feedback about a served answer (SAM echoes context["answer_id"]).
+    return [topics.pairs, topics.training, topics.adapters, topics.dlq, topics.inference, topics.feedback]
 
 
 class ProjectorConsumer:

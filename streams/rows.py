@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from schemas.events import (
     AdapterPublished,
+    AnswerServed,
     Event,
+    FeedbackReceived,
     LabelledExampleAccepted,
     PairAccepted,
     PairRejected,
@@ -145,3 +148,42 @@ def example_row(e: LabelledExampleAccepted) -> list[Any]:
         json.dumps(e.metadata, sort_keys=True), e.feedback_event_id, e.correlation_id, e.source.topic,
         e.source.partition, e.source.offset,
     ]
+
+
+# -- inference ---------------------------------------------------------------------------------
+
+INFERENCE_LOG_COLUMNS = (
+    "answer_id", "user_id", "node_id", "arm", "adapter_version", "fallback_reason", "latency_ms",
+    "completion_tokens", "served_at",
+)
+
+
+def inference_log_row(e: AnswerServed) -> list[Any]:
+    return [
+        e.answer_id, e.user_id, e.node_id, e.arm, e.adapter_version, e.fallback_reason, e.latency_ms,
+        e.completion_tokens, e.occurred_at,
+    ]
+
+
+ANSWER_FEEDBACK_COLUMNS = ("answer_id", "feedback_event_id", "user_id", "feedback_type", "received_at")
+
+
+def mentions_answer(value: bytes | None) -> bool:
+    """Cheap pre-check: only feedback that names an answer is decoded by the projector."""
+    return value is not None and b'"answer_id"' in value
+
+
+def answer_id_of(context: dict[str, str]) -> uuid.UUID | None:
+    """The answer a feedback event is about: a uuid, or an OpenAI-style ``chatcmpl-<hex>`` id."""
+    raw = context.get("answer_id", "").strip().removeprefix("chatcmpl-")
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        return None
+
+
+def answer_feedback_row(e: FeedbackReceived) -> list[Any] | None:
+    answer_id = answer_id_of(e.context)
+    if answer_id is None:
+        return None
+    return [answer_id, e.event_id, e.user_id, e.feedback_type, e.occurred_at]

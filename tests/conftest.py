@@ -52,7 +52,7 @@ def make_config_at(directory: Path, kafka: str, tiny_model: Path, **sections: di
                              "logging_steps": 1, "beta": 0.1}},
         "streams": {"app_id": f"streams-{uuid.uuid4().hex[:8]}", "batch_timeout_s": 0.1},
         "trainer": {"group_id": f"trainer-{uuid.uuid4().hex[:8]}"},
-        "inference": {"node_id": f"node-{uuid.uuid4().hex[:8]}", "port": free_port()},
+        "inference": {"node_id": f"node-{uuid.uuid4().hex[:8]}", "port": free_port(), "torch_threads": 1},
     }
     for name, values in sections.items():
         raw[name] = {**raw.get(name, {}), **values}

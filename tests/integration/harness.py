@@ -127,7 +127,8 @@ def wait_caught_up(cfg: Config, timeout_s: float = 120, proc: RunningProcess | N
 
     t = Topics(cfg.kafka.topic_prefix)
     deciders = (cfg.streams.app_id, [t.feedback, t.control])
-    projector = (f"{cfg.streams.app_id}-projector", [t.pairs, t.training, t.adapters, t.dlq])
+    projector = (f"{cfg.streams.app_id}-projector", [t.pairs, t.training, t.adapters, t.dlq, t.inference,
+                                                       t.feedback])
     quiet = [0]
 
     def probe() -> bool:

@@ -1,0 +1,63 @@
+"""Wiring an inference node (and the registrar) into a process: Kafka publisher, follower thread, HTTP server."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from inference.follow import RegistrarWorker, RegistryFollower
+from inference.node import InferenceNode
+from infra.kafka import KafkaEventPublisher, publish_command
+from schemas.commands import Command
+from schemas.config import Config
+from schemas.topics import Topics
+
+log = logging.getLogger("samtuner.inference")
+
+
+@dataclass
+class RunningNode:
+    node: InferenceNode
+    follower: RegistryFollower
+    server: Any  # uvicorn.Server
+    publisher: KafkaEventPublisher
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.node.close()
+
+
+def start_node(cfg: Config, stop: threading.Event, threads: list[threading.Thread],
+               stats: Callable[[], dict[str, Any]] | None = None) -> RunningNode:
+    """Build the node, its registry follower and its HTTP server; the threads are appended, not started."""
+    import uvicorn
+
+    from inference.api import create_api
+
+    publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id=f"samtuner-node-{cfg.inference.node_id}")
+    node = InferenceNode(cfg, publisher)
+    follower = RegistryFollower(cfg, node)
+    control = Topics(cfg.kafka.topic_prefix).control
+
+    def send_command(command: Command) -> None:
+        publish_command(publisher, control, command)
+        publisher.flush(timeout_s=10.0)
+
+    api = create_api(node, send_command=send_command, stats=stats, ready=follower.ready.is_set)
+    server = uvicorn.Server(uvicorn.Config(api, host=cfg.inference.host, port=cfg.inference.port,
+                                           log_level="warning", access_log=False))
+    threads.append(threading.Thread(target=follower.run, args=(stop,), name="registry", daemon=True))
+    threads.append(threading.Thread(target=server.run, name="http", daemon=True))
+    log.info("inference node %s: HTTP on http://%s:%d (%s serving, cache %d adapters / %d bytes, policy %s)",
+             node.node_id, cfg.inference.host, cfg.inference.port, cfg.inference.lora_serving,
+             cfg.inference.cache.max_adapters, cfg.inference.cache.max_bytes, cfg.inference.cache.policy)
+    return RunningNode(node, follower, server, publisher)
+
+
+def start_registrar(cfg: Config, stop: threading.Event, threads: list[threading.Thread]) -> RegistrarWorker:
+    worker = RegistrarWorker(cfg)
+    threads.append(threading.Thread(target=worker.run, args=(stop,), name="registrar", daemon=True))
+    return worker
