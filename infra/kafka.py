@@ -7,7 +7,7 @@ default), so every producer in the system puts a user's events in the same parti
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -119,8 +119,10 @@ def _raw(msg: Any) -> RawMessage:
     )
 
 
-def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> Iterator[RawMessage]:
-    """Every message of ``topic`` from the beginning up to the high watermarks at call time."""
+def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0,
+               partitions: Collection[int] | None = None) -> Iterator[RawMessage]:
+    """Every message of ``topic`` (or of some of its ``partitions``) from the beginning up to the high
+    watermarks at call time."""
     consumer = Consumer({
         "bootstrap.servers": bootstrap_servers,
         "group.id": "samtuner-reader",  # never commits: assign() + no offset storage
@@ -139,6 +141,8 @@ def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> I
         ends: dict[int, int] = {}
         starts: list[TopicPartition] = []
         for p in tmeta.partitions:
+            if partitions is not None and p not in partitions:
+                continue
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
             if high > low:
                 ends[p] = high

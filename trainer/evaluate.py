@@ -74,3 +74,28 @@ def preference_metrics(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]
         "heldout_reward_margin": sum(margins) / len(margins),
         "heldout_pairs": float(len(margins)),
     }
+
+
+def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int,
+                     batch_size: int = 16) -> list[str]:
+    """Greedy answers to ``prompts`` (chat-formatted), in batches with left padding."""
+    import torch
+
+    device = next(model.parameters()).device
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    answers: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start:start + batch_size]
+            texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                                   tokenize=False) for p in chunk]
+            inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            with torch.no_grad():
+                out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id)
+            width = inputs["input_ids"].shape[1]
+            answers += [str(tokenizer.decode(row[width:], skip_special_tokens=True)).strip() for row in out]
+    finally:
+        tokenizer.padding_side = side
+    return answers
