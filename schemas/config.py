@@ -202,6 +202,9 @@ class FaultInjection(Section):
 class TrainerSettings(Section):
     group_id: str = Field("samtuner-trainer", description="Consumer group shared by trainer workers.")
     max_poll_interval_ms: int = Field(300_000, ge=10_000, description="Kafka max.poll.interval.ms.")
+    session_timeout_ms: int = Field(
+        30_000, ge=6_000, description="Kafka session.timeout.ms: how soon a dead worker's jobs move to another one."
+    )
     max_attempts: int = Field(
         3, ge=1, description="Attempts per job for failures that can pass (out of memory: each retry halves the "
         "batch and doubles gradient accumulation)."

@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 import uuid
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from infra.errors import InfraError
 from infra.kafka import EventPublisher, KafkaEventPublisher, RawMessage, read_topic
 from schemas.codec import decode
 from schemas.config import Config
@@ -50,14 +52,27 @@ class TrainingConsumer:
         numbers = [p.partition for p in partitions if p.topic == self.topics.training]
         if not numbers:
             return
-        events: list[Event] = []
-        for msg in read_topic(self.cfg.kafka.bootstrap_servers, self.topics.training, partitions=numbers):
-            try:
-                events.append(decode(msg.value))
-            except EventDecodeError:
-                continue
+        events = self._read_ledger(numbers)
         self.worker.fold(events)
         log.info("trainer %s assigned partitions %s (%d ledger events)", self.worker_id, numbers, len(events))
+
+    def _read_ledger(self, partitions: list[int], attempts: int = 5) -> list[Event]:
+        """Every event of ``partitions``: a worker decides nothing about a partition it could not read."""
+        for attempt in range(1, attempts + 1):
+            try:
+                events: list[Event] = []
+                for msg in read_topic(self.cfg.kafka.bootstrap_servers, self.topics.training, partitions=partitions):
+                    try:
+                        events.append(decode(msg.value))
+                    except EventDecodeError:
+                        continue
+                return events
+            except InfraError as exc:
+                if attempt == attempts:
+                    raise
+                log.warning("reading the ledger of partitions %s failed (attempt %d): %s", partitions, attempt, exc)
+                time.sleep(attempt)
+        return []
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         moving = {(p.topic, p.partition) for p in partitions}
@@ -90,7 +105,7 @@ class TrainingConsumer:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "max.poll.interval.ms": self.cfg.trainer.max_poll_interval_ms,
-            "session.timeout.ms": 30_000,
+            "session.timeout.ms": self.cfg.trainer.session_timeout_ms,
             "partition.assignment.strategy": "cooperative-sticky",
         })
         self._consumer = consumer

@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
+from infra.errors import KafkaError
+from infra.kafka import watermarks
 from schemas.codec import decode_command
 from schemas.commands import CancelTraining
 from schemas.config import Config
@@ -38,7 +40,7 @@ class ControlFollower:
             "enable.auto.offset.store": False,
         })
         try:
-            ends = self._assign_all(consumer)
+            ends = self._assign(consumer, stop)
             if not ends:
                 ready.set()
             while not stop.is_set():
@@ -51,24 +53,30 @@ class ControlFollower:
                     ends.pop(partition, None)
                     if not ends:
                         ready.set()
-        except KafkaException as exc:
-            log.error("the control topic cannot be followed (cancels are not seen): %s", exc)
-            ready.set()
         finally:
             consumer.close()
 
-    def _assign_all(self, consumer: Consumer) -> dict[int, int]:
-        """Assign every partition from the beginning; returns the end offsets of the non-empty ones."""
-        meta = consumer.list_topics(self.topic, timeout=30).topics.get(self.topic)
-        if meta is None or meta.error is not None:
-            raise KafkaException(f"topic {self.topic} does not exist")
-        ends: dict[int, int] = {}
-        for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=30)
-            if high > low:
-                ends[p] = high
-        consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in meta.partitions])
-        return ends
+    def _assign(self, consumer: Consumer, stop: threading.Event) -> dict[int, int]:
+        """Assign every partition from the beginning; returns the end offsets of the non-empty ones.
+
+        Until the topic can be read, no job starts here (a cancel could be missed): keep trying, loudly.
+        """
+        while not stop.is_set():
+            try:
+                meta = consumer.list_topics(self.topic, timeout=30).topics.get(self.topic)
+                if meta is None or meta.error is not None:
+                    raise KafkaError(f"topic {self.topic} does not exist (run `samtuner topics`)")
+                ends: dict[int, int] = {}
+                for p in meta.partitions:
+                    low, high = watermarks(consumer, self.topic, p)
+                    if high > low:
+                        ends[p] = high
+                consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+                return ends
+            except (KafkaError, KafkaException) as exc:
+                log.error("cannot follow the control topic yet, so no job starts on this worker: %s", exc)
+                stop.wait(2.0)
+        return {}
 
     def _handle(self, value: bytes | None) -> None:
         try:

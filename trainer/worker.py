@@ -422,5 +422,9 @@ def run_trainer(cfg: Config, stop: threading.Event, publisher: EventPublisher | 
     """The Kafka loop around :class:`TrainerWorker`, until ``stop`` is set."""
     from trainer.consumer import TrainingConsumer
 
-    TrainingConsumer(cfg, publisher=publisher, runner=runner, worker_id=worker_id).run(stop)
+    try:
+        TrainingConsumer(cfg, publisher=publisher, runner=runner, worker_id=worker_id).run(stop)
+    except Exception:
+        log.critical("the trainer stopped: no training jobs run in this process", exc_info=True)
+        raise
 
