@@ -340,13 +340,14 @@ def train(
 def jobs(
     user: Annotated[str | None, typer.Option("--user", "-u", help="Only this user's jobs")] = None,
     last: Annotated[int, typer.Option(help="Show the last N jobs")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per job instead of a table")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """List training jobs from the job ledger (the training topic; no database needed)."""
     from rich.console import Console
 
     from infra.errors import InfraError
-    from samtuner.training import jobs_table, ledger_from_topic
+    from samtuner.training import job_summary, jobs_table, ledger_from_topic
     from trainer.ledger import jobs_of
 
     try:
@@ -354,10 +355,14 @@ def jobs(
     except InfraError as exc:
         raise _fail(str(exc)) from exc
     selected = jobs_of(ledger, user)[-last:]
+    if as_json:
+        for job in selected:
+            typer.echo(json.dumps(job_summary(job)))
+        return
     if not selected:
         typer.echo("no training jobs" + (f" for {user}" if user else ""))
         return
-    Console().print(jobs_table(selected))
+    Console(width=None if sys.stdout.isatty() else 200).print(jobs_table(selected))  # piped: don't squeeze
 
 
 @app.command("curve")

@@ -257,9 +257,9 @@ def ledger_from_topic(cfg: Config) -> tuple[L.Ledger, list[Event]]:
 
 def jobs_table(jobs: Sequence[L.Job]) -> Table:
     table = Table(title="training jobs (from the ledger)")
-    for name in ("request", "user", "gen", "trigger", "status", "attempt", "step", "loss", "adapter", "updated",
-                 "cause / reason"):
-        table.add_column(name, overflow="fold")
+    for name in ("request", "user", "gen", "trigger", "status", "attempt", "step", "loss", "adapter", "updated"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("cause / reason", overflow="fold", min_width=20)
     colors = {"succeeded": "green", "failed": "red", "rejected": "red", "cancelled": "yellow", "retrying": "yellow"}
     for j in jobs:
         status = f"[{colors[j.status]}]{j.status}[/]" if j.status in colors else j.status
@@ -280,3 +280,14 @@ def find_job(ledger: L.Ledger, prefix: str) -> L.Job:
     if len(matches) > 1:
         raise LookupError(f"{prefix!r} matches {len(matches)} jobs; give more of the request id")
     return matches[0]
+
+
+def job_summary(job: L.Job) -> dict[str, Any]:
+    """One job as plain JSON (``samtuner jobs --json``)."""
+    return {
+        "request_id": job.request_id, "user_id": job.request.user_id, "generation": job.request.generation,
+        "trigger": job.request.trigger, "status": job.status, "attempt": job.attempt, "step": job.step,
+        "total_steps": job.total_steps, "loss": job.loss, "adapter_version": job.adapter_version,
+        "adapter_uri": job.adapter_uri or None, "cause": job.cause or None, "metrics": job.metrics,
+        "updated_at": job.updated_at.isoformat() if job.updated_at else None,
+    }

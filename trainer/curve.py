@@ -35,6 +35,8 @@ def write_curve(events: Sequence[TrainingProgressed], out: Path, title: str) -> 
         ax.plot(hs, [held[s] for s in hs], "o--", label="held-out loss", color="tab:orange")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
+    if min([v for v, _ in train.values()] + list(held.values()), default=0.0) > 0:
+        ax.set_yscale("log")  # DPO losses fall by orders of magnitude
     acc = [(s, a) for s in steps if (a := train[s][1]) is not None]
     if acc:
         ax2 = ax.twinx()

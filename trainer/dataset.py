@@ -22,6 +22,11 @@ def _rank(pair_id: Any, seed: int) -> float:
     return int(digest[:16], 16) / float(1 << 64)
 
 
+def is_held_out(pair_id: Any, fraction: float, seed: int = 0) -> bool:
+    """Whether a pair falls on the held-out side (in datasets of 5 pairs or more)."""
+    return _rank(pair_id, seed) < fraction
+
+
 def split_holdout(
     rows: Sequence[dict[str, Any]], fraction: float, seed: int = 0, min_train: int = 1
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
