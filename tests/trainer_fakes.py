@@ -34,8 +34,10 @@ def succeed(accuracy: float = 1.0, baseline: float = 0.0, heldout: int = 8, cont
         train, held = split_holdout(read_snapshot(Path(spec.dataset_path).read_bytes()), 0.2)
         return JobResult(
             status="succeeded",
-            metrics={"heldout_pref_accuracy": accuracy, "heldout_reward_margin": accuracy, "heldout_pairs": heldout},
+            metrics={"heldout_pref_accuracy": accuracy, "heldout_reward_margin": accuracy, "heldout_pairs": heldout,
+                     "heldout_policy_accuracy": accuracy, "heldout_policy_margin": accuracy},
             baseline_metrics={"heldout_pref_accuracy": baseline, "heldout_reward_margin": baseline,
+                              "heldout_policy_accuracy": baseline, "heldout_policy_margin": baseline,
                               "heldout_pairs": heldout},
             control=[ControlRecord(prompt="What is 7 plus 5?", before="7 plus 5 is 12.",
                                    after="7 plus 5 is 12. Hope this helps!" if control_kept else "7 plus 5 is 75.",

@@ -3,15 +3,16 @@
 Two checks, both pure:
 
 * **Held-out preference.** On the user's held-out pairs (never trained on by either side), the new
-  adapter's preference accuracy must reach ``min_accuracy`` and beat the accuracy of what the user
-  has now (the base model, or the previous adapter) by ``min_accuracy_gain``. Accuracy is the share
-  of pairs whose implicit DPO reward ``beta * (log pi(y|x) - log pi_base(y|x))`` is higher for the
-  chosen answer; the base model's reward is 0 for every answer, so its accuracy and margin are 0.
-* **Control set.** Generic prompts are answered by what the user has now and by the new adapter.
-  An answer *keeps its meaning* when the new answer still holds at least ``control_min_recall`` of
-  the content words (lower-cased words and numbers, minus a short stop list) of the current answer.
-  Adding words (a sign-off, a format) keeps the meaning; dropping or changing facts does not. The
-  share of control prompts that keep their meaning must reach ``control_min_share``.
+  adapter's *policy preference accuracy* (the share of pairs where the model itself finds the chosen
+  answer more likely than the rejected one, see trainer/evaluate.py) must reach ``min_accuracy``
+  and beat that of what the user has now (the previous adapter, or the base model) by
+  ``min_accuracy_gain``. The policy's own preference is what it will say, so it compares models;
+  DPO's implicit-reward accuracy does not (any adapter that learned a style at all scores ~1 on it).
+* **Control set.** Generic prompts are answered by the base model and by the new adapter. An answer
+  *keeps its meaning* when the new answer still holds at least ``control_min_recall`` of the content
+  words (lower-cased words and numbers, minus a short stop list) of the base model's answer. Adding
+  words (a sign-off, a format) keeps the meaning; dropping or changing facts does not. The share of
+  control prompts that keep their meaning must reach ``control_min_share``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from schemas.config import EvaluationSettings
+
+ACCURACY = "heldout_policy_accuracy"  # what the gate compares across models
 
 STOP_WORDS = frozenset((
     "a", "an", "the", "is", "are", "was", "were", "be", "been", "am", "of", "to", "and", "or", "in", "on", "at",
@@ -93,8 +96,8 @@ def decide(settings: EvaluationSettings, new: Mapping[str, float], current: Mapp
         reasons.append(f"only {held} held-out pair(s); the gate needs at least {settings.min_heldout_pairs} "
                        "(collect more pairs, or lower evaluation.min_heldout_pairs)")
     else:
-        acc = new.get("heldout_pref_accuracy", 0.0)
-        cur = current.get("heldout_pref_accuracy", 0.0)
+        acc = new.get(ACCURACY, 0.0)
+        cur = current.get(ACCURACY, 0.0)
         if acc < settings.min_accuracy:
             reasons.append(f"held-out preference accuracy {acc:.2f} is below evaluation.min_accuracy "
                            f"{settings.min_accuracy:.2f}")

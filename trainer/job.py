@@ -242,27 +242,28 @@ def run(spec: JobSpec, notes: dict[str, Any] | None = None) -> JobResult:
 
 def _evaluate(trained: Any, tokenizer: Any, cfg: Config, spec: JobSpec, held_rows: list[dict[str, Any]],
               beta: float) -> tuple[dict[str, float], dict[str, float], list[Any]]:
-    """Held-out metrics of the new adapter and of what the user has now, and both answers to the controls."""
-    from trainer.evaluate import generate_answers, preference_metrics
+    """Held-out metrics of the new adapter and of what the user has now; control answers before and after.
+
+    The control answers are compared with the base model's: personalization may change the style,
+    never the facts the base model knows.
+    """
+    from trainer.evaluate import generate_answers, heldout_metrics, pair_logps
 
     ev = cfg.evaluation
     prompts = list(ev.control_prompts)
     tokens = ev.control_max_new_tokens
-    empty = {"heldout_pref_accuracy": 0.0, "heldout_reward_margin": 0.0, "heldout_pairs": float(len(held_rows))}
-    new = preference_metrics(trained, tokenizer, held_rows, beta=beta, reference=trained.disable_adapter) or empty
+    with trained.disable_adapter():
+        base = pair_logps(trained, tokenizer, held_rows)
+        before = generate_answers(trained, tokenizer, prompts, tokens) if prompts else []
+    new = heldout_metrics(pair_logps(trained, tokenizer, held_rows), base, beta)
     after = generate_answers(trained, tokenizer, prompts, tokens) if prompts else []
     if spec.baseline is None:
-        # The reward is measured against the base model, so the base model's is 0 on every answer.
-        baseline = dict(empty)
-        with trained.disable_adapter():
-            before = generate_answers(trained, tokenizer, prompts, tokens) if prompts else []
+        baseline = heldout_metrics(base, base, beta)  # the base model: its implicit reward is 0
     else:
         trained.load_adapter(spec.baseline.path, adapter_name="baseline")
         trained.set_adapter("baseline")
         try:
-            baseline = preference_metrics(trained, tokenizer, held_rows, beta=beta,
-                                          reference=trained.disable_adapter) or dict(empty)
-            before = generate_answers(trained, tokenizer, prompts, tokens) if prompts else []
+            baseline = heldout_metrics(pair_logps(trained, tokenizer, held_rows), base, beta)
         finally:
             trained.set_adapter("default")
             trained.delete_adapter("baseline")

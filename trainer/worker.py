@@ -369,7 +369,7 @@ class TrainerWorker:
         self.publisher.flush()
         self._discard(rid)
         log.info("adapter version %d published (%s), held-out accuracy %s vs %s", request.generation, published.uri,
-                 result.metrics.get("heldout_pref_accuracy"), context.baseline_name)
+                 result.metrics.get("heldout_policy_accuracy"), context.baseline_name)
 
     def _stopped(self, running: _Running, request: TrainingRequested) -> bool:
         if running.aborted:

@@ -99,8 +99,8 @@ def test_the_gate_rejects_an_adapter_worse_than_the_users_current_one(tmp_path: 
 
     (rejection,) = [e for e in events(publisher) if isinstance(e, TrainingRejected)]
     assert "not better than adapter v1" in rejection.reason
-    assert rejection.metrics["heldout_pref_accuracy"] == 0.5
-    assert rejection.baseline_metrics["heldout_pref_accuracy"] == 1.0
+    assert rejection.metrics["heldout_policy_accuracy"] == 0.5
+    assert rejection.baseline_metrics["heldout_policy_accuracy"] == 1.0
     assert [e.version for e in events(publisher) if isinstance(e, AdapterPublished)] == [1]
     store = ArtifactStore(cfg.artifact_root)
     assert not store.resolve(store.adapter_uri("alice", 2)).exists()

@@ -9,7 +9,8 @@ GATE = EvaluationSettings(min_heldout_pairs=4, min_accuracy=0.6, min_accuracy_ga
 
 
 def m(acc: float, pairs: int = 16) -> dict[str, float]:
-    return {"heldout_pref_accuracy": acc, "heldout_reward_margin": acc, "heldout_pairs": pairs}
+    # The implicit-reward accuracy is high either way: the gate must look at the policy's own preference.
+    return {"heldout_pref_accuracy": 1.0, "heldout_policy_accuracy": acc, "heldout_pairs": pairs}
 
 
 def kept(n: int, lost: int = 0) -> list[ControlAnswer]:
