@@ -7,7 +7,8 @@ stderr; the last stdout line is one JSON object:
 
 * ``step_time_ratio``: median time per optimizer step of our job / of a plain TRL ``DPOTrainer``
   script (benchmarks/plain_dpo.py) on the same model, records and resolved settings, measured in
-  this run, alternating (ours, plain, ours, plain, ...); ``step_time_ratio_tiny`` for the tiny model.
+  this run: the median over rounds of the ratio of a job and a plain run made back to back (their
+  order alternating); ``step_time_ratio_tiny`` for the tiny model.
 * ``heldout_pref_accuracy``: on the 16 held-out pairs, DPO's implicit reward (vs the base model)
   prefers the chosen answer; ``heldout_policy_accuracy``: the adapter itself finds the chosen answer
   more likely (what the gate compares; see trainer/evaluate.py).
@@ -129,22 +130,31 @@ def plain_step_time(cfg: Config, manifest: dict[str, Any], rows: list[dict[str, 
     return float(result["median_step_s"])
 
 
-def step_time_ratio(cfg: Config, first: tuple[Event, list[Event]], rows: list[dict[str, Any]], rounds: int,
-                    workdir: Path, label: str) -> tuple[float, list[float], list[float]]:
-    """Ours and plain alternate; the first 'ours' is the job already run."""
-    store = ArtifactStore(cfg.artifact_root)
-    outcome = first[0]
-    assert isinstance(outcome, TrainingSucceeded)
-    manifest = read_manifest(store, outcome.adapter_uri)
-    ours = [outcome.metrics["median_step_s"]]
-    plain = [plain_step_time(cfg, manifest, rows, workdir)]
-    for n in range(1, rounds):
-        again, _ = run_job(cfg, f"{label}-timing-{n}", 1, rows)
-        assert isinstance(again, TrainingSucceeded)
-        ours.append(again.metrics["median_step_s"])
-        plain.append(plain_step_time(cfg, manifest, rows, workdir))
-    say(f"{label}: ours {[round(x * 1000, 1) for x in ours]} ms/step, plain {[round(x * 1000, 1) for x in plain]}")
-    return statistics.median(ours) / statistics.median(plain), ours, plain
+def step_time_ratio(cfg: Config, first: Event, rows: list[dict[str, Any]], rounds: int, workdir: Path,
+                    label: str) -> tuple[float, list[float], list[float]]:
+    """Median over rounds of (ours / plain), each round a fresh job and a plain run back to back, the order
+    alternating (ours first, then plain first, ...) so that a machine getting busier or quieter evens out."""
+    assert isinstance(first, TrainingSucceeded)
+    manifest = read_manifest(ArtifactStore(cfg.artifact_root), first.adapter_uri)
+    ours: list[float] = []
+    plain: list[float] = []
+
+    def run_ours(n: int) -> None:
+        outcome, _ = run_job(cfg, f"{label}-timing-{n}", 1, rows)
+        assert isinstance(outcome, TrainingSucceeded)
+        ours.append(outcome.metrics["median_step_s"])
+
+    for n in range(rounds):
+        if n % 2 == 0:
+            run_ours(n)
+            plain.append(plain_step_time(cfg, manifest, rows, workdir))
+        else:
+            plain.append(plain_step_time(cfg, manifest, rows, workdir))
+            run_ours(n)
+    ratios = [o / p for o, p in zip(ours, plain, strict=True)]
+    say(f"{label}: ours {[round(x * 1000, 1) for x in ours]} ms/step, plain {[round(x * 1000, 1) for x in plain]}, "
+        f"ratios {[round(r, 3) for r in ratios]}")
+    return statistics.median(ratios), ours, plain
 
 
 def style_rates(cfg: Config, adapter_uri: str, unseen: list[Fact]) -> tuple[float, float, float, list[dict[str, str]]]:
@@ -172,7 +182,7 @@ def style_rates(cfg: Config, adapter_uri: str, unseen: list[Fact]) -> tuple[floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2, help="timing rounds per model (ours, plain) x N")
+    parser.add_argument("--rounds", type=int, default=3, help="timing rounds per model: (ours, plain) pairs")
     parser.add_argument("--skip-tiny", action="store_true")
     args = parser.parse_args()
     started = time.monotonic()
@@ -197,13 +207,13 @@ def main() -> None:
         worse, _ = run_job(bad_cfg, "bench-user", 2, rows, history=good[1])
         worse_vs_base, _ = run_job(bad_cfg, "bench-fresh-user", 1, rows)
 
-        ratio, ours, plain = step_time_ratio(cfg, good, rows, args.rounds, work, "demo")
+        ratio, ours, plain = step_time_ratio(cfg, outcome, rows, args.rounds, work, "demo")
         tiny: dict[str, Any] = {}
         if not args.skip_tiny:
             tiny_path = build_model(default_cache_dir() / "models" / "tiny", "tiny")
             tiny_cfg = Config.model_validate({"state_dir": str(work / "tiny"), "model": {"base": str(tiny_path)},
                                               "evaluation": {"enabled": False}})
-            first = run_job(tiny_cfg, "bench-user", 1, rows)
+            first, _ = run_job(tiny_cfg, "bench-user", 1, rows)
             tiny_ratio, tiny_ours, tiny_plain = step_time_ratio(tiny_cfg, first, rows, args.rounds, work, "tiny")
             tiny = {"step_time_ratio_tiny": round(tiny_ratio, 3),
                     "step_ms_tiny": {"ours": [round(x * 1000, 1) for x in tiny_ours],

@@ -243,7 +243,11 @@ class TrainerWorker:
         if job.interrupted >= self.cfg.trainer.max_interrupted_attempts:
             return self._fail(request, job.attempt, f"the worker running it stopped {job.interrupted} times "
                               "(trainer.max_interrupted_attempts); not running it again", "Interrupted")
-        existing = published_for(self.artifacts, request.user_id, request.generation, rid)
+        try:
+            existing = published_for(self.artifacts, request.user_id, request.generation, rid)
+        except InfraError as exc:
+            return self._fail(request, job.attempt, f"the adapter directory of this version is unusable: {exc}",
+                              type(exc).__name__)
         if existing is not None:  # resumed after its adapter was put in place: publish that adapter's events
             uri = self.artifacts.adapter_uri(request.user_id, request.generation)
             self._emit(outcomes.adapter_published(request, existing, uri))

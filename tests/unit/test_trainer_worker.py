@@ -266,3 +266,18 @@ def test_incremental_training_starts_from_the_current_adapter(tmp_path: Path, in
     assert first.parent is None and first.baseline is None
     assert second.baseline is not None and second.baseline.version == 1
     assert (second.parent is not None) is incremental
+
+
+def test_a_corrupt_adapter_already_in_place_fails_the_job_with_the_cause(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    req = request(cfg)
+    TrainerWorker(cfg, FakePublisher(), FakeJobRunner(succeed())).run_one(req)
+    store = ArtifactStore(cfg.artifact_root)
+    (store.resolve(store.adapter_uri("alice", 1)) / "adapter_model.safetensors").write_bytes(b"tampered")
+
+    publisher = FakePublisher()
+    worker = TrainerWorker(cfg, publisher, FakeJobRunner(succeed()))
+    worker.fold([req])
+    worker.run_one(req)
+    (failed,) = [e for e in events(publisher) if isinstance(e, TrainingFailed)]
+    assert "unusable" in failed.cause and "sha256" in failed.cause
