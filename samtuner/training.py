@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from infra.errors import KafkaError
-from infra.kafka import EventPublisher, KafkaEventPublisher, publish_command, read_topic
+from infra.kafka import EventPublisher, KafkaEventPublisher, publish_command, read_topic, watermarks
 from schemas.codec import decode
 from schemas.commands import CancelTraining, RequestTraining
 from schemas.config import Config
@@ -121,12 +121,15 @@ class JobDisplay:
 def end_offsets(cfg: Config, topic: str) -> list[TopicPartition]:
     consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": "samtuner-cli"})
     try:
-        meta = consumer.list_topics(topic, timeout=15).topics.get(topic)
+        try:
+            meta = consumer.list_topics(topic, timeout=15).topics.get(topic)
+        except KafkaException as exc:
+            raise KafkaError(f"cannot reach Kafka at {cfg.kafka.bootstrap_servers}: {exc}") from exc
         if meta is None or meta.error is not None:
             raise KafkaError(f"topic {topic} does not exist (is the broker up and `samtuner topics` run?)")
         out = []
         for p in meta.partitions:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15)
+            _, high = watermarks(consumer, topic, p, 15)
             out.append(TopicPartition(topic, p, high if high >= 0 else OFFSET_END))
         return out
     finally:
