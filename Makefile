@@ -46,5 +46,8 @@ kafka-down: venv
 lock: venv
 	$(BIN)/pip freeze --exclude-editable | grep -v '^sam-tuner' > requirements.lock.new && mv requirements.lock.new requirements.lock
 
+bench-trainer: venv
+	$(BIN)/python benchmarks/bench_trainer.py
+
 clean:
 	rm -rf .samtuner .pytest_cache .mypy_cache .ruff_cache

@@ -7,7 +7,8 @@ default), so every producer in the system puts a user's events in the same parti
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,6 +19,10 @@ from infra.errors import KafkaError, PublishError
 from schemas.codec import encode_command, encode_headers, encode_key, encode_value
 from schemas.commands import Command
 from schemas.events import Event
+
+# Errors a topic that was just created answers with until its partitions have leaders.
+_NOT_READY = frozenset({CKafkaError.NOT_LEADER_FOR_PARTITION, CKafkaError.LEADER_NOT_AVAILABLE,
+                        CKafkaError.UNKNOWN_TOPIC_OR_PART, CKafkaError._TIMED_OUT})
 
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "enable.idempotence": True,
@@ -123,8 +128,26 @@ def to_raw_message(msg: Any) -> RawMessage:
     )
 
 
-def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> Iterator[RawMessage]:
-    """Every message of ``topic`` from the beginning up to the high watermarks at call time."""
+def watermarks(consumer: Any, topic: str, partition: int, timeout_s: float = 30.0) -> tuple[int, int]:
+    """(low, high) offsets of a partition, retrying while the broker says it is not ready yet (a topic
+    just created has no leader for a moment)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            retriable = isinstance(error, CKafkaError) and (error.retriable() or error.code() in _NOT_READY)
+            if not retriable or time.monotonic() > deadline:
+                raise KafkaError(f"cannot read the offsets of {topic}[{partition}]: {exc}") from exc
+            time.sleep(0.2)
+
+
+def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0,
+               partitions: Collection[int] | None = None) -> Iterator[RawMessage]:
+    """Every message of ``topic`` (or of some of its ``partitions``) from the beginning up to the high
+    watermarks at call time."""
     consumer = Consumer({
         "bootstrap.servers": bootstrap_servers,
         "group.id": "samtuner-reader",  # never commits: assign() + no offset storage
@@ -143,7 +166,9 @@ def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> I
         ends: dict[int, int] = {}
         starts: list[TopicPartition] = []
         for p in tmeta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            if partitions is not None and p not in partitions:
+                continue
+            low, high = watermarks(consumer, topic, p, timeout_s)
             if high > low:
                 ends[p] = high
                 starts.append(TopicPartition(topic, p, OFFSET_BEGINNING))

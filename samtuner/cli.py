@@ -161,12 +161,15 @@ def _run(config: Path | None, roles: frozenset[str], loglevel: str) -> None:
     from infra.errors import InfraError
     from samtuner.logs import setup_logging
     from samtuner.run import StreamsCrashed, run_roles
+    from trainer.errors import TrainingConfigError
 
     setup_logging(loglevel)
     try:
         run_roles(_config(config), roles, loglevel="warn" if loglevel.upper() != "DEBUG" else "debug")
     except InfraError as exc:
         raise _fail(str(exc)) from exc
+    except TrainingConfigError as exc:
+        raise _fail(f"config error: {exc}", 2) from exc
     except StreamsCrashed as exc:
         raise _fail(f"stream worker crashed: {exc}", 3) from exc
 
@@ -471,11 +474,11 @@ def schemas_export(out: Annotated[Path, typer.Argument(help="Directory for one J
 def config_check(config: ConfigOpt = None) -> None:
     """Validate the config, including every training.dpo key against the installed TRL."""
     from trainer.errors import TrainingConfigError
-    from trainer.library_config import check_dpo_keys
+    from trainer.library_config import validate_training_config
 
     cfg = _config(config)
     try:
-        check_dpo_keys(cfg.training.dpo)
+        validate_training_config(cfg)
     except TrainingConfigError as exc:
         raise _fail(f"config error: {exc}", 2) from exc
     typer.echo("config ok")
@@ -487,6 +490,133 @@ def config_show(config: ConfigOpt = None) -> None:
     import yaml
 
     typer.echo(yaml.safe_dump(_config(config).model_dump(mode="json"), sort_keys=False))
+
+
+# -- training for people (trainer) --------------------------------------------------------------
+
+
+@app.command("train")
+def train(
+    user: Annotated[str, typer.Option("--user", "-u", help="The user whose adapter to train")],
+    pairs: Annotated[Path | None, typer.Option(help="Train locally from a JSONL file of {prompt, chosen_response, "
+                                                    "rejected_response} (no Kafka)")] = None,
+    curve: Annotated[Path | None, typer.Option(help="Write the training curve to this PNG")] = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the training request to appear")] = 120.0,
+    config: ConfigOpt = None,
+) -> None:
+    """Train a user's adapter in the foreground: live progress, then the adapter or the reason why not.
+
+    Without --pairs it asks the running system (RequestTraining on the control topic) and follows
+    the user's next job; Ctrl-C cancels it.
+    """
+    from rich.console import Console
+
+    from infra.errors import InfraError
+    from samtuner.training import JobDisplay, request_and_follow, train_locally
+    from trainer.curve import write_curve
+    from trainer.errors import TrainerError
+    from trainer.library_config import validate_training_config
+
+    cfg = _config(config)
+    console = Console(stderr=True)
+    display = JobDisplay.create(console)
+    try:
+        validate_training_config(cfg)
+        if pairs is not None:
+            train_locally(cfg, user, pairs, display)
+        else:
+            request_and_follow(cfg, user, display, wait)
+    except TrainerError as exc:
+        raise _fail(f"cannot train: {exc}", 2) from exc
+    except (InfraError, TimeoutError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    except KeyboardInterrupt as exc:
+        raise _fail("stopped following (the job goes on unless it was cancelled)", 130) from exc
+    code, text = display.summary()
+    console.print(text)
+    if curve is not None and display.curve:
+        typer.echo(f"training curve: {write_curve(display.curve, curve, f'{user}: training')}", err=True)
+    if display.outcome is not None:
+        typer.echo(display.outcome.model_dump_json())
+    raise typer.Exit(code)
+
+
+@app.command("jobs")
+def jobs(
+    user: Annotated[str | None, typer.Option("--user", "-u", help="Only this user's jobs")] = None,
+    last: Annotated[int, typer.Option(help="Show the last N jobs")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per job instead of a table")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """List training jobs from the job ledger (the training topic; no database needed)."""
+    from rich.console import Console
+
+    from infra.errors import InfraError
+    from samtuner.training import job_summary, jobs_table, ledger_from_topic
+    from trainer.ledger import jobs_of
+
+    try:
+        ledger, _ = ledger_from_topic(_config(config))
+    except InfraError as exc:
+        raise _fail(str(exc)) from exc
+    selected = jobs_of(ledger, user)[-last:]
+    if as_json:
+        for job in selected:
+            typer.echo(json.dumps(job_summary(job)))
+        return
+    if not selected:
+        typer.echo("no training jobs" + (f" for {user}" if user else ""))
+        return
+    Console(width=None if sys.stdout.isatty() else 200).print(jobs_table(selected))  # piped: don't squeeze
+
+
+@app.command("curve")
+def curve_cmd(
+    request: Annotated[str, typer.Argument(help="The job's request id (a unique prefix is enough)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write")] = Path("training-curve.png"),
+    config: ConfigOpt = None,
+) -> None:
+    """Write a job's training curve (loss, held-out loss, reward accuracy) as a PNG."""
+    from infra.errors import InfraError
+    from samtuner.training import find_job, ledger_from_topic
+    from schemas.events import TrainingProgressed
+    from trainer.curve import write_curve
+
+    try:
+        ledger, events = ledger_from_topic(_config(config))
+        job = find_job(ledger, request)
+        points = [e for e in events if isinstance(e, TrainingProgressed) and str(e.request_id) == job.request_id]
+        path = write_curve(points, out, f"{job.request.user_id} v{job.request.generation} ({job.status})")
+    except (InfraError, LookupError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(str(path))
+
+
+@app.command("cancel")
+def cancel(
+    request: Annotated[str, typer.Argument(help="The job's request id (a unique prefix is enough)")],
+    config: ConfigOpt = None,
+) -> None:
+    """Cancel a queued or running training job (CancelTraining on the control topic)."""
+    from infra.errors import InfraError
+    from infra.kafka import KafkaEventPublisher, publish_command
+    from samtuner.training import find_job, ledger_from_topic
+    from schemas.commands import CancelTraining
+    from schemas.topics import Topics
+
+    cfg = _config(config)
+    try:
+        ledger, _ = ledger_from_topic(cfg)
+        job = find_job(ledger, request)
+        if job.done:
+            raise _fail(f"job {job.request_id[:8]} already ended ({job.status}); nothing to cancel")
+        publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-cli")
+        publish_command(publisher, Topics(cfg.kafka.topic_prefix).control,
+                        CancelTraining(user_id=job.request.user_id, request_id=job.request.request_id))
+        publisher.flush()
+    except (InfraError, LookupError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"cancel sent for job {job.request_id[:8]} ({job.status})")
 
 
 @app.command("demo")

@@ -160,7 +160,7 @@ def _follow_training(bootstrap: str, topics: Topics, proc: subprocess.Popen[byte
             if isinstance(event, TrainingThresholdReached):
                 crossing = event
                 say(f"threshold reached: generation {event.generation} after {event.new_pairs} new pairs")
-            elif isinstance(event, TrainingProgressed) and time.monotonic() - last_print > 2:
+            elif isinstance(event, TrainingProgressed) and event.loss is not None and time.monotonic() - last_print > 2:
                 last_print = time.monotonic()
                 say(f"training step {event.step}/{event.total_steps}, loss {event.loss:.3f}, eta {event.eta_s}s")
             elif isinstance(event, AdapterPublished):

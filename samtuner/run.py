@@ -67,7 +67,10 @@ def run_roles(cfg: Config, roles: frozenset[str] = ALL_ROLES, loglevel: str = "w
             assert store is not None
             threads.append(_projector_thread(cfg, store, stop))
         if "trainer" in roles:
+            from trainer.library_config import validate_training_config
             from trainer.worker import run_trainer
+
+            validate_training_config(cfg)  # a bad training config stops the start, not every job
 
             threads.append(threading.Thread(target=run_trainer, args=(cfg, stop), name="trainer", daemon=True))
         if "inference" in roles:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.errors import ConfigError
 
@@ -80,19 +80,27 @@ class QuantizationSettings(Section):
 def _default_dpo() -> dict[str, Any]:
     # Measured here (see README, 'Training defaults'): plain sigmoid DPO never shows a style in
     # generations on small models; a weighted SFT term on the chosen answers does.
+    # 'auto' values are resolved per job from the data size and the machine (trainer/auto.py, README).
     return {
         "beta": 0.1,
         "loss_type": ["sigmoid", "sft"],
         "loss_weights": [1.0, 3.0],
-        "learning_rate": 2.0e-3,
-        "num_train_epochs": 20,
-        "per_device_train_batch_size": 8,
-        "gradient_accumulation_steps": 1,
+        "learning_rate": "auto",
+        "num_train_epochs": "auto",
+        "per_device_train_batch_size": "auto",
+        "gradient_accumulation_steps": "auto",
         "max_length": 256,
-        "bf16": False,
-        "gradient_checkpointing": False,
+        "bf16": "auto",
+        "gradient_checkpointing": "auto",
         "logging_steps": 1,
     }
+
+
+# training.dpo keys that accept 'auto' (resolved in trainer/auto.py).
+AUTO_DPO_KEYS = (
+    "num_train_epochs", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "bf16",
+    "gradient_checkpointing",
+)
 
 
 class TrainingSettings(Section):
@@ -105,6 +113,21 @@ class TrainingSettings(Section):
     )
     seed: int = Field(0, description="Seed for splits and training.")
     python: str | None = Field(None, description="Python for the training subprocess (default: this one).")
+    incremental: bool = Field(
+        False, description="Train on top of the user's current adapter (same LoRA settings) instead of a fresh one."
+    )
+    checkpoint_steps: int | Literal["auto"] = Field(
+        "auto",
+        description="Save a resumable checkpoint every N optimizer steps ('auto' = once per epoch; 0 = never, "
+        "so a killed job restarts from scratch). Held-out evaluation runs at the same steps.",
+    )
+
+    @field_validator("checkpoint_steps")
+    @classmethod
+    def _non_negative(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("must be 'auto', 0 (never) or a positive number of steps")
+        return v
 
 
 class TriggerSettings(Section):
@@ -147,6 +170,51 @@ class QualitySettings(Section):
         return self
 
 
+# Generic questions whose answers must keep their meaning after personalization (the gate's control set).
+# The demo model answers them from its corpus; any chat model can.
+DEFAULT_CONTROL_PROMPTS = (
+    "What is 7 plus 5?", "What is 3 plus 9?", "What is 12 plus 12?", "What is 0 plus 8?", "What is 6 plus 6?",
+    "What is 11 plus 4?", "What is the capital of France?", "What is the capital of Japan?",
+    "What is the capital of Kenya?", "What is the capital of Canada?", "What color is grass?",
+    "What color is snow?", "What color is a banana?", "What is the opposite of hot?",
+    "What is the opposite of early?", "What is the opposite of full?", "What sound does a dog make?",
+    "What sound does a cow make?", "What sound does an owl make?", "What sound does a frog make?",
+)
+
+
+class EvaluationSettings(Section):
+    """The evaluation gate: an adapter is published only when it is better than what the user has now."""
+
+    enabled: bool = Field(True, description="Run the gate; when off, every trained adapter is published.")
+    min_heldout_pairs: int = Field(
+        4, ge=1, description="Fewer held-out pairs than this cannot judge an adapter: the job is rejected."
+    )
+    min_accuracy: float = Field(
+        0.6, ge=0.0, le=1.0, description="Held-out preference accuracy the new adapter must reach."
+    )
+    min_accuracy_gain: float = Field(
+        0.0, ge=-1.0, le=1.0,
+        description="How much the new adapter's held-out accuracy must exceed what the user has now "
+        "(0 = at least as good).",
+    )
+    control_prompts: tuple[str, ...] = Field(
+        DEFAULT_CONTROL_PROMPTS, description="Generic prompts whose answers must keep their meaning (empty = no check)."
+    )
+    control_min_recall: float = Field(
+        0.8, gt=0.0, le=1.0,
+        description="A control answer keeps its meaning when it still holds this share of the content words of "
+        "the answer the user gets now.",
+    )
+    control_min_share: float = Field(
+        0.9, ge=0.0, le=1.0, description="Share of control prompts that must keep their meaning."
+    )
+    control_max_new_tokens: int = Field(48, ge=1, le=1024, description="Tokens generated per control answer.")
+    early_stopping_patience: int = Field(
+        3, ge=0, description="Stop training when the held-out loss has not improved for this many evaluations "
+        "(0 = off). The best checkpoint is kept.",
+    )
+
+
 class StreamsSettings(Section):
     app_id: str = Field("samtuner-streams", description="Faust app id (consumer group and changelog prefix).")
     batch_size: int = Field(1000, ge=1, description="Max events per processing batch.")
@@ -158,9 +226,38 @@ class StreamsSettings(Section):
     )
 
 
+class FaultInjection(Section):
+    """Deliberate faults, for tests and benchmarks only: never set them in production."""
+
+    fail_attempts: int = Field(0, ge=0, description="The first N attempts of every job fail with `failure`.")
+    failure: Literal["OutOfMemoryError", "RuntimeError"] = Field(
+        "OutOfMemoryError", description="What the injected failure looks like (out of memory can be retried)."
+    )
+    step_delay_s: float = Field(0.0, ge=0.0, le=60.0, description="Sleep after every optimizer step (slow jobs).")
+    shuffle_train_labels: bool = Field(
+        False, description="Swap chosen/rejected on a random half of the training pairs (a deliberately bad adapter)."
+    )
+
+
 class TrainerSettings(Section):
     group_id: str = Field("samtuner-trainer", description="Consumer group shared by trainer workers.")
     max_poll_interval_ms: int = Field(300_000, ge=10_000, description="Kafka max.poll.interval.ms.")
+    session_timeout_ms: int = Field(
+        30_000, ge=6_000, description="Kafka session.timeout.ms: how soon a dead worker's jobs move to another one."
+    )
+    max_attempts: int = Field(
+        3, ge=1, description="Attempts per job for failures that can pass (out of memory: each retry halves the "
+        "batch and doubles gradient accumulation)."
+    )
+    retry_backoff_s: float = Field(5.0, ge=0.0, description="Wait before the first retry; doubled for each next one.")
+    max_interrupted_attempts: int = Field(
+        5, ge=1, description="A job whose worker died this many times while running it is failed, not run again."
+    )
+    cancel_grace_s: float = Field(
+        5.0, gt=0.0, description="After SIGTERM, how long a cancelled training process gets before SIGKILL."
+    )
+    progress_interval_s: float = Field(0.5, ge=0.0, description="Least time between two TrainingProgressed events.")
+    fault_injection: FaultInjection = Field(default_factory=FaultInjection)
 
 
 class AdapterCacheSettings(Section):
@@ -219,6 +316,9 @@ class Config(Section):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     trigger: TriggerSettings = Field(default_factory=TriggerSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
+
+
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     streams: StreamsSettings = Field(default_factory=StreamsSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
@@ -232,6 +332,9 @@ class Config(Section):
             raise ValueError(
                 f"training.dpo.loss_weights has {len(lw)} entries but training.dpo.loss_type has {len(lt)}"
             )
+        problems = training_conflicts(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     # Derived locations -----------------------------------------------------------------------
@@ -308,3 +411,28 @@ def _valid_keys(root: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
             return []
         model = field.annotation
     return sorted(model.model_fields)
+
+
+def training_conflicts(cfg: Config) -> list[str]:
+    """Options that contradict each other, each naming the fields involved (pure; no library imports)."""
+    dpo = cfg.training.dpo
+    problems = []
+    for key, value in dpo.items():
+        if value == "auto" and key not in AUTO_DPO_KEYS:
+            problems.append(f"training.dpo.{key}: 'auto' is accepted only for {', '.join(AUTO_DPO_KEYS)}")
+    if dpo.get("bf16") is True and dpo.get("fp16") is True:
+        problems.append("training.dpo.bf16 and training.dpo.fp16 are both true: choose one")
+    ev = cfg.evaluation
+    if ev.enabled and cfg.training.holdout_fraction == 0.0:
+        problems.append("evaluation.enabled needs held-out pairs but training.holdout_fraction is 0: hold out a "
+                        "share of the pairs, or turn the gate off")
+    if ev.early_stopping_patience > 0 and cfg.training.holdout_fraction == 0.0:
+        problems.append("evaluation.early_stopping_patience needs held-out pairs but training.holdout_fraction is 0")
+    if ev.early_stopping_patience > 0 and cfg.training.checkpoint_steps == 0:
+        problems.append("evaluation.early_stopping_patience keeps the best checkpoint, but training.checkpoint_steps "
+                        "is 0 (no checkpoints): set checkpoint_steps or patience 0")
+    for key in ("eval_strategy", "eval_steps", "load_best_model_at_end", "metric_for_best_model"):
+        if key in dpo and ev.early_stopping_patience > 0:
+            problems.append(f"training.dpo.{key} conflicts with evaluation.early_stopping_patience, which sets the "
+                            "held-out evaluation itself: remove the key or set the patience to 0")
+    return problems

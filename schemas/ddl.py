@@ -227,4 +227,26 @@ CREATE TABLE IF NOT EXISTS {db}.answer_feedback (
 ORDER BY (answer_id, feedback_event_id)
 """ + DEDUP,
     ),
+    # The trainer's lineage: what an adapter was trained on, how, and against what it was gated.
+    Migration(
+        "0201_adapters_lineage",
+        """
+ALTER TABLE {db}.adapters
+    ADD COLUMN IF NOT EXISTS config_sha256 String DEFAULT '',
+    ADD COLUMN IF NOT EXISTS train_pair_ids Array(UUID),
+    ADD COLUMN IF NOT EXISTS heldout_pair_ids Array(UUID),
+    ADD COLUMN IF NOT EXISTS parent_version Nullable(UInt32) COMMENT 'incremental training: the adapter trained on',
+    ADD COLUMN IF NOT EXISTS baseline_metrics String DEFAULT '{{}}' COMMENT 'JSON: what the user had, same held-out',
+    ADD COLUMN IF NOT EXISTS libraries String DEFAULT '{{}}' COMMENT 'JSON: library versions'
+""",
+    ),
+    Migration(
+        "0202_training_jobs_progress",
+        """
+ALTER TABLE {db}.training_jobs
+    ADD COLUMN IF NOT EXISTS worker String DEFAULT '',
+    ADD COLUMN IF NOT EXISTS epoch Float64 DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS eta_s Nullable(Float64)
+""",
+    ),
 )

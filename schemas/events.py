@@ -205,6 +205,10 @@ class TrainingStarted(Event):
     request_id: uuid.UUID
     attempt: int = Field(1, ge=1)
     worker: str = ""
+    resumed_from_step: int = Field(0, ge=0, description="The checkpoint step this attempt resumes from (0 = fresh).")
+    overrides: dict[str, int | float] = Field(
+        default_factory=dict,
+        description="Settings a retry changed (e.g. a smaller batch after running out of memory).")
 
 
 class TrainingProgressed(Event):
@@ -214,8 +218,11 @@ class TrainingProgressed(Event):
     total_steps: int = Field(ge=0)
     epoch: float = 0.0
     loss: float | None = None
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="rewards/accuracies, rewards/margins, logps/chosen, ...; a held-out "
+        "evaluation has loss None and eval_* metrics.")
     eta_s: float | None = None
+    attempt: int = Field(1, ge=1, description="The attempt this progress belongs to.")
 
 
 class TrainingSucceeded(Event):
@@ -234,6 +241,7 @@ class TrainingFailed(Event):
     error_type: str
     attempt: int = Field(1, ge=1)
     will_retry: bool = False
+    retry_in_s: float | None = Field(None, ge=0.0, description="When will_retry: the wait before the next attempt.")
 
 
 class TrainingCancelled(Event):
@@ -273,6 +281,14 @@ class AdapterPublished(Event):
     dataset_sha256: str
     metrics: dict[str, float] = Field(default_factory=dict)
     triggered_at: AwareDatetime = Field(description="When the feedback that triggered training happened.")
+    # Lineage (also in the adapter's manifest.json).
+    config_sha256: str = Field("", description="Hash of the config sections that shape an adapter.")
+    train_pair_ids: tuple[uuid.UUID, ...] = Field((), description="The pairs trained on.")
+    heldout_pair_ids: tuple[uuid.UUID, ...] = Field((), description="The pairs held out for the gate.")
+    parent_version: int | None = Field(None, description="Incremental training: the adapter trained on top of.")
+    baseline_metrics: dict[str, float] = Field(
+        default_factory=dict, description="What the user had before, measured on the same held-out pairs.")
+    libraries: dict[str, str] = Field(default_factory=dict, description="torch, transformers, trl, peft ... versions.")
 
 
 class AdapterRef(Frozen):

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import time
 import weakref
 from collections.abc import Iterator
@@ -109,6 +110,7 @@ def create_app(cfg: Config, stats: StreamsStats | None = None) -> faust.App:
     )
     _add_watchdog(app, stats)
     _add_progress_log(app, stats)
+    _add_task_dump(app)
     _add_decider(app, cfg, topics, stats)
     return app
 
@@ -127,6 +129,35 @@ def _add_progress_log(app: faust.App, stats: StreamsStats, every_s: float = 10.0
                      "totals: %d decided, %d skipped, %d suppressed, %d dead letters", events, every_s,
                      events / every_s, *per_event, stats.decided, stats.skipped, stats.suppressed, stats.dead_lettered)
         last[:] = [stats.events, stats.decide_s, stats.send_s, stats.journal_s]
+
+
+def _await_chain(coro: Any, depth: int = 0) -> list[str]:
+    """Where a coroutine (or async generator) waits: frame by frame down its await chain."""
+    out: list[str] = []
+    while coro is not None and depth < 40:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            out.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None) or getattr(coro, "gi_yieldfrom", None)
+        depth += 1
+    return out
+
+
+def _add_task_dump(app: faust.App) -> None:
+    """``kill -USR1 <pid>`` logs every asyncio task's stack: how to see where a stuck worker waits."""
+
+    @app.task
+    async def install() -> None:
+        loop = asyncio.get_running_loop()
+
+        def dump() -> None:
+            for task in asyncio.all_tasks(loop):
+                print(f"--- asyncio task {task.get_name()}", file=sys.stderr)
+                for line in _await_chain(task.get_coro()):
+                    print(f"    {line}", file=sys.stderr)
+            sys.stderr.flush()
+
+        loop.add_signal_handler(signal.SIGUSR1, dump)
 
 
 def _add_watchdog(app: faust.App, stats: StreamsStats) -> None:

@@ -5,8 +5,8 @@ The order of effects is what makes emission exactly-once on the wire: the agent 
 and waits for the broker's acks, and only then writes the batch's journal entries (one atomic value
 per partition). So a state that holds an event implies its outputs are durable (such an event is
 skipped when it is delivered again), and an event delivered again whose journal entry was lost is
-decided again with its outputs suppressed when the output log already holds them (``watermark``: the
-highest source offset already answered on the pairs topic).
+decided again with the outputs the output log already holds suppressed (``watermark``: the last
+output on the pairs topic, as source offset and index among that event's outputs).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class BatchDecider:
         topics: Topics,
         hasher: MinHasher,
         indexes: UserIndexes,
-        watermark: Callable[[str, int], int],
+        watermark: Callable[[str, int], tuple[int, int]],
     ) -> None:
         self.settings = settings
         self.memory = memory
@@ -145,11 +145,12 @@ class BatchDecider:
     def _apply(self, part: PartitionState, user: str, before: UserState, decision: Decision, minhash: Any,
                result: BatchResult, source: SourceRef) -> None:
         result.decided += 1
-        if source.offset <= self.watermark(source.topic, source.partition):
-            result.suppressed += len(decision.events)  # already in the output log
-        else:
-            for event in decision.events:
-                result.outgoing.append(_out(self.topics.pairs, event, source))
+        durable = self.watermark(source.topic, source.partition)
+        for index, event in enumerate(decision.events):
+            if (source.offset, index) <= durable:
+                result.suppressed += 1  # already in the output log
+            else:
+                result.outgoing.append(_out(self.topics.pairs, event, source, index))
         for key, sighting in decision.sightings:
             part.put_sighting(key, sighting)
         after = decision.state
@@ -173,6 +174,6 @@ def _comparable(fb: FeedbackReceived, settings: DecideSettings) -> bool:
         fb.corrected_response or "") <= limit
 
 
-def _out(topic: str, event: Event, source: SourceRef) -> Outgoing:
-    headers = encode_headers(event) + source_headers(source.topic, source.partition, source.offset)
+def _out(topic: str, event: Event, source: SourceRef, index: int) -> Outgoing:
+    headers = encode_headers(event) + source_headers(source.topic, source.partition, source.offset, index)
     return topic, encode_key(event), encode_value(event), headers

@@ -16,8 +16,11 @@ from schemas.events import (
     LabelledExampleAccepted,
     PairAccepted,
     PairRejected,
+    TrainingCancelled,
     TrainingFailed,
     TrainingProgressed,
+    TrainingQueued,
+    TrainingRejected,
     TrainingRequested,
     TrainingStarted,
     TrainingSucceeded,
@@ -94,38 +97,47 @@ def training_request_row(e: TrainingRequested) -> list[Any]:
 
 JOB_COLUMNS = (
     "request_id", "user_id", "status", "attempt", "step", "total_steps", "loss", "adapter_version", "cause",
-    "metrics", "updated_at", "version",
+    "metrics", "updated_at", "version", "worker", "epoch", "eta_s",
 )
 
 
 def job_row(e: Event, version: int) -> list[Any] | None:
     """The job-ledger row an event sets, or None for events that are not about a job."""
     attempt, step, total, loss, adapter_version, cause = 1, 0, 0, None, None, ""
+    worker, epoch, eta_s = "", 0.0, None
     metrics: dict[str, float] = {}
     if isinstance(e, TrainingRequested):
         status, request_id = "requested", e.request_id
+    elif isinstance(e, TrainingQueued):
+        status, request_id, worker = "queued", e.request_id, e.worker
     elif isinstance(e, TrainingStarted):
-        status, request_id, attempt = "running", e.request_id, e.attempt
+        status, request_id, attempt, worker, step = "running", e.request_id, e.attempt, e.worker, e.resumed_from_step
     elif isinstance(e, TrainingProgressed):
-        status, request_id = "running", e.request_id
-        step, total, loss, metrics = e.step, e.total_steps, e.loss, e.metrics
+        status, request_id, attempt = "running", e.request_id, e.attempt
+        step, total, loss, metrics, epoch, eta_s = e.step, e.total_steps, e.loss, e.metrics, e.epoch, e.eta_s
     elif isinstance(e, TrainingSucceeded):
         status, request_id = "succeeded", e.request_id
         adapter_version, metrics = e.adapter_version, e.metrics
     elif isinstance(e, TrainingFailed):
         status, request_id = ("retrying" if e.will_retry else "failed"), e.request_id
         attempt, cause = e.attempt, e.cause
+    elif isinstance(e, TrainingCancelled):
+        status, request_id, cause = "cancelled", e.request_id, e.reason
+    elif isinstance(e, TrainingRejected):
+        status, request_id, cause = "rejected", e.request_id, e.reason
+        metrics = {**e.metrics, **{f"baseline/{k}": v for k, v in e.baseline_metrics.items()}}
     else:
         return None
     return [
         request_id, e.user_id, status, attempt, step, total, loss, adapter_version, cause,
-        json.dumps(metrics, sort_keys=True), e.occurred_at, version,
+        json.dumps(metrics, sort_keys=True), e.occurred_at, version, worker, epoch, eta_s,
     ]
 
 
 ADAPTER_COLUMNS = (
     "user_id", "version", "request_id", "uri", "files", "base_model", "base_model_sha256", "dataset_sha256",
-    "metrics", "published_at",
+    "metrics", "published_at", "config_sha256", "train_pair_ids", "heldout_pair_ids", "parent_version",
+    "baseline_metrics", "libraries",
 )
 
 
@@ -133,6 +145,8 @@ def adapter_row(e: AdapterPublished) -> list[Any]:
     return [
         e.user_id, e.version, e.request_id, e.uri, json.dumps(e.files, sort_keys=True), e.base_model.name_or_path,
         e.base_model.weights_sha256, e.dataset_sha256, json.dumps(e.metrics, sort_keys=True), e.occurred_at,
+        e.config_sha256, list(e.train_pair_ids), list(e.heldout_pair_ids), e.parent_version,
+        json.dumps(e.baseline_metrics, sort_keys=True), json.dumps(e.libraries, sort_keys=True),
     ]
 
 

@@ -1,8 +1,10 @@
-"""Output watermarks: the highest source offset the pairs topic already answers, per source partition.
+"""Output watermarks: the last output the pairs topic already holds, per source partition.
 
-Every decider output carries ``src.topic``/``src.partition``/``src.offset`` headers. After a crash
-or a rebalance, an event at or below the watermark of its (topic, partition) already has durable
-outputs (they are produced in order), so re-deciding it must not send them again.
+Every decider output carries ``src.topic``/``src.partition``/``src.offset`` headers and ``src.index``
+(its place among the outputs of that one source event: a pair and a threshold are two messages).
+Outputs are produced in order, so after a crash or a rebalance an output at or below the watermark
+``(offset, index)`` of its (topic, partition) is durable, and re-deciding its event must not send it
+again; the outputs after it (a threshold whose pair landed just before the crash) must be sent.
 """
 
 from __future__ import annotations
@@ -14,11 +16,15 @@ from confluent_kafka import Consumer, TopicPartition
 
 from infra.errors import KafkaError
 
-SRC_TOPIC, SRC_PARTITION, SRC_OFFSET = "src.topic", "src.partition", "src.offset"
+SRC_TOPIC, SRC_PARTITION, SRC_OFFSET, SRC_INDEX = "src.topic", "src.partition", "src.offset", "src.index"
+NONE: tuple[int, int] = (-1, -1)
+
+Position = tuple[int, int]  # (source offset, index of the output among that event's outputs)
 
 
-def source_headers(topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
-    return [(SRC_TOPIC, topic.encode()), (SRC_PARTITION, str(partition).encode()), (SRC_OFFSET, str(offset).encode())]
+def source_headers(topic: str, partition: int, offset: int, index: int = 0) -> list[tuple[str, bytes]]:
+    return [(SRC_TOPIC, topic.encode()), (SRC_PARTITION, str(partition).encode()), (SRC_OFFSET, str(offset).encode()),
+            (SRC_INDEX, str(index).encode())]
 
 
 class OutputWatermarks:
@@ -27,7 +33,7 @@ class OutputWatermarks:
         self.output_topic = output_topic
         self.scan = scan
         self.timeout_s = timeout_s
-        self._cache: dict[tuple[str, int], int] = {}
+        self._cache: dict[tuple[str, int], Position] = {}
         self._scanned: set[int] = set()
         self._lock = threading.Lock()
 
@@ -36,12 +42,12 @@ class OutputWatermarks:
             self._cache.clear()
             self._scanned.clear()
 
-    def __call__(self, topic: str, partition: int) -> int:
+    def __call__(self, topic: str, partition: int) -> Position:
         with self._lock:
             if partition not in self._scanned:
                 self._scan(partition)
                 self._scanned.add(partition)
-            return self._cache.get((topic, partition), -1)
+            return self._cache.get((topic, partition), NONE)
 
     def _scan(self, partition: int) -> None:
         """Read the tail of the output partition with the same number (the topics are co-partitioned)."""
@@ -63,7 +69,8 @@ class OutputWatermarks:
                 headers = {str(k): bytes(v or b"").decode() for k, v in raw_headers}
                 if SRC_TOPIC in headers:
                     key = (headers[SRC_TOPIC], int(headers[SRC_PARTITION]))
-                    self._cache[key] = max(self._cache.get(key, -1), int(headers[SRC_OFFSET]))
+                    position = (int(headers[SRC_OFFSET]), int(headers.get(SRC_INDEX, "0")))
+                    self._cache[key] = max(self._cache.get(key, NONE), position)
                 if (msg.offset() or 0) + 1 >= high:
                     return
         finally:

@@ -1,6 +1,8 @@
-"""The trainer: TrainingRequested -> a DPO LoRA job in a subprocess -> AdapterPublished."""
+"""The trainer: TrainingRequested -> a DPO LoRA job in a subprocess -> the evaluation gate -> AdapterPublished."""
 
-from trainer.errors import DatasetError, JobFailed, TrainerError, TrainingConfigError
+from trainer.errors import DatasetError, TrainerError, TrainingConfigError
+from trainer.library_config import validate_training_config
 from trainer.worker import TrainerWorker, run_trainer
 
-__all__ = ["DatasetError", "JobFailed", "TrainerError", "TrainerWorker", "TrainingConfigError", "run_trainer"]
+__all__ = ["DatasetError", "TrainerError", "TrainerWorker", "TrainingConfigError", "run_trainer",
+           "validate_training_config"]

@@ -2,8 +2,10 @@
 
     TrainerError
     ├── TrainingConfigError    a training/LoRA/DPO option is invalid (names the key and the valid ones)
-    ├── DatasetError           the snapshot is missing, corrupt, or has too few pairs
-    └── JobFailed              the training subprocess failed; ``cause`` says why
+    └── DatasetError           the snapshot is missing, corrupt, or has too few pairs
+
+A job that fails is not an exception in the worker: it ends in a ``TrainingFailed`` event whose
+``cause`` and ``error_type`` say why (out of memory, a crash, a bad dataset ...).
 """
 
 from __future__ import annotations
@@ -19,10 +21,3 @@ class TrainingConfigError(TrainerError):
 
 class DatasetError(TrainerError):
     pass
-
-
-class JobFailed(TrainerError):
-    def __init__(self, cause: str, error_type: str = "JobFailed") -> None:
-        super().__init__(cause)
-        self.cause = cause
-        self.error_type = error_type

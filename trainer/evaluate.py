@@ -1,14 +1,21 @@
-"""Held-out preference accuracy: does the adapter's implicit DPO reward prefer the chosen answer?
+"""Held-out preference metrics of a model, and greedy answers, for the gate and the benchmarks.
 
-The implicit reward of a completion y is ``beta * (log pi(y|x) - log pi_ref(y|x))``, where pi is the
-model with the adapter and pi_ref the same model with the adapter disabled. A pair counts as
-preferred when the chosen answer's reward beats the rejected one's.
+Two families, both on the user's held-out pairs (prompt x, chosen y_c, rejected y_r):
+
+* **Implicit reward** (DPO's own): r(y) = beta * (log pi(y|x) - log pi_base(y|x)).
+  ``heldout_pref_accuracy`` is the share of pairs with r(y_c) > r(y_r), ``heldout_reward_margin``
+  the mean r(y_c) - r(y_r). It says how far training moved the model towards the user's choices;
+  the base model's reward is 0 for every answer.
+* **Policy preference**: does the model itself find the chosen answer more likely?
+  ``heldout_policy_accuracy`` is the share of pairs with log pi(y_c|x) > log pi(y_r|x),
+  ``heldout_policy_margin`` the mean difference. This is what the model will say, so it is what
+  the gate compares across models (the new adapter, the previous one, the base model).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -46,31 +53,58 @@ def completion_logps(model: Any, tokenizer: Any, prompts: Sequence[str], complet
     return out
 
 
-def preference_metrics(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], beta: float,
-                       reference: Any | None = None) -> dict[str, float]:
-    """Accuracy and mean margin of the implicit reward on ``rows``.
+@dataclass(frozen=True)
+class PairLogps:
+    """Summed log-probabilities of the chosen and the rejected answers of each pair under one model."""
 
-    ``reference`` is a context manager factory that disables the adapter (``model.disable_adapter``);
-    without it, the reference log-probs are taken as zero (absolute preference).
-    """
-    if not rows:
-        return {}
+    chosen: list[float]
+    rejected: list[float]
+
+
+def pair_logps(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]]) -> PairLogps:
     prompts = [r["prompt"] for r in rows]
-    chosen = [r["chosen_response"] for r in rows]
-    rejected = [r["rejected_response"] for r in rows]
-    pol_c = completion_logps(model, tokenizer, prompts, chosen)
-    pol_r = completion_logps(model, tokenizer, prompts, rejected)
-    ctx = reference if reference is not None else nullcontext
-    with ctx():
-        if reference is not None:
-            ref_c = completion_logps(model, tokenizer, prompts, chosen)
-            ref_r = completion_logps(model, tokenizer, prompts, rejected)
-        else:
-            ref_c = [0.0] * len(rows)
-            ref_r = [0.0] * len(rows)
-    margins = [beta * ((pc - rc) - (pr - rr)) for pc, rc, pr, rr in zip(pol_c, ref_c, pol_r, ref_r, strict=True)]
+    return PairLogps(completion_logps(model, tokenizer, prompts, [r["chosen_response"] for r in rows]),
+                     completion_logps(model, tokenizer, prompts, [r["rejected_response"] for r in rows]))
+
+
+def heldout_metrics(policy: PairLogps, base: PairLogps, beta: float) -> dict[str, float]:
+    """Both metric families for ``policy``, with ``base`` as the implicit reward's reference."""
+    n = len(policy.chosen)
+    if n == 0:
+        return {"heldout_pairs": 0.0, "heldout_pref_accuracy": 0.0, "heldout_reward_margin": 0.0,
+                "heldout_policy_accuracy": 0.0, "heldout_policy_margin": 0.0}
+    rewards = [beta * ((pc - bc) - (pr - br))
+               for pc, pr, bc, br in zip(policy.chosen, policy.rejected, base.chosen, base.rejected, strict=True)]
+    own = [pc - pr for pc, pr in zip(policy.chosen, policy.rejected, strict=True)]
     return {
-        "heldout_pref_accuracy": sum(m > 0 for m in margins) / len(margins),
-        "heldout_reward_margin": sum(margins) / len(margins),
-        "heldout_pairs": float(len(margins)),
+        "heldout_pairs": float(n),
+        "heldout_pref_accuracy": sum(r > 0 for r in rewards) / n,
+        "heldout_reward_margin": sum(rewards) / n,
+        "heldout_policy_accuracy": sum(d > 0 for d in own) / n,
+        "heldout_policy_margin": sum(own) / n,
     }
+
+
+def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int,
+                     batch_size: int = 16) -> list[str]:
+    """Greedy answers to ``prompts`` (chat-formatted), in batches with left padding."""
+    import torch
+
+    device = next(model.parameters()).device
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    answers: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start:start + batch_size]
+            texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                                   tokenize=False) for p in chunk]
+            inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            with torch.no_grad():
+                out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id)
+            width = inputs["input_ids"].shape[1]
+            answers += [str(tokenizer.decode(row[width:], skip_special_tokens=True)).strip() for row in out]
+    finally:
+        tokenizer.padding_side = side
+    return answers

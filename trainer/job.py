@@ -1,16 +1,24 @@
 """The training subprocess: ``python -m trainer.job SPEC.json RESULT.json``.
 
 Trains one DPO LoRA adapter with TRL + PEFT on exactly the snapshot in the spec (its sha256 is
-verified), writes ``adapter_model.safetensors`` and ``adapter_config.json`` to the output dir, and
-prints one JSON object per line on stdout for progress. It runs in its own process so the
-consumer keeps polling and a crash or OOM cannot take the worker down.
+verified), resuming from the spec's checkpoint when there is one, with early stopping on the
+held-out loss. Then it measures what the gate needs: held-out preference accuracy and margin of
+the new adapter and of what the user has now, and the answers both give to the control prompts.
+It writes ``adapter_model.safetensors`` and ``adapter_config.json`` to the output dir and prints
+one JSON object per line on stdout for progress. It runs in its own process so the consumer keeps
+polling, a crash or OOM cannot take the worker down, and a cancel is a signal; it exits by itself
+when its parent (the worker) dies.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import resource
+import statistics
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -23,12 +31,13 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 from infra.artifacts import sha256_bytes
 from schemas.config import Config
 from streams.snapshot import read_snapshot
-from trainer.dataset import split_holdout, to_preference_records
-from trainer.errors import DatasetError, TrainerError
-from trainer.spec import JobResult, JobSpec
+from trainer.dataset import shuffle_labels, split_holdout, to_preference_records
+from trainer.errors import DatasetError, TrainerError, TrainingConfigError
+from trainer.gate import check_control, control_share
+from trainer.spec import ControlRecord, JobResult, JobSpec
 
 KEEP_FILES = {"adapter_model.safetensors", "adapter_config.json"}
-
+PROGRESS_KEYS = ("rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected", "learning_rate")
 
 _protocol = sys.stdout
 
@@ -46,43 +55,91 @@ def emit(kind: str, **fields: Any) -> None:
     _protocol.flush()
 
 
-def _progress_callback() -> Any:
+def _watch_parent(interval_s: float = 0.5) -> None:
+    """Exit when the worker that started us is gone (killed workers must not leave training behind)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent:
+                os._exit(70)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _callbacks(step_delay_s: float) -> tuple[Any, list[float]]:
     from transformers import TrainerCallback
+
+    step_starts: list[float] = []
 
     class ProgressCallback(TrainerCallback):
         def __init__(self) -> None:
             self.started = time.monotonic()
+            self.first_step: int | None = None
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            step_starts.append(time.perf_counter())
+            if self.first_step is None:
+                self.first_step = state.global_step
+                self.started = time.monotonic()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            if step_delay_s:
+                time.sleep(step_delay_s)  # fault injection: a slow job
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **_: Any) -> None:
             logs = logs or {}
+            if "eval_loss" in logs:
+                emit("progress", step=state.global_step, total=state.max_steps, epoch=float(state.epoch or 0.0),
+                     loss=None, metrics={k: float(v) for k, v in logs.items()
+                                         if k.startswith("eval_") and isinstance(v, int | float)}, eta_s=None)
+                return
             if "loss" not in logs:
                 return
-            elapsed = time.monotonic() - self.started
-            done = max(state.global_step, 1)
-            eta = elapsed / done * max(state.max_steps - state.global_step, 0)
-            keep = ("rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected", "learning_rate")
-            emit(
-                "progress",
-                step=state.global_step,
-                total=state.max_steps,
-                epoch=float(state.epoch or 0.0),
-                loss=float(logs["loss"]),
-                metrics={k: float(logs[k]) for k in keep if k in logs},
-                eta_s=round(eta, 2),
-            )
+            done = max(state.global_step - (self.first_step or 0), 1)
+            eta = (time.monotonic() - self.started) / done * max(state.max_steps - state.global_step, 0)
+            emit("progress", step=state.global_step, total=state.max_steps, epoch=float(state.epoch or 0.0),
+                 loss=float(logs["loss"]), metrics={k: float(logs[k]) for k in PROGRESS_KEYS if k in logs},
+                 eta_s=round(eta, 2))
 
-    return ProgressCallback()
+    return ProgressCallback(), step_starts
 
 
-def run(spec: JobSpec) -> JobResult:
+def _injected_failure(kind: str, attempt: int) -> Exception:
+    import torch
+
+    message = f"injected by trainer.fault_injection on attempt {attempt}"
+    if kind == "OutOfMemoryError":
+        return torch.OutOfMemoryError(message)
+    return RuntimeError(message)
+
+
+def _check_parent_lora(cfg: Config, parent: Path) -> None:
+    try:
+        recorded = json.loads((parent / "adapter_config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TrainerError(f"the parent adapter {parent} has no readable adapter_config.json: {exc}") from exc
+    wanted = {"r": cfg.lora.r, "lora_alpha": cfg.lora.alpha, "target_modules": sorted(cfg.lora.target_modules)}
+    found = {"r": recorded.get("r"), "lora_alpha": recorded.get("lora_alpha"),
+             "target_modules": sorted(recorded.get("target_modules") or [])}
+    if wanted != found:
+        raise TrainingConfigError(f"training.incremental needs the parent adapter's LoRA settings: the parent has "
+                                  f"{found}, the config says {wanted}")
+
+
+def run(spec: JobSpec, notes: dict[str, Any] | None = None) -> JobResult:
+    """Train and evaluate; ``notes`` gets the resolved settings early, for the result of a failed run."""
     started = time.monotonic()
+    notes = notes if notes is not None else {}
     import torch
 
     from infra.models import load_base_model, load_tokenizer, resolved_quantization
-    from trainer.evaluate import preference_metrics
+    from trainer.auto import resolve_auto, steps_per_epoch
     from trainer.library_config import to_dpo_config, to_lora_config
 
     cfg = Config.model_validate(spec.config)
+    faults = cfg.trainer.fault_injection
     data = Path(spec.dataset_path).read_bytes()
     if sha256_bytes(data) != spec.dataset_sha256:
         raise DatasetError(f"dataset {spec.dataset_path} does not match sha256 {spec.dataset_sha256}")
@@ -91,56 +148,146 @@ def run(spec: JobSpec) -> JobResult:
     records = to_preference_records(train_rows)
     if not records:
         raise DatasetError("no pair with a positive training weight is left to train on")
-    emit("status", phase="loading", train_pairs=len(records), heldout_pairs=len(held_rows))
+    if faults.shuffle_train_labels:
+        records = shuffle_labels(records, cfg.training.seed)
 
-    torch.manual_seed(cfg.training.seed)
-    use_cpu = not torch.cuda.is_available()
+    cuda = bool(torch.cuda.is_available())
+    bf16_ok = cuda and bool(torch.cuda.is_bf16_supported())
+    dpo = resolve_auto({**cfg.training.dpo, **spec.dpo_overrides}, len(records), cuda, bf16_ok)
+    notes["resolved"] = dpo
+    emit("status", phase="loading", train_pairs=len(records), heldout_pairs=len(held_rows), resolved=dpo)
     quant = resolved_quantization(cfg.quantization)
-    if use_cpu and quant != "none":
-        raise TrainerError(f"quantization.mode={cfg.quantization.mode} needs CUDA (bitsandbytes); set it to 'none'")
+    if not cuda and quant != "none":
+        raise TrainingConfigError(f"quantization.mode={cfg.quantization.mode} needs CUDA (bitsandbytes); "
+                                  "set it to 'none'")
+    torch.manual_seed(cfg.training.seed)
     tokenizer = load_tokenizer(cfg.model.base)
     model = load_base_model(cfg.model, cfg.quantization)
+    peft_config = to_lora_config(cfg)
+    if spec.parent is not None:
+        from peft import PeftModel
+
+        _check_parent_lora(cfg, Path(spec.parent.path))
+        model = PeftModel.from_pretrained(model, spec.parent.path, is_trainable=True)
+        peft_config = None
+    if faults.fail_attempts >= spec.attempt:
+        raise _injected_failure(faults.failure, spec.attempt)
 
     from datasets import Dataset
+    from transformers import EarlyStoppingCallback
     from trl import DPOTrainer
 
-    args = to_dpo_config(cfg, output_dir=str(Path(spec.output_dir) / "_trainer"), use_cpu=use_cpu,
-                         overrides=spec.dpo_overrides)
+    every = cfg.training.checkpoint_steps
+    checkpoint_steps = 0 if spec.checkpoint_dir is None else (
+        steps_per_epoch(len(records), dpo) if every == "auto" else int(every))
+    patience = cfg.evaluation.early_stopping_patience
+    evaluate = bool(held_rows) and patience > 0 and checkpoint_steps > 0
+    output_dir = spec.checkpoint_dir or str(Path(spec.output_dir) / "_trainer")
+    args = to_dpo_config(cfg, dpo, output_dir=output_dir, use_cpu=not cuda, checkpoint_steps=checkpoint_steps,
+                         evaluate=evaluate, patience=patience)
+    progress, step_starts = _callbacks(faults.step_delay_s)
+    callbacks: list[Any] = [progress]
+    if evaluate:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     trainer = DPOTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(records),
+        eval_dataset=Dataset.from_list(to_preference_records(held_rows)) if evaluate else None,
         processing_class=tokenizer,
-        peft_config=to_lora_config(cfg),
-        callbacks=[_progress_callback()],
+        peft_config=peft_config,
+        callbacks=callbacks,
     )
-    emit("status", phase="training")
-    output = trainer.train()
+    emit("status", phase="training", resumed_from=spec.resume_from)
+    loaded = time.monotonic()
+    output = trainer.train(resume_from_checkpoint=spec.resume_from)
+    trained_at = time.monotonic()
     trained: Any = trainer.model
     trained.eval()
-    metrics: dict[str, float] = {"train_loss": float(output.training_loss), "steps": float(output.global_step)}
+    state = trainer.state
+    step_times = [b - a for a, b in itertools.pairwise(step_starts)]
+    metrics: dict[str, float] = {
+        "train_loss": float(output.training_loss),
+        "steps": float(output.global_step),
+        "max_steps": float(state.max_steps),
+        "stopped_early": float(output.global_step < state.max_steps),
+        "median_step_s": round(statistics.median(step_times), 5) if step_times else 0.0,
+        "train_pairs": float(len(records)),
+    }
+    if state.best_model_checkpoint:
+        metrics["best_step"] = float(Path(state.best_model_checkpoint).name.rsplit("-", 1)[-1])
+
     emit("status", phase="evaluating")
-    metrics.update(preference_metrics(trained, tokenizer, held_rows, beta=float(args.beta),
-                                      reference=trained.disable_adapter))
+    new, baseline, control = _evaluate(trained, tokenizer, cfg, spec, held_rows, float(args.beta))
+    metrics.update(new)
+    metrics["control_unchanged"] = round(control_share(control), 4)
+    metrics.update(load_s=round(loaded - started, 2), train_s=round(trained_at - loaded, 2),
+                   evaluate_s=round(time.monotonic() - trained_at, 2))
+    metrics["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
     out = Path(spec.output_dir)
-    trained.save_pretrained(str(out), safe_serialization=True)
-    for path in out.iterdir():
-        if path.is_file() and path.name not in KEEP_FILES:
-            path.unlink()
-    _remove_tree(out / "_trainer")
+    trained.save_pretrained(str(out), safe_serialization=True, selected_adapters=["default"])
+    _keep_only_adapter_files(out)
     return JobResult(
         status="succeeded",
         metrics=metrics,
+        baseline_metrics=baseline,
+        control=[ControlRecord(prompt=a.prompt, before=a.before, after=a.after, kept=a.kept) for a in control],
+        resolved=dpo,
         train_pairs=[str(r["pair_id"]) for r in train_rows],
         heldout_pairs=[str(r["pair_id"]) for r in held_rows],
         duration_s=round(time.monotonic() - started, 3),
     )
 
 
-def _remove_tree(path: Path) -> None:
+def _evaluate(trained: Any, tokenizer: Any, cfg: Config, spec: JobSpec, held_rows: list[dict[str, Any]],
+              beta: float) -> tuple[dict[str, float], dict[str, float], list[Any]]:
+    """Held-out metrics of the new adapter and of what the user has now; control answers before and after.
+
+    The control answers are compared with the base model's: personalization may change the style,
+    never the facts the base model knows.
+    """
+    from trainer.evaluate import generate_answers, heldout_metrics, pair_logps
+
+    ev = cfg.evaluation
+    prompts = list(ev.control_prompts)
+    tokens = ev.control_max_new_tokens
+    with trained.disable_adapter():
+        base = pair_logps(trained, tokenizer, held_rows)
+        before = generate_answers(trained, tokenizer, prompts, tokens) if prompts else []
+    new = heldout_metrics(pair_logps(trained, tokenizer, held_rows), base, beta)
+    after = generate_answers(trained, tokenizer, prompts, tokens) if prompts else []
+    if spec.baseline is None:
+        baseline = heldout_metrics(base, base, beta)  # the base model: its implicit reward is 0
+    else:
+        trained.load_adapter(spec.baseline.path, adapter_name="baseline")
+        trained.set_adapter("baseline")
+        try:
+            baseline = heldout_metrics(pair_logps(trained, tokenizer, held_rows), base, beta)
+        finally:
+            trained.set_adapter("default")
+            trained.delete_adapter("baseline")
+    return new, baseline, check_control(prompts, before, after, ev.control_min_recall)
+
+
+def _keep_only_adapter_files(out: Path) -> None:
     import shutil
 
-    shutil.rmtree(path, ignore_errors=True)
+    for path in out.iterdir():
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.name not in KEEP_FILES:
+            path.unlink()
+
+
+def classify(exc: BaseException) -> str:
+    """A stable error type; every way of running out of memory is ``OutOfMemoryError`` (it can be retried)."""
+    name = type(exc).__name__
+    text = str(exc)
+    if name == "OutOfMemoryError" or isinstance(exc, MemoryError) or "can't allocate memory" in text \
+            or "out of memory" in text.lower():
+        return "OutOfMemoryError"
+    return name
 
 
 def main(argv: list[str]) -> int:
@@ -149,14 +296,16 @@ def main(argv: list[str]) -> int:
         return 2
     spec_path, result_path = Path(argv[0]), Path(argv[1])
     _claim_stdout()
+    _watch_parent()
     started = time.monotonic()
+    notes: dict[str, Any] = {}
     try:
         spec = JobSpec.model_validate_json(spec_path.read_text())
-        result = run(spec)
+        result = run(spec, notes)
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
-        result = JobResult(status="failed", cause=f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__,
-                           duration_s=round(time.monotonic() - started, 3))
+        result = JobResult(status="failed", cause=f"{type(exc).__name__}: {exc}", error_type=classify(exc),
+                           resolved=notes.get("resolved", {}), duration_s=round(time.monotonic() - started, 3))
     result_path.write_text(result.model_dump_json())
     emit("result", status=result.status)
     return 0 if result.status == "succeeded" else 1

@@ -1,25 +1,33 @@
 """Pure converters from our config to the libraries' configs: ``to_lora_config``, ``to_dpo_config``.
 
 Every ``training.dpo`` key is checked against the pinned TRL version's ``DPOConfig``: an unknown or
-removed key is an error that names it and the valid keys.
+removed key is an error that names it and the valid keys, and a value of the wrong type names the
+key and the type the field has.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import typing
+from collections.abc import Mapping
 from typing import Any
 
-from schemas.config import Config
+from schemas.config import AUTO_DPO_KEYS, Config
 from trainer.errors import TrainingConfigError
 
-# Keys we set ourselves from other sections or the job; users set them elsewhere.
+# Keys we set ourselves from other sections or per job; users set them elsewhere.
 RESERVED = {
     "output_dir": "set per job",
     "seed": "use training.seed",
     "report_to": "progress is reported as events",
-    "save_strategy": "checkpoints are managed by the trainer",
+    "save_strategy": "use training.checkpoint_steps",
+    "save_steps": "use training.checkpoint_steps",
+    "save_total_limit": "checkpoints are managed by the trainer",
+    "resume_from_checkpoint": "jobs resume from their own checkpoints",
     "use_cpu": "chosen from the machine",
+    "disable_tqdm": "progress is reported as events",
 }
 # Known removals in TRL's DPO refactor, with what to use instead.
 REMOVED = {
@@ -33,16 +41,27 @@ REMOVED = {
 }
 
 
-def dpo_fields() -> set[str]:
+@functools.cache
+def dpo_field_types() -> dict[str, Any]:
+    """``DPOConfig``'s init fields of the installed TRL, with their type annotations."""
     from trl import DPOConfig
 
-    return {f.name for f in dataclasses.fields(DPOConfig) if f.init}
+    hints = typing.get_type_hints(DPOConfig)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(DPOConfig) if f.init}
 
 
-def check_dpo_keys(dpo: dict[str, Any]) -> None:
-    valid = dpo_fields()
+def dpo_fields() -> set[str]:
+    return set(dpo_field_types())
+
+
+def check_dpo_keys(dpo: Mapping[str, Any]) -> None:
+    """Every key is a DPOConfig field of the installed TRL and every value has that field's type."""
+    from pydantic import TypeAdapter, ValidationError
+
+    types = dpo_field_types()
+    valid = set(types)
     problems = []
-    for key in dpo:
+    for key, value in dpo.items():
         if key in RESERVED:
             problems.append(f"training.dpo.{key}: {RESERVED[key]}")
         elif key in REMOVED and key not in valid:
@@ -54,8 +73,22 @@ def check_dpo_keys(dpo: dict[str, Any]) -> None:
                 f"training.dpo.{key}: not a DPOConfig field of the installed TRL{hint}; "
                 f"valid keys: {', '.join(sorted(valid - set(RESERVED)))}"
             )
+        elif value == "auto" and key in AUTO_DPO_KEYS:
+            continue
+        else:
+            try:
+                TypeAdapter(types[key]).validate_python(value)
+            except ValidationError as exc:
+                expected = getattr(types[key], "__name__", None) or str(types[key])
+                problems.append(f"training.dpo.{key}: {value!r} is not a valid {expected} "
+                                f"({exc.errors()[0]['msg']})")
     if problems:
         raise TrainingConfigError("; ".join(problems))
+
+
+def validate_training_config(cfg: Config) -> None:
+    """Everything about training that can be checked without a model: raises TrainingConfigError."""
+    check_dpo_keys(cfg.training.dpo)
 
 
 def to_lora_config(cfg: Config) -> Any:
@@ -71,20 +104,34 @@ def to_lora_config(cfg: Config) -> Any:
     )
 
 
-def to_dpo_config(cfg: Config, output_dir: str, use_cpu: bool, overrides: dict[str, Any] | None = None) -> Any:
+def to_dpo_config(cfg: Config, dpo: Mapping[str, Any], output_dir: str, use_cpu: bool,
+                  checkpoint_steps: int = 0, evaluate: bool = False, patience: int = 0) -> Any:
+    """TRL's DPOConfig from resolved ``dpo`` values (no 'auto' left) plus what the trainer manages itself.
+
+    ``checkpoint_steps`` > 0 saves resumable checkpoints; with ``evaluate`` the held-out set is evaluated
+    at the same steps, and with ``patience`` the best checkpoint (lowest held-out loss) is kept.
+    """
     from trl import DPOConfig
 
-    values = {**cfg.training.dpo, **(overrides or {})}
-    check_dpo_keys(values)
+    check_dpo_keys(dpo)
+    leftover = [k for k, v in dpo.items() if v == "auto"]
+    if leftover:
+        raise TrainingConfigError(f"unresolved 'auto' values: {', '.join(leftover)}")
+    managed: dict[str, Any] = {"save_strategy": "no"}
+    if checkpoint_steps > 0:
+        managed = {"save_strategy": "steps", "save_steps": checkpoint_steps, "save_total_limit": 2}
+    if evaluate and checkpoint_steps > 0:
+        managed.update(eval_strategy="steps", eval_steps=checkpoint_steps)
+        if patience > 0:
+            managed.update(load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False)
     try:
         return DPOConfig(
             output_dir=output_dir,
             seed=cfg.training.seed,
             report_to=[],
-            save_strategy="no",
             use_cpu=use_cpu,
             disable_tqdm=True,
-            **values,
+            **{**dpo, **managed},
         )
     except (TypeError, ValueError) as exc:
         raise TrainingConfigError(f"training.dpo is not accepted by DPOConfig: {exc}") from exc

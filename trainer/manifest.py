@@ -58,7 +58,7 @@ def publish_adapter_dir(
     uri = store.adapter_uri(user_id, version)
     final = store.resolve(uri)
     if (final / MANIFEST).exists():
-        existing = read_manifest(store, uri)
+        existing = read_manifest(store, uri, verify=False)
         if existing.get("request_id") == lineage.get("request_id"):
             shutil.rmtree(staging, ignore_errors=True)
             return PublishedAdapter(uri, existing["files"], existing)
@@ -82,8 +82,9 @@ def publish_adapter_dir(
     return PublishedAdapter(uri, files, manifest)
 
 
-def read_manifest(store: ArtifactStore, uri: str, verify: bool = False) -> dict[str, Any]:
-    """The manifest of an adapter directory; with ``verify``, every file's sha256 is checked."""
+def read_manifest(store: ArtifactStore, uri: str, verify: bool = True) -> dict[str, Any]:
+    """The manifest of an adapter directory. Every file it lists is checked against its sha256
+    (``verify=False`` skips that, for listings), and it must list the adapter's files."""
     directory = store.resolve(uri)
     try:
         manifest: dict[str, Any] = json.loads((directory / MANIFEST).read_text())
@@ -91,9 +92,24 @@ def read_manifest(store: ArtifactStore, uri: str, verify: bool = False) -> dict[
         raise ArtifactError(f"{uri}: no manifest") from exc
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{uri}: manifest is not JSON: {exc}") from exc
+    files = manifest.get("files")
+    if not isinstance(files, dict) or any(name not in files for name in ADAPTER_FILES):
+        raise ArtifactError(f"{uri}: the manifest does not list {', '.join(ADAPTER_FILES)}")
     if verify:
-        for name, expected in manifest.get("files", {}).items():
-            actual = sha256_file(store.resolve(f"{uri}/{name}"))
+        for name, expected in files.items():
+            path = store.resolve(f"{uri}/{name}")
+            if not path.is_file():
+                raise ArtifactError(f"{uri}/{name}: listed in the manifest but missing")
+            actual = sha256_file(path)
             if actual != expected:
                 raise ChecksumMismatch(f"{uri}/{name}", expected, actual)
     return manifest
+
+
+def published_for(store: ArtifactStore, user_id: str, version: int, request_id: str) -> dict[str, Any] | None:
+    """The verified manifest of ``request_id``'s adapter if it is already in place (a resumed job)."""
+    uri = store.adapter_uri(user_id, version)
+    if not (store.resolve(uri) / MANIFEST).is_file():
+        return None
+    manifest = read_manifest(store, uri)
+    return manifest if manifest.get("request_id") == request_id else None

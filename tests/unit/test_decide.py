@@ -58,7 +58,7 @@ class Decider:
         self.memory = DeciderMemory(self.journal)
         hasher = MinHasher(64, 3)
         settings = DecideSettings(min_new_pairs=min_new_pairs, quality=quality or QualitySettings())
-        self.watermark = -1
+        self.watermark: tuple[int, int] = (-1, -1)
         self.decider = BatchDecider(settings, self.memory, TOPICS, hasher, UserIndexes(hasher, 0.85),
                                     lambda topic, partition: self.watermark)
         self.offset = 0
@@ -196,12 +196,25 @@ def test_a_lost_state_is_decided_again_and_its_durable_outputs_are_not_sent_twic
     d.journal.clear()
     d.journal.update(durable)  # the batch's journal entry was lost in a crash ...
     d.memory.forget()  # ... and the worker restarted
-    d.watermark = 2  # ... but its outputs are in the log, up to offset 2
+    d.watermark = (2, 1)  # ... but its outputs are in the log: up to offset 2's second output
     assert d.feed(fb(1), at=1) == [] and d.feed(fb(2), at=2) == []
-    assert d.last.suppressed == 2 and d.last.skipped == 0
+    assert d.last.suppressed == 2 and d.last.skipped == 0  # offset 2: its pair and its threshold
     assert d.memory.partition(0).user("alice").generation == 1  # the state was rebuilt, generation 1 included
     (later,) = d.feed(fb(3), at=3)
     assert isinstance(later, PairAccepted)
+
+
+def test_an_event_whose_outputs_landed_in_part_sends_the_rest_only() -> None:
+    d = Decider()
+    d.feed(fb(0), fb(1))
+    durable = dict(d.journal)
+    d.feed(fb(2))  # a pair and the threshold ...
+    d.journal.clear()
+    d.journal.update(durable)
+    d.memory.forget()
+    d.watermark = (2, 0)  # ... of which only the pair landed before the crash
+    (again,) = d.feed(fb(2), at=2)
+    assert isinstance(again, TrainingThresholdReached) and d.last.suppressed == 1
 
 
 def test_the_state_survives_a_restart_through_the_journal() -> None:
