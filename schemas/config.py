@@ -224,6 +224,12 @@ class StreamsSettings(Section):
         30.0, ge=3.0, le=300.0,
         description="Consumer-group session timeout: how soon a crashed worker's partitions move on.",
     )
+    stall_timeout_s: float = Field(
+        20.0, ge=2.0, le=3600.0,
+        description="A decider that handled nothing for this long while its sources hold events seeks them "
+        "back to the committed offsets (Faust can drop fetched messages around a rebalance); after three "
+        "fruitless seeks the worker stops so that it is restarted.",
+    )
 
 
 class FaultInjection(Section):

@@ -34,8 +34,10 @@ from schemas.config import Config
 from schemas.topics import Topics
 from streams.decide import DecideSettings
 from streams.decider import BatchDecider
+from streams.faust_guards import guard_commit_holes, repair_acks
 from streams.journal import DeciderMemory
 from streams.similarity import MinHasher, UserIndexes
+from streams.stall import StallDetector, lagging_partitions
 from streams.tokens import token_counter
 from streams.watermarks import OutputWatermarks
 
@@ -58,6 +60,9 @@ class StreamsStats:
     send_s: float = 0.0
     journal_s: float = 0.0
     crashed: str | None = None  # why the worker stopped itself, when it did
+    in_batch: bool = False  # a batch is being decided, sent or journalled (or retried)
+    stall_seeks: int = 0  # times the stall watchdog sought the sources back (streams/stall.py)
+    ack_repairs: int = 0  # times Faust's acked offsets were cleaned of duplicates (streams/stall.py)
 
 
 def raw_message(event: EventT) -> RawMessage:
@@ -108,7 +113,8 @@ def create_app(cfg: Config, stats: StreamsStats | None = None) -> faust.App:
         broker_heartbeat_interval=min(3.0, cfg.streams.session_timeout_s / 3),
         stream_wait_empty=True,
     )
-    _add_watchdog(app, stats)
+    guard_commit_holes()
+    _add_watchdog(app, stats, (topics.feedback, topics.control), cfg.streams.stall_timeout_s)
     _add_progress_log(app, stats)
     _add_task_dump(app)
     _add_decider(app, cfg, topics, stats)
@@ -151,20 +157,54 @@ def _add_task_dump(app: faust.App) -> None:
         loop = asyncio.get_running_loop()
 
         def dump() -> None:
+            try:
+                state()
+            except Exception as exc:  # diagnostics must never hurt the worker
+                print(f"--- consumer state unavailable: {exc!r}", file=sys.stderr)
             for task in asyncio.all_tasks(loop):
                 print(f"--- asyncio task {task.get_name()}", file=sys.stderr)
                 for line in _await_chain(task.get_coro()):
                     print(f"    {line}", file=sys.stderr)
             sys.stderr.flush()
 
+        def state() -> None:
+            consumer = cast(Any, app.consumer)
+            print(f"--- consumer: assignment={sorted(map(str, consumer.assignment()))} "
+                  f"active={sorted(map(str, consumer._active_partitions or ()))} "
+                  f"paused={sorted(map(str, consumer._paused_partitions))} "
+                  f"buffered={sorted(map(str, consumer._buffered_partitions))} "
+                  f"in_recovery={app.in_recovery} flow_control_suspended={app.flow_control.is_active() is False}",
+                  file=sys.stderr)
+            for tp in sorted(consumer.assignment()):
+                print(f"--- {tp.topic}[{tp.partition}]: read={consumer._read_offset.get(tp)} "
+                      f"committed={consumer._committed_offset.get(tp)} acked={len(consumer._acked.get(tp) or ())} "
+                      f"gap={len(consumer._gap.get(tp) or ())} highwater={consumer.highwater(tp)}", file=sys.stderr)
+            print(f"--- unacked: {len(consumer._unacked_messages)}; generation {app.consumer_generation_id}",
+                  file=sys.stderr)
+            for agent in app.agents.values():
+                for channel in [cast(Any, agent).channel]:
+                    queue = channel.queue
+                    print(f"--- agent {agent.name}: queue size {queue.qsize()} / {queue.maxsize}, "
+                          f"pending pressure drops {len(queue._pending_pressure_drop_callbacks)}", file=sys.stderr)
+
         loop.add_signal_handler(signal.SIGUSR1, dump)
 
 
-def _add_watchdog(app: faust.App, stats: StreamsStats) -> None:
-    """A crashed fetcher or agent leaves a Faust worker alive but idle: stop it, so it is restarted.
+def _add_watchdog(app: faust.App, stats: StreamsStats, sources: tuple[str, ...], stall_after_s: float) -> None:
+    """Two failure modes leave a Faust worker alive but idle; both are cured here.
 
-    Nothing is lost: offsets of unprocessed events were not committed, and every handler is idempotent.
+    A crashed fetcher or agent: stop the worker, so it is restarted. A decider that stopped consuming
+    while its sources still hold events (see ``streams/stall.py``): seek the stuck partitions back to
+    their committed offsets; if that does not help a few times in a row, stop the worker too. Nothing
+    is lost either way: offsets of unprocessed events were not committed, and every handler is
+    idempotent.
     """
+    detector: StallDetector[Any] = StallDetector(after_s=stall_after_s)
+
+    def stop(why: str) -> None:
+        stats.crashed = why
+        log.error("stream worker stopping: %s", why)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     @app.timer(1.0)
     async def watchdog() -> None:
@@ -172,10 +212,34 @@ def _add_watchdog(app: faust.App, stats: StreamsStats) -> None:
             return
         for service in [app._fetcher, app.consumer, *app.agents.values()]:
             if service.crashed:
-                stats.crashed = f"{service.shortlabel} crashed: {service.crash_reason!r}"
-                log.error("stream worker stopping: %s", stats.crashed)
-                os.kill(os.getpid(), signal.SIGTERM)
+                stop(f"{service.shortlabel} crashed: {service.crash_reason!r}")
                 return
+        consumer = cast(Any, app.consumer)
+        assigned = [tp for tp in consumer.assignment() if tp.topic in sources]
+        for tp in assigned:
+            if repair_acks(consumer, tp):
+                stats.ack_repairs += 1
+        busy = stats.in_batch or app.rebalancing or app.in_recovery or not app.flow_control.is_active()
+        lagging = lagging_partitions({tp: consumer._committed_offset.get(tp) for tp in assigned},
+                                     {tp: consumer.highwater(tp) for tp in assigned})
+        stuck = detector.observe(time.monotonic(), stats.batches, busy, lagging)
+        if not stuck:
+            return
+        if detector.escalate:
+            stop(f"the decider made no progress for {stall_after_s:.0f}s although its sources hold events, "
+                 "and seeking back did not help")
+            return
+        stats.stall_seeks += 1
+        log.warning("the decider stalled for %.0fs with events waiting; seeking back to the committed offsets: %s",
+                    stall_after_s, ", ".join(f"{s.tp.topic}[{s.tp.partition}] committed {s.committed} "
+                                             f"end {s.highwater} read {consumer._read_offset.get(s.tp)}"
+                                             for s in stuck))
+        for s in stuck:
+            acked = sorted(consumer._acked.get(s.tp) or ())
+            log.warning("  %s[%d]: %d acked, not committed: %s; gaps %s; unacked in flight %d", s.tp.topic,
+                        s.tp.partition, len(acked), acked[:8], sorted(consumer._gap.get(s.tp) or ())[:4],
+                        sum(1 for m in consumer._unacked_messages if m.tp == s.tp))
+            await consumer.seek(s.tp, s.committed)
 
 
 def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStats) -> None:
@@ -210,6 +274,7 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
         async for events in batches:
             batch = [raw_message(event) for event in events]
             by_partition = {event.message.partition: event for event in events}
+            stats.in_batch = True
             while True:
                 try:
                     # Decided off the loop: CPU work, and the first batch after an assignment reads the
@@ -234,6 +299,7 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
                     log.exception("a decider batch of %d events failed; retrying", len(batch))
                     forget()
                     await asyncio.sleep(2.0)
+            stats.in_batch = False
             stats.batches += 1
             stats.events += len(batch)
             stats.decided += result.decided

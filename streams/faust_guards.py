@@ -1,0 +1,67 @@
+"""Guards around Faust's offset bookkeeping, for faults seen in the crash test (see ``streams/stall.py``).
+
+Faust commits, per partition, the first run of consecutive acked offsets. Around rebalances its
+fetcher can drop a fetched message without handing it to the agent (a hole that is never acked),
+and its acked list can pick up duplicates and stale entries. Two guards:
+
+* ``repair_acks`` drops the duplicates and stale entries, which otherwise slow commits to one offset
+  per commit interval;
+* ``guard_commit_holes`` makes Faust refuse to commit past a hole of exactly one offset at the
+  committed position: its own check lets ``min(acked) == committed + 1`` through, which would commit
+  past an event that was never processed. The stall watchdog then seeks back and the event is read again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from faust.transport.consumer import Consumer
+from faust.types.tuples import ack_lock
+
+from streams.stall import repaired_acks
+
+log = logging.getLogger("samtuner.streams")
+
+_GUARDED = "_samtuner_guarded"
+
+
+def repair_acks(consumer: Any, tp: Any) -> bool:
+    """Clean Faust's acked offsets of ``tp``; True when something was dropped.
+
+    Called on the event loop with no await in between, like Faust's own ack bookkeeping."""
+    acked = consumer._acked.get(tp)
+    if not acked:
+        return False
+    keep = repaired_acks(acked, consumer._committed_offset.get(tp))
+    if keep is None:
+        return False
+    with ack_lock:
+        log.info("%s[%d]: dropped %d duplicate or stale acked offsets that held back Faust's commits",
+                 tp.topic, tp.partition, len(acked) - len(keep))
+        acked[:] = keep
+        consumer._acked_index[tp] = set(keep)
+    return True
+
+
+def head_is_missing(acked: list[int], committed: int | None, covered_by_gap: bool) -> bool:
+    """True when the event at the committed offset was neither acked nor skipped as a gap."""
+    return bool(acked) and committed is not None and min(acked) > committed and not covered_by_gap
+
+
+def guard_commit_holes() -> None:
+    """Patch ``Consumer._new_offset`` once per process (idempotent)."""
+    if getattr(Consumer, _GUARDED, False):
+        return
+    original = Consumer._new_offset
+
+    def _new_offset(self: Any, tp: Any) -> int | None:
+        committed = self._committed_offset[tp]
+        gap = self._gap[tp]
+        if head_is_missing(self._acked[tp], committed, bool(gap) and gap.overlaps_point(committed)):
+            return None
+        result: int | None = original(self, tp)
+        return result
+
+    Consumer._new_offset = _new_offset  # type: ignore[method-assign]
+    setattr(Consumer, _GUARDED, True)
