@@ -214,3 +214,41 @@ def publish_command(publisher: EventPublisher, topic: str, command: Command) -> 
     """Send a command to the control topic (keyed by its user id)."""
     key, value, headers = encode_command(command)
     publisher.publish_raw(topic, key, value, headers)
+
+
+
+def read_range(bootstrap_servers: str, topic: str, partition: int, start: int, end: int,
+               timeout_s: float = 30.0) -> list[RawMessage]:
+    """The messages of ``topic[partition]`` with ``start <= offset < end``, straight from the log.
+
+    Offsets with no message (transaction markers, records deleted by retention) are simply absent."""
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "samtuner-range-reader",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "enable.partition.eof": True, "fetch.message.max.bytes": 17 * 1024 * 1024})
+    out: list[RawMessage] = []
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+        if max(low, start) >= min(high, end):
+            return out
+        consumer.assign([TopicPartition(topic, partition, max(low, start))])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is None:
+                continue
+            error = msg.error()
+            if error is not None:
+                if error.code() == CKafkaError._PARTITION_EOF:
+                    return out
+                continue
+            offset = int(msg.offset() or 0)
+            if offset >= end:
+                return out
+            out.append(to_raw_message(msg))
+            if offset + 1 >= end:
+                return out
+        raise KafkaError(f"timed out reading {topic}[{partition}] offsets {start}..{end - 1}")
+    except KafkaException as exc:
+        raise KafkaError(f"could not read {topic}[{partition}] offsets {start}..{end - 1}: {exc}") from exc
+    finally:
+        consumer.close()

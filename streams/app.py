@@ -27,14 +27,14 @@ from typing import Any, cast
 
 import faust
 from faust.streams import _current_event
-from faust.types import EventT, StreamT
+from faust.types import TP, EventT, StreamT
 
-from infra.kafka import KafkaEventPublisher, RawMessage
+from infra.kafka import KafkaEventPublisher, RawMessage, read_range
 from schemas.config import Config
 from schemas.topics import Topics
 from streams.decide import DecideSettings
 from streams.decider import BatchDecider
-from streams.faust_guards import guard_commit_holes, repair_acks
+from streams.faust_guards import guard_commit_holes, mark_acked, repair_acks
 from streams.journal import DeciderMemory
 from streams.similarity import MinHasher, UserIndexes
 from streams.stall import StallDetector, lagging_partitions
@@ -62,6 +62,7 @@ class StreamsStats:
     crashed: str | None = None  # why the worker stopped itself, when it did
     in_batch: bool = False  # a batch is being decided, sent or journalled (or retried)
     stall_seeks: int = 0  # times the stall watchdog sought the sources back (streams/stall.py)
+    recovered: int = 0  # events Faust fetched but never delivered, read from the log (streams/decider.py)
     ack_repairs: int = 0  # times Faust's acked offsets were cleaned of duplicates (streams/stall.py)
 
 
@@ -132,8 +133,9 @@ def _add_progress_log(app: faust.App, stats: StreamsStats, every_s: float = 10.0
             per_event = [(now - before) / events * 1e6 for now, before in
                          zip((stats.decide_s, stats.send_s, stats.journal_s), last[1:], strict=True)]
             log.info("decider: %d events in %.0fs (%.0f/s); per event: decide %.0f us, send %.0f us, journal %.0f us; "
-                     "totals: %d decided, %d skipped, %d suppressed, %d dead letters", events, every_s,
-                     events / every_s, *per_event, stats.decided, stats.skipped, stats.suppressed, stats.dead_lettered)
+                     "totals: %d decided, %d skipped, %d suppressed, %d dead letters, %d recovered from the log",
+                     events, every_s, events / every_s, *per_event, stats.decided, stats.skipped, stats.suppressed,
+                     stats.dead_lettered, stats.recovered)
         last[:] = [stats.events, stats.decide_s, stats.send_s, stats.journal_s]
 
 
@@ -254,7 +256,9 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
     settings = DecideSettings(min_new_pairs=cfg.trigger.min_new_pairs, quality=quality,
                               preview_chars=cfg.streams.preview_chars,
                               count_tokens=token_counter(quality.tokenizer or cfg.model.base))
-    decider = BatchDecider(settings, memory, topics, hasher, indexes, watermarks)
+    bootstrap = cfg.kafka.bootstrap_servers
+    decider = BatchDecider(settings, memory, topics, hasher, indexes, watermarks,
+                           lambda topic, partition, start, end: read_range(bootstrap, topic, partition, start, end))
     producer = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-decider")
     io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decider-io")
 
@@ -299,6 +303,10 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
                     log.exception("a decider batch of %d events failed; retrying", len(batch))
                     forget()
                     await asyncio.sleep(2.0)
+            for (topic, partition), offsets in result.recovered.items():
+                # Faust never delivered these, so it would never commit past them.
+                mark_acked(cast(Any, app.consumer), TP(topic, partition), offsets)
+                stats.recovered += len(offsets)
             stats.in_batch = False
             stats.batches += 1
             stats.events += len(batch)

@@ -7,6 +7,15 @@ per partition). So a state that holds an event implies its outputs are durable (
 skipped when it is delivered again), and an event delivered again whose journal entry was lost is
 decided again with the outputs the output log already holds suppressed (``watermark``: the last
 output on the pairs topic, as source offset and index among that event's outputs).
+
+Both rules assume that a partition's events are handled in offset order with none left out, and
+Faust does not guarantee that: around a rebalance its fetcher can drop a fetched message (and
+seeking back is no cure, as a seek races with the records its fetcher is still handing out). So the
+journal records, per partition and source topic, the offset of the last event handled, and when an
+event arrives past the next one, the decider reads the missing offsets straight from the log
+(``read_range``) and decides them first. Offsets the log does not hold (transaction markers,
+retention) are stepped over. ``BatchResult.recovered`` names them, so that the caller can tell
+Faust they are done.
 """
 
 from __future__ import annotations
@@ -50,6 +59,8 @@ class BatchResult:
     decided: int = 0
     skipped: int = 0
     dead_letters: int = 0
+    # (topic, partition) -> offsets Faust never delivered, read from the log and handled here
+    recovered: dict[tuple[str, int], list[int]] = field(default_factory=dict)
     # partition -> (journal key, entries), written after the outputs are acked
     journal: dict[int, tuple[str, list[list[Any]]]] = field(default_factory=dict)
 
@@ -63,6 +74,7 @@ class BatchDecider:
         hasher: MinHasher,
         indexes: UserIndexes,
         watermark: Callable[[str, int], tuple[int, int]],
+        read_range: Callable[[str, int, int, int], list[RawMessage]],
     ) -> None:
         self.settings = settings
         self.memory = memory
@@ -70,20 +82,42 @@ class BatchDecider:
         self.hasher = hasher
         self.indexes = indexes
         self.watermark = watermark
+        self.read_range = read_range
 
     def decide(self, batch: list[RawMessage]) -> BatchResult:
         """Decide every message of the batch in order. The in-memory state moves on; the caller
         writes ``result.journal`` once the outputs are durable, or calls ``memory.forget()``."""
         result = BatchResult()
-        for msg in batch:
-            try:
-                self._one(msg, result)
-            except Exception as exc:  # a bug must not stop the worker or lose the message
-                log.exception("decider failed on %s/%d@%d", msg.topic, msg.partition, msg.offset)
-                self._dead_letter(msg, "internal_error", f"{type(exc).__name__}: {exc}", result)
+        for delivered in batch:
+            for msg in self._in_order(delivered, result):
+                try:
+                    self._one(msg, result)
+                except Exception as exc:  # a bug must not stop the worker or lose the message
+                    log.exception("decider failed on %s/%d@%d", msg.topic, msg.partition, msg.offset)
+                    self._dead_letter(msg, "internal_error", f"{type(exc).__name__}: {exc}", result)
         for state in self.memory.touched():
             result.journal[state.partition] = self.memory.written(state)
         return result
+
+    def _in_order(self, msg: RawMessage, result: BatchResult) -> list[RawMessage]:
+        """The events to handle for ``msg``, in offset order: none when it was handled before, else
+        the events of its partition that were never delivered, then ``msg``."""
+        part = self.memory.partition(msg.partition)
+        last = part.through.get(msg.topic)
+        todo = [msg]
+        if last is not None:
+            if msg.offset <= last:
+                result.skipped += 1  # handled before: its outputs are durable
+                return []
+            if msg.offset > last + 1:
+                missing = self.read_range(msg.topic, msg.partition, last + 1, msg.offset)
+                if missing:
+                    log.warning("%s[%d]: %d events before offset %d were not delivered; read them from the log",
+                                msg.topic, msg.partition, len(missing), msg.offset)
+                    result.recovered.setdefault((msg.topic, msg.partition), []).extend(m.offset for m in missing)
+                    todo = [*missing, msg]
+        part.put_through(msg.topic, msg.offset)
+        return todo
 
     def _one(self, msg: RawMessage, result: BatchResult) -> None:
         source = SourceRef(topic=msg.topic, partition=msg.partition, offset=msg.offset)

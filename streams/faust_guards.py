@@ -2,7 +2,8 @@
 
 Faust commits, per partition, the first run of consecutive acked offsets. Around rebalances its
 fetcher can drop a fetched message without handing it to the agent (a hole that is never acked),
-and its acked list can pick up duplicates and stale entries. Two guards:
+and its acked list can pick up duplicates and stale entries. The decider reads such holes from the
+log itself (``streams/decider.py``); ``mark_acked`` then tells Faust they are done. Two more guards:
 
 * ``repair_acks`` drops the duplicates and stale entries, which otherwise slow commits to one offset
   per commit interval;
@@ -42,6 +43,19 @@ def repair_acks(consumer: Any, tp: Any) -> bool:
         acked[:] = keep
         consumer._acked_index[tp] = set(keep)
     return True
+
+
+def mark_acked(consumer: Any, tp: Any, offsets: list[int]) -> None:
+    """Record ``offsets`` of ``tp`` as acked: events the decider read from the log itself because
+    Faust's fetcher dropped them (they would otherwise hold back its commits for good)."""
+    with ack_lock:
+        committed = consumer._committed_offset.get(tp)
+        index = consumer._acked_index[tp]
+        acked = consumer._acked[tp]
+        for offset in offsets:
+            if (committed is None or offset >= committed) and offset not in index:
+                index.add(offset)
+                acked.append(offset)
 
 
 def head_is_missing(acked: list[int], committed: int | None, covered_by_gap: bool) -> bool:

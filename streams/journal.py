@@ -44,8 +44,12 @@ class PartitionState:
     users: dict[str, UserState] = field(default_factory=dict)
     sightings: dict[str, Sighting] = field(default_factory=dict)
     signatures: dict[str, list[tuple[int, str, np.ndarray, int]]] = field(default_factory=dict)
+    # Per source topic: the offset of the last event handled (decided, skipped or dead-lettered). The
+    # decider takes a partition's events strictly in offset order from here (see streams/decider.py).
+    through: dict[str, int] = field(default_factory=dict)
     # What this batch changed, in the journal's compact form.
     pending: list[list[Any]] = field(default_factory=list)
+    pending_through: dict[str, int] = field(default_factory=dict)
 
     def user(self, user_id: str) -> UserState:
         return self.users.get(user_id) or UserState()
@@ -68,6 +72,10 @@ class PartitionState:
         self.sightings[key] = sighting
         self.pending.append(["s", key, sighting.to_json()])
 
+    def put_through(self, topic: str, offset: int) -> None:
+        self.through[topic] = offset
+        self.pending_through[topic] = offset
+
     def put_signature(self, user_id: str, index: int, pair_key: str, signature: np.ndarray, epoch: int) -> None:
         self.signatures.setdefault(user_id, []).append((index, pair_key, signature, epoch))
         self.pending.append(["g", user_id, index, encode_signature(pair_key, signature, epoch)])
@@ -82,6 +90,8 @@ class PartitionState:
                 sighting = Sighting.from_json(entry[2])
                 if sighting is not None:
                     self.sightings[entry[1]] = sighting
+            elif kind == "t":
+                self.through[entry[1]] = max(self.through.get(entry[1], -1), int(entry[2]))
             elif kind == "g":
                 decoded = decode_signature(entry[3])
                 if decoded is not None:
@@ -118,7 +128,7 @@ class DeciderMemory:
         return state
 
     def touched(self) -> list[PartitionState]:
-        return [p for p in self._partitions.values() if p.pending]
+        return [p for p in self._partitions.values() if p.pending or p.pending_through]
 
     def written(self, state: PartitionState) -> tuple[str, list[list[Any]]]:
         """The journal key and value for a partition's pending changes; clears them."""
@@ -126,7 +136,9 @@ class DeciderMemory:
         # A user's state is written once per batch: its last value.
         last = {entry[1]: i for i, entry in enumerate(state.pending) if entry[0] == "u"}
         value = [e for i, e in enumerate(state.pending) if e[0] != "u" or last[e[1]] == i]
+        value.extend(["t", topic, offset] for topic, offset in state.pending_through.items())
         state.pending = []
+        state.pending_through = {}
         state.next_seq += 1
         return key, value
 

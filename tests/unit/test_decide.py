@@ -60,8 +60,17 @@ class Decider:
         settings = DecideSettings(min_new_pairs=min_new_pairs, quality=quality or QualitySettings())
         self.watermark: tuple[int, int] = (-1, -1)
         self.decider = BatchDecider(settings, self.memory, TOPICS, hasher, UserIndexes(hasher, 0.85),
-                                    lambda topic, partition: self.watermark)
+                                    lambda topic, partition: self.watermark, self.read_range)
         self.offset = 0
+        self.log: dict[tuple[str, int, int], RawMessage] = {}  # what the "log" holds: every message fed
+
+    def read_range(self, topic: str, partition: int, start: int, end: int) -> list[RawMessage]:
+        return [m for (t, p, o), m in sorted(self.log.items()) if t == topic and p == partition and start <= o < end]
+
+    def in_log(self, item: FeedbackReceived, offset: int) -> None:
+        """A message the log holds but that is not delivered."""
+        msg = RawMessage(TOPICS.feedback, 0, offset, item.user_id.encode(), encode_value(item), (), 0)
+        self.log[(msg.topic, msg.partition, msg.offset)] = msg
 
     def feed(self, *items: FeedbackReceived | Command | bytes, at: int | None = None) -> list[Event]:
         batch = []
@@ -76,6 +85,7 @@ class Decider:
             else:
                 msg = RawMessage(TOPICS.feedback, 0, offset, b"k", item, (), 0)
             batch.append(msg)
+            self.log[(msg.topic, msg.partition, msg.offset)] = msg
         result = self.decider.decide(batch)
         for key, entries in result.journal.values():
             self.journal[key] = entries
@@ -289,3 +299,31 @@ def test_replaying_events_from_before_an_erasure_does_not_bring_the_data_back() 
     d.feed(fb(0), fb(1, kind="thumbs_up"), fb(2, corrected="Answer number 2 is here."))
     d.feed(EraseUser(user_id="alice"))
     assert d.feed(fb(0), fb(1, kind="thumbs_up"), fb(2, corrected="Answer number 2 is here."), at=100) == []
+
+
+def test_events_that_were_not_delivered_are_read_from_the_log_first() -> None:
+    # Faust can drop a fetched message around a rebalance: the decider must not decide past it (its
+    # per-user positions and the output watermarks assume offset order).
+    d = Decider()
+    d.feed(fb(0))
+    d.in_log(fb(1), 1)  # offset 1 is in the log, but it is not delivered ...
+    events = d.feed(fb(2), at=2)  # ... so it is read and decided before offset 2
+    assert [type(e) for e in events] == [PairAccepted, PairAccepted, TrainingThresholdReached]
+    assert d.last.recovered == {(TOPICS.feedback, 0): [1]} and d.last.decided == 2
+    assert d.feed(fb(1), at=1) == [] and d.last.skipped == 1  # should Faust deliver it after all
+
+
+def test_offsets_the_log_does_not_hold_are_stepped_over() -> None:
+    d = Decider()
+    d.feed(fb(0))
+    (event,) = d.feed(fb(1), at=5)  # offsets 1-4 are transaction markers or gone: nothing to read
+    assert isinstance(event, PairAccepted) and d.last.recovered == {}
+
+
+def test_the_position_survives_a_restart_and_dead_letters_count() -> None:
+    d = Decider()
+    d.feed(fb(0), b"not json")  # offsets 0 and 1; the dead letter moves the position too
+    d.memory.forget()
+    assert d.memory.partition(0).through == {TOPICS.feedback: 1}
+    (event,) = d.feed(fb(2), at=2)
+    assert isinstance(event, PairAccepted)
