@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka import KafkaError as CKafkaError
 
 from infra.errors import KafkaError, PublishError
@@ -144,17 +144,46 @@ def watermarks(consumer: Any, topic: str, partition: int, timeout_s: float = 30.
             time.sleep(0.2)
 
 
-def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0,
-               partitions: Collection[int] | None = None) -> Iterator[RawMessage]:
-    """Every message of ``topic`` (or of some of its ``partitions``) from the beginning up to the high
-    watermarks at call time."""
-    consumer = Consumer({
+def _reader(bootstrap_servers: str) -> Consumer:
+    return Consumer({
         "bootstrap.servers": bootstrap_servers,
         "group.id": "samtuner-reader",  # never commits: assign() + no offset storage
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "fetch.message.max.bytes": 17 * 1024 * 1024,
     })
+
+
+def _read_ranges(consumer: Consumer, topic: str, ranges: Mapping[int, tuple[int, int]],
+                 timeout_s: float) -> Iterator[RawMessage]:
+    """The messages of ``topic`` with ``start <= offset < end``, per partition: ``{partition: (start, end)}``."""
+    ends = {p: end for p, (start, end) in ranges.items() if end > start}
+    if not ends:
+        return
+    consumer.assign([TopicPartition(topic, p, ranges[p][0]) for p in ends])
+    while ends:
+        msg = consumer.poll(timeout_s)
+        if msg is None:
+            raise KafkaError(f"timed out reading {topic}; partitions left: {sorted(ends)}")
+        error = msg.error()
+        if error is not None:
+            if error.code() == CKafkaError._PARTITION_EOF:
+                continue
+            raise KafkaError(f"reading {topic}: {error.str()}")
+        p, offset = msg.partition() or 0, msg.offset() or 0
+        if p not in ends:
+            continue
+        if offset < ends[p]:
+            yield to_raw_message(msg)
+        if offset + 1 >= ends[p]:
+            del ends[p]
+
+
+def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0,
+               partitions: Collection[int] | None = None) -> Iterator[RawMessage]:
+    """Every message of ``topic`` (or of some of its ``partitions``) from the beginning up to the high
+    watermarks at call time."""
+    consumer = _reader(bootstrap_servers)
     try:
         try:
             meta = consumer.list_topics(topic, timeout=timeout_s)
@@ -163,31 +192,24 @@ def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0,
         tmeta = meta.topics.get(topic)
         if tmeta is None or tmeta.error is not None:
             raise KafkaError(f"topic {topic} does not exist")
-        ends: dict[int, int] = {}
-        starts: list[TopicPartition] = []
-        for p in tmeta.partitions:
-            if partitions is not None and p not in partitions:
-                continue
-            low, high = watermarks(consumer, topic, p, timeout_s)
-            if high > low:
-                ends[p] = high
-                starts.append(TopicPartition(topic, p, OFFSET_BEGINNING))
-        if not starts:
-            return
-        consumer.assign(starts)
-        while ends:
-            msg = consumer.poll(timeout_s)
-            if msg is None:
-                raise KafkaError(f"timed out reading {topic}; partitions left: {sorted(ends)}")
-            error = msg.error()
-            if error is not None:
-                if error.code() == CKafkaError._PARTITION_EOF:
-                    continue
-                raise KafkaError(f"reading {topic}: {error.str()}")
-            yield to_raw_message(msg)
-            p, offset = msg.partition() or 0, msg.offset() or 0
-            if p in ends and offset + 1 >= ends[p]:
-                del ends[p]
+        ranges = {p: watermarks(consumer, topic, p, timeout_s) for p in tmeta.partitions
+                  if partitions is None or p in partitions}
+        yield from _read_ranges(consumer, topic, ranges, timeout_s)
+    finally:
+        consumer.close()
+
+
+def read_range(bootstrap_servers: str, topic: str, partition: int, start: int, end: int,
+               timeout_s: float = 30.0) -> list[RawMessage]:
+    """The messages of ``topic[partition]`` with ``start <= offset < end``, straight from the log.
+
+    Offsets with no message (transaction markers, records deleted by retention) are simply absent."""
+    consumer = _reader(bootstrap_servers)
+    try:
+        low, high = watermarks(consumer, topic, partition, timeout_s)
+        return list(_read_ranges(consumer, topic, {partition: (max(low, start), min(high, end))}, timeout_s))
+    except KafkaException as exc:
+        raise KafkaError(f"could not read {topic}[{partition}] offsets {start}..{end - 1}: {exc}") from exc
     finally:
         consumer.close()
 
@@ -216,39 +238,3 @@ def publish_command(publisher: EventPublisher, topic: str, command: Command) -> 
     publisher.publish_raw(topic, key, value, headers)
 
 
-
-def read_range(bootstrap_servers: str, topic: str, partition: int, start: int, end: int,
-               timeout_s: float = 30.0) -> list[RawMessage]:
-    """The messages of ``topic[partition]`` with ``start <= offset < end``, straight from the log.
-
-    Offsets with no message (transaction markers, records deleted by retention) are simply absent."""
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "samtuner-range-reader",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                         "enable.partition.eof": True, "fetch.message.max.bytes": 17 * 1024 * 1024})
-    out: list[RawMessage] = []
-    try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
-        if max(low, start) >= min(high, end):
-            return out
-        consumer.assign([TopicPartition(topic, partition, max(low, start))])
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            msg = consumer.poll(1.0)
-            if msg is None:
-                continue
-            error = msg.error()
-            if error is not None:
-                if error.code() == CKafkaError._PARTITION_EOF:
-                    return out
-                continue
-            offset = int(msg.offset() or 0)
-            if offset >= end:
-                return out
-            out.append(to_raw_message(msg))
-            if offset + 1 >= end:
-                return out
-        raise KafkaError(f"timed out reading {topic}[{partition}] offsets {start}..{end - 1}")
-    except KafkaException as exc:
-        raise KafkaError(f"could not read {topic}[{partition}] offsets {start}..{end - 1}: {exc}") from exc
-    finally:
-        consumer.close()

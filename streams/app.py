@@ -61,9 +61,7 @@ class StreamsStats:
     journal_s: float = 0.0
     crashed: str | None = None  # why the worker stopped itself, when it did
     in_batch: bool = False  # a batch is being decided, sent or journalled (or retried)
-    stall_seeks: int = 0  # times the stall watchdog sought the sources back (streams/stall.py)
     recovered: int = 0  # events Faust fetched but never delivered, read from the log (streams/decider.py)
-    ack_repairs: int = 0  # times Faust's acked offsets were cleaned of duplicates (streams/stall.py)
 
 
 def raw_message(event: EventT) -> RawMessage:
@@ -219,8 +217,7 @@ def _add_watchdog(app: faust.App, stats: StreamsStats, sources: tuple[str, ...],
         consumer = cast(Any, app.consumer)
         assigned = [tp for tp in consumer.assignment() if tp.topic in sources]
         for tp in assigned:
-            if repair_acks(consumer, tp):
-                stats.ack_repairs += 1
+            repair_acks(consumer, tp)
         busy = stats.in_batch or app.rebalancing or app.in_recovery or not app.flow_control.is_active()
         lagging = lagging_partitions({tp: consumer._committed_offset.get(tp) for tp in assigned},
                                      {tp: consumer.highwater(tp) for tp in assigned})
@@ -231,7 +228,6 @@ def _add_watchdog(app: faust.App, stats: StreamsStats, sources: tuple[str, ...],
             stop(f"the decider made no progress for {stall_after_s:.0f}s although its sources hold events, "
                  "and seeking back did not help")
             return
-        stats.stall_seeks += 1
         log.warning("the decider stalled for %.0fs with events waiting; seeking back to the committed offsets: %s",
                     stall_after_s, ", ".join(f"{s.tp.topic}[{s.tp.partition}] committed {s.committed} "
                                              f"end {s.highwater} read {consumer._read_offset.get(s.tp)}"

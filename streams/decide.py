@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from schemas.commands import Command, DeactivatePair, EraseUser, RequestTraining, ReweightPair
@@ -97,19 +97,18 @@ def example_key_for(fb: FeedbackReceived) -> str:
 def decide_feedback(
     fb: FeedbackReceived, source: SourceRef, state: UserState, lookups: Lookups, settings: DecideSettings
 ) -> Decision:
-    after = state.advanced(source.topic, source.partition, source.offset)
     if lookups.feedback is not None:
-        return Decision((), after)  # this very event was processed before (a replay): nothing new
+        return Decision((), state)  # this very event was processed before (a replay): nothing new
     here = Sighting(source.partition, source.offset, str(fb.event_id), state.epoch)
-    decision = (_decide_pair(fb, source, state, after, here, lookups, settings) if is_pair(fb)
-                else _decide_example(fb, source, after, here, lookups, settings))
+    decision = (_decide_pair(fb, source, state, here, lookups, settings) if is_pair(fb)
+                else _decide_example(fb, source, state, here, lookups, settings))
     # Every processed event is remembered by its id, whatever became of it.
     event_seen = (seen_key(fb.user_id, "f", str(fb.event_id)), here)
     return Decision(decision.events, decision.state, (*decision.sightings, event_seen), decision.signature_for)
 
 
-def _decide_pair(fb: FeedbackReceived, source: SourceRef, state: UserState, after: UserState, here: Sighting,
-                 lookups: Lookups, settings: DecideSettings) -> Decision:
+def _decide_pair(fb: FeedbackReceived, source: SourceRef, state: UserState, here: Sighting, lookups: Lookups,
+                 settings: DecideSettings) -> Decision:
     key = lookups.pair_key or pair_key_for(fb)
     assessment = assess_pair(fb, settings.quality, settings.count_tokens)
     reasons = list(assessment.reasons)
@@ -123,30 +122,31 @@ def _decide_pair(fb: FeedbackReceived, source: SourceRef, state: UserState, afte
         reasons.append(reason("contradiction", "an earlier pair of this user prefers the opposite answer "
                                                f"(feedback {reversed_pair.feedback_event_id})"))
     if reasons:
-        return Decision((_rejected(fb, source, reasons, assessment.quality, settings),), after)
+        return Decision((_rejected(fb, source, reasons, assessment.quality, settings),), state)
     assert key is not None and assessment.quality is not None
     metadata: dict[str, Any] = {f"context.{k}": v for k, v in sorted(fb.context.items())}
     metadata.update(near_identical=assessment.near_identical, similarity=assessment.similarity or 0.0)
     accepted = _accepted(fb, source, key, assessment.quality, metadata)
     sightings = ((seen_key(fb.user_id, "p", key), here),)
     new_pairs = state.new_pairs + 1
-    counted = after.advanced(source.topic, source.partition, source.offset, sig_count=state.sig_count + 1)
+    sig_count = state.sig_count + 1
     if new_pairs < settings.min_new_pairs:
-        return Decision((accepted,), _with(counted, new_pairs=new_pairs), sightings, key)
+        return Decision((accepted,), _with(state, new_pairs=new_pairs, sig_count=sig_count), sightings, key)
     generation = state.generation + 1
     threshold = _threshold(fb.user_id, fb.correlation_id, generation, new_pairs, "threshold", fb.occurred_at, source)
-    return Decision((accepted, threshold), _with(counted, generation=generation, new_pairs=0), sightings, key)
+    return Decision((accepted, threshold), _with(state, generation=generation, new_pairs=0, sig_count=sig_count),
+                    sightings, key)
 
 
-def _decide_example(fb: FeedbackReceived, source: SourceRef, after: UserState, here: Sighting, lookups: Lookups,
+def _decide_example(fb: FeedbackReceived, source: SourceRef, state: UserState, here: Sighting, lookups: Lookups,
                     settings: DecideSettings) -> Decision:
     reasons = assess_example(fb, settings.quality, settings.count_tokens)
-    example = _current(lookups.example, after)
+    example = _current(lookups.example, state)
     if example is not None:
         reasons.append(reason("duplicate_example",
                               f"the same labelled example came from feedback {example.feedback_event_id}"))
     if reasons:
-        return Decision((_rejected(fb, source, reasons, None, settings),), after)
+        return Decision((_rejected(fb, source, reasons, None, settings),), state)
     key = example_key_for(fb)
     accepted = LabelledExampleAccepted(
         event_id=derived_event_id("example-accepted", key),
@@ -163,7 +163,7 @@ def _decide_example(fb: FeedbackReceived, source: SourceRef, after: UserState, h
         metadata={f"context.{k}": v for k, v in sorted(fb.context.items())},
         source=source,
     )
-    return Decision((accepted,), after, ((seen_key(fb.user_id, "x", key), here),))
+    return Decision((accepted,), state, ((seen_key(fb.user_id, "x", key), here),))
 
 
 def _current(sighting: Sighting | None, state: UserState) -> Sighting | None:
@@ -172,8 +172,6 @@ def _current(sighting: Sighting | None, state: UserState) -> Sighting | None:
 
 
 def _with(state: UserState, **changes: Any) -> UserState:
-    from dataclasses import replace
-
     return replace(state, **changes)
 
 
@@ -190,33 +188,32 @@ def decide_command(
     ``seen_before`` says this command id was carried out already (a repeated command is a no-op).
     Other commands (for trainers or the adapter registry) change nothing here.
     """
-    after = state.advanced(source.topic, source.partition, source.offset)
     cid = str(cmd.command_id)
     if seen_before or not isinstance(cmd, RequestTraining | DeactivatePair | ReweightPair | EraseUser):
-        return Decision((), after)
+        return Decision((), state)
     done = ((seen_key(cmd.user_id, "c", cid), Sighting(source.partition, source.offset, cid, 0)),)
     common: dict[str, Any] = {"user_id": cmd.user_id, "correlation_id": cmd.command_id, "occurred_at": cmd.issued_at}
     if isinstance(cmd, RequestTraining):
         generation = state.generation + 1
         event = _threshold(cmd.user_id, cmd.command_id, generation, state.new_pairs, "manual", cmd.issued_at, source)
-        return Decision((event,), _with(after, generation=generation, new_pairs=0), done)
+        return Decision((event,), _with(state, generation=generation, new_pairs=0), done)
     if isinstance(cmd, DeactivatePair | ReweightPair):
         if pair is None:
             rejected = CommandRejected(event_id=derived_event_id("command-rejected", cid), command_id=cmd.command_id,
                                        command_type=cmd.command_type, reason=f"no pair {cmd.pair_id} for this user",
                                        **common)
-            return Decision((rejected,), after, done)
+            return Decision((rejected,), state, done)
         if isinstance(cmd, DeactivatePair):
             return Decision((PairDeactivated(event_id=derived_event_id("pair-deactivated", cid), pair_id=cmd.pair_id,
-                                             command_id=cmd.command_id, **common),), after, done)
+                                             command_id=cmd.command_id, **common),), state, done)
         return Decision((PairReweighted(event_id=derived_event_id("pair-reweighted", cid), pair_id=cmd.pair_id,
                                         training_weight=cmd.training_weight, command_id=cmd.command_id, **common),),
-                        after, done)
+                        state, done)
     erased = UserErased(event_id=derived_event_id("user-erased", cid), command_id=cmd.command_id, **common)
     # Generations keep counting (request ids must never repeat); sightings and signatures of the old
     # epoch stop counting, so the same corrections can be accepted again later. Command sightings
     # ignore epochs (epoch 0 always), so a repeated erase stays a no-op.
-    return Decision((erased,), _with(after, epoch=state.epoch + 1, new_pairs=0, sig_base=state.sig_count), done)
+    return Decision((erased,), _with(state, epoch=state.epoch + 1, new_pairs=0, sig_base=state.sig_count), done)
 
 
 # --- events -----------------------------------------------------------------------------------------

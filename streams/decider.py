@@ -129,9 +129,6 @@ class BatchDecider:
                 self._dead_letter(msg, exc.reason, exc.detail, result)
                 return
             state = part.user(cmd.user_id)
-            if state.applied(source.topic, source.partition, source.offset):
-                result.skipped += 1
-                return
             seen_before = part.sighting(seen_key(cmd.user_id, "c", str(cmd.command_id))) is not None
             decision = decide_command(cmd, source, state, self._command_pair(cmd, state, part), self.settings,
                                       seen_before)
@@ -143,9 +140,6 @@ class BatchDecider:
             self._dead_letter(msg, exc.reason, exc.detail, result)
             return
         state = part.user(fb.user_id)
-        if state.applied(source.topic, source.partition, source.offset):
-            result.skipped += 1  # our state holds it, so its outputs are durable
-            return
         lookups, minhash = self._lookups(fb, state, part)
         decision = decide_feedback(fb, source, state, lookups, self.settings)
         self._apply(part, fb.user_id, state, decision, minhash, result, source)
@@ -193,7 +187,8 @@ class BatchDecider:
             self.indexes.add(user, (after.epoch, after.sig_count), decision.signature_for, minhash)
         elif after.epoch != before.epoch:
             self.indexes.forget(user)
-        part.put_user(user, after)
+        if after != before:
+            part.put_user(user, after)
 
     def _dead_letter(self, msg: RawMessage, reason: str, detail: str, result: BatchResult) -> None:
         result.dead_letters += 1

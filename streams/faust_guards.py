@@ -27,22 +27,21 @@ log = logging.getLogger("samtuner.streams")
 _GUARDED = "_samtuner_guarded"
 
 
-def repair_acks(consumer: Any, tp: Any) -> bool:
-    """Clean Faust's acked offsets of ``tp``; True when something was dropped.
+def repair_acks(consumer: Any, tp: Any) -> None:
+    """Clean Faust's acked offsets of ``tp`` (logged when something was dropped).
 
     Called on the event loop with no await in between, like Faust's own ack bookkeeping."""
     acked = consumer._acked.get(tp)
     if not acked:
-        return False
+        return
     keep = repaired_acks(acked, consumer._committed_offset.get(tp))
     if keep is None:
-        return False
+        return
     with ack_lock:
         log.info("%s[%d]: dropped %d duplicate or stale acked offsets that held back Faust's commits",
                  tp.topic, tp.partition, len(acked) - len(keep))
         acked[:] = keep
         consumer._acked_index[tp] = set(keep)
-    return True
 
 
 def mark_acked(consumer: Any, tp: Any, offsets: list[int]) -> None:

@@ -16,7 +16,7 @@ This module holds the decisions only (pure, clock passed in); ``streams/app.py``
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 TP = TypeVar("TP")
@@ -70,7 +70,6 @@ class StallDetector(Generic[TP]):
     _since: float | None = None
     _progress: int = -1
     _seeks: int = 0
-    _lagging: list[Lagging[TP]] = field(default_factory=list)
 
     def observe(self, now: float, processed: int, busy: bool, lagging: list[Lagging[TP]]) -> list[Lagging[TP]]:
         """``processed``: a counter that grows with every handled batch; ``busy``: a batch or a
@@ -90,7 +89,6 @@ class StallDetector(Generic[TP]):
             return []
         self._since = now
         self._seeks += 1
-        self._lagging = lagging
         return lagging
 
     @property

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,41 +13,26 @@ import numpy as np
 class UserState:
     """What the decider knows about one user (one value per user: its changelog message is atomic).
 
-    ``offsets`` holds, per source topic, the last offset whose effects are in this state (a user's
-    events live in one partition of each co-partitioned topic), so an event at or below it was
-    already applied. ``epoch`` grows when the user is erased: sightings and signatures of an older
-    epoch are ignored. ``sig_count`` is how many MinHash signatures the user has stored.
+    Which events are already applied is the partition's business, not the user's: see
+    ``PartitionState.through`` in ``streams/journal.py``. ``epoch`` grows when the user is erased:
+    sightings and signatures of an older epoch are ignored. ``sig_count`` is how many MinHash
+    signatures the user has stored.
     """
 
     generation: int = 0
     new_pairs: int = 0
-    partition: int = -1
-    offsets: dict[str, int] = field(default_factory=dict)
     epoch: int = 0
     sig_count: int = 0
     sig_base: int = 0  # signatures below this index belong to an erased epoch
 
-    def applied(self, topic: str, partition: int, offset: int) -> bool:
-        return partition == self.partition and offset <= self.offsets.get(topic, -1)
-
-    def advanced(self, topic: str, partition: int, offset: int, **changes: Any) -> UserState:
-        offsets = dict(self.offsets)
-        offsets[topic] = offset
-        if not changes:  # the hot path: only the position moves
-            return UserState(self.generation, self.new_pairs, partition, offsets, self.epoch, self.sig_count,
-                             self.sig_base)
-        return replace(self, partition=partition, offsets=offsets, **changes)
-
     def to_json(self) -> dict[str, Any]:
-        return {"g": self.generation, "n": self.new_pairs, "p": self.partition, "o": self.offsets,
-                "e": self.epoch, "s": self.sig_count, "b": self.sig_base}
+        return {"g": self.generation, "n": self.new_pairs, "e": self.epoch, "s": self.sig_count, "b": self.sig_base}
 
     @classmethod
     def from_json(cls, raw: dict[str, Any] | None) -> UserState:
         if not raw:
             return cls()
-        return cls(generation=int(raw["g"]), new_pairs=int(raw["n"]), partition=int(raw["p"]),
-                   offsets={str(k): int(v) for k, v in raw.get("o", {}).items()}, epoch=int(raw.get("e", 0)),
+        return cls(generation=int(raw["g"]), new_pairs=int(raw["n"]), epoch=int(raw.get("e", 0)),
                    sig_count=int(raw.get("s", 0)), sig_base=int(raw.get("b", 0)))
 
 

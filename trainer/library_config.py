@@ -50,10 +50,6 @@ def dpo_field_types() -> dict[str, Any]:
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(DPOConfig) if f.init}
 
 
-def dpo_fields() -> set[str]:
-    return set(dpo_field_types())
-
-
 def check_dpo_keys(dpo: Mapping[str, Any]) -> None:
     """Every key is a DPOConfig field of the installed TRL and every value has that field's type."""
     from pydantic import TypeAdapter, ValidationError
