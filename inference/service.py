@@ -37,7 +37,7 @@ def start_node(cfg: Config, stop: threading.Event, threads: list[threading.Threa
 
     from inference.api import create_api
 
-    publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id=f"samtuner-node-{cfg.inference.node_id}")
+    publisher = KafkaEventPublisher(cfg.kafka, client_id=f"samtuner-node-{cfg.inference.node_id}")
     node = InferenceNode(cfg, publisher)
     follower = RegistryFollower(cfg, node)
     control = Topics(cfg.kafka.topic_prefix).control

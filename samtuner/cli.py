@@ -233,7 +233,7 @@ def _send_command(cfg: Config, command: Command) -> None:
     from infra.kafka import KafkaEventPublisher, publish_command
     from schemas.topics import Topics
 
-    publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-cli")
+    publisher = KafkaEventPublisher(cfg.kafka, client_id="samtuner-cli")
     try:
         publish_command(publisher, Topics(cfg.kafka.topic_prefix).control, command)
         publisher.flush(timeout_s=30)
@@ -304,7 +304,7 @@ def replay_cmd(
     from samtuner.fixtures import FixtureError, read_fixture, replay
 
     cfg = _config(config)
-    publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-replay")
+    publisher = KafkaEventPublisher(cfg.kafka, client_id="samtuner-replay")
     try:
         count = replay(read_fixture(file), publisher, cfg.kafka.topic_prefix, keep_timestamps)
         publisher.flush()
@@ -349,7 +349,7 @@ def _send(cfg: Config, command: Command) -> None:
     from infra.kafka import KafkaEventPublisher, publish_command
     from schemas.topics import Topics
 
-    publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-cli")
+    publisher = KafkaEventPublisher(cfg.kafka, client_id="samtuner-cli")
     try:
         publish_command(publisher, Topics(cfg.kafka.topic_prefix).control, command)
         publisher.flush()
@@ -427,7 +427,7 @@ def pairs_export(
                        err=True)
     if rows is None:
         try:
-            rows = export.from_log(read_topic(cfg.kafka.bootstrap_servers, Topics(cfg.kafka.topic_prefix).pairs), user)
+            rows = export.from_log(read_topic(cfg.kafka, Topics(cfg.kafka.topic_prefix).pairs), user)
         except InfraError as exc:
             raise _fail(str(exc)) from exc
     count = export.write(rows, out, fmt)  # type: ignore[arg-type]
@@ -450,7 +450,7 @@ def record(
     try:
         with out.open("w", encoding="utf-8") as fh:
             for name in topic:
-                for msg in read_topic(cfg.kafka.bootstrap_servers, f"{cfg.kafka.topic_prefix}{name}"):
+                for msg in read_topic(cfg.kafka, f"{cfg.kafka.topic_prefix}{name}"):
                     fh.write(json.dumps(record_line(msg, cfg.kafka.topic_prefix), ensure_ascii=False) + "\n")
                     count += 1
     except InfraError as exc:
@@ -610,7 +610,7 @@ def cancel(
         job = find_job(ledger, request)
         if job.done:
             raise _fail(f"job {job.request_id[:8]} already ended ({job.status}); nothing to cancel")
-        publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-cli")
+        publisher = KafkaEventPublisher(cfg.kafka, client_id="samtuner-cli")
         publish_command(publisher, Topics(cfg.kafka.topic_prefix).control,
                         CancelTraining(user_id=job.request.user_id, request_id=job.request.request_id))
         publisher.flush()

@@ -16,16 +16,18 @@ import hashlib
 from types import TracebackType
 from typing import Any
 
-from infra.kafka import KafkaEventPublisher
+from infra.kafka import Connection, KafkaEventPublisher
 from schemas.events import FeedbackReceived, FeedbackType
 from schemas.ids import feedback_event_id
 from schemas.topics import Topics
 
 
 class FeedbackPublisher:
-    def __init__(self, bootstrap_servers: str, topic_prefix: str = "", **producer_config: Any) -> None:
+    def __init__(self, connection: Connection, topic_prefix: str = "", **producer_config: Any) -> None:
+        """``connection``: a bootstrap address (PLAINTEXT), or the ``kafka`` settings of a config (its
+        ``security`` with them); ``producer_config``: extra confluent-kafka producer settings."""
         self.topic = Topics(topic_prefix).feedback
-        self._publisher = KafkaEventPublisher(bootstrap_servers, client_id="sam-feedback", **producer_config)
+        self._publisher = KafkaEventPublisher(connection, client_id="sam-feedback", **producer_config)
 
     def publish(self, event: FeedbackReceived) -> FeedbackReceived:
         self._publisher.publish(self.topic, event)

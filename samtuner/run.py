@@ -106,7 +106,7 @@ def _projector_thread(cfg: Config, store: ClickHouseStore, stop: threading.Event
     from streams.projector import ClickHouseSink, Projector
     from streams.projector_consumer import ProjectorConsumer
 
-    publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-projector")
+    publisher = KafkaEventPublisher(cfg.kafka, client_id="samtuner-projector")
     projector = Projector(ClickHouseSink(store), ArtifactStore(cfg.artifact_root), publisher,
                           Topics(cfg.kafka.topic_prefix))
     return threading.Thread(target=ProjectorConsumer(cfg, projector).run, args=(stop,), name="projector",

@@ -29,8 +29,8 @@ import faust
 from faust.streams import _current_event
 from faust.types import TP, EventT, StreamT
 
-from infra.kafka import KafkaEventPublisher, RawMessage, read_range
-from schemas.config import Config
+from infra.kafka import KafkaEventPublisher, RawMessage, aiokafka_auth, kafka_password, read_range
+from schemas.config import Config, KafkaSettings
 from schemas.topics import Topics
 from streams.decide import DecideSettings
 from streams.decider import BatchDecider
@@ -91,12 +91,25 @@ def bound_to(event: EventT) -> Iterator[None]:
         _current_event.reset(token)
 
 
+def faust_credentials(kafka: KafkaSettings) -> Any:
+    """``kafka.security`` as Faust credentials (Faust hands them to aiokafka), or None for PLAINTEXT."""
+    sec = kafka.security
+    if sec.protocol == "PLAINTEXT":
+        return None
+    context = aiokafka_auth(kafka).get("ssl_context")
+    if sec.sasl:
+        return faust.SASLCredentials(username=sec.username, password=kafka_password(kafka), ssl_context=context,
+                                     mechanism=sec.sasl_mechanism)
+    return faust.SSLCredentials(context)
+
+
 def create_app(cfg: Config, stats: StreamsStats | None = None) -> faust.App:
     stats = stats if stats is not None else StreamsStats()
     topics = Topics(cfg.kafka.topic_prefix)
     app = faust.App(
         cfg.streams.app_id,
         broker=[f"kafka://{hp}" for hp in cfg.kafka.bootstrap_servers.split(",")],
+        broker_credentials=faust_credentials(cfg.kafka),
         store="memory://",
         datadir=str(cfg.state_path / "faust"),
         topic_partitions=cfg.kafka.partitions,
@@ -243,19 +256,22 @@ def _add_watchdog(app: faust.App, stats: StreamsStats, sources: tuple[str, ...],
 def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStats) -> None:
     sources = app.topic(topics.feedback, topics.control, key_serializer="raw", value_serializer="raw")
     schema: faust.Schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
-    journal = app.Table("decider-journal", partitions=cfg.kafka.partitions, schema=schema)
+    # An erasure rewrites journal entries; compaction then drops the old values: roll segments hourly
+    # so that it can (the active segment is never compacted).
+    journal = app.Table("decider-journal", partitions=cfg.kafka.partitions, schema=schema,
+                        extra_topic_configs={"segment.ms": str(3_600_000), "min.cleanable.dirty.ratio": "0.1"})
     memory = DeciderMemory(journal)
     quality = cfg.quality
     hasher = MinHasher(quality.minhash_num_perm, quality.shingle_words)
     indexes = UserIndexes(hasher, quality.near_duplicate_jaccard)
-    watermarks = OutputWatermarks(cfg.kafka.bootstrap_servers, topics.pairs)
+    watermarks = OutputWatermarks(cfg.kafka, topics.pairs)
     settings = DecideSettings(min_new_pairs=cfg.trigger.min_new_pairs, quality=quality,
                               preview_chars=cfg.streams.preview_chars,
                               count_tokens=token_counter(quality.tokenizer or cfg.model.base))
-    bootstrap = cfg.kafka.bootstrap_servers
+    kafka = cfg.kafka
     decider = BatchDecider(settings, memory, topics, hasher, indexes, watermarks,
-                           lambda topic, partition, start, end: read_range(bootstrap, topic, partition, start, end))
-    producer = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-decider")
+                           lambda topic, partition, start, end: read_range(kafka, topic, partition, start, end))
+    producer = KafkaEventPublisher(cfg.kafka, client_id="samtuner-decider")
     io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decider-io")
 
     def forget(*_: Any, **__: Any) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException
 
-from infra.kafka import RawMessage, read_topic, to_raw_message
+from infra.kafka import RawMessage, client_config, read_topic, to_raw_message
 from schemas.codec import decode
 from schemas.config import Config
 from schemas.errors import EventDecodeError
@@ -36,7 +36,7 @@ class ProjectorStats:
 def known_requests(cfg: Config) -> set[str]:
     """Training requests already in the training log (read once at start)."""
     out = set()
-    for msg in read_topic(cfg.kafka.bootstrap_servers, Topics(cfg.kafka.topic_prefix).training):
+    for msg in read_topic(cfg.kafka, Topics(cfg.kafka.topic_prefix).training):
         try:
             event = decode(msg.value)
         except EventDecodeError:
@@ -73,15 +73,14 @@ class ProjectorConsumer:
 
     def run(self, stop: threading.Event) -> None:
         self.projector.known_requests |= known_requests(self.cfg)
-        consumer = Consumer({
-            "bootstrap.servers": self.cfg.kafka.bootstrap_servers,
+        consumer = Consumer(client_config(self.cfg.kafka, **{
             "group.id": f"{self.cfg.streams.app_id}-projector",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "fetch.message.max.bytes": 17 * 1024 * 1024,
             "max.poll.interval.ms": 600_000,
             "session.timeout.ms": int(self.cfg.streams.session_timeout_s * 1000),
-        })
+        }))
         consumer.subscribe(projector_topics(self.topics))
         self.ready.set()
         try:

@@ -19,7 +19,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from infra.errors import InfraError
-from infra.kafka import EventPublisher, KafkaEventPublisher, read_topic, to_raw_message
+from infra.kafka import EventPublisher, KafkaEventPublisher, client_config, read_topic, to_raw_message
 from schemas.codec import decode
 from schemas.config import Config
 from schemas.errors import EventDecodeError
@@ -39,7 +39,7 @@ class TrainingConsumer:
                  worker_id: str | None = None) -> None:
         self.cfg = cfg
         self.topics = Topics(cfg.kafka.topic_prefix)
-        self.publisher = publisher or KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-trainer")
+        self.publisher = publisher or KafkaEventPublisher(cfg.kafka, client_id="samtuner-trainer")
         self.worker_id = worker_id or f"{socket.gethostname()}-trainer-{uuid.uuid4().hex[:6]}"
         self.worker = TrainerWorker(cfg, self.publisher, runner=runner, worker_id=self.worker_id)
         self.offsets = OffsetTracker()
@@ -61,7 +61,7 @@ class TrainingConsumer:
         for attempt in range(1, attempts + 1):
             try:
                 events: list[Event] = []
-                for msg in read_topic(self.cfg.kafka.bootstrap_servers, self.topics.training, partitions=partitions):
+                for msg in read_topic(self.cfg.kafka, self.topics.training, partitions=partitions):
                     try:
                         events.append(decode(msg.value))
                     except EventDecodeError:
@@ -98,8 +98,7 @@ class TrainingConsumer:
         jobs = threading.Thread(target=self.worker.run_jobs, args=(stop,), name="trainer-jobs", daemon=True)
         control.start()
         jobs.start()
-        consumer = Consumer({
-            "bootstrap.servers": self.cfg.kafka.bootstrap_servers,
+        consumer = Consumer(client_config(self.cfg.kafka, **{
             "group.id": self.cfg.trainer.group_id,
             "client.id": self.worker_id,
             "enable.auto.commit": False,
@@ -107,7 +106,7 @@ class TrainingConsumer:
             "max.poll.interval.ms": self.cfg.trainer.max_poll_interval_ms,
             "session.timeout.ms": self.cfg.trainer.session_timeout_ms,
             "partition.assignment.strategy": "cooperative-sticky",
-        })
+        }))
         self._consumer = consumer
         consumer.subscribe([self.topics.training], on_assign=self._on_assign, on_revoke=self._on_revoke,
                            on_lost=self._on_lost)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from infra.errors import KafkaError
-from infra.kafka import watermarks
+from infra.kafka import client_config, watermarks
 from schemas.codec import decode_command
 from schemas.commands import CancelTraining
 from schemas.config import Config
@@ -33,12 +33,11 @@ class ControlFollower:
         self.on_cancel = on_cancel
 
     def run(self, stop: threading.Event, ready: threading.Event) -> None:
-        consumer = Consumer({
-            "bootstrap.servers": self.cfg.kafka.bootstrap_servers,
+        consumer = Consumer(client_config(self.cfg.kafka, **{
             "group.id": "samtuner-trainer-control",  # never joins: assign() only, nothing committed
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-        })
+        }))
         try:
             ends = self._assign(consumer, stop)
             if not ends:
