@@ -8,6 +8,8 @@ every driver error is translated into :class:`infra.errors.StoreError` here, onc
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,34 +17,69 @@ from typing import Any, cast
 
 import clickhouse_connect
 
-from infra.errors import StoreError
+from infra.credentials import read_secret
+from infra.errors import StoreError, StoreUnreachable
+from schemas.config import Config
 from schemas.ddl import MIGRATIONS, Migration
+from schemas.secrets import Masker, redact_url
+
+# clickhouse-connect sets urllib3's logger to WARNING on import, so each failed connection would print
+# a raw retry line; our errors say what failed, once (StoreUnreachable).
+logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
 def _is_chdb(dsn: str) -> bool:
     return dsn.startswith("chdb:")
 
 
+def _cause(text: str, exc: Exception) -> str:
+    """The short cause in a driver's long message ('[Errno 111] Connection refused'), or its first line."""
+    found = re.search(r"\[Errno -?\d+\] [^\"')\]]+", text)
+    if found:
+        return found.group(0).strip()
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first[:200]
+
+
+def open_store(cfg: Config) -> ClickHouseStore:
+    """The store of a config: its DSN, with the password from clickhouse.password_env/_file if set."""
+    ch = cfg.clickhouse
+    password = read_secret(ch.password_env, ch.password_file, "clickhouse")
+    return ClickHouseStore(cfg.clickhouse_dsn, ch.database, password=password, connect_timeout_s=ch.connect_timeout_s)
+
+
 class ClickHouseStore:
-    def __init__(self, dsn: str, database: str = "sam") -> None:
+    def __init__(self, dsn: str, database: str = "sam", password: str | None = None,
+                 connect_timeout_s: float = 5.0) -> None:
         self.dsn = dsn
         self.database = database
         self._lock = threading.RLock()
+        # Errors echo what the driver says, which can hold the DSN: never its password.
+        self._mask = Masker([password] if password else [])
+        where = redact_url(dsn)
         try:
             if _is_chdb(dsn):
                 path = dsn[len("chdb://"):]
                 if path and path != "memory" and not path.startswith(":memory:"):
                     Path(path).mkdir(parents=True, exist_ok=True)
-            self._client = clickhouse_connect.get_client(dsn=dsn)
+                self._client = clickhouse_connect.get_client(dsn=dsn)
+            else:
+                extra: dict[str, Any] = {"password": password} if password is not None else {}
+                self._client = clickhouse_connect.get_client(dsn=dsn, connect_timeout=connect_timeout_s,
+                                                             send_receive_timeout=max(30.0, connect_timeout_s), **extra)
         except Exception as exc:
-            text = str(exc)
+            text = self._mask(str(exc))
             if "Cannot lock file" in text or "lock" in text.lower():
                 raise StoreError(
-                    f"the embedded ClickHouse at {dsn} is open in another process (one chDB data directory "
+                    f"the embedded ClickHouse at {where} is open in another process (one chDB data directory "
                     f"can be open in one process only; run every role in one process with 'samtuner run', "
                     f"or use a ClickHouse server DSN): {text}"
                 ) from exc
-            raise StoreError(f"cannot open ClickHouse at {dsn}: {text}") from exc
+            if not _is_chdb(dsn):
+                raise StoreUnreachable(
+                    f"cannot reach ClickHouse at {where}: {_cause(text, exc)}; start the ClickHouse server, or "
+                    "remove clickhouse.dsn to use the embedded engine") from exc
+            raise StoreError(f"cannot open ClickHouse at {where}: {text}") from exc
 
     @property
     def embedded(self) -> bool:
@@ -53,14 +90,14 @@ class ClickHouseStore:
             try:
                 return self._client.command(sql, parameters=parameters)
             except Exception as exc:
-                raise StoreError(f"ClickHouse command failed: {exc}") from exc
+                raise StoreError(self._mask(f"ClickHouse command failed: {exc}")) from exc
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         with self._lock:
             try:
                 return [tuple(row) for row in self._client.query(sql, parameters=parameters).result_rows]
             except Exception as exc:
-                raise StoreError(f"ClickHouse query failed: {exc}") from exc
+                raise StoreError(self._mask(f"ClickHouse query failed: {exc}")) from exc
 
     def query_dicts(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         with self._lock:
@@ -69,7 +106,7 @@ class ClickHouseStore:
                 names = result.column_names
                 return [dict(zip(names, row, strict=True)) for row in result.result_rows]
             except Exception as exc:
-                raise StoreError(f"ClickHouse query failed: {exc}") from exc
+                raise StoreError(self._mask(f"ClickHouse query failed: {exc}")) from exc
 
     def insert(
         self,
@@ -88,7 +125,7 @@ class ClickHouseStore:
                     f"{self.database}.{table}", cast(Any, rows), column_names=list(columns), settings=settings
                 )
             except Exception as exc:
-                raise StoreError(f"insert into {table} ({len(rows)} rows) failed: {exc}") from exc
+                raise StoreError(self._mask(f"insert into {table} ({len(rows)} rows) failed: {exc}")) from exc
 
     def migrate(self, migrations: Sequence[Migration] = MIGRATIONS) -> list[str]:
         """Create the database and apply pending migrations; returns the ids applied now."""

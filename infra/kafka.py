@@ -114,7 +114,9 @@ def unreachable_message(kafka: KafkaSettings, errors: Sequence[CKafkaError], fal
             return f"{describe(kafka)}: the TLS handshake failed: {refused.str()}; check kafka.security.ssl_*"
         return (f"{describe(kafka)} refused our credentials: {refused.str()}; check kafka.security.username and "
                 f"the password in the {where}" if sec.sasl else f"{describe(kafka)} refused us: {refused.str()}")
-    cause = errors[-1].str() if errors else fallback
+    # The first error the client reported says most ("Connect to ipv4#127.0.0.1:9092 failed: Connection
+    # refused"); the exception at the end only says that metadata could not be read.
+    cause = errors[0].str() if errors else fallback
     return (f"cannot reach {describe(kafka)}: {cause}; start the local broker with `samtuner kafka up` "
             "(or set kafka.bootstrap_servers)")
 
@@ -128,18 +130,19 @@ def check_reachable(connection: Connection, timeout_s: float | None = None) -> N
     kafka = settings_of(connection)
     errors: list[CKafkaError] = []
     admin = AdminClient(client_config(kafka, error_cb=errors.append, **{"socket.connection.setup.timeout.ms": 3000}))
-    deadline = time.monotonic() + (timeout_s if timeout_s is not None else kafka.connect_timeout_s)
+    started = time.monotonic()
+    limit = timeout_s if timeout_s is not None else kafka.connect_timeout_s
     last = "no answer"
     while True:
         try:
             admin.list_topics(timeout=0.5)
             return
         except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            if isinstance(error, CKafkaError):
-                errors.append(error)
             last = str(exc)
-        if any(e.code() in _REFUSED for e in errors) or time.monotonic() > deadline:
+        elapsed = time.monotonic() - started
+        # Refused credentials: at once. Connections refused or timing out: after the limit. Connected
+        # but no answer yet (a busy broker): a while longer.
+        if any(e.code() in _REFUSED for e in errors) or elapsed > (limit if errors else 3 * limit):
             raise KafkaUnreachable(unreachable_message(kafka, errors, last))
         admin.poll(0.1)
 

@@ -30,6 +30,14 @@ app.add_typer(config_app, name="config")
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="samtuner.yaml (default: ./samtuner.yaml)")]
 
 
+@app.callback()
+def _logging() -> None:
+    """Warnings of every command in one format; client libraries' own lines stay out (roles set more)."""
+    from samtuner.logs import setup_logging
+
+    setup_logging("WARNING")
+
+
 def _config(path: Path | None) -> Config:
     try:
         return load_config(path)
@@ -41,6 +49,19 @@ def _config(path: Path | None) -> Config:
 def _fail(message: str, code: int = 1) -> typer.Exit:
     typer.secho(message, fg="red", err=True)
     return typer.Exit(code)
+
+
+def _kafka_config(path: Path | None) -> Config:
+    """The config, once a broker answered with our credentials; otherwise one line and exit 1."""
+    from infra.errors import InfraError
+    from infra.kafka import check_reachable
+
+    cfg = _config(path)
+    try:
+        check_reachable(cfg.kafka)
+    except InfraError as exc:
+        raise _fail(str(exc)) from exc
+    return cfg
 
 
 # -- kafka ---------------------------------------------------------------------------------------
@@ -61,13 +82,22 @@ def kafka_fetch() -> None:
 @kafka_app.command("up")
 def kafka_up(config: ConfigOpt = None) -> None:
     """Start the broker (formatting its storage once) and create the declared topics."""
-    from infra.broker import broker_for
+    from infra.broker import BrokerSasl, broker_for
     from infra.errors import InfraError
+    from infra.kafka import kafka_password
     from infra.topics import ensure_topics
 
     cfg = _config(config)
     try:
-        broker = broker_for(cfg.kafka.bootstrap_servers, cfg.state_path)
+        sec = cfg.kafka.security
+        # With SASL in the config, the broker's client listener is SASL_PLAINTEXT with ACLs, and this
+        # config's user is its admin (see README, 'Kafka security').
+        sasl = (BrokerSasl(sec.username, kafka_password(cfg.kafka) or "", sec.sasl_mechanism)
+                if sec.sasl and sec.username else None)
+        if sasl is not None and not sasl.mechanism.startswith("SCRAM"):
+            raise _fail("the local broker takes SCRAM-SHA-256 or SCRAM-SHA-512 logins; set "
+                        "kafka.security.sasl_mechanism", 2)
+        broker = broker_for(cfg.kafka.bootstrap_servers, cfg.state_path, sasl)
         broker.start()
         created = ensure_topics(cfg.kafka)
     except InfraError as exc:
@@ -83,6 +113,59 @@ def kafka_down(config: ConfigOpt = None) -> None:
     cfg = _config(config)
     stopped = broker_for(cfg.kafka.bootstrap_servers, cfg.state_path).stop()
     typer.echo("kafka stopped" if stopped else "kafka was not running")
+
+
+@kafka_app.command("user")
+def kafka_user(
+    name: str,
+    password_env: Annotated[str, typer.Option(help="Environment variable that holds the new user's password")],
+    role: Annotated[list[str] | None, typer.Option(help="Grant this role's ACLs too (repeat for several)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Create (or change) a SCRAM user on the broker, as this config's user, and grant it roles' ACLs."""
+    import os
+
+    from infra.acls import apply_grants, merged, upsert_user
+    from infra.errors import InfraError
+
+    cfg = _kafka_config(config)
+    password = os.environ.get(password_env)
+    if not password:
+        raise _fail(f"the environment variable {password_env} is not set (or empty)", 2)
+    try:
+        upsert_user(cfg.kafka, name, password, cfg.kafka.security.sasl_mechanism)
+        count = apply_grants(cfg.kafka, f"User:{name}", merged(role or [], cfg)) if role else 0
+    except InfraError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"user {name} set" + (f"; {count} ACLs for {', '.join(role or [])}" if role else ""))
+
+
+@kafka_app.command("acls")
+def kafka_acls(
+    role: Annotated[list[str] | None, typer.Option(help="Only these roles")] = None,
+    principal: Annotated[str | None, typer.Option(help="Apply them to this principal (e.g. User:decider)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Show the ACLs each role needs (from the declared topics), or apply them to --principal."""
+    from infra.acls import ROLES, acl_table, apply_grants, merged
+    from infra.errors import InfraError
+
+    roles = role or list(ROLES)
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise _fail(f"unknown role(s) {', '.join(unknown)}; roles: {', '.join(ROLES)}", 2)
+    if principal is None:
+        cfg = _config(config)
+        for row in acl_table(cfg):
+            if row[0] in roles:
+                typer.echo(" | ".join(row))
+        return
+    cfg = _kafka_config(config)
+    try:
+        count = apply_grants(cfg.kafka, principal, merged(roles, cfg))
+    except InfraError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"{count} ACLs for {principal} ({', '.join(roles)})")
 
 
 @kafka_app.command("status")
@@ -102,24 +185,28 @@ def kafka_status(config: ConfigOpt = None) -> None:
 @app.command("topics")
 def topics(config: ConfigOpt = None) -> None:
     """Create the declared topics that are missing (idempotent)."""
+    from infra.errors import InfraError
     from infra.topics import ensure_topics
 
-    created = ensure_topics(_config(config).kafka)
+    try:
+        created = ensure_topics(_kafka_config(config).kafka)
+    except InfraError as exc:
+        raise _fail(str(exc)) from exc
     typer.echo(f"created: {', '.join(created) if created else 'none (all exist)'}")
 
 
 @app.command("migrate")
 def migrate(config: ConfigOpt = None) -> None:
     """Create the ClickHouse database and tables (idempotent)."""
-    from infra.clickhouse import ClickHouseStore
-    from infra.errors import StoreError
+    from infra.clickhouse import open_store
+    from infra.errors import InfraError
 
     cfg = _config(config)
     try:
-        store = ClickHouseStore(cfg.clickhouse_dsn, cfg.clickhouse.database)
+        store = open_store(cfg)
         applied = store.migrate()
         store.close()
-    except StoreError as exc:
+    except InfraError as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"applied: {', '.join(applied) if applied else 'none (up to date)'}")
 
@@ -258,7 +345,7 @@ def adapters_activate(
         command = ActivateAdapter(user_id=user, version=version, new_share=new_share, issued_by="cli")
     except ValidationError as exc:
         raise _fail(f"invalid command: {exc}", 2) from exc
-    _send_command(_config(config), command)
+    _send_command(_kafka_config(config), command)
 
 
 @adapters_app.command("deactivate")
@@ -266,7 +353,7 @@ def adapters_deactivate(user: str, config: ConfigOpt = None) -> None:
     """Serve USER from the base model (answers say so) until activated again."""
     from schemas.commands import DeactivateAdapter
 
-    _send_command(_config(config), DeactivateAdapter(user_id=user, issued_by="cli"))
+    _send_command(_kafka_config(config), DeactivateAdapter(user_id=user, issued_by="cli"))
 
 
 @adapters_app.command("show")
@@ -303,7 +390,7 @@ def replay_cmd(
     from infra.kafka import KafkaEventPublisher
     from samtuner.fixtures import FixtureError, read_fixture, replay
 
-    cfg = _config(config)
+    cfg = _kafka_config(config)
     publisher = KafkaEventPublisher(cfg.kafka, client_id="samtuner-replay")
     try:
         count = replay(read_fixture(file), publisher, cfg.kafka.topic_prefix, keep_timestamps)
@@ -364,7 +451,7 @@ def pairs_deactivate(user: str, pair_id: uuid.UUID, config: ConfigOpt = None) ->
     """Stop training on a pair (it stays stored with is_active = false)."""
     from schemas.commands import DeactivatePair
 
-    _send(_config(config), DeactivatePair(user_id=user, pair_id=pair_id))
+    _send(_kafka_config(config), DeactivatePair(user_id=user, pair_id=pair_id))
 
 
 @pairs_app.command("reweight")
@@ -378,7 +465,7 @@ def pairs_reweight(user: str, pair_id: uuid.UUID, weight: float, config: ConfigO
         command = ReweightPair(user_id=user, pair_id=pair_id, training_weight=weight)
     except ValidationError as exc:
         raise _fail(f"invalid weight: {exc.errors()[0]['msg']}", 2) from exc
-    _send(_config(config), command)
+    _send(_kafka_config(config), command)
 
 
 @users_app.command("erase")
@@ -389,7 +476,7 @@ def users_erase(user: str, yes: Annotated[bool, typer.Option("--yes", help="Conf
 
     if not yes:
         raise _fail("erasing a user cannot be undone: add --yes", 2)
-    _send(_config(config), EraseUser(user_id=user))
+    _send(_kafka_config(config), EraseUser(user_id=user))
 
 
 @pairs_app.command("export")
@@ -401,9 +488,9 @@ def pairs_export(
     config: ConfigOpt = None,
 ) -> None:
     """Export active pairs in TRL's preference format (prompt / chosen / rejected, plus ids and weights)."""
-    from infra.clickhouse import ClickHouseStore
+    from infra.clickhouse import open_store
     from infra.errors import InfraError, StoreError
-    from infra.kafka import read_topic
+    from infra.kafka import check_reachable, read_topic
     from schemas.topics import Topics
     from streams import export
 
@@ -413,23 +500,27 @@ def pairs_export(
         raise _fail(f"unknown source {source!r}; valid: auto, store, log", 2)
     cfg = _config(config)
     rows = None
+    unavailable = ""
     if source in ("auto", "store"):
         try:
-            store = ClickHouseStore(cfg.clickhouse_dsn, cfg.clickhouse.database)
+            store = open_store(cfg)
             try:
                 rows = export.from_store(store, user)
             finally:
                 store.close()
-        except StoreError as exc:
+        except (StoreError, InfraError) as exc:
             if source == "store":
                 raise _fail(str(exc)) from exc
-            typer.echo(f"the store is not available ({str(exc)[:160]}...); folding the pairs topic instead",
-                       err=True)
+            unavailable = str(exc)[:200]
     if rows is None:
         try:
+            check_reachable(cfg.kafka)
             rows = export.from_log(read_topic(cfg.kafka, Topics(cfg.kafka.topic_prefix).pairs), user)
         except InfraError as exc:
-            raise _fail(str(exc)) from exc
+            raise _fail(f"{exc}" + (f" (and the store is not available: {unavailable})" if unavailable else "")) \
+                from exc
+        if unavailable:
+            typer.echo(f"the store is not available ({unavailable}); folded the pairs topic instead", err=True)
     count = export.write(rows, out, fmt)  # type: ignore[arg-type]
     typer.echo(f"exported {count} active pairs to {out}")
 
@@ -445,7 +536,7 @@ def record(
     from infra.kafka import read_topic
     from samtuner.fixtures import record_line
 
-    cfg = _config(config)
+    cfg = _kafka_config(config)
     count = 0
     try:
         with out.open("w", encoding="utf-8") as fh:
@@ -486,10 +577,10 @@ def config_check(config: ConfigOpt = None) -> None:
 
 @config_app.command("show")
 def config_show(config: ConfigOpt = None) -> None:
-    """Print the effective configuration (defaults filled in) as YAML."""
+    """Print the effective configuration (defaults filled in, secrets masked) as YAML."""
     import yaml
 
-    typer.echo(yaml.safe_dump(_config(config).model_dump(mode="json"), sort_keys=False))
+    typer.echo(yaml.safe_dump(_config(config).redacted(), sort_keys=False))
 
 
 # -- training for people (trainer) --------------------------------------------------------------
@@ -517,7 +608,7 @@ def train(
     from trainer.errors import TrainerError
     from trainer.library_config import validate_training_config
 
-    cfg = _config(config)
+    cfg = _config(config) if pairs is not None else _kafka_config(config)
     console = Console(stderr=True)
     display = JobDisplay.create(console)
     try:
@@ -556,7 +647,7 @@ def jobs(
     from trainer.ledger import jobs_of
 
     try:
-        ledger, _ = ledger_from_topic(_config(config))
+        ledger, _ = ledger_from_topic(_kafka_config(config))
     except InfraError as exc:
         raise _fail(str(exc)) from exc
     selected = jobs_of(ledger, user)[-last:]
@@ -583,7 +674,7 @@ def curve_cmd(
     from trainer.curve import write_curve
 
     try:
-        ledger, events = ledger_from_topic(_config(config))
+        ledger, events = ledger_from_topic(_kafka_config(config))
         job = find_job(ledger, request)
         points = [e for e in events if isinstance(e, TrainingProgressed) and str(e.request_id) == job.request_id]
         path = write_curve(points, out, f"{job.request.user_id} v{job.request.generation} ({job.status})")
@@ -604,7 +695,7 @@ def cancel(
     from schemas.commands import CancelTraining
     from schemas.topics import Topics
 
-    cfg = _config(config)
+    cfg = _kafka_config(config)
     try:
         ledger, _ = ledger_from_topic(cfg)
         job = find_job(ledger, request)

@@ -13,5 +13,9 @@ def setup_logging(level: str = "INFO") -> None:
         stream=sys.stderr,
         force=True,
     )
-    for noisy in ("aiokafka", "faust", "mode", "httpx", "uvicorn.access", "urllib3", "datasets", "transformers"):
+    for noisy in ("aiokafka", "faust", "mode", "httpx", "uvicorn.access", "datasets", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Their failures are translated once, with the cause, by our code (infra/): their own lines would
+    # only repeat them in raw form.
+    for client in ("clickhouse_connect", "urllib3"):
+        logging.getLogger(client).setLevel(logging.CRITICAL)

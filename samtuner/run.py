@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from infra.artifacts import ArtifactStore
-from infra.clickhouse import ClickHouseStore
+from infra.clickhouse import ClickHouseStore, open_store
 from infra.kafka import KafkaEventPublisher
 from infra.topics import ensure_topics
 from schemas.config import Config
@@ -59,7 +59,7 @@ def run_roles(cfg: Config, roles: frozenset[str] = ALL_ROLES, loglevel: str = "w
     server: Any = None
     try:
         if "projector" in roles:
-            store = ClickHouseStore(cfg.clickhouse_dsn, cfg.clickhouse.database)
+            store = open_store(cfg)
             applied = store.migrate()
             if applied:
                 log.info("migrations applied: %s", ", ".join(applied))

@@ -94,8 +94,8 @@ class KafkaSettings(Section):
     replication_factor: int = Field(1, ge=1, description="Replication factor for created topics.")
     security: KafkaSecurity = Field(default_factory=KafkaSecurity)
     connect_timeout_s: float = Field(
-        6.0, gt=0.0, le=60.0,
-        description="How long a command waits for the broker before it says it cannot be reached.",
+        4.0, gt=0.0, le=60.0,
+        description="How long a command tries to connect to the broker before it says it cannot be reached.",
     )
 
 
