@@ -26,8 +26,16 @@ app.add_typer(kafka_app, name="kafka")
 app.add_typer(model_app, name="model")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(config_app, name="config")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of the HTTP servers (stored hashed).")
+app.add_typer(keys_app, name="keys")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="samtuner.yaml (default: ./samtuner.yaml)")]
+ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="SAMTUNER_API_KEY",
+                                               help="The node's API key (default: $SAMTUNER_API_KEY)")]
+
+
+def _bearer(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 @app.callback()
@@ -360,6 +368,7 @@ def adapters_deactivate(user: str, config: ConfigOpt = None) -> None:
 def adapters_show(
     user: Annotated[str | None, typer.Argument(help="A user (default: every adapter loaded on the node)")] = None,
     url: Annotated[str | None, typer.Option(help="Node URL (default: from the config)")] = None,
+    api_key: ApiKeyOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """What a running node knows of USER, or the adapters it has loaded."""
@@ -369,7 +378,7 @@ def adapters_show(
     base = url or f"http://{cfg.inference.host}:{cfg.inference.port}"
     path = f"/v1/users/{user}/state" if user else "/v1/adapters"
     try:
-        r = httpx.get(f"{base}{path}", timeout=30)
+        r = httpx.get(f"{base}{path}", timeout=30, headers=_bearer(api_key))
         r.raise_for_status()
     except httpx.HTTPError as exc:
         raise _fail(f"cannot reach the node at {base}: {exc}") from exc
@@ -405,6 +414,7 @@ def ask(
     prompt: str,
     user: Annotated[str | None, typer.Option(help="The user whose adapter should answer")] = None,
     url: Annotated[str | None, typer.Option(help="Node URL (default: from the config)")] = None,
+    api_key: ApiKeyOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Ask a running node a question; prints the answer and who answered."""
@@ -414,7 +424,7 @@ def ask(
     base = url or f"http://{cfg.inference.host}:{cfg.inference.port}"
     try:
         r = httpx.post(f"{base}/v1/chat/completions", json={"messages": [{"role": "user", "content": prompt}],
-                                                             "user": user}, timeout=120)
+                                                             "user": user}, timeout=120, headers=_bearer(api_key))
         r.raise_for_status()
     except httpx.HTTPError as exc:
         raise _fail(f"cannot reach the node at {base}: {exc}") from exc
@@ -547,6 +557,65 @@ def record(
     except InfraError as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"recorded {count} messages to {out}")
+
+
+# -- API keys ------------------------------------------------------------------------------------
+
+
+@keys_app.command("create")
+def keys_create(
+    key_id: Annotated[str, typer.Option("--id", help="A name for the key (shown in logs; never the token)")],
+    scope: Annotated[list[str], typer.Option(help="infer, read or admin (repeat; admin implies the others)")],
+    file: Annotated[Path, typer.Option(help="The key file to add it to (auth.keys_file); created 0600")],
+    user: Annotated[list[str] | None, typer.Option(help="Act only for this user (repeat)")] = None,
+    user_prefix: Annotated[str | None, typer.Option(help="Act only for users whose id starts with this")] = None,
+) -> None:
+    """Make a new API key: its hash goes to FILE, the token is printed once (stdout) and kept nowhere."""
+    import os
+
+    import yaml
+    from pydantic import ValidationError
+
+    from infra.auth import load_keys
+    from infra.errors import AuthError
+    from schemas.config import AuthSettings
+    from schemas.keys import ApiKey, hash_token, new_token
+
+    token = new_token()
+    try:
+        key = ApiKey(id=key_id, sha256=hash_token(token), scopes=tuple(scope), users=tuple(user or ()),
+                     user_prefix=user_prefix)
+        existing = load_keys(AuthSettings(keys_file=str(file))) if file.exists() else ()
+    except ValidationError as exc:
+        raise _fail(f"invalid key: {'; '.join(e['msg'] for e in exc.errors())}", 2) from exc
+    except AuthError as exc:
+        raise _fail(str(exc), 2) from exc
+    if any(k.id == key_id for k in existing):
+        raise _fail(f"{file} already has a key with id {key_id!r}", 2)
+    data = {"keys": [k.model_dump(exclude_defaults=True) for k in (*existing, key)]}
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(data, fh, sort_keys=False)
+    typer.echo(f"key {key_id} ({', '.join(key.scopes)}) added to {file}; its token, shown only now:", err=True)
+    typer.echo(token)
+
+
+@keys_app.command("list")
+def keys_list(config: ConfigOpt = None) -> None:
+    """The configured keys: id, scopes and users (never tokens)."""
+    from infra.auth import load_keys
+    from infra.errors import AuthError
+
+    try:
+        keys = load_keys(_config(config).auth)
+    except AuthError as exc:
+        raise _fail(str(exc), 2) from exc
+    if not keys:
+        typer.echo("no API keys: HTTP servers bind loopback only")
+    for k in keys:
+        who = ", ".join(k.users) + (f" {k.user_prefix}*" if k.user_prefix else "") if k.restricted else "any user"
+        typer.echo(f"{k.id}: {', '.join(k.scopes)}; acts for {who.strip()}")
 
 
 # -- schemas and config --------------------------------------------------------------------------
