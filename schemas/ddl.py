@@ -9,6 +9,7 @@ from the topic-partition-offset range (``non_replicated_deduplication_window``),
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 DEDUP = "SETTINGS non_replicated_deduplication_window = 10000"
 
@@ -17,6 +18,38 @@ DEDUP = "SETTINGS non_replicated_deduplication_window = 10000"
 class Migration:
     id: str
     sql: str
+
+
+@dataclass(frozen=True)
+class UserData:
+    """How a table holds users' data, so that erasure reaches it (README: 'Erasure').
+
+    Every table with storage is declared here, by whoever adds it: a test fails for a table of the
+    store that is not. ``columns``: where the user's id is (a row is the user's when any of them
+    equals it); ``on_erase``: ``delete`` the rows, ``revoke`` them (kept as revoked, with the user id
+    replaced by the user's key and their pair ids cleared), or ``none`` for tables with no user data.
+    Materialized views must write ``TO`` a declared table (their inner tables would not be).
+    """
+
+    table: str
+    columns: tuple[str, ...] = ("user_id",)
+    on_erase: Literal["delete", "revoke", "none"] = "delete"
+
+
+USER_DATA: tuple[UserData, ...] = (
+    UserData("preference_pairs"),
+    UserData("rejected_feedback"),
+    UserData("labelled_examples"),
+    # The user is the payload's user_id where the payload parsed, else the message key (topics are keyed
+    # by user id); rows written before migration 0401 have only the key.
+    UserData("dead_letters", ("user_id", "key")),
+    UserData("training_requests"),
+    UserData("training_jobs"),
+    UserData("adapters", on_erase="revoke"),
+    UserData("inference_log"),
+    UserData("answer_feedback"),
+    UserData("schema_migrations", (), on_erase="none"),
+)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -248,5 +281,11 @@ ALTER TABLE {db}.training_jobs
     ADD COLUMN IF NOT EXISTS epoch Float64 DEFAULT 0,
     ADD COLUMN IF NOT EXISTS eta_s Nullable(Float64)
 """,
+    ),
+    # -- security and erasure (issue 10): 04xx -----------------------------------------------------
+    Migration(
+        "0401_dead_letters_user",
+        "ALTER TABLE {db}.dead_letters ADD COLUMN IF NOT EXISTS user_id String DEFAULT '' "
+        "COMMENT 'the payload''s user_id where it parsed, else the message key: what erasure matches'",
     ),
 )

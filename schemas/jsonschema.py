@@ -11,7 +11,7 @@ from schemas import events as E
 EXPORTED = (
     E.FeedbackReceived, E.PairAccepted, E.PairRejected, E.TrainingThresholdReached, E.TrainingRequested,
     E.TrainingStarted, E.TrainingProgressed, E.TrainingSucceeded, E.TrainingFailed, E.AdapterPublished,
-    E.LabelledExampleAccepted, E.PairDeactivated, E.PairReweighted, E.UserErased, E.TrainingQueued,
+    E.LabelledExampleAccepted, E.PairDeactivated, E.PairReweighted, E.UserErased, E.UserForgotten, E.TrainingQueued,
     E.TrainingCancelled, E.TrainingRejected, E.AdapterActivated, E.AdapterDeactivated, E.AdapterRevoked,
     E.AdapterLoadFailed, E.AnswerServed, E.CommandRejected,
     C.RequestTraining, C.CancelTraining, C.ActivateAdapter, C.DeactivateAdapter, C.DeactivatePair,

@@ -302,6 +302,10 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
                         producer.publish_raw(topic, key, value, headers)
                     await loop.run_in_executor(io, producer.flush)
                     t2 = time.perf_counter()
+                    for partition, rewritten in result.rewrites.items():
+                        with bound_to(by_partition[partition]):  # an erasure: the past without the user
+                            for entry_key, entries in rewritten:
+                                journal[entry_key] = entries
                     for partition, (entry_key, entries) in result.journal.items():
                         with bound_to(by_partition[partition]):
                             journal[entry_key] = entries

@@ -43,7 +43,7 @@ class TrainingConsumer:
         self.worker_id = worker_id or f"{socket.gethostname()}-trainer-{uuid.uuid4().hex[:6]}"
         self.worker = TrainerWorker(cfg, self.publisher, runner=runner, worker_id=self.worker_id)
         self.offsets = OffsetTracker()
-        self.control = ControlFollower(cfg, self.worker.cancel)
+        self.control = ControlFollower(cfg, self.worker.cancel, self.worker.erase)
         self._consumer: Any = None
 
     # -- rebalancing ---------------------------------------------------------------------------
