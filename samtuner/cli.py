@@ -480,13 +480,31 @@ def pairs_reweight(user: str, pair_id: uuid.UUID, weight: float, config: ConfigO
 
 @users_app.command("erase")
 def users_erase(user: str, yes: Annotated[bool, typer.Option("--yes", help="Confirm")] = False,
+                wait: Annotated[float, typer.Option(help="Seconds to wait for the report (0 = send only)")] = 60.0,
                 config: ConfigOpt = None) -> None:
-    """Erase all of a user's data: pairs, rejected feedback, labelled examples, snapshots; adapters revoked."""
+    """Erase a user's data from every store: the decider's state, every table, snapshots, checkpoints, job
+    directories and adapter files (adapters revoked); prints the UserErased report. The Kafka history
+    keeps their events until retention (README, 'Erasure')."""
+    from infra.errors import InfraError
+    from samtuner.erasure import erase_and_follow
     from schemas.commands import EraseUser
 
     if not yes:
         raise _fail("erasing a user cannot be undone: add --yes", 2)
-    _send(_kafka_config(config), EraseUser(user_id=user))
+    cfg = _kafka_config(config)
+    if wait <= 0:
+        _send(cfg, EraseUser(user_id=user))
+        return
+    try:
+        command_id, erased = erase_and_follow(cfg, user, wait)
+    except InfraError as exc:
+        raise _fail(f"the command was not sent: {exc}") from exc
+    if erased is None:
+        raise _fail(f"EraseUser sent (command id {command_id}), but no report came within {wait:.0f}s: are the "
+                    "decider and the projector running (`samtuner run` or `samtuner streams`)?")
+    typer.echo(f"{user} erased: {sum(erased.report.rows.values())} rows, "
+               f"{sum(erased.report.files.values())} files", err=True)
+    typer.echo(erased.report.model_dump_json())
 
 
 @pairs_app.command("export")
