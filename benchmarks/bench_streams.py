@@ -221,7 +221,8 @@ def main() -> None:
         build_model(model, "tiny")
     raw = {"state_dir": str(work / "state"), "model": {"base": str(model)},
            "kafka": {"bootstrap_servers": "", "topic_prefix": "bench.", "partitions": 6},
-           "trigger": {"min_new_pairs": 50}, "streams": {"session_timeout_s": 10}}
+           "trigger": {"min_new_pairs": 50}, "streams": {"session_timeout_s": 10},
+           "metrics": {"decider_port": 0, "projector_port": 0, "trainer_port": 0}}
     try:
         broker.start()
         raw["kafka"]["bootstrap_servers"] = broker.bootstrap  # type: ignore[index]

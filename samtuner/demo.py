@@ -60,6 +60,7 @@ def run_demo(workdir: Path, fixture: Path) -> dict[str, Any]:
         "kafka": {"bootstrap_servers": broker.bootstrap, "partitions": 3},
         "trigger": {"min_new_pairs": THRESHOLD},
         "inference": {"node_id": "demo-node", "port": http_port},
+        "metrics": {"decider_port": 0, "projector_port": 0, "trainer_port": 0},  # any free port
     }
     cfg_path.write_text(yaml.safe_dump(raw_cfg))
     cfg = Config.model_validate(raw_cfg)

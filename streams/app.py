@@ -30,10 +30,11 @@ from faust.streams import _current_event
 from faust.types import TP, EventT, StreamT
 
 from infra.kafka import KafkaEventPublisher, RawMessage, aiokafka_auth, kafka_password, read_range
+from infra.metrics import RoleMetrics
 from schemas.config import Config, KafkaSettings
 from schemas.topics import Topics
 from streams.decide import DecideSettings
-from streams.decider import BatchDecider
+from streams.decider import BatchDecider, BatchResult
 from streams.faust_guards import guard_commit_holes, mark_acked, repair_acks
 from streams.journal import DeciderMemory
 from streams.similarity import MinHasher, UserIndexes
@@ -103,8 +104,9 @@ def faust_credentials(kafka: KafkaSettings) -> Any:
     return faust.SSLCredentials(context)
 
 
-def create_app(cfg: Config, stats: StreamsStats | None = None) -> faust.App:
+def create_app(cfg: Config, stats: StreamsStats | None = None, metrics: RoleMetrics | None = None) -> faust.App:
     stats = stats if stats is not None else StreamsStats()
+    metrics = metrics if metrics is not None else RoleMetrics("decider")
     topics = Topics(cfg.kafka.topic_prefix)
     app = faust.App(
         cfg.streams.app_id,
@@ -129,8 +131,20 @@ def create_app(cfg: Config, stats: StreamsStats | None = None) -> faust.App:
     _add_watchdog(app, stats, (topics.feedback, topics.control), cfg.streams.stall_timeout_s)
     _add_progress_log(app, stats)
     _add_task_dump(app)
-    _add_decider(app, cfg, topics, stats)
+    _add_decider(app, cfg, topics, stats, metrics)
+    metrics.gauges.lag = lambda: _faust_lag(app, (topics.feedback, topics.control))
     return app
+
+
+def _faust_lag(app: faust.App, sources: tuple[str, ...]) -> dict[str, int]:
+    """Messages of the sources past the committed offsets, per topic (read from Faust's consumer)."""
+    consumer = cast(Any, app.consumer)
+    out: dict[str, int] = {}
+    for lag in lagging_partitions({tp: consumer._committed_offset.get(tp) for tp in consumer.assignment()},
+                                  {tp: consumer.highwater(tp) for tp in consumer.assignment()}):
+        if lag.tp.topic in sources:
+            out[lag.tp.topic] = out.get(lag.tp.topic, 0) + lag.highwater - lag.committed
+    return out
 
 
 def _add_progress_log(app: faust.App, stats: StreamsStats, every_s: float = 10.0) -> None:
@@ -253,7 +267,7 @@ def _add_watchdog(app: faust.App, stats: StreamsStats, sources: tuple[str, ...],
             await consumer.seek(s.tp, s.committed)
 
 
-def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStats) -> None:
+def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStats, metrics: RoleMetrics) -> None:
     sources = app.topic(topics.feedback, topics.control, key_serializer="raw", value_serializer="raw")
     schema: faust.Schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
     # An erasure rewrites journal entries; compaction then drops the old values: roll segments hourly
@@ -324,9 +338,20 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
                 mark_acked(cast(Any, app.consumer), TP(topic, partition), offsets)
                 stats.recovered += len(offsets)
             stats.in_batch = False
+            _count(metrics, batch, result, time.perf_counter() - t0)
             stats.batches += 1
             stats.events += len(batch)
             stats.decided += result.decided
             stats.skipped += result.skipped
             stats.suppressed += result.suppressed
             stats.dead_lettered += result.dead_letters
+
+
+def _count(metrics: RoleMetrics, batch: list[RawMessage], result: BatchResult, seconds: float) -> None:
+    for topic in {m.topic for m in batch}:
+        metrics.consumed(topic, sum(1 for m in batch if m.topic == topic))
+    for topic in {out[0] for out in result.outgoing}:
+        metrics.produced(topic, sum(1 for out in result.outgoing if out[0] == topic))
+    metrics.dead_lettered(result.dead_letter_reasons)
+    metrics.skips(result.skips)
+    metrics.batch(seconds)
