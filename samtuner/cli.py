@@ -254,13 +254,14 @@ def build_demo(
 
 def _run(config: Path | None, roles: frozenset[str], loglevel: str) -> None:
     from infra.errors import InfraError
-    from samtuner.logs import setup_logging
+    from samtuner.logs import process_secrets, setup_logging
     from samtuner.run import StreamsCrashed, run_roles
     from trainer.errors import TrainingConfigError
 
-    setup_logging(loglevel)
+    cfg = _config(config)
+    setup_logging(loglevel, cfg.logging.format, process_secrets(cfg))
     try:
-        run_roles(_config(config), roles, loglevel="warn" if loglevel.upper() != "DEBUG" else "debug")
+        run_roles(cfg, roles, loglevel="warn" if loglevel.upper() != "DEBUG" else "debug")
     except InfraError as exc:
         raise _fail(str(exc)) from exc
     except TrainingConfigError as exc:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infra.kafka import RawMessage
+from infra.logcontext import correlation, mark
 from schemas.codec import decode_as, decode_command, encode_headers, encode_key, encode_value
 from schemas.commands import Command, DeactivatePair, EraseUser, ReweightPair
 from schemas.errors import EventDecodeError
@@ -97,11 +98,12 @@ class BatchDecider:
         result = BatchResult()
         for delivered in batch:
             for msg in self._in_order(delivered, result):
-                try:
-                    self._one(msg, result)
-                except Exception as exc:  # a bug must not stop the worker or lose the message
-                    log.exception("decider failed on %s/%d@%d", msg.topic, msg.partition, msg.offset)
-                    self._dead_letter(msg, "internal_error", f"{type(exc).__name__}: {exc}", result)
+                with correlation(None):  # _one marks the event's correlation id once it is decoded
+                    try:
+                        self._one(msg, result)
+                    except Exception as exc:  # a bug must not stop the worker or lose the message
+                        log.exception("decider failed on %s/%d@%d", msg.topic, msg.partition, msg.offset)
+                        self._dead_letter(msg, "internal_error", f"{type(exc).__name__}: {exc}", result)
         for state in self.memory.touched():
             rewrites = self.memory.rewrites(state)
             if rewrites:
@@ -139,6 +141,7 @@ class BatchDecider:
             except EventDecodeError as exc:
                 self._dead_letter(msg, exc.reason, exc.detail, result)
                 return
+            mark(cmd.command_id)
             state = part.user(cmd.user_id)
             cid = str(cmd.command_id)
             seen = part.sighting(seen_key(cmd.user_id, "c", cid))
@@ -153,6 +156,7 @@ class BatchDecider:
         except EventDecodeError as exc:
             self._dead_letter(msg, exc.reason, exc.detail, result)
             return
+        mark(fb.correlation_id)
         state = part.user(fb.user_id)
         lookups, minhash = self._lookups(fb, state, part)
         decision = decide_feedback(fb, source, state, lookups, self.settings)

@@ -34,6 +34,7 @@ from infra.artifacts import ArtifactStore
 from infra.clickhouse import ClickHouseStore
 from infra.errors import PathEscapeError, StoreError
 from infra.kafka import EventPublisher, RawMessage
+from infra.logcontext import correlation
 from schemas.codec import decode
 from schemas.ddl import USER_DATA
 from schemas.errors import EventDecodeError
@@ -258,7 +259,8 @@ class Projector:
             if isinstance(event, TrainingThresholdReached | PairDeactivated | PairReweighted | UserForgotten
                           | UserErased):
                 self._flush(pending, result)
-                self._act(event, msg, result)
+                with correlation(event.correlation_id):
+                    self._act(event, msg, result)
                 continue
             if isinstance(event, TrainingRequested):
                 self.known_requests.add(str(event.request_id))

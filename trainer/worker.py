@@ -32,6 +32,7 @@ from uuid import UUID
 from infra.artifacts import ArtifactStore
 from infra.errors import ArtifactError, InfraError
 from infra.kafka import EventPublisher
+from infra.logcontext import correlation
 from infra.models import cuda_available, weights_sha256
 from schemas.commands import CancelTraining, EraseUser
 from schemas.config import Config
@@ -242,7 +243,8 @@ class TrainerWorker:
                 running = self._running = _Running(item)
             finished = False
             try:
-                finished = self.execute(running)
+                with correlation(item.request.correlation_id):
+                    finished = self.execute(running)
             except Exception:  # never let one job take the worker down; the offset stays uncommitted
                 log.exception("trainer failed running request %s", item.request_id)
             finally:
@@ -262,7 +264,8 @@ class TrainerWorker:
             item = self._queue.popleft()
             running = self._running = _Running(item)
         try:
-            return self.execute(running)
+            with correlation(item.request.correlation_id):
+                return self.execute(running)
         finally:
             with self._lock:
                 self._running = None
@@ -343,7 +346,7 @@ class TrainerWorker:
         spec = JobSpec(
             request_id=rid, user_id=request.user_id, version=request.generation, attempt=attempt,
             dataset_path=str(dataset), dataset_sha256=request.dataset.sha256, output_dir=str(staging),
-            config=self.cfg.model_dump(mode="json"), dpo_overrides=overrides,
+            config=self.cfg.redacted(), dpo_overrides=overrides,
             checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
             resume_from=str(point.path) if point else None, baseline=context.baseline, parent=context.parent,
         )
@@ -380,7 +383,7 @@ class TrainerWorker:
             self.publisher.flush()
             self._discard(rid)
             return
-        config = self.cfg.model_dump(mode="json")
+        config = self.cfg.redacted()  # the manifest shows the config, never a secret in it
         lineage = {
             "request_id": rid,
             "base_model": BaseModelRef(name_or_path=self.cfg.model.base,
