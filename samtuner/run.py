@@ -145,6 +145,7 @@ def _run_faust(cfg: Config, loglevel: str, metrics: RoleMetrics) -> None:
     stats = StreamsStats()
     app = create_app(cfg, stats, metrics)
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)
+    worker.spinner = None  # it writes terminal escapes to stdout even when stdout is no terminal (a log file)
     with contextlib.suppress(SystemExit):
         worker.execute_from_commandline()
     if stats.crashed:

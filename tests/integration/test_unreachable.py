@@ -68,3 +68,14 @@ def test_no_clickhouse_server_one_line_naming_it_within_10s(tmp_path: Path, args
     assert proc.returncode != 0 and elapsed < 10, (proc.returncode, elapsed)
     assert f"cannot reach ClickHouse at http://default:***@127.0.0.1:{port}" in line and "start the ClickHouse" in line
     assert "hunter2hunter2" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize(("args", "section"), [(["inference"], {"inference": {"host": "0.0.0.0"}}),
+                                               (["streams"], {"metrics": {"host": "0.0.0.0", "decider_port": 0}})],
+                         ids=["node", "metrics"])
+def test_a_server_open_to_anyone_refuses_to_start_and_says_why(tmp_path: Path, args: list[str],
+                                                                section: dict[str, dict[str, object]]) -> None:
+    proc, elapsed = run(tmp_path, args, **section)
+    line = one_line(proc)
+    assert proc.returncode != 0 and elapsed < 10
+    assert "is 0.0.0.0, but no API keys are configured" in line and "bind 127.0.0.1" in line
