@@ -27,6 +27,7 @@ from inference.registrar import decide_command, settle
 from inference.registry import REGISTRY_EVENTS, Registry
 from infra.errors import PublishError
 from infra.kafka import EventPublisher, KafkaEventPublisher, RawMessage, client_config
+from infra.logcontext import correlation
 from schemas.codec import decode, decode_command
 from schemas.config import Config
 from schemas.errors import EventDecodeError
@@ -107,7 +108,8 @@ class RegistryFollower:
                 if event is None:
                     continue
                 try:
-                    self.node.apply(event)
+                    with correlation(event.correlation_id):  # the node's log lines about it name it
+                        self.node.apply(event)
                 except Exception:  # the node never crashes on one event
                     log.exception("registry: failed applying an event")
         finally:
@@ -240,6 +242,10 @@ class RegistrarWorker:
             return
         source = SourceRef(topic=raw.topic, partition=raw.partition, offset=raw.offset)
         outcome = decide_command(self.registry.get(command.user_id), command, source)
+        with correlation(command.command_id):
+            self._carry_out(consumer, msg, raw, command, outcome)
+
+    def _carry_out(self, consumer: Any, msg: Any, raw: RawMessage, command: Any, outcome: Any) -> None:
         try:
             if outcome.events:
                 self._emit(list(outcome.events))
