@@ -15,7 +15,9 @@ the rest of a failed multi-statement query pending on it); the next one opens a 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
 import re
 import threading
 from collections.abc import Sequence
@@ -49,6 +51,42 @@ def _is_chdb(dsn: str) -> bool:
     return dsn.startswith("chdb:")
 
 
+def embedded_holder(dsn: str) -> int | None:
+    """The pid of another process holding this embedded store (-1 if unknown), or None.
+
+    chDB flocks ``<data dir>/status`` and writes its pid there; a second process cannot open the
+    directory. Probing the lock first spares a caller chDB's failed start (and its noise on stderr).
+    Our own process's lock is no obstacle: chDB lets one process open its directory many times.
+    """
+    if not _is_chdb(dsn):
+        return None
+    status = Path(dsn[len("chdb://"):]) / "status"
+    try:
+        fd = os.open(status, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            found = re.search(r"^PID: (\d+)", status.read_text(errors="replace"), re.MULTILINE)
+            pid = int(found.group(1)) if found else -1
+            return None if pid == os.getpid() else pid
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _locked_error(dsn: str, pid: int, detail: str = "") -> StoreLocked:
+    who = f"process {pid}" if pid > 0 else "another process"
+    return StoreLocked(
+        f"the embedded ClickHouse at {dsn} is open in {who} (one chDB data directory can be open in one "
+        f"process only; run every role in one process with 'samtuner run', or use a ClickHouse server DSN)"
+        + (f": {detail}" if detail else "")
+    )
+
+
 def _error_code(exc: Exception) -> int | None:
     code = getattr(exc, "code", None)
     if isinstance(code, int):
@@ -65,6 +103,9 @@ class ClickHouseStore:
         self._read_only_client: Any = None
         # chDB is one engine: the analysts' client waits for the store's lock. A server needs no such wait.
         self._read_only_lock = self._lock if _is_chdb(dsn) else threading.RLock()
+        holder = embedded_holder(dsn)
+        if holder is not None:
+            raise _locked_error(dsn, holder)
         try:
             if _is_chdb(dsn):
                 path = dsn[len("chdb://"):]
@@ -73,12 +114,9 @@ class ClickHouseStore:
             self._client = clickhouse_connect.get_client(dsn=dsn)
         except Exception as exc:
             text = str(exc)
-            if "Cannot lock file" in text or "lock" in text.lower():
-                raise StoreLocked(
-                    f"the embedded ClickHouse at {dsn} is open in another process (one chDB data directory "
-                    f"can be open in one process only; run every role in one process with 'samtuner run', "
-                    f"or use a ClickHouse server DSN): {text}"
-                ) from exc
+            holder = embedded_holder(dsn)  # taken meanwhile? chDB's own error does not always say so
+            if holder is not None or "Cannot lock file" in text:
+                raise _locked_error(dsn, holder or -1, text) from exc
             raise StoreError(f"cannot open ClickHouse at {dsn}: {text}") from exc
 
     @property

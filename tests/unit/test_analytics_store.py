@@ -7,6 +7,8 @@ Rows are written the way the projector writes them (its row builders and its sin
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,10 +21,13 @@ from fastapi.testclient import TestClient
 
 from console.analytics_api import analytics_router
 from infra.analytics import run_analytic, run_sql
-from infra.clickhouse import ClickHouseStore
+from infra.artifacts import ArtifactStore
+from infra.clickhouse import ClickHouseStore, embedded_holder
 from infra.errors import QueryFailed, QueryRefused, StoreLocked
+from infra.kafka import RawMessage
 from samtuner.analytics import ApiSource, StoreSource, open_source
 from schemas.analytics import CATALOGUE
+from schemas.codec import encode_value
 from schemas.errors import AnalyticsError, UnknownAnalytic
 from schemas.events import (
     AdapterPublished,
@@ -40,9 +45,11 @@ from schemas.events import (
     TrainingStarted,
     TrainingSucceeded,
 )
+from schemas.topics import Topics
 from streams import rows as R
-from streams.projector import ClickHouseSink
+from streams.projector import ClickHouseSink, Projector
 from tests.conftest import make_config_at
+from tests.fakes import FakePublisher
 
 D1 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 D2 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -118,23 +125,35 @@ def load(store: ClickHouseStore) -> dict[str, Any]:
         event_id=uid(), correlation_id=uid(), user_id="u2", example_id=uid(), feedback_event_id=uid(), prompt="p",
         response="r", desirable=True, confidence_score=0.9, created_at=D2, source=SRC))], R.EXAMPLE_COLUMNS,
         dedup_token="examples-1")
-    # Jobs: u1's succeeds 150 s after its request, u2's fails after 10 s, u1's second is still running.
-    j1, j2, j3 = request("u1", D1, 1), request("u2", D2, 1), request("u1", D2 + timedelta(hours=1), 2)
+    # Jobs (requested long before, as replayed feedback would be): u1's first attempt starts, fails
+    # with a retry, the second succeeds 150 s after the first start; u2's fails 8 s after its start;
+    # u1's second job is still running.
+    j1, j2, j3 = request("u1", D1 - timedelta(days=3), 1), request("u2", D2, 1), request("u1", D2, 2)
+
+    def started(j: TrainingRequested, at: datetime, attempt: int = 1) -> TrainingStarted:
+        return TrainingStarted(event_id=uid(), correlation_id=uid(), user_id=j.user_id, request_id=j.request_id,
+                               occurred_at=at, attempt=attempt)
+
+    starts = [started(j1, D1), started(j1, D1 + timedelta(seconds=60), attempt=2), started(j2, D2),
+              started(j3, D2 + timedelta(hours=1))]
     job_events = [
-        (j1, 1), (j2, 2), (j3, 3),
-        (TrainingStarted(event_id=uid(), correlation_id=uid(), user_id="u1", request_id=j1.request_id,
-                         occurred_at=D1 + timedelta(seconds=5)), 4),
+        (j1, 1), (j2, 2), (j3, 3), (starts[0], 4),
+        (TrainingFailed(event_id=uid(), correlation_id=uid(), user_id="u1", request_id=j1.request_id,
+                        occurred_at=D1 + timedelta(seconds=50), cause="out of memory", error_type="oom",
+                        will_retry=True, retry_in_s=5.0), 5),
+        (starts[1], 6),
         (TrainingSucceeded(event_id=uid(), correlation_id=uid(), user_id="u1", request_id=j1.request_id,
                            occurred_at=D1 + timedelta(seconds=150), adapter_version=1, adapter_uri="a",
-                           duration_s=140.0), 5),
+                           duration_s=90.0), 7),
+        (starts[2], 8),
         (TrainingFailed(event_id=uid(), correlation_id=uid(), user_id="u2", request_id=j2.request_id,
-                        occurred_at=D2 + timedelta(seconds=10), cause="boom", error_type="RuntimeError"), 6),
-        (TrainingStarted(event_id=uid(), correlation_id=uid(), user_id="u1", request_id=j3.request_id,
-                         occurred_at=D2 + timedelta(hours=1, seconds=2)), 7),
+                        occurred_at=D2 + timedelta(seconds=8), cause="boom", error_type="RuntimeError"), 9),
+        (starts[3], 10),
     ]
     store.insert("training_requests", [R.training_request_row(j) for j in (j1, j2, j3)], R.TRAINING_REQUEST_COLUMNS,
                  dedup_token="requests-1")
     store.insert("training_jobs", [R.job_row(e, v) for e, v in job_events], R.JOB_COLUMNS, dedup_token="jobs-1")
+    store.insert("training_attempts", [R.attempt_row(s) for s in starts], R.ATTEMPT_COLUMNS, dedup_token="attempts-1")
     store.insert("adapters", [R.adapter_row(a) for a in (adapter("u1", 1, D1), adapter("u1", 2, D2),
                                                          adapter("u2", 1, D2))], R.ADAPTER_COLUMNS,
                  dedup_token="adapters-1")
@@ -295,10 +314,10 @@ def test_near_identical_share_per_user(store: ClickHouseStore) -> None:
     ]
 
 
-def test_job_outcomes_time_each_job_from_request_to_outcome(store: ClickHouseStore) -> None:
+def test_job_outcomes_time_each_job_from_its_first_start_to_its_outcome(store: ClickHouseStore) -> None:
     assert rows(store, "job_outcomes") == [
         {"day": "2026-11-20", "status": "succeeded", "jobs": 1, "duration_s_p50": 150.0, "duration_s_max": 150.0},
-        {"day": "2026-11-21", "status": "failed", "jobs": 1, "duration_s_p50": 10.0, "duration_s_max": 10.0},
+        {"day": "2026-11-21", "status": "failed", "jobs": 1, "duration_s_p50": 8.0, "duration_s_max": 8.0},
         {"day": "2026-11-21", "status": "running", "jobs": 1, "duration_s_p50": None, "duration_s_max": None},
     ]
 
@@ -341,6 +360,24 @@ def test_an_erased_user_leaves_the_analytics(tmp_path: Path, store: ClickHouseSt
     assert {r["user_id"] for r in rows(other, "acceptance_rate")} == {"u1"}
     assert rows(other, "adapters_per_day")[-1] == {"day": "2026-11-21", "adapters": 2, "users": 2, "revoked": 1}
     other.command("DROP DATABASE sam_erasure SYNC")
+
+
+def test_the_projector_records_each_attempt_s_start_for_the_job_durations(tmp_path: Path,
+                                                                          store: ClickHouseStore) -> None:
+    other = ClickHouseStore(store.dsn, database="sam_projector")
+    other.migrate()
+    job = request("u3", D1 - timedelta(days=30), 1)  # replayed feedback: requested long ago
+    events = [job, TrainingStarted(event_id=uid(), correlation_id=uid(), user_id="u3", request_id=job.request_id,
+                                   occurred_at=D2),
+              TrainingSucceeded(event_id=uid(), correlation_id=uid(), user_id="u3", request_id=job.request_id,
+                                occurred_at=D2 + timedelta(seconds=42), adapter_version=1, adapter_uri="a",
+                                duration_s=41.0)]
+    topics = Topics()
+    messages = [RawMessage(topics.training, 0, i, b"u3", encode_value(e), (), 0) for i, e in enumerate(events)]
+    Projector(ClickHouseSink(other), ArtifactStore(tmp_path), FakePublisher(), topics).project(messages)
+    assert rows(other, "job_outcomes") == [{"day": "2026-11-21", "status": "succeeded", "jobs": 1,
+                                            "duration_s_p50": 42.0, "duration_s_max": 42.0}]
+    other.command("DROP DATABASE sam_projector SYNC")
 
 
 # -- the API, and the CLI's way through it --------------------------------------------------------------
@@ -410,6 +447,26 @@ class TestSources:
                 source.analytic("nope", None, None, None, 10)
             with pytest.raises(AnalyticsError, match="is not a time"):
                 source.analytic("pairs_per_day", None, "soon", None, 10)
+
+
+def test_a_store_held_by_another_process_is_named_without_opening_it(tmp_path: Path,
+                                                                      store: ClickHouseStore) -> None:
+    dsn = f"chdb://{tmp_path / 'held'}"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, clickhouse_connect\n"
+         "client = clickhouse_connect.get_client(dsn=sys.argv[1]); print('open', flush=True); sys.stdin.read()", dsn],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        assert embedded_holder(dsn) == holder.pid
+        with pytest.raises(StoreLocked, match=f"is open in process {holder.pid}"):
+            ClickHouseStore(dsn)
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert embedded_holder(dsn) is None
+    assert embedded_holder(store.dsn) is None  # this process's own engine is no obstacle
 
 
 def test_a_held_store_sends_the_cli_to_the_holder_s_api(tmp_path: Path) -> None:
