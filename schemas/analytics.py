@@ -1,6 +1,6 @@
 """The analytics catalogue: what analysts can ask, as one declared table.
 
-Each :class:`Analytic` names a query over one of the views in :mod:`schemas.ddl` (0860-0866, plus
+Each :class:`Analytic` names a query over one of the views in :mod:`schemas.ddl` (0861-0867, plus
 ``rejections_by_reason``), says what it answers and which parameters it takes. ``samtuner
 analytics``, ``GET /api/v1/analytics`` and the README's cookbook all read this table.
 
@@ -93,8 +93,8 @@ CATALOGUE: tuple[Analytic, ...] = (
     ),
     Analytic(
         "job_outcomes",
-        "Training jobs per day (of their request) and status, with the time from request to outcome "
-        "(queueing included): median and longest.",
+        "Training jobs per day (of their first start) and status, with the time from the first attempt's "
+        "start to the outcome (retries included, queueing not): median and longest.",
         "training_job_outcomes",
         "SELECT day, status, count() AS jobs, round(quantileExactOrNull(0.5)(duration_s), 1) AS duration_s_p50, "
         "round(maxOrNull(duration_s), 1) AS duration_s_max FROM {db}.training_job_outcomes {where} "
