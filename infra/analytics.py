@@ -47,6 +47,14 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+def cell(value: Any, clickhouse_type: str) -> Any:
+    """One value of a column as JSON. clickhouse-connect returns a column in UTC as naive datetimes
+    (UTC wall time); they are marked UTC, so the JSON says which time it is."""
+    if isinstance(value, datetime) and value.tzinfo is None and "'UTC'" in clickhouse_type:
+        value = value.replace(tzinfo=UTC)
+    return jsonable(value)
+
+
 def refusal(exc: QueryRefused) -> str:
     """What a person is told when a query writes (the CLI and the API say the same)."""
     return ("refused: analysts' queries are read-only (ClickHouse runs them with readonly=1); "
@@ -60,7 +68,8 @@ def _columns(result: ReadOnlyResult) -> list[dict[str, str]]:
 def run_sql(store: ClickHouseStore, sql: str, max_rows: int = DEFAULT_MAX_ROWS) -> dict[str, Any]:
     """A read-only query; raises QueryRefused (it writes) or QueryFailed (ClickHouse's message)."""
     result = store.query_read_only(sql, max_rows=max_rows)
-    return {"columns": _columns(result), "rows": [[jsonable(v) for v in row] for row in result.rows],
+    return {"columns": _columns(result),
+            "rows": [[cell(v, t) for v, t in zip(row, result.types, strict=True)] for row in result.rows],
             "row_count": len(result.rows), "truncated": result.truncated}
 
 
@@ -76,7 +85,8 @@ def run_analytic(store: ClickHouseStore, name: str, user: str | None = None, sin
         "description": item.description,
         "parameters": {k: jsonable(v) for k, v in query.parameters.items()},
         "columns": _columns(result),
-        "rows": [{c: jsonable(v) for c, v in zip(result.columns, row, strict=True)} for row in result.rows],
+        "rows": [{c: cell(v, t) for c, t, v in zip(result.columns, result.types, row, strict=True)}
+                 for row in result.rows],
         "row_count": len(result.rows),
         "truncated": result.truncated,
     }

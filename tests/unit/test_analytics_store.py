@@ -7,6 +7,7 @@ Rows are written the way the projector writes them (its row builders and its sin
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import uuid
@@ -48,7 +49,7 @@ from schemas.events import (
 from schemas.topics import Topics
 from streams import rows as R
 from streams.projector import ClickHouseSink, Projector
-from tests.conftest import make_config_at
+from tests.conftest import ROOT, make_config_at
 from tests.fakes import FakePublisher
 
 D1 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -106,29 +107,29 @@ PAIR_AND_PROJECTED = (*R.PAIR_COLUMNS, "projected_at")
 def load(store: ClickHouseStore) -> dict[str, Any]:
     """The story: two users over two days; every number the tests expect is written here."""
     sink = ClickHouseSink(store)
-    p1 = pair("u1", D1, 0.95)
-    p2 = pair("u1", D1, 0.55, near_identical=True)
-    p3 = pair("u1", D2, 0.75)
-    p4 = pair("u2", D2, 1.0)
-    p5 = pair("u2", D2, 0.65)
+    p1 = pair("alice", D1, 0.95)
+    p2 = pair("alice", D1, 0.55, near_identical=True)
+    p3 = pair("alice", D2, 0.75)
+    p4 = pair("bob", D2, 1.0)
+    p5 = pair("bob", D2, 0.65)
     lags = [(p1, 2.0), (p2, 4.0), (p3, 6.0), (p4, 1.0), (p5, 3.0)]  # seconds from created_at to projected_at
     rows = [[*R.pair_row(p, version=i + 1), p.created_at + timedelta(seconds=lag)] for i, (p, lag) in enumerate(lags)]
     store.insert("preference_pairs", rows, PAIR_AND_PROJECTED, dedup_token="pairs-1")
     store.insert("preference_pairs", [rows[2]], PAIR_AND_PROJECTED, dedup_token="pairs-replayed")  # p3 again
-    sink.update_pair("u1", p1.pair_id, version=10, is_active=False)  # a superseded version of p1 is stored
+    sink.update_pair("alice", p1.pair_id, version=10, is_active=False)  # a superseded version of p1 is stored
     store.insert("rejected_feedback", [R.rejected_row(r) for r in (
-        rejection("u1", D1, ["low_quality"], 0.3),
-        rejection("u1", D2, ["duplicate_pair", "near_duplicate"], None),
-        rejection("u2", D2, ["low_confidence", "low_quality"], 0.1),
+        rejection("alice", D1, ["low_quality"], 0.3),
+        rejection("alice", D2, ["duplicate_pair", "near_duplicate"], None),
+        rejection("bob", D2, ["low_confidence", "low_quality"], 0.1),
     )], R.REJECTED_COLUMNS, dedup_token="rejected-1")
     store.insert("labelled_examples", [R.example_row(LabelledExampleAccepted(
-        event_id=uid(), correlation_id=uid(), user_id="u2", example_id=uid(), feedback_event_id=uid(), prompt="p",
+        event_id=uid(), correlation_id=uid(), user_id="bob", example_id=uid(), feedback_event_id=uid(), prompt="p",
         response="r", desirable=True, confidence_score=0.9, created_at=D2, source=SRC))], R.EXAMPLE_COLUMNS,
         dedup_token="examples-1")
-    # Jobs (requested long before, as replayed feedback would be): u1's first attempt starts, fails
-    # with a retry, the second succeeds 150 s after the first start; u2's fails 8 s after its start;
-    # u1's second job is still running.
-    j1, j2, j3 = request("u1", D1 - timedelta(days=3), 1), request("u2", D2, 1), request("u1", D2, 2)
+    # Jobs (requested long before, as replayed feedback would be): alice's first attempt starts, fails
+    # with a retry, the second succeeds 150 s after the first start; bob's fails 8 s after its start;
+    # alice's second job is still running.
+    j1, j2, j3 = request("alice", D1 - timedelta(days=3), 1), request("bob", D2, 1), request("alice", D2, 2)
 
     def started(j: TrainingRequested, at: datetime, attempt: int = 1) -> TrainingStarted:
         return TrainingStarted(event_id=uid(), correlation_id=uid(), user_id=j.user_id, request_id=j.request_id,
@@ -138,15 +139,15 @@ def load(store: ClickHouseStore) -> dict[str, Any]:
               started(j3, D2 + timedelta(hours=1))]
     job_events = [
         (j1, 1), (j2, 2), (j3, 3), (starts[0], 4),
-        (TrainingFailed(event_id=uid(), correlation_id=uid(), user_id="u1", request_id=j1.request_id,
+        (TrainingFailed(event_id=uid(), correlation_id=uid(), user_id="alice", request_id=j1.request_id,
                         occurred_at=D1 + timedelta(seconds=50), cause="out of memory", error_type="oom",
                         will_retry=True, retry_in_s=5.0), 5),
         (starts[1], 6),
-        (TrainingSucceeded(event_id=uid(), correlation_id=uid(), user_id="u1", request_id=j1.request_id,
+        (TrainingSucceeded(event_id=uid(), correlation_id=uid(), user_id="alice", request_id=j1.request_id,
                            occurred_at=D1 + timedelta(seconds=150), adapter_version=1, adapter_uri="a",
                            duration_s=90.0), 7),
         (starts[2], 8),
-        (TrainingFailed(event_id=uid(), correlation_id=uid(), user_id="u2", request_id=j2.request_id,
+        (TrainingFailed(event_id=uid(), correlation_id=uid(), user_id="bob", request_id=j2.request_id,
                         occurred_at=D2 + timedelta(seconds=8), cause="boom", error_type="RuntimeError"), 9),
         (starts[3], 10),
     ]
@@ -154,23 +155,26 @@ def load(store: ClickHouseStore) -> dict[str, Any]:
                  dedup_token="requests-1")
     store.insert("training_jobs", [R.job_row(e, v) for e, v in job_events], R.JOB_COLUMNS, dedup_token="jobs-1")
     store.insert("training_attempts", [R.attempt_row(s) for s in starts], R.ATTEMPT_COLUMNS, dedup_token="attempts-1")
-    store.insert("adapters", [R.adapter_row(a) for a in (adapter("u1", 1, D1), adapter("u1", 2, D2),
-                                                         adapter("u2", 1, D2))], R.ADAPTER_COLUMNS,
+    store.insert("adapters", [R.adapter_row(a) for a in (adapter("alice", 1, D1), adapter("alice", 2, D2),
+                                                         adapter("bob", 1, D2))], R.ADAPTER_COLUMNS,
                  dedup_token="adapters-1")
-    # Answers: u1 got three from adapter v1 and one from the base model, u2 one from v1.
-    a1, a2, a3 = (answer("u1", "new", 1, D2) for _ in range(3))
-    a4, a5 = answer("u1", "base", None, D2), answer("u2", "new", 1, D2)
+    # Answers: alice got three from adapter v1 and one from the base model, bob one from v1.
+    a1, a2, a3 = (answer("alice", "new", 1, D2) for _ in range(3))
+    a4, a5 = answer("alice", "base", None, D2), answer("bob", "new", 1, D2)
     log = [R.inference_log_row(a) for a in (a1, a2, a3, a4, a5)]
     store.insert("inference_log", log, R.INFERENCE_LOG_COLUMNS, dedup_token="log-1")
     store.insert("inference_log", [log[2]], R.INFERENCE_LOG_COLUMNS, dedup_token="log-replayed")  # a3 again
     on_a5 = feedback_on(a5, "correction")
     feedback = [feedback_on(a1, "correction"), feedback_on(a1, "thumbs_down"),
-                feedback_on(a2, "correction", user="u2"),  # someone else's answer: not u1's correction
+                feedback_on(a2, "correction", user="bob"),  # someone else's answer: not alice's correction
                 feedback_on(a4, "thumbs_up"), on_a5]
     store.insert("answer_feedback", [R.answer_feedback_row(f) for f in feedback], R.ANSWER_FEEDBACK_COLUMNS,
                  dedup_token="feedback-1")
     store.insert("answer_feedback", [R.answer_feedback_row(on_a5)], R.ANSWER_FEEDBACK_COLUMNS,
                  dedup_token="feedback-replayed")
+    store.insert("dead_letters", [R.dead_letter_row({"dlq.reason": "invalid_json", "dlq.stage": "decider",
+                                                     "dlq.error": "Expecting value"}, b"alice", b"not json {")],
+                 R.DEAD_LETTER_COLUMNS, dedup_token="dead-1")
     return {"p1": p1}
 
 
@@ -246,6 +250,11 @@ def test_rows_past_the_limit_are_cut_and_said_to_be(store: ClickHouseStore) -> N
     assert (len(whole.rows), whole.truncated) == (10, False)
 
 
+def test_times_in_utc_columns_say_they_are_utc(store: ClickHouseStore) -> None:
+    result = run_sql(store, "SELECT toDateTime64('2026-11-24 12:00:00', 3, 'UTC') AS t, toDate('2026-11-24') AS d")
+    assert result["rows"] == [["2026-11-24T12:00:00+00:00", "2026-11-24"]]
+
+
 def test_an_empty_result_still_has_its_columns(store: ClickHouseStore) -> None:
     result = run_sql(store, "SELECT user_id, day FROM sam.pairs_daily WHERE user_id = 'nobody'")
     assert result == {"columns": [{"name": "user_id", "type": "String"}, {"name": "day", "type": "Date"}],
@@ -264,11 +273,11 @@ def test_every_analytic_runs_and_names_its_columns(store: ClickHouseStore) -> No
 def test_pairs_per_day_counts_each_pair_once_in_its_current_state(store: ClickHouseStore) -> None:
     # p1 was deactivated (a newer version) and p3 replayed: still one row each.
     assert rows(store, "pairs_per_day") == [
-        {"day": "2026-11-20", "user_id": "u1", "pairs": 2, "active_pairs": 1, "near_identical": 1,
+        {"day": "2026-11-20", "user_id": "alice", "pairs": 2, "active_pairs": 1, "near_identical": 1,
          "mean_quality": 0.75},
-        {"day": "2026-11-21", "user_id": "u1", "pairs": 1, "active_pairs": 1, "near_identical": 0,
+        {"day": "2026-11-21", "user_id": "alice", "pairs": 1, "active_pairs": 1, "near_identical": 0,
          "mean_quality": 0.75},
-        {"day": "2026-11-21", "user_id": "u2", "pairs": 2, "active_pairs": 2, "near_identical": 0,
+        {"day": "2026-11-21", "user_id": "bob", "pairs": 2, "active_pairs": 2, "near_identical": 0,
          "mean_quality": 0.825},
     ]
 
@@ -278,16 +287,16 @@ def test_a_period_keeps_the_days_it_overlaps(store: ClickHouseStore) -> None:
     assert {r["day"] for r in rows(store, "pairs_per_day", until="2026-11-21")} == {"2026-11-20"}
     assert {r["day"] for r in rows(store, "pairs_per_day", until="2026-11-21T00:00:01")} == {"2026-11-20",
                                                                                             "2026-11-21"}
-    assert {r["user_id"] for r in rows(store, "pairs_per_day", user="u2")} == {"u2"}
+    assert {r["user_id"] for r in rows(store, "pairs_per_day", user="bob")} == {"bob"}
 
 
 def test_acceptance_counts_pairs_examples_and_rejections(store: ClickHouseStore) -> None:
     assert rows(store, "acceptance_rate") == [
-        {"day": "2026-11-20", "user_id": "u1", "accepted_pairs": 2, "accepted_examples": 0, "rejected": 1,
+        {"day": "2026-11-20", "user_id": "alice", "accepted_pairs": 2, "accepted_examples": 0, "rejected": 1,
          "acceptance_rate": 0.6667},
-        {"day": "2026-11-21", "user_id": "u1", "accepted_pairs": 1, "accepted_examples": 0, "rejected": 1,
+        {"day": "2026-11-21", "user_id": "alice", "accepted_pairs": 1, "accepted_examples": 0, "rejected": 1,
          "acceptance_rate": 0.5},
-        {"day": "2026-11-21", "user_id": "u2", "accepted_pairs": 2, "accepted_examples": 1, "rejected": 1,
+        {"day": "2026-11-21", "user_id": "bob", "accepted_pairs": 2, "accepted_examples": 1, "rejected": 1,
          "acceptance_rate": 0.75},
     ]
 
@@ -309,8 +318,8 @@ def test_the_quality_histogram_has_tenths_and_puts_1_in_the_last(store: ClickHou
 
 def test_near_identical_share_per_user(store: ClickHouseStore) -> None:
     assert rows(store, "near_identical") == [
-        {"user_id": "u1", "pairs": 3, "near_identical": 1, "near_identical_share": 0.3333},
-        {"user_id": "u2", "pairs": 2, "near_identical": 0, "near_identical_share": 0.0},
+        {"user_id": "alice", "pairs": 3, "near_identical": 1, "near_identical_share": 0.3333},
+        {"user_id": "bob", "pairs": 2, "near_identical": 0, "near_identical_share": 0.0},
     ]
 
 
@@ -331,11 +340,11 @@ def test_adapters_per_day(store: ClickHouseStore) -> None:
 
 def test_correction_rate_per_arm_and_version_counts_each_answer_once(store: ClickHouseStore) -> None:
     assert rows(store, "correction_rate") == [
-        {"user_id": "u1", "arm": "base", "adapter_version": None, "answers": 1, "corrected": 0, "thumbs_down": 0,
+        {"user_id": "alice", "arm": "base", "adapter_version": None, "answers": 1, "corrected": 0, "thumbs_down": 0,
          "thumbs_up": 1, "correction_rate": 0.0},
-        {"user_id": "u1", "arm": "new", "adapter_version": 1, "answers": 3, "corrected": 1, "thumbs_down": 1,
+        {"user_id": "alice", "arm": "new", "adapter_version": 1, "answers": 3, "corrected": 1, "thumbs_down": 1,
          "thumbs_up": 0, "correction_rate": 0.3333},
-        {"user_id": "u2", "arm": "new", "adapter_version": 1, "answers": 1, "corrected": 1, "thumbs_down": 0,
+        {"user_id": "bob", "arm": "new", "adapter_version": 1, "answers": 1, "corrected": 1, "thumbs_down": 0,
          "thumbs_up": 0, "correction_rate": 1.0},
     ]
 
@@ -343,7 +352,7 @@ def test_correction_rate_per_arm_and_version_counts_each_answer_once(store: Clic
 def test_ingestion_lag_is_projected_at_minus_created_at_and_survives_deactivation(store: ClickHouseStore) -> None:
     # p1 (lag 2 s) was deactivated after it was projected: the update keeps its projected_at.
     assert rows(store, "ingestion_lag") == [{"pairs": 5, "lag_ms_p50": 3000, "lag_ms_p99": 6000, "lag_ms_max": 6000}]
-    assert rows(store, "ingestion_lag", user="u1") == [{"pairs": 3, "lag_ms_p50": 4000, "lag_ms_p99": 6000,
+    assert rows(store, "ingestion_lag", user="alice") == [{"pairs": 3, "lag_ms_p50": 4000, "lag_ms_p99": 6000,
                                                         "lag_ms_max": 6000}]
     assert rows(store, "ingestion_lag", since="2026-11-21") == [{"pairs": 3, "lag_ms_p50": 3000, "lag_ms_p99": 6000,
                                                                  "lag_ms_max": 6000}]
@@ -355,9 +364,9 @@ def test_an_erased_user_leaves_the_analytics(tmp_path: Path, store: ClickHouseSt
     other = ClickHouseStore(store.dsn, database="sam_erasure")  # same engine, a database of its own
     other.migrate()
     load(other)
-    ClickHouseSink(other).erase_user("u2")
-    assert {r["user_id"] for r in rows(other, "pairs_per_day")} == {"u1"}
-    assert {r["user_id"] for r in rows(other, "acceptance_rate")} == {"u1"}
+    ClickHouseSink(other).erase_user("bob")
+    assert {r["user_id"] for r in rows(other, "pairs_per_day")} == {"alice"}
+    assert {r["user_id"] for r in rows(other, "acceptance_rate")} == {"alice"}
     assert rows(other, "adapters_per_day")[-1] == {"day": "2026-11-21", "adapters": 2, "users": 2, "revoked": 1}
     other.command("DROP DATABASE sam_erasure SYNC")
 
@@ -366,18 +375,35 @@ def test_the_projector_records_each_attempt_s_start_for_the_job_durations(tmp_pa
                                                                           store: ClickHouseStore) -> None:
     other = ClickHouseStore(store.dsn, database="sam_projector")
     other.migrate()
-    job = request("u3", D1 - timedelta(days=30), 1)  # replayed feedback: requested long ago
-    events = [job, TrainingStarted(event_id=uid(), correlation_id=uid(), user_id="u3", request_id=job.request_id,
+    job = request("carol", D1 - timedelta(days=30), 1)  # replayed feedback: requested long ago
+    events = [job, TrainingStarted(event_id=uid(), correlation_id=uid(), user_id="carol", request_id=job.request_id,
                                    occurred_at=D2),
-              TrainingSucceeded(event_id=uid(), correlation_id=uid(), user_id="u3", request_id=job.request_id,
+              TrainingSucceeded(event_id=uid(), correlation_id=uid(), user_id="carol", request_id=job.request_id,
                                 occurred_at=D2 + timedelta(seconds=42), adapter_version=1, adapter_uri="a",
                                 duration_s=41.0)]
     topics = Topics()
-    messages = [RawMessage(topics.training, 0, i, b"u3", encode_value(e), (), 0) for i, e in enumerate(events)]
+    messages = [RawMessage(topics.training, 0, i, b"carol", encode_value(e), (), 0) for i, e in enumerate(events)]
     Projector(ClickHouseSink(other), ArtifactStore(tmp_path), FakePublisher(), topics).project(messages)
     assert rows(other, "job_outcomes") == [{"day": "2026-11-21", "status": "succeeded", "jobs": 1,
                                             "duration_s_p50": 42.0, "duration_s_max": 42.0}]
     other.command("DROP DATABASE sam_projector SYNC")
+
+
+def cookbook() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### SQL cookbook"):]
+    section = section[:section.index("\n### ", 1)]
+    return re.findall(r"```sql\n(.*?)```", section, re.S)
+
+
+def test_every_recipe_of_the_readme_s_cookbook_runs_and_finds_the_story(store: ClickHouseStore) -> None:
+    recipes = cookbook()
+    assert len(recipes) >= 8
+    for sql in recipes:
+        result = run_sql(store, sql)
+        assert result["columns"], sql
+        if "today()" not in sql:  # the story happened in November 2026
+            assert result["rows"], sql
 
 
 # -- the API, and the CLI's way through it --------------------------------------------------------------
@@ -394,9 +420,9 @@ def api(store: ClickHouseStore) -> Iterator[TestClient]:
 def test_the_api_serves_the_catalogue_and_each_analytic(api: TestClient, store: ClickHouseStore) -> None:
     catalogue = api.get("/api/v1/analytics").json()["analytics"]
     assert [c["name"] for c in catalogue] == [a.name for a in CATALOGUE]
-    body = api.get("/api/v1/analytics/near_identical", params={"user": "u1", "since": "2026-11-20"}).json()
-    assert body["rows"] == [{"user_id": "u1", "pairs": 3, "near_identical": 1, "near_identical_share": 0.3333}]
-    assert body["parameters"] == {"user": "u1", "since": "2026-11-20T00:00:00+00:00"}
+    body = api.get("/api/v1/analytics/near_identical", params={"user": "alice", "since": "2026-11-20"}).json()
+    assert body["rows"] == [{"user_id": "alice", "pairs": 3, "near_identical": 1, "near_identical_share": 0.3333}]
+    assert body["parameters"] == {"user": "alice", "since": "2026-11-20T00:00:00+00:00"}
 
 
 def test_the_api_says_what_is_wrong(api: TestClient) -> None:
@@ -425,10 +451,10 @@ class TestSources:
         local, remote = sources
         sql = "SELECT user_id, count() AS pairs FROM sam.preference_pairs FINAL GROUP BY user_id ORDER BY user_id"
         assert local.sql(sql, 100) == remote.sql(sql, 100)
-        assert local.sql(sql, 100)["rows"] == [["u1", 3], ["u2", 2]]
+        assert local.sql(sql, 100)["rows"] == [["alice", 3], ["bob", 2]]
         for item in CATALOGUE:
-            assert local.analytic(item.name, "u1", "2026-11-20", None, 100) == remote.analytic(
-                item.name, "u1", "2026-11-20", None, 100)
+            assert local.analytic(item.name, "alice", "2026-11-20", None, 100) == remote.analytic(
+                item.name, "alice", "2026-11-20", None, 100)
         assert local.catalogue() == remote.catalogue()
 
     @pytest.mark.parametrize("sql", ["DROP TABLE sam.preference_pairs", "SELEC 1", "SELECT * FROM sam.nope"])
