@@ -470,7 +470,7 @@ def _console() -> Any:
     return Console(width=None if sys.stdout.isatty() else 200)  # piped: don't squeeze
 
 
-def _query_errors(action: Callable[[], None]) -> None:
+def _query_errors(action: Callable[[], None], views_hint: bool = False) -> None:
     """Run a query action; ClickHouse's refusals and messages go to stderr with a non-zero exit."""
     from infra.analytics import refusal
     from infra.errors import QueryFailed, QueryRefused, StoreError
@@ -481,7 +481,11 @@ def _query_errors(action: Callable[[], None]) -> None:
     except QueryRefused as exc:
         raise _fail(refusal(exc), 2) from exc
     except QueryFailed as exc:
-        raise _fail(exc.clickhouse_message) from exc
+        hint = ""
+        if views_hint and "UNKNOWN_TABLE" in exc.clickhouse_message:
+            hint = ("\n(the store predates the analytics views: `samtuner migrate`, or restarting `samtuner run`, "
+                    "creates them)")
+        raise _fail(exc.clickhouse_message + hint) from exc
     except AnalyticsError as exc:
         raise _fail(str(exc), 2) from exc
     except StoreError as exc:
@@ -514,19 +518,21 @@ def analytics_cmd(
     Opens the store, or asks `samtuner run`'s API when that process holds the embedded store.
     """
     from samtuner.analytics import analytic_table, catalogue_table
-    from schemas.analytics import BY_NAME, analytic
+    from schemas.analytics import BY_NAME, analytic, describe
 
     cfg = _config(config)
 
     def act() -> None:
+        if list_only:  # the catalogue is declared: nothing to open
+            if as_json:
+                typer.echo(json.dumps(describe(), indent=2))
+            else:
+                _console().print(catalogue_table(describe()))
+            return
         if name is not None:
             analytic(name)  # an unknown name fails before anything is opened
         source = _open_analytics(cfg)
         try:
-            if list_only:
-                items = source.catalogue()
-                typer.echo(json.dumps(items, indent=2)) if as_json else _console().print(catalogue_table(items))
-                return
             names = [name] if name is not None else list(BY_NAME)
             results = [source.analytic(n, user, since, until, max_rows) for n in names]
         finally:
@@ -538,7 +544,7 @@ def analytics_cmd(
         for result in results:
             console.print(analytic_table(result))
 
-    _query_errors(act)
+    _query_errors(act, views_hint=True)
 
 
 @app.command("sql")
