@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv jars demo test test-unit lint bench-streams bench-trainer bench-inference kafka-up kafka-down lock clean
+.PHONY: venv jars demo test test-unit lint bench-streams bench-trainer bench-inference bench-analytics kafka-up kafka-down lock clean
 
 venv: $(STAMP)
 
@@ -48,6 +48,9 @@ lock: venv
 
 bench-trainer: venv
 	$(BIN)/python benchmarks/bench_trainer.py
+
+bench-analytics: venv
+	$(BIN)/python benchmarks/bench_analytics.py
 
 clean:
 	rm -rf .samtuner .pytest_cache .mypy_cache .ruff_cache

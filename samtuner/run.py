@@ -99,7 +99,12 @@ def _start_inference(cfg: Config, stop: threading.Event, threads: list[threading
                      store: ClickHouseStore | None) -> Any:
     from inference.service import start_node
 
-    return start_node(cfg, stop, threads, stats=store_stats(store) if store else None)
+    if store is None:
+        return start_node(cfg, stop, threads)
+    from console.analytics_api import analytics_router
+
+    # The store's owner serves the analytics API, so `samtuner sql` works while this process holds chDB.
+    return start_node(cfg, stop, threads, stats=store_stats(store), routers=[analytics_router(store)])
 
 
 def _projector_thread(cfg: Config, store: ClickHouseStore, stop: threading.Event) -> threading.Thread:

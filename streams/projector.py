@@ -47,6 +47,7 @@ from schemas.events import (
     PairRejected,
     PairReweighted,
     TrainingRequested,
+    TrainingStarted,
     TrainingThresholdReached,
     UserErased,
 )
@@ -180,6 +181,7 @@ COLUMNS = {
     "dead_letters": R.DEAD_LETTER_COLUMNS,
     "training_requests": R.TRAINING_REQUEST_COLUMNS,
     "training_jobs": R.JOB_COLUMNS,
+    "training_attempts": R.ATTEMPT_COLUMNS,
     "adapters": R.ADAPTER_COLUMNS,
     "inference_log": R.INFERENCE_LOG_COLUMNS,
     "answer_feedback": R.ANSWER_FEEDBACK_COLUMNS,
@@ -256,6 +258,8 @@ class Projector:
                 out.append(("answer_feedback", answer_row))
         if isinstance(event, TrainingRequested):
             out.append(("training_requests", R.training_request_row(event)))
+        elif isinstance(event, TrainingStarted):
+            out.append(("training_attempts", R.attempt_row(event)))
         job = R.job_row(event, version=msg.offset)
         if job is not None:
             out.append(("training_jobs", job))

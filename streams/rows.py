@@ -134,6 +134,14 @@ def job_row(e: Event, version: int) -> list[Any] | None:
     ]
 
 
+ATTEMPT_COLUMNS = ("request_id", "attempt", "user_id", "worker", "resumed_from_step", "started_at")
+
+
+def attempt_row(e: TrainingStarted) -> list[Any]:
+    """When an attempt at a job started: the job ledger's row keeps only the job's last state."""
+    return [e.request_id, e.attempt, e.user_id, e.worker, e.resumed_from_step, e.occurred_at]
+
+
 ADAPTER_COLUMNS = (
     "user_id", "version", "request_id", "uri", "files", "base_model", "base_model_sha256", "dataset_sha256",
     "metrics", "published_at", "config_sha256", "train_pair_ids", "heldout_pair_ids", "parent_version",
