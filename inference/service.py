@@ -31,8 +31,10 @@ class RunningNode:
 
 
 def start_node(cfg: Config, stop: threading.Event, threads: list[threading.Thread],
-               stats: Callable[[], dict[str, Any]] | None = None) -> RunningNode:
-    """Build the node, its registry follower and its HTTP server; the threads are appended, not started."""
+               stats: Callable[[], dict[str, Any]] | None = None,
+               extend: Callable[[Any, InferenceNode, Callable[[Command], None]], None] | None = None) -> RunningNode:
+    """Build the node, its registry follower and its HTTP server; the threads are appended, not started.
+    ``extend(app, node, send_command)`` adds routes to the node's app (the console)."""
     import uvicorn
 
     from inference.api import create_api
@@ -47,6 +49,8 @@ def start_node(cfg: Config, stop: threading.Event, threads: list[threading.Threa
         publisher.flush(timeout_s=10.0)
 
     api = create_api(node, send_command=send_command, stats=stats, ready=follower.ready.is_set)
+    if extend is not None:
+        extend(api, node, send_command)
     server = uvicorn.Server(uvicorn.Config(api, host=cfg.inference.host, port=cfg.inference.port,
                                            log_level="warning", access_log=False))
     threads.append(threading.Thread(target=follower.run, args=(stop,), name="registry", daemon=True))

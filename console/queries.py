@@ -1,0 +1,360 @@
+"""What the console reads from the projections store: one function per question, parameterized SQL.
+
+Every read uses ``FINAL`` (or reads a view that does): the console shows exact states, not rows
+waiting for a merge. The store client is synchronous; the routes call these off the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from console.diff import word_diff
+from console.errors import NotFound
+from console.filters import PairFilter
+from schemas.ids import feedback_event_id
+
+
+class Store(Protocol):
+    """The part of ``infra.clickhouse.ClickHouseStore`` the console uses (tests pass a real chDB)."""
+
+    database: str
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]: ...
+
+    def query_dicts(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]: ...
+
+
+PAIR_FIELDS = (
+    "toString(pair_id) AS pair_id, user_id, prompt, chosen_response, rejected_response, confidence_score, "
+    "quality_score, feedback_type, created_at, is_active, training_weight, metadata, "
+    "toString(feedback_event_id) AS feedback_event_id, version"
+)
+EXPORT_FIELDS = (
+    "prompt, chosen_response AS chosen, rejected_response AS rejected, toString(pair_id) AS pair_id, user_id, "
+    "training_weight, quality_score, confidence_score, feedback_type, created_at"
+)
+
+
+def _json(text: Any) -> Any:
+    try:
+        return json.loads(text) if isinstance(text, str) and text else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def _clean(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, uuid.UUID) else _iso(v)) for k, v in row.items()}
+
+
+class ConsoleQueries:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.db = store.database
+
+    # -- preference data ---------------------------------------------------------------------------
+
+    def pairs_page(self, f: PairFilter, page: int, size: int) -> dict[str, Any]:
+        where, params = f.where()
+        # Page the keys first, then read the texts of that page only: the sort never carries the texts.
+        keys = (f"SELECT user_id, pair_id FROM {self.db}.preference_pairs FINAL WHERE {where} "
+                "ORDER BY created_at DESC, pair_id LIMIT {size:UInt32} OFFSET {offset:UInt64}")
+        rows = self.store.query_dicts(
+            f"SELECT {PAIR_FIELDS} FROM {self.db}.preference_pairs FINAL WHERE (user_id, pair_id) IN ({keys}) "
+            "ORDER BY created_at DESC, pair_id",
+            {**params, "size": size, "offset": page * size})
+        total = int(self.store.query(f"SELECT count() FROM {self.db}.preference_pairs FINAL WHERE {where}",
+                                     params)[0][0])
+        return {"total": total, "page": page, "size": size, "rows": [self._pair(r) for r in rows],
+                "filter": f.model_dump(mode="json", exclude_none=True)}
+
+    def _pair(self, r: dict[str, Any]) -> dict[str, Any]:
+        out = _clean(r)
+        meta = _json(r.get("metadata"))
+        out["metadata"] = meta
+        out["near_identical"] = bool(meta.get("near_identical", False))
+        out["similarity"] = meta.get("similarity")
+        out["diff"] = word_diff(r["rejected_response"], r["chosen_response"])
+        return out
+
+    def pair(self, pair_id: str) -> dict[str, Any]:
+        rows = self.store.query_dicts(
+            f"SELECT {PAIR_FIELDS} FROM {self.db}.preference_pairs FINAL WHERE pair_id = {{pid:UUID}}",
+            {"pid": pair_id})
+        if not rows:
+            raise NotFound(f"no pair {pair_id}")
+        return self._pair(rows[0])
+
+    def matching_keys(self, f: PairFilter, extra: str = "", extra_params: dict[str, Any] | None = None,
+                      ) -> list[tuple[str, uuid.UUID, int]]:
+        """(user, pair id, row version) of every pair matching ``f`` (and ``extra``): a bulk action's rows."""
+        where, params = f.where()
+        if extra:
+            where = f"({where}) AND ({extra})"
+        rows = self.store.query(f"SELECT user_id, pair_id, version FROM {self.db}.preference_pairs FINAL "
+                                f"WHERE {where} ORDER BY user_id, pair_id", {**params, **(extra_params or {})})
+        return [(str(u), p if isinstance(p, uuid.UUID) else uuid.UUID(str(p)), int(v)) for u, p, v in rows]
+
+    def count(self, f: PairFilter) -> int:
+        where, params = f.where()
+        return int(self.store.query(f"SELECT count() FROM {self.db}.preference_pairs FINAL WHERE {where}",
+                                    params)[0][0])
+
+    def export_rows(self, f: PairFilter, batch: int = 10_000) -> Iterator[list[dict[str, Any]]]:
+        """The filtered pairs in TRL's preference columns, in batches (pair order is stable)."""
+        where, params = f.where()
+        offset = 0
+        while True:
+            rows = self.store.query_dicts(
+                f"SELECT {EXPORT_FIELDS} FROM {self.db}.preference_pairs FINAL WHERE {where} "
+                "ORDER BY user_id, pair_id LIMIT {size:UInt32} OFFSET {offset:UInt64}",
+                {**params, "size": batch, "offset": offset})
+            if not rows:
+                return
+            yield rows
+            if len(rows) < batch:
+                return
+            offset += batch
+
+    def rejected(self, reason: str | None, user: str | None, page: int, size: int) -> dict[str, Any]:
+        conds: list[str] = ["1"]
+        params: dict[str, Any] = {"size": size, "offset": page * size}
+        if reason:
+            conds.append("has(reason_codes, {reason:String})")
+            params["reason"] = reason
+        if user:
+            conds.append("user_id = {user:String}")
+            params["user"] = user
+        where = " AND ".join(conds)
+        rows = self.store.query_dicts(
+            "SELECT toString(feedback_event_id) AS feedback_event_id, user_id, feedback_type, reason_codes, "
+            "reason_details, quality_score, prompt, chosen_response, rejected_response, created_at "
+            f"FROM {self.db}.rejected_feedback FINAL WHERE {where} ORDER BY created_at DESC, feedback_event_id "
+            "LIMIT {size:UInt32} OFFSET {offset:UInt64}", params)
+        total = int(self.store.query(f"SELECT count() FROM {self.db}.rejected_feedback FINAL WHERE {where}",
+                                     params)[0][0])
+        reasons = self.store.query(
+            f"SELECT reason, count() FROM {self.db}.rejected_feedback FINAL ARRAY JOIN reason_codes AS reason "
+            "GROUP BY reason ORDER BY count() DESC, reason")
+        return {"total": total, "page": page, "size": size, "rows": [_clean(r) for r in rows],
+                "reasons": [{"reason": r, "count": int(n)} for r, n in reasons]}
+
+    def dead_letters(self, reason: str | None, page: int, size: int) -> dict[str, Any]:
+        params: dict[str, Any] = {"size": size, "offset": page * size}
+        where = "1"
+        if reason:
+            where, params["reason"] = "reason = {reason:String}", reason
+        rows = self.store.query_dicts(
+            "SELECT source_topic, source_partition, source_offset, stage, reason, error, key, payload_preview, "
+            f"payload_bytes, payload_sha256, failed_at FROM {self.db}.dead_letters FINAL WHERE {where} "
+            "ORDER BY failed_at DESC, payload_sha256 LIMIT {size:UInt32} OFFSET {offset:UInt64}", params)
+        total = int(self.store.query(f"SELECT count() FROM {self.db}.dead_letters FINAL WHERE {where}",
+                                     params)[0][0])
+        reasons = self.store.query(f"SELECT reason, count() FROM {self.db}.dead_letters FINAL GROUP BY reason "
+                                   "ORDER BY count() DESC, reason")
+        return {"total": total, "page": page, "size": size, "rows": [_clean(r) for r in rows],
+                "reasons": [{"reason": r, "count": int(n)} for r, n in reasons]}
+
+    # -- training ----------------------------------------------------------------------------------
+
+    def users(self, min_new_pairs: int) -> list[dict[str, Any]]:
+        """Per user: pairs, active pairs, and new pairs since the last training request (toward the threshold)."""
+        rows = self.store.query_dicts(
+            "SELECT p.user_id AS user_id, count() AS pairs, countIf(p.is_active) AS active_pairs, "
+            "countIf(p.created_at > r.last_at) AS new_pairs, any(r.generation) AS generation "
+            f"FROM (SELECT user_id, created_at, is_active FROM {self.db}.preference_pairs FINAL) AS p "
+            "LEFT JOIN (SELECT user_id, max(triggered_at) AS last_at, max(generation) AS generation "
+            f"FROM {self.db}.training_requests FINAL GROUP BY user_id) AS r ON r.user_id = p.user_id "
+            "GROUP BY p.user_id ORDER BY p.user_id")
+        return [{**_clean(r), "threshold": min_new_pairs,
+                 "progress": f"{int(r['new_pairs'])} / {min_new_pairs}"} for r in rows]
+
+    def jobs(self, user: str | None, limit: int = 200) -> list[dict[str, Any]]:
+        where, params = ("j.user_id = {user:String}", {"user": user}) if user else ("1", {})
+        rows = self.store.query_dicts(
+            "SELECT toString(j.request_id) AS request_id, j.user_id AS user_id, j.status AS status, "
+            "j.attempt AS attempt, j.step AS step, j.total_steps AS total_steps, j.loss AS loss, "
+            "j.adapter_version AS adapter_version, j.cause AS cause, j.metrics AS metrics, "
+            "j.updated_at AS updated_at, j.worker AS worker, j.epoch AS epoch, j.eta_s AS eta_s, "
+            "r.generation AS generation, r.trigger AS trigger, r.requested_at AS requested_at, "
+            "r.dataset_rows AS dataset_rows, r.dpo_overrides AS dpo_overrides "
+            f"FROM {self.db}.training_jobs AS j FINAL "
+            f"LEFT JOIN (SELECT * FROM {self.db}.training_requests FINAL) AS r ON r.request_id = j.request_id "
+            f"WHERE {where} ORDER BY r.requested_at DESC, j.updated_at DESC LIMIT {int(limit)}", params)
+        return [{**_clean(r), "metrics": _json(r["metrics"]), "dpo_overrides": _json(r["dpo_overrides"])}
+                for r in rows]
+
+    def job(self, request_id: str) -> dict[str, Any]:
+        rows = [j for j in self.jobs(None, limit=100_000) if j["request_id"] == request_id]
+        if not rows:
+            raise NotFound(f"no training job {request_id}")
+        return rows[0]
+
+    def progress(self, request_id: str) -> list[dict[str, Any]]:
+        rows = self.store.query_dicts(
+            "SELECT attempt, step, total_steps, epoch, loss, eval_loss, reward_accuracy, reward_margin, eta_s, "
+            f"occurred_at FROM {self.db}.training_progress FINAL WHERE request_id = {{rid:UUID}} "
+            "ORDER BY attempt, step, source_partition, source_offset", {"rid": request_id})
+        return [_clean(r) for r in rows]
+
+    # -- models ------------------------------------------------------------------------------------
+
+    def adapters(self, user: str) -> list[dict[str, Any]]:
+        rows = self.store.query_dicts(
+            "SELECT user_id, version, toString(request_id) AS request_id, uri, base_model, dataset_sha256, metrics, "
+            "baseline_metrics, published_at, config_sha256, arrayMap(x -> toString(x), train_pair_ids) AS "
+            "train_pair_ids, arrayMap(x -> toString(x), heldout_pair_ids) AS heldout_pair_ids, parent_version, "
+            f"revoked, libraries FROM {self.db}.adapters FINAL WHERE user_id = {{user:String}} ORDER BY version DESC",
+            {"user": user})
+        return [{**_clean(r), "metrics": _json(r["metrics"]), "baseline_metrics": _json(r["baseline_metrics"]),
+                 "libraries": _json(r["libraries"])} for r in rows]
+
+    def adapter_users(self) -> list[dict[str, Any]]:
+        rows = self.store.query_dicts(
+            "SELECT user_id, max(version) AS latest_version, count() AS versions, max(published_at) AS last_published "
+            f"FROM {self.db}.adapters FINAL GROUP BY user_id ORDER BY user_id")
+        return [_clean(r) for r in rows]
+
+    def correction_rates(self, user: str) -> list[dict[str, Any]]:
+        rows = self.store.query_dicts(
+            "SELECT l.arm AS arm, l.adapter_version AS adapter_version, uniqExact(l.answer_id) AS answers, "
+            "uniqExactIf(l.answer_id, f.feedback_type = 'correction') AS corrected, "
+            "round(corrected / answers, 4) AS correction_rate "
+            f"FROM {self.db}.inference_log AS l FINAL "
+            f"LEFT JOIN (SELECT answer_id, feedback_type FROM {self.db}.answer_feedback FINAL) AS f "
+            "ON f.answer_id = l.answer_id WHERE l.user_id = {user:String} "
+            "GROUP BY l.arm, l.adapter_version ORDER BY l.arm, l.adapter_version", {"user": user})
+        return [_clean(r) for r in rows]
+
+    # -- trace -------------------------------------------------------------------------------------
+
+    def trace(self, ident: str, user: str | None = None) -> dict[str, Any]:
+        """The chain around a feedback event, an answer, or a pair; ``user`` + SAM's feedback id works too."""
+        ident = ident.strip().removeprefix("chatcmpl-")
+        candidates = []
+        with contextlib.suppress(ValueError):
+            candidates.append(str(uuid.UUID(ident)))
+        if user:
+            candidates.append(str(feedback_event_id(user, ident)))
+        for cid in candidates:
+            answer = self._answer(cid)
+            if answer is not None:
+                return self._answer_chain(answer)
+            chain = self._feedback_chain(cid)
+            if chain is not None:
+                return chain
+        dead = self._dead_letters_mentioning(ident)
+        if dead:
+            return {"kind": "dead_letter", "id": ident, "steps": [{"step": "dead_letter", **d} for d in dead]}
+        raise NotFound(f"nothing found for {ident!r}: not an answer id, a feedback event id or a pair id"
+                       + ("" if user else " (for SAM's own feedback id, give the user too)"))
+
+    def _answer(self, answer_id: str) -> dict[str, Any] | None:
+        rows = self.store.query_dicts(
+            "SELECT toString(answer_id) AS answer_id, user_id, node_id, arm, adapter_version, fallback_reason, "
+            f"latency_ms, completion_tokens, served_at FROM {self.db}.inference_log FINAL "
+            "WHERE answer_id = {aid:UUID}", {"aid": answer_id})
+        return _clean(rows[0]) if rows else None
+
+    def _feedback_chain(self, fid: str) -> dict[str, Any] | None:
+        pairs = self.store.query_dicts(
+            f"SELECT {PAIR_FIELDS} FROM {self.db}.preference_pairs FINAL "
+            "WHERE feedback_event_id = {fid:UUID} OR pair_id = {fid:UUID}", {"fid": fid})
+        if pairs:
+            pair = self._pair(pairs[0])
+            steps: list[dict[str, Any]] = [{"step": "feedback", "feedback_event_id": pair["feedback_event_id"],
+                                            "user_id": pair["user_id"], "feedback_type": pair["feedback_type"],
+                                            "at": pair["created_at"]},
+                                           {"step": "pair", **pair}]
+            steps += self._training_of_pair(pair["user_id"], pair["pair_id"])
+            return {"kind": "pair", "id": fid, "user_id": pair["user_id"], "steps": steps}
+        rejected = self.store.query_dicts(
+            "SELECT toString(feedback_event_id) AS feedback_event_id, user_id, feedback_type, reason_codes, "
+            "reason_details, quality_score, prompt, chosen_response, rejected_response, created_at "
+            f"FROM {self.db}.rejected_feedback FINAL WHERE feedback_event_id = {{fid:UUID}}", {"fid": fid})
+        if rejected:
+            r = _clean(rejected[0])
+            return {"kind": "rejected", "id": fid, "user_id": r["user_id"], "steps": [
+                {"step": "feedback", "feedback_event_id": fid, "user_id": r["user_id"],
+                 "feedback_type": r["feedback_type"], "at": r["created_at"]},
+                {"step": "rejected", **r,
+                 "reasons": [{"code": c, "detail": d} for c, d in zip(r["reason_codes"], r["reason_details"],
+                                                                       strict=False)]}]}
+        return None
+
+    def _training_of_pair(self, user: str, pair_id: str) -> list[dict[str, Any]]:
+        steps: list[dict[str, Any]] = []
+        requests = self.store.query_dicts(
+            "SELECT toString(request_id) AS request_id, generation, trigger, triggered_at, dataset_uri, dataset_rows, "
+            f"requested_at FROM {self.db}.training_requests FINAL WHERE user_id = {{user:String}} "
+            "AND has(pair_ids, {pid:UUID}) ORDER BY generation", {"user": user, "pid": pair_id})
+        if not requests:
+            return [{"step": "threshold", "pending": True,
+                     "note": "not in any training request yet: the user's threshold has not been reached since"}]
+        for req in requests:
+            req = _clean(req)
+            steps.append({"step": "threshold", **req})
+            steps.append({"step": "job", **self._job_or_none(req["request_id"])})
+            adapter = self.store.query_dicts(
+                "SELECT version, uri, metrics, published_at, has(train_pair_ids, {pid:UUID}) AS trained_on, "
+                f"has(heldout_pair_ids, {{pid:UUID}}) AS held_out FROM {self.db}.adapters FINAL "
+                "WHERE user_id = {user:String} AND request_id = {rid:UUID}",
+                {"user": user, "pid": pair_id, "rid": req["request_id"]})
+            if adapter:
+                a = {**_clean(adapter[0]), "metrics": _json(adapter[0]["metrics"])}
+                steps.append({"step": "adapter", "user_id": user, **a})
+                steps.append({"step": "answers", **self._answers_with(user, int(a["version"]))})
+        return steps
+
+    def _job_or_none(self, request_id: str) -> dict[str, Any]:
+        try:
+            return self.job(request_id)
+        except NotFound:
+            return {"request_id": request_id, "status": "not started"}
+
+    def _answers_with(self, user: str, version: int, limit: int = 10) -> dict[str, Any]:
+        params = {"user": user, "v": version}
+        rows = self.store.query_dicts(
+            "SELECT toString(answer_id) AS answer_id, node_id, arm, served_at, latency_ms "
+            f"FROM {self.db}.inference_log FINAL WHERE user_id = {{user:String}} AND adapter_version = {{v:UInt32}} "
+            f"ORDER BY served_at DESC LIMIT {int(limit)}", params)
+        total = int(self.store.query(f"SELECT count() FROM {self.db}.inference_log FINAL WHERE user_id = "
+                                     "{user:String} AND adapter_version = {v:UInt32}", params)[0][0])
+        return {"adapter_version": version, "total": total, "rows": [_clean(r) for r in rows]}
+
+    def _answer_chain(self, answer: dict[str, Any]) -> dict[str, Any]:
+        user, version = answer["user_id"], answer["adapter_version"]
+        steps: list[dict[str, Any]] = [{"step": "answer", **answer}]
+        if version is not None:
+            adapter = [a for a in self.adapters(user) if int(a["version"]) == int(version)]
+            if adapter:
+                a = adapter[0]
+                steps.append({"step": "adapter", **{k: v for k, v in a.items()
+                                                    if k not in ("train_pair_ids", "heldout_pair_ids")},
+                              "train_pairs": len(a["train_pair_ids"]), "heldout_pairs": len(a["heldout_pair_ids"])})
+                steps.append({"step": "job", **self._job_or_none(a["request_id"])})
+        feedback = self.store.query_dicts(
+            "SELECT toString(feedback_event_id) AS feedback_event_id, feedback_type, received_at "
+            f"FROM {self.db}.answer_feedback FINAL WHERE answer_id = {{aid:UUID}} ORDER BY received_at",
+            {"aid": answer["answer_id"]})
+        for fb in feedback:
+            fb = _clean(fb)
+            outcome = self._feedback_chain(fb["feedback_event_id"])
+            steps.append({"step": "answer_feedback", **fb, "outcome": outcome["kind"] if outcome else "pending"})
+        return {"kind": "answer", "id": answer["answer_id"], "user_id": user, "steps": steps}
+
+    def _dead_letters_mentioning(self, text: str) -> list[dict[str, Any]]:
+        if len(text) < 6:
+            return []
+        rows = self.store.query_dicts(
+            "SELECT source_topic, source_partition, source_offset, stage, reason, error, key, payload_preview, "
+            f"failed_at FROM {self.db}.dead_letters FINAL WHERE position(payload_preview, {{t:String}}) > 0 "
+            "ORDER BY failed_at LIMIT 20", {"t": text})
+        return [_clean(r) for r in rows]
