@@ -65,12 +65,19 @@ _DPO_KEY = re.compile(r"training\.dpo\.([A-Za-z0-9_]+)")
 
 
 def field_errors(message: str, keys: Sequence[str]) -> dict[str, str]:
-    """Split a validation message ('a; b; ...') into {override key: its problems}; the rest under '_'."""
+    """Split a validation message ('a; b; ...') into {override key: its problems}; the rest under '_'.
+    A part that names no key continues the part before it (some problems contain '; ' themselves)."""
     out: dict[str, str] = {}
+    current: list[str] = []
     for part in (p.strip() for p in message.split("; ") if p.strip()):
         named = [k for k in _DPO_KEY.findall(part) if k in keys]
-        for key in named or ["_"]:
-            out[key] = f"{out[key]}; {part}" if key in out else part
+        if named or not current:
+            current = named or ["_"]
+            for key in current:
+                out[key] = f"{out[key]}; {part}" if key in out else part
+        else:
+            for key in current:
+                out[key] = f"{out[key]}; {part}"
     return out
 
 

@@ -71,5 +71,7 @@ def parse_filter(raw: dict[str, Any]) -> PairFilter:
         return PairFilter.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "filter"
-        raise BadRequest(f"filter {where}: {err['msg']}", field=where) from exc
+        where = ".".join(str(p) for p in err["loc"])
+        if not where:  # a rule across fields: name the first field it is about
+            where = "quality_min" if "quality" in err["msg"] else "since" if "since" in err["msg"] else "filter"
+        raise BadRequest(f"filter {where}: {err['msg'].removeprefix('Value error, ')}", field=where) from exc

@@ -10,6 +10,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 from console.diff import word_diff
@@ -29,12 +30,12 @@ class Store(Protocol):
 
 
 PAIR_FIELDS = (
-    "toString(pair_id) AS pair_id, user_id, prompt, chosen_response, rejected_response, confidence_score, "
+    "pair_id, user_id, prompt, chosen_response, rejected_response, confidence_score, "
     "quality_score, feedback_type, created_at, is_active, training_weight, metadata, "
-    "toString(feedback_event_id) AS feedback_event_id, version"
+    "feedback_event_id, version"
 )
 EXPORT_FIELDS = (
-    "prompt, chosen_response AS chosen, rejected_response AS rejected, toString(pair_id) AS pair_id, user_id, "
+    "prompt, chosen_response AS chosen, rejected_response AS rejected, pair_id, user_id, "
     "training_weight, quality_score, confidence_score, feedback_type, created_at"
 )
 
@@ -47,11 +48,21 @@ def _json(text: Any) -> Any:
 
 
 def _iso(value: Any) -> Any:
-    return value.isoformat() if hasattr(value, "isoformat") else value
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()  # the store keeps UTC
+    return value.isoformat() if isinstance(value, date) else value
+
+
+def _value(v: Any) -> Any:
+    if isinstance(v, uuid.UUID):
+        return str(v)
+    if isinstance(v, list | tuple):
+        return [_value(x) for x in v]
+    return _iso(v)
 
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, uuid.UUID) else _iso(v)) for k, v in row.items()}
+    return {k: _value(v) for k, v in row.items()}
 
 
 class ConsoleQueries:
@@ -107,21 +118,26 @@ class ConsoleQueries:
         return int(self.store.query(f"SELECT count() FROM {self.db}.preference_pairs FINAL WHERE {where}",
                                     params)[0][0])
 
-    def export_rows(self, f: PairFilter, batch: int = 10_000) -> Iterator[list[dict[str, Any]]]:
-        """The filtered pairs in TRL's preference columns, in batches (pair order is stable)."""
+    def export_rows(self, f: PairFilter, batch: int = 20_000) -> Iterator[list[dict[str, Any]]]:
+        """The filtered pairs in TRL's preference columns, in batches, in key order: each batch starts
+        after the last key of the one before (keyset paging on the table's sort key, never OFFSET)."""
         where, params = f.where()
-        offset = 0
+        after: tuple[str, str] | None = None
         while True:
+            cond = where if after is None else (
+                f"({where}) AND (user_id, pair_id) > ({{a_user:String}}, {{a_pair:UUID}})")
+            extra = {} if after is None else {"a_user": after[0], "a_pair": after[1]}
             rows = self.store.query_dicts(
-                f"SELECT {EXPORT_FIELDS} FROM {self.db}.preference_pairs FINAL WHERE {where} "
-                "ORDER BY user_id, pair_id LIMIT {size:UInt32} OFFSET {offset:UInt64}",
-                {**params, "size": batch, "offset": offset})
+                f"SELECT {EXPORT_FIELDS} FROM {self.db}.preference_pairs FINAL WHERE {cond} "
+                "ORDER BY user_id, pair_id LIMIT {size:UInt32}", {**params, **extra, "size": batch})
             if not rows:
                 return
+            for row in rows:
+                row["pair_id"] = str(row["pair_id"])
             yield rows
             if len(rows) < batch:
                 return
-            offset += batch
+            after = (rows[-1]["user_id"], rows[-1]["pair_id"])
 
     def rejected(self, reason: str | None, user: str | None, page: int, size: int) -> dict[str, Any]:
         conds: list[str] = ["1"]
@@ -134,7 +150,7 @@ class ConsoleQueries:
             params["user"] = user
         where = " AND ".join(conds)
         rows = self.store.query_dicts(
-            "SELECT toString(feedback_event_id) AS feedback_event_id, user_id, feedback_type, reason_codes, "
+            "SELECT feedback_event_id, user_id, feedback_type, reason_codes, "
             "reason_details, quality_score, prompt, chosen_response, rejected_response, created_at "
             f"FROM {self.db}.rejected_feedback FINAL WHERE {where} ORDER BY created_at DESC, feedback_event_id "
             "LIMIT {size:UInt32} OFFSET {offset:UInt64}", params)
@@ -179,7 +195,7 @@ class ConsoleQueries:
     def jobs(self, user: str | None, limit: int = 200) -> list[dict[str, Any]]:
         where, params = ("j.user_id = {user:String}", {"user": user}) if user else ("1", {})
         rows = self.store.query_dicts(
-            "SELECT toString(j.request_id) AS request_id, j.user_id AS user_id, j.status AS status, "
+            "SELECT j.request_id, j.user_id AS user_id, j.status AS status, "
             "j.attempt AS attempt, j.step AS step, j.total_steps AS total_steps, j.loss AS loss, "
             "j.adapter_version AS adapter_version, j.cause AS cause, j.metrics AS metrics, "
             "j.updated_at AS updated_at, j.worker AS worker, j.epoch AS epoch, j.eta_s AS eta_s, "
@@ -208,9 +224,8 @@ class ConsoleQueries:
 
     def adapters(self, user: str) -> list[dict[str, Any]]:
         rows = self.store.query_dicts(
-            "SELECT user_id, version, toString(request_id) AS request_id, uri, base_model, dataset_sha256, metrics, "
-            "baseline_metrics, published_at, config_sha256, arrayMap(x -> toString(x), train_pair_ids) AS "
-            "train_pair_ids, arrayMap(x -> toString(x), heldout_pair_ids) AS heldout_pair_ids, parent_version, "
+            "SELECT user_id, version, request_id, uri, base_model, dataset_sha256, metrics, "
+            "baseline_metrics, published_at, config_sha256, train_pair_ids, heldout_pair_ids, parent_version, "
             f"revoked, libraries FROM {self.db}.adapters FINAL WHERE user_id = {{user:String}} ORDER BY version DESC",
             {"user": user})
         return [{**_clean(r), "metrics": _json(r["metrics"]), "baseline_metrics": _json(r["baseline_metrics"]),
@@ -252,13 +267,13 @@ class ConsoleQueries:
                 return chain
         dead = self._dead_letters_mentioning(ident)
         if dead:
-            return {"kind": "dead_letter", "id": ident, "steps": [{"step": "dead_letter", **d} for d in dead]}
+            return {"kind": "dead_letter", "id": ident, "steps": [{**d, "step": "dead_letter"} for d in dead]}
         raise NotFound(f"nothing found for {ident!r}: not an answer id, a feedback event id or a pair id"
                        + ("" if user else " (for SAM's own feedback id, give the user too)"))
 
     def _answer(self, answer_id: str) -> dict[str, Any] | None:
         rows = self.store.query_dicts(
-            "SELECT toString(answer_id) AS answer_id, user_id, node_id, arm, adapter_version, fallback_reason, "
+            "SELECT answer_id, user_id, node_id, arm, adapter_version, fallback_reason, "
             f"latency_ms, completion_tokens, served_at FROM {self.db}.inference_log FINAL "
             "WHERE answer_id = {aid:UUID}", {"aid": answer_id})
         return _clean(rows[0]) if rows else None
@@ -272,11 +287,11 @@ class ConsoleQueries:
             steps: list[dict[str, Any]] = [{"step": "feedback", "feedback_event_id": pair["feedback_event_id"],
                                             "user_id": pair["user_id"], "feedback_type": pair["feedback_type"],
                                             "at": pair["created_at"]},
-                                           {"step": "pair", **pair}]
+                                           {**pair, "step": "pair"}]
             steps += self._training_of_pair(pair["user_id"], pair["pair_id"])
             return {"kind": "pair", "id": fid, "user_id": pair["user_id"], "steps": steps}
         rejected = self.store.query_dicts(
-            "SELECT toString(feedback_event_id) AS feedback_event_id, user_id, feedback_type, reason_codes, "
+            "SELECT feedback_event_id, user_id, feedback_type, reason_codes, "
             "reason_details, quality_score, prompt, chosen_response, rejected_response, created_at "
             f"FROM {self.db}.rejected_feedback FINAL WHERE feedback_event_id = {{fid:UUID}}", {"fid": fid})
         if rejected:
@@ -284,7 +299,7 @@ class ConsoleQueries:
             return {"kind": "rejected", "id": fid, "user_id": r["user_id"], "steps": [
                 {"step": "feedback", "feedback_event_id": fid, "user_id": r["user_id"],
                  "feedback_type": r["feedback_type"], "at": r["created_at"]},
-                {"step": "rejected", **r,
+                {**r, "step": "rejected",
                  "reasons": [{"code": c, "detail": d} for c, d in zip(r["reason_codes"], r["reason_details"],
                                                                        strict=False)]}]}
         return None
@@ -292,7 +307,7 @@ class ConsoleQueries:
     def _training_of_pair(self, user: str, pair_id: str) -> list[dict[str, Any]]:
         steps: list[dict[str, Any]] = []
         requests = self.store.query_dicts(
-            "SELECT toString(request_id) AS request_id, generation, trigger, triggered_at, dataset_uri, dataset_rows, "
+            "SELECT request_id, generation, trigger, triggered_at, dataset_uri, dataset_rows, "
             f"requested_at FROM {self.db}.training_requests FINAL WHERE user_id = {{user:String}} "
             "AND has(pair_ids, {pid:UUID}) ORDER BY generation", {"user": user, "pid": pair_id})
         if not requests:
@@ -300,17 +315,17 @@ class ConsoleQueries:
                      "note": "not in any training request yet: the user's threshold has not been reached since"}]
         for req in requests:
             req = _clean(req)
-            steps.append({"step": "threshold", **req})
-            steps.append({"step": "job", **self._job_or_none(req["request_id"])})
+            steps.append({**req, "step": "threshold"})
+            steps.append({**self._job_or_none(req["request_id"]), "step": "job"})
             adapter = self.store.query_dicts(
-                "SELECT version, uri, metrics, published_at, has(train_pair_ids, {pid:UUID}) AS trained_on, "
-                f"has(heldout_pair_ids, {{pid:UUID}}) AS held_out FROM {self.db}.adapters FINAL "
+                "SELECT version, uri, metrics, published_at, toBool(has(train_pair_ids, {pid:UUID})) AS trained_on, "
+                f"toBool(has(heldout_pair_ids, {{pid:UUID}})) AS held_out FROM {self.db}.adapters FINAL "
                 "WHERE user_id = {user:String} AND request_id = {rid:UUID}",
                 {"user": user, "pid": pair_id, "rid": req["request_id"]})
             if adapter:
                 a = {**_clean(adapter[0]), "metrics": _json(adapter[0]["metrics"])}
-                steps.append({"step": "adapter", "user_id": user, **a})
-                steps.append({"step": "answers", **self._answers_with(user, int(a["version"]))})
+                steps.append({**a, "user_id": user, "step": "adapter"})
+                steps.append({**self._answers_with(user, int(a["version"])), "step": "answers"})
         return steps
 
     def _job_or_none(self, request_id: str) -> dict[str, Any]:
@@ -322,7 +337,7 @@ class ConsoleQueries:
     def _answers_with(self, user: str, version: int, limit: int = 10) -> dict[str, Any]:
         params = {"user": user, "v": version}
         rows = self.store.query_dicts(
-            "SELECT toString(answer_id) AS answer_id, node_id, arm, served_at, latency_ms "
+            "SELECT answer_id, node_id, arm, served_at, latency_ms "
             f"FROM {self.db}.inference_log FINAL WHERE user_id = {{user:String}} AND adapter_version = {{v:UInt32}} "
             f"ORDER BY served_at DESC LIMIT {int(limit)}", params)
         total = int(self.store.query(f"SELECT count() FROM {self.db}.inference_log FINAL WHERE user_id = "
@@ -331,23 +346,23 @@ class ConsoleQueries:
 
     def _answer_chain(self, answer: dict[str, Any]) -> dict[str, Any]:
         user, version = answer["user_id"], answer["adapter_version"]
-        steps: list[dict[str, Any]] = [{"step": "answer", **answer}]
+        steps: list[dict[str, Any]] = [{**answer, "step": "answer"}]
         if version is not None:
             adapter = [a for a in self.adapters(user) if int(a["version"]) == int(version)]
             if adapter:
                 a = adapter[0]
-                steps.append({"step": "adapter", **{k: v for k, v in a.items()
-                                                    if k not in ("train_pair_ids", "heldout_pair_ids")},
-                              "train_pairs": len(a["train_pair_ids"]), "heldout_pairs": len(a["heldout_pair_ids"])})
-                steps.append({"step": "job", **self._job_or_none(a["request_id"])})
+                steps.append({**{k: v for k, v in a.items() if k not in ("train_pair_ids", "heldout_pair_ids")},
+                              "train_pairs": len(a["train_pair_ids"]), "heldout_pairs": len(a["heldout_pair_ids"]),
+                              "step": "adapter"})
+                steps.append({**self._job_or_none(a["request_id"]), "step": "job"})
         feedback = self.store.query_dicts(
-            "SELECT toString(feedback_event_id) AS feedback_event_id, feedback_type, received_at "
+            "SELECT feedback_event_id, feedback_type, received_at "
             f"FROM {self.db}.answer_feedback FINAL WHERE answer_id = {{aid:UUID}} ORDER BY received_at",
             {"aid": answer["answer_id"]})
         for fb in feedback:
             fb = _clean(fb)
             outcome = self._feedback_chain(fb["feedback_event_id"])
-            steps.append({"step": "answer_feedback", **fb, "outcome": outcome["kind"] if outcome else "pending"})
+            steps.append({**fb, "outcome": outcome["kind"] if outcome else "pending", "step": "answer_feedback"})
         return {"kind": "answer", "id": answer["answer_id"], "user_id": user, "steps": steps}
 
     def _dead_letters_mentioning(self, text: str) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ topic (keyed by user id) and their outcomes come back as events.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, Field, TypeAdapter, field_validator
 
@@ -38,11 +38,12 @@ MAX_BULK_PAIRS = 2000
 DpoOverrides = dict[str, int | float]
 
 
-def check_dpo_overrides(value: DpoOverrides) -> DpoOverrides:
+def check_dpo_overrides(value: Any) -> Any:
     """Numbers only (a bool is not a number here): the trainer merges them into ``training.dpo``."""
-    for key, v in value.items():
-        if isinstance(v, bool):
-            raise ValueError(f"training.dpo.{key}: a number is expected, got {v!r}")
+    if isinstance(value, dict):
+        for key, v in value.items():
+            if isinstance(v, bool):
+                raise ValueError(f"training.dpo.{key}: a number is expected, got {v!r}")
     return value
 
 
@@ -55,7 +56,10 @@ class RequestTraining(Command):
         description="training.dpo values for this job only (e.g. learning_rate, num_train_epochs), checked by "
         "the same validation as the config before the command is sent.")
 
-    _numbers = field_validator("dpo_overrides")(check_dpo_overrides)
+    @field_validator("dpo_overrides", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        return check_dpo_overrides(value)
 
 
 class CancelTraining(Command):

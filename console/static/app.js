@@ -232,7 +232,7 @@ function renderJobs(rows) {
   $("#jobs tbody").innerHTML = rows.map(j => `
     <tr class="clickable ${state.job === j.request_id ? "selected" : ""}" data-job="${esc(j.request_id)}">
       <td class="mono">${short(j.request_id)}</td><td>${esc(j.user_id)}</td><td>${j.generation ?? "–"}</td>
-      <td><span class="badge ${esc(j.status)}">${esc(j.status)}</span></td><td>${j.step}/${j.total_steps}</td>
+      <td><span class="badge ${esc(j.status)}">${esc(j.status)}</span></td><td>${j.total_steps ? j.step + "/" + j.total_steps : "–"}</td>
       <td>${num(j.loss)}</td><td>${j.adapter_version ? "v" + j.adapter_version : "–"}</td><td>${when(j.updated_at)}</td></tr>`).join("");
   $$("#jobs tr[data-job]").forEach(tr => tr.onclick = () => { location.hash = "training/" + tr.dataset.job; });
 }
@@ -448,7 +448,7 @@ const TRACE_FIELDS = {
   pair: ["pair_id", "quality_score", "confidence_score", "is_active", "training_weight", "near_identical", "created_at"],
   rejected: ["feedback_event_id", "quality_score", "created_at"],
   threshold: ["request_id", "generation", "trigger", "triggered_at", "dataset_rows", "note"],
-  job: ["request_id", "status", "attempt", "step", "total_steps", "loss", "cause", "adapter_version"],
+  job: ["request_id", "status", "attempt", "total_steps", "loss", "cause", "adapter_version"],
   adapter: ["version", "uri", "published_at", "trained_on", "held_out", "train_pairs", "heldout_pairs"],
   answer: ["answer_id", "user_id", "node_id", "arm", "adapter_version", "fallback_reason", "latency_ms", "served_at"],
   answer_feedback: ["feedback_event_id", "feedback_type", "received_at", "outcome"],

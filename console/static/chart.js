@@ -32,15 +32,16 @@ function lineChart(svg, series, options) {
   const [x0, x1] = extent(all.map(p => p[0]));
   const shared = extent(all.map(p => p[1]));
   const W = opts.width, H = opts.height, P = opts.pad;
+  const top = 12 + 13 * series.length;  // the legend sits above the plot
   const sx = x => P + (x - x0) / (x1 - x0) * (W - 2 * P);
   svg.appendChild(svgEl("line", {x1: P, y1: H - P, x2: W - P, y2: H - P, class: "axis"}));
-  svg.appendChild(svgEl("line", {x1: P, y1: P / 2, x2: P, y2: H - P, class: "axis"}));
+  svg.appendChild(svgEl("line", {x1: P, y1: top, x2: P, y2: H - P, class: "axis"}));
   svg.appendChild(svgEl("text", {x: P, y: H - P + 14, class: "tick"}, fmt(x0)));
   svg.appendChild(svgEl("text", {x: W - P, y: H - P + 14, class: "tick", "text-anchor": "end"}, fmt(x1) + " steps"));
   series.forEach((s, i) => {
     if (!s.points.length) return;
     const [y0, y1] = opts.separate ? extent(s.points.map(p => p[1])) : shared;
-    const sy = y => H - P - (y - y0) / (y1 - y0) * (H - 1.5 * P);
+    const sy = y => H - P - (y - y0) / (y1 - y0) * (H - P - top);
     const d = s.points.map((p, j) => (j ? "L" : "M") + sx(p[0]).toFixed(1) + "," + sy(p[1]).toFixed(1)).join(" ");
     svg.appendChild(svgEl("path", {d, stroke: s.color, fill: "none", "stroke-width": 1.6, class: "series", "data-name": s.name}));
     for (const p of s.points) {
@@ -53,7 +54,7 @@ function lineChart(svg, series, options) {
     const label = opts.separate ? `${s.name} ${fmt(y0)}–${fmt(y1)}` : s.name;
     svg.appendChild(svgEl("text", {x: W - P, y: 12 + 13 * i, fill: s.color, class: "legend", "text-anchor": "end"}, label));
     if (!opts.separate && i === 0) {
-      svg.appendChild(svgEl("text", {x: P - 4, y: P / 2 + 8, class: "tick", "text-anchor": "end"}, fmt(y1)));
+      svg.appendChild(svgEl("text", {x: P - 4, y: top + 4, class: "tick", "text-anchor": "end"}, fmt(y1)));
       svg.appendChild(svgEl("text", {x: P - 4, y: H - P, class: "tick", "text-anchor": "end"}, fmt(y0)));
     }
   });
