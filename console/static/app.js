@@ -448,7 +448,7 @@ const TRACE_FIELDS = {
   pair: ["pair_id", "quality_score", "confidence_score", "is_active", "training_weight", "near_identical", "created_at"],
   rejected: ["feedback_event_id", "quality_score", "created_at"],
   threshold: ["request_id", "generation", "trigger", "triggered_at", "dataset_rows", "note"],
-  job: ["request_id", "status", "attempt", "total_steps", "loss", "cause", "adapter_version"],
+  job: ["request_id", "status", "attempt", "loss", "cause", "adapter_version", "updated_at"],
   adapter: ["version", "uri", "published_at", "trained_on", "held_out", "train_pairs", "heldout_pairs"],
   answer: ["answer_id", "user_id", "node_id", "arm", "adapter_version", "fallback_reason", "latency_ms", "served_at"],
   answer_feedback: ["feedback_event_id", "feedback_type", "received_at", "outcome"],
