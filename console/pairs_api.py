@@ -12,7 +12,6 @@ from console.commands import bulk_commands
 from console.deps import ConsoleDeps, pair_filter, parse_filter
 from console.errors import BadRequest, TooManyPairs
 from console.filters import PairFilter
-from streams.export import jsonl_line, parquet_bytes
 
 Filter = Annotated[PairFilter, Depends(pair_filter)]
 
@@ -37,20 +36,12 @@ def pairs_router(deps: ConsoleDeps) -> APIRouter:
         return deps.need_queries().pairs_page(f, page, size)
 
     @r.get("/pairs/export", summary="The filtered pairs in TRL's preference format (JSONL or Parquet)")
-    def export(f: Filter,
-               format: Literal["jsonl", "parquet"] = Query("jsonl")) -> Response:
-        queries = deps.need_queries()
-        name = f"pairs.{format}"
-        headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    def export(f: Filter, format: Literal["jsonl", "parquet"] = Query("jsonl")) -> Response:
+        chunks = deps.need_queries().export(f, format)
+        headers = {"Content-Disposition": f'attachment; filename="pairs.{format}"'}
         if format == "parquet":
-            rows = [row for batch in queries.export_rows(f) for row in batch]
-            return Response(parquet_bytes(rows), media_type="application/vnd.apache.parquet", headers=headers)
-
-        def lines() -> Any:
-            for batch in queries.export_rows(f):
-                yield "".join(jsonl_line(row) for row in batch).encode("utf-8")
-
-        return StreamingResponse(lines(), media_type="application/x-ndjson", headers=headers)
+            return Response(b"".join(chunks), media_type="application/vnd.apache.parquet", headers=headers)
+        return StreamingResponse(chunks, media_type="application/x-ndjson", headers=headers)
 
     @r.get("/pairs/{pair_id}", summary="One pair")
     def pair(pair_id: str) -> dict[str, Any]:

@@ -28,14 +28,18 @@ class Store(Protocol):
 
     def query_dicts(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]: ...
 
+    def raw_query(self, sql: str, parameters: dict[str, Any] | None = None, fmt: str = "JSONEachRow",
+                  settings: dict[str, Any] | None = None) -> bytes: ...
+
 
 PAIR_FIELDS = (
     "pair_id, user_id, prompt, chosen_response, rejected_response, confidence_score, "
     "quality_score, feedback_type, created_at, is_active, training_weight, metadata, "
     "feedback_event_id, version"
 )
+# TRL's preference columns first (``samtuner pairs export`` writes the same ones).
 EXPORT_FIELDS = (
-    "prompt, chosen_response AS chosen, rejected_response AS rejected, pair_id, user_id, "
+    "prompt, chosen_response AS chosen, rejected_response AS rejected, toString(pair_id) AS pair_id, user_id, "
     "training_weight, quality_score, confidence_score, feedback_type, created_at"
 )
 
@@ -118,26 +122,33 @@ class ConsoleQueries:
         return int(self.store.query(f"SELECT count() FROM {self.db}.preference_pairs FINAL WHERE {where}",
                                     params)[0][0])
 
-    def export_rows(self, f: PairFilter, batch: int = 20_000) -> Iterator[list[dict[str, Any]]]:
-        """The filtered pairs in TRL's preference columns, in batches, in key order: each batch starts
-        after the last key of the one before (keyset paging on the table's sort key, never OFFSET)."""
+    def export(self, f: PairFilter, fmt: str, batch: int = 50_000) -> Iterator[bytes]:
+        """The filtered pairs in TRL's preference columns, formatted by ClickHouse itself: JSONL in
+        batches in key order (each batch starts after the last key of the one before: keyset paging on
+        the table's sort key, never OFFSET), or one Parquet file."""
         where, params = f.where()
-        after: tuple[str, str] | None = None
+        if fmt == "parquet":
+            yield self.store.raw_query(
+                f"SELECT {EXPORT_FIELDS} FROM (SELECT * FROM {self.db}.preference_pairs FINAL WHERE {where} "
+                "ORDER BY user_id, pair_id)", params, fmt="Parquet",
+                settings={"output_format_parquet_compression_method": "zstd"})
+            return
+        after: dict[str, str] | None = None
         while True:
             cond = where if after is None else (
                 f"({where}) AND (user_id, pair_id) > ({{a_user:String}}, {{a_pair:UUID}})")
-            extra = {} if after is None else {"a_user": after[0], "a_pair": after[1]}
-            rows = self.store.query_dicts(
-                f"SELECT {EXPORT_FIELDS} FROM {self.db}.preference_pairs FINAL WHERE {cond} "
-                "ORDER BY user_id, pair_id LIMIT {size:UInt32}", {**params, **extra, "size": batch})
-            if not rows:
+            extra = {} if after is None else {"a_user": after["user_id"], "a_pair": after["pair_id"]}
+            data = self.store.raw_query(
+                f"SELECT {EXPORT_FIELDS} FROM (SELECT * FROM {self.db}.preference_pairs FINAL WHERE {cond} "
+                "ORDER BY user_id, pair_id LIMIT {size:UInt32})", {**params, **extra, "size": batch},
+                fmt="JSONEachRow", settings={"output_format_json_quote_64bit_integers": 0})
+            if not data:
                 return
-            for row in rows:
-                row["pair_id"] = str(row["pair_id"])
-            yield rows
-            if len(rows) < batch:
+            yield data
+            lines = data.rstrip(b"\n").rsplit(b"\n", 1)
+            if data.count(b"\n") < batch:
                 return
-            after = (rows[-1]["user_id"], rows[-1]["pair_id"])
+            after = json.loads(lines[-1])
 
     def rejected(self, reason: str | None, user: str | None, page: int, size: int) -> dict[str, Any]:
         conds: list[str] = ["1"]

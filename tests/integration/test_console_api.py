@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from console.app import ASSETS, STATIC, console_app
 from console.auth import TokenAuthorizer
 from console.deps import ConsoleDeps
+from console.filters import PairFilter
 from console.queries import ConsoleQueries
 from infra.artifacts import ArtifactStore
 from infra.clickhouse import ClickHouseStore
@@ -91,6 +92,9 @@ def test_pairs_are_paged_filtered_and_exported_in_trls_format(kit: Kit) -> None:
     assert {r["user_id"] for r in rows} == {"bob"}
     parquet = pq.read_table(io.BytesIO(kit.client.get("/api/v1/pairs/export?format=parquet").content))
     assert parquet.num_rows == 11 and parquet.column_names[:3] == ["prompt", "chosen", "rejected"]
+    batches = list(kit.deps.need_queries().export(PairFilter(), "jsonl", batch=3))  # keyset paging
+    exported = [json.loads(line) for chunk in batches for line in chunk.splitlines()]
+    assert len(batches) == 4 and len(exported) == 11 and len({r["pair_id"] for r in exported}) == 11
 
 
 def test_a_bad_filter_names_the_parameter(kit: Kit) -> None:
