@@ -63,8 +63,7 @@ def console_router(deps: ConsoleDeps) -> APIRouter:
             admin = False
         return {"admin": admin, "admin_configured": deps.authorizer.configured,
                 "store": deps.queries is not None, "node": deps.nodes is not None, "live": deps.feed is not None,
-                "commands": deps.send_command is not None, "threshold": deps.cfg.trigger.min_new_pairs,
-                "dpo_defaults": {k: v for k, v in deps.cfg.training.dpo.items() if isinstance(v, int | float | str)}}
+                "commands": deps.send_command is not None, "threshold": deps.cfg.trigger.min_new_pairs}
 
     r.include_router(pairs_router(deps))
     r.include_router(training_router(deps))

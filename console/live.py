@@ -160,6 +160,9 @@ class TrainingTail:
             except (KafkaException, KeyError) as exc:
                 log.warning("live training feed: cannot read %s (%s); retrying in 2s", self.topic, exc)
                 stop.wait(2.0)
+            except Exception:  # a bug must not end the feed silently: say so, and start again
+                log.exception("live training feed failed; restarting it in 2s")
+                stop.wait(2.0)
             finally:
                 if consumer is not None:
                     consumer.close()

@@ -203,10 +203,17 @@ class ConsoleQueries:
         return [{**_clean(r), "threshold": min_new_pairs,
                  "progress": f"{int(r['new_pairs'])} / {min_new_pairs}"} for r in rows]
 
-    def jobs(self, user: str | None, limit: int = 200) -> list[dict[str, Any]]:
-        where, params = ("j.user_id = {user:String}", {"user": user}) if user else ("1", {})
+    def jobs(self, user: str | None, limit: int = 200, request_id: str | None = None) -> list[dict[str, Any]]:
+        conds: list[str] = ["1"]
+        params: dict[str, Any] = {}
+        if user:
+            conds.append("j.user_id = {user:String}")
+            params["user"] = user
+        if request_id:
+            conds.append("j.request_id = {rid:UUID}")
+            params["rid"] = request_id
         rows = self.store.query_dicts(
-            "SELECT j.request_id, j.user_id AS user_id, j.status AS status, "
+            "SELECT j.request_id AS request_id, j.user_id AS user_id, j.status AS status, "
             "j.attempt AS attempt, j.step AS step, j.total_steps AS total_steps, j.loss AS loss, "
             "j.adapter_version AS adapter_version, j.cause AS cause, j.metrics AS metrics, "
             "j.updated_at AS updated_at, j.worker AS worker, j.epoch AS epoch, j.eta_s AS eta_s, "
@@ -214,12 +221,12 @@ class ConsoleQueries:
             "r.dataset_rows AS dataset_rows, r.dpo_overrides AS dpo_overrides "
             f"FROM {self.db}.training_jobs AS j FINAL "
             f"LEFT JOIN (SELECT * FROM {self.db}.training_requests FINAL) AS r ON r.request_id = j.request_id "
-            f"WHERE {where} ORDER BY r.requested_at DESC, j.updated_at DESC LIMIT {int(limit)}", params)
+            f"WHERE {' AND '.join(conds)} ORDER BY r.requested_at DESC, j.updated_at DESC LIMIT {int(limit)}", params)
         return [{**_clean(r), "metrics": _json(r["metrics"]), "dpo_overrides": _json(r["dpo_overrides"])}
                 for r in rows]
 
     def job(self, request_id: str) -> dict[str, Any]:
-        rows = [j for j in self.jobs(None, limit=100_000) if j["request_id"] == request_id]
+        rows = self.jobs(None, limit=1, request_id=request_id)
         if not rows:
             raise NotFound(f"no training job {request_id}")
         return rows[0]
