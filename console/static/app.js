@@ -41,6 +41,7 @@ async function api(path, options) {
   if (opts.raw && r.ok) return r;
   let body = {};
   try { body = await r.json(); } catch (e) { body = {detail: r.statusText}; }
+  if (r.status === 401) $("#token-form").hidden = false;  // reading from another host needs the token too
   if (!r.ok) throw new ApiError(r.status, body);
   return body;
 }
@@ -69,7 +70,7 @@ function setupAccess() {
     sessionStorage.setItem(TOKEN_KEY, $("#token-input").value.trim());
     $("#token-input").value = "";
     await refreshAccess();
-    if (state.me.admin) { $("#token-form").hidden = true; flash("admin token accepted for this session"); }
+    if (state.me.admin) { $("#token-form").hidden = true; flash("admin token accepted for this session"); route(); }
     else { sessionStorage.removeItem(TOKEN_KEY); flash("that token was refused", true); }
   };
   $("#token-forget").onclick = async () => { sessionStorage.removeItem(TOKEN_KEY); await refreshAccess(); };

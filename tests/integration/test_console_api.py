@@ -229,3 +229,8 @@ def test_the_page_and_its_assets_are_served_locally_and_nothing_else(kit: Kit) -
     assert me["admin"] is False and me["store"] is True and me["node"] is False
     assert kit.get("/api/v1/whoami", headers=ADMIN)["admin"] is True
     assert kit.client.get("/api/v1/nodes").status_code == 503
+
+    remote = TestClient(kit.client.app, client=("10.0.0.5", 40000))  # not loopback: reads need the token
+    assert remote.get("/console/").status_code == 200  # the page holds no data; it asks for the token
+    assert remote.get("/api/v1/pairs").status_code == 401
+    assert remote.get("/api/v1/pairs", headers=ADMIN).status_code == 200
