@@ -71,7 +71,8 @@ def create_api(
     stats: Callable[[], dict[str, Any]] | None = None,
     ready: Callable[[], bool] | None = None,
 ) -> FastAPI:
-    api = FastAPI(title="sam-tuner inference node", version="1")
+    # No /docs from a CDN: the console serves its own API page (console/static/docs.html).
+    api = FastAPI(title="sam-tuner inference node", version="1", docs_url=None, redoc_url=None)
 
     @api.get("/healthz")
     def healthz() -> dict[str, Any]:

@@ -34,10 +34,12 @@ class RunningNode:
 
 
 def start_node(cfg: Config, stop: threading.Event, threads: list[threading.Thread],
-               stats: Callable[[], dict[str, Any]] | None = None, routers: Sequence[APIRouter] = ()) -> RunningNode:
+               stats: Callable[[], dict[str, Any]] | None = None, routers: Sequence[APIRouter] = (),
+               extend: Callable[[Any, InferenceNode, Callable[[Command], None]], None] | None = None) -> RunningNode:
     """Build the node, its registry follower and its HTTP server; the threads are appended, not started.
 
-    ``routers`` (FastAPI ``APIRouter``s, e.g. the analytics API of the store's owner) join the node's app.
+    ``routers`` (FastAPI ``APIRouter``s, e.g. the analytics API of the store's owner) join the node's app;
+    ``extend(app, node, send_command)`` adds routes that need the node (the console).
     """
     import uvicorn
 
@@ -55,6 +57,8 @@ def start_node(cfg: Config, stop: threading.Event, threads: list[threading.Threa
     api = create_api(node, send_command=send_command, stats=stats, ready=follower.ready.is_set)
     for router in routers:
         api.include_router(router)
+    if extend is not None:
+        extend(api, node, send_command)
     server = uvicorn.Server(uvicorn.Config(api, host=cfg.inference.host, port=cfg.inference.port,
                                            log_level="warning", access_log=False))
     threads.append(threading.Thread(target=follower.run, args=(stop,), name="registry", daemon=True))

@@ -194,6 +194,15 @@ class ClickHouseStore:
                 raise StoreError(f"cannot open a read-only client on ClickHouse at {self.dsn}: {exc}") from exc
         return self._read_only_client
 
+    def raw_query(self, sql: str, parameters: dict[str, Any] | None = None, fmt: str = "JSONEachRow",
+                  settings: dict[str, Any] | None = None) -> bytes:
+        """The result as ClickHouse formats it (``JSONEachRow``, ``Parquet``, ...): no Python rows."""
+        with self._lock:
+            try:
+                return bytes(self._client.raw_query(sql, parameters=parameters, fmt=fmt, settings=settings))
+            except Exception as exc:
+                raise StoreError(f"ClickHouse query failed: {exc}") from exc
+
     def insert(
         self,
         table: str,

@@ -249,6 +249,40 @@ ALTER TABLE {db}.training_jobs
     ADD COLUMN IF NOT EXISTS eta_s Nullable(Float64)
 """,
     ),
+    # -- the console (issue 8): 04xx -------------------------------------------------------------
+    # Every TrainingProgressed point, so past jobs keep their curves (training_jobs keeps the latest only).
+    Migration(
+        "0401_training_progress",
+        """
+CREATE TABLE IF NOT EXISTS {db}.training_progress (
+    request_id UUID,
+    user_id String,
+    attempt UInt32,
+    step UInt32,
+    total_steps UInt32,
+    epoch Float64,
+    loss Nullable(Float64),
+    eval_loss Nullable(Float64) COMMENT 'held-out evaluation points',
+    reward_accuracy Nullable(Float64),
+    reward_margin Nullable(Float64),
+    metrics String COMMENT 'JSON object: every metric of the point',
+    eta_s Nullable(Float64),
+    occurred_at DateTime64(3, 'UTC'),
+    source_partition UInt32,
+    source_offset UInt64
+) ENGINE = ReplacingMergeTree
+ORDER BY (request_id, source_partition, source_offset)
+""" + DEDUP,
+    ),
+    # The pairs a request trains on (the trace view finds a pair's generation), and its overrides.
+    Migration(
+        "0402_training_requests_pairs",
+        """
+ALTER TABLE {db}.training_requests
+    ADD COLUMN IF NOT EXISTS pair_ids Array(UUID),
+    ADD COLUMN IF NOT EXISTS dpo_overrides String DEFAULT '{{}}' COMMENT 'JSON: RequestTraining overrides'
+""",
+    ),
     # -- streaming analytics (issue 8): 086x. Plain views over FINAL, no materialized views: an MV sees
     # each inserted block, so a pair's superseded versions (deactivate, reweight), a replay past the
     # dedup window and an erasure (ALTER ... DELETE, which no MV sees) would all be counted wrong; and a
