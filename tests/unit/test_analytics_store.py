@@ -116,7 +116,7 @@ def load(store: ClickHouseStore) -> dict[str, Any]:
     rows = [[*R.pair_row(p, version=i + 1), p.created_at + timedelta(seconds=lag)] for i, (p, lag) in enumerate(lags)]
     store.insert("preference_pairs", rows, PAIR_AND_PROJECTED, dedup_token="pairs-1")
     store.insert("preference_pairs", [rows[2]], PAIR_AND_PROJECTED, dedup_token="pairs-replayed")  # p3 again
-    sink.update_pair("alice", p1.pair_id, version=10, is_active=False)  # a superseded version of p1 is stored
+    sink.update_pairs("alice", [p1.pair_id], version=10, is_active=False)  # a superseded version of p1 is stored
     store.insert("rejected_feedback", [R.rejected_row(r) for r in (
         rejection("alice", D1, ["low_quality"], 0.3),
         rejection("alice", D2, ["duplicate_pair", "near_duplicate"], None),
