@@ -77,7 +77,8 @@ def create_api(
     ready: Callable[[], bool] | None = None,
     auth: Authenticator | None = None,
 ) -> FastAPI:
-    api = FastAPI(title="sam-tuner inference node", version="1")
+    # No /docs from a CDN: the console serves its own API page (console/static/docs.html).
+    api = FastAPI(title="sam-tuner inference node", version="1", docs_url=None, redoc_url=None)
     auth = auth or Authenticator()  # no keys: open, and the server binds loopback only (service.py)
 
     @api.get("/healthz")

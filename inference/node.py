@@ -194,6 +194,37 @@ class InferenceNode:
         self._served(answer, generate_s, switch_s)
         return answer
 
+    def answer_with_version(self, prompt: str, user_id: str, version: int | None, **kw: Any) -> PersonalizedResponse:
+        """Answer with exactly this version of the user's adapter (None = the base model), whatever the
+        user's routing says: the console's compare view. Not an answer served to the user, so no
+        AnswerServed is published and the user's pointer does not move."""
+        started = time.perf_counter()
+        lease = None
+        arm: Arm = "base"
+        if version is not None:
+            state = self.registry.get(user_id)
+            arms: list[tuple[Arm, AdapterRef | None]] = [("new", state.latest), ("previous", state.previous)] \
+                if state is not None else []
+            found = [(a, r) for a, r in arms if r is not None and r.version == version]
+            if not found:
+                known = sorted(r.version for _, r in arms if r is not None)
+                raise AdapterRejected("unknown_version", f"this node knows no version {version} of the user's "
+                                      f"adapter (known: {known or 'none'})")
+            arm, ref = found[0][0], found[0][1]
+            assert ref is not None
+            lease = self._load(user_id, ref)  # AdapterRejected propagates: the caller shows why
+        try:
+            with self._generate_lock:
+                self.runtime.bind(lease.value if lease is not None else None)
+                text, tokens, prompt_tokens = self.generator.complete([{"role": "user", "content": prompt}], **kw)
+        finally:
+            if lease is not None:
+                lease.release()
+        return PersonalizedResponse(
+            text=text, user_id=user_id, source="adapter" if lease is not None else "base", adapter_version=version,
+            fallback_reason=None, fallback_detail="", arm=arm, answer_id=uuid.uuid4(), completion_tokens=tokens,
+            prompt_tokens=prompt_tokens, latency_ms=round((time.perf_counter() - started) * 1000, 3), switch_ms=0.0)
+
     def _resolve(self, user_id: str | None, planned: Route, state: AdapterRegistryState | None,
                  ) -> tuple[Lease[CacheKey, LoRAWeights] | None, Arm, str | None, str]:
         """A lease on the routed version, else on the previous one, else None (the base model) with the reason."""

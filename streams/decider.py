@@ -21,6 +21,7 @@ Faust they are done.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from typing import Any
 from infra.kafka import RawMessage
 from infra.logcontext import correlation, mark
 from schemas.codec import decode_as, decode_command, encode_headers, encode_key, encode_value
-from schemas.commands import Command, DeactivatePair, EraseUser, ReweightPair
+from schemas.commands import Command, DeactivatePair, DeactivatePairs, EraseUser, ReweightPair, ReweightPairs
 from schemas.errors import EventDecodeError
 from schemas.events import Event, FeedbackReceived, SourceRef
 from schemas.topics import Topics
@@ -148,7 +149,8 @@ class BatchDecider:
             decision = decide_command(cmd, source, state, self._command_pair(cmd, state, part), self.settings,
                                       seen_before=seen is not None or part.is_spent("c", cid),
                                       seen_content=seen.content if seen else "",
-                                      held=part.holdings(cmd.user_id) if isinstance(cmd, EraseUser) else None)
+                                      held=part.holdings(cmd.user_id) if isinstance(cmd, EraseUser) else None,
+                                      known_pairs=self._known_pairs(cmd, state, part))
             self._apply(msg, part, cmd.user_id, state, decision, None, result, source)
             return
         try:
@@ -167,6 +169,16 @@ class BatchDecider:
             pair = part.sighting(seen_key(cmd.user_id, "p", str(cmd.pair_id)))
             return pair if pair is not None and pair.epoch == state.epoch else None
         return None
+
+    def _known_pairs(self, cmd: Command, state: UserState, part: PartitionState) -> frozenset[uuid.UUID]:
+        if not isinstance(cmd, DeactivatePairs | ReweightPairs):
+            return frozenset()
+        known = set()
+        for pid in cmd.pair_ids:
+            pair = part.sighting(seen_key(cmd.user_id, "p", str(pid)))
+            if pair is not None and pair.epoch == state.epoch:
+                known.add(pid)
+        return frozenset(known)
 
     def _lookups(self, fb: FeedbackReceived, state: UserState, part: PartitionState) -> tuple[Lookups, Any]:
         user, epoch = fb.user_id, state.epoch
