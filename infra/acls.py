@@ -79,6 +79,10 @@ def grants_for(role: str, cfg: Config) -> list[Grant]:
             _topic(t.dlq, ("READ", "WRITE"), "projected; the projector's own dead letters"),
             _group(f"{app}-projector", "the projector's consumer group"),
             reader,
+            # The console runs where the store is owned (samtuner streams, samtuner run), as this principal.
+            _topic(t.control, w, "the console's commands (bulk pair actions, training, erasure)"),
+            _group("samtuner-console-", "the console's live tail of the training topic (never commits)",
+                   "prefixed"),
         ],
         "trainer": [
             describe,

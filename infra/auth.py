@@ -143,6 +143,28 @@ class Authenticator:
         return Depends(_named(dependency, f"require_{scope or 'key'}_{user}"))
 
 
+class KeyAuthorizer:
+    """The console's ``Authorizer`` seam (``console/auth.py``) over API keys: its pages need ``read``, its
+    actions ``admin``, both from a key without a user restriction (the console shows every user).
+
+    Wiring (the console's ``build_console``): ``KeyAuthorizer(auth) if auth.enabled else
+    TokenAuthorizer.from_settings(cfg.console)``, with ``auth = Authenticator.from_settings(cfg.auth)``.
+    """
+
+    def __init__(self, auth: Authenticator) -> None:
+        self.auth = auth
+
+    @property
+    def configured(self) -> bool:
+        return self.auth.enabled
+
+    def require_reader(self, request: Request) -> None:
+        self.auth.authorize(self.auth.authenticate(request.headers.get("authorization")), "read", "all", None)
+
+    def require_admin(self, request: Request) -> None:
+        self.auth.authorize(self.auth.authenticate(request.headers.get("authorization")), "admin", "all", None)
+
+
 async def _body_user(request: Request) -> str | None:
     """The ``user`` field of a JSON body (FastAPI has parsed and cached the body already)."""
     try:

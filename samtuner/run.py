@@ -148,7 +148,7 @@ def _start_console(cfg: Config, stop: threading.Event, threads: list[threading.T
     from console.wiring import build_console, start_console_server
     from infra.kafka import publish_command
 
-    publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-console")
+    publisher = KafkaEventPublisher(cfg.kafka, client_id="samtuner-console")
     control = Topics(cfg.kafka.topic_prefix).control
 
     def send(command: Any) -> None:

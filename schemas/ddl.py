@@ -318,6 +318,12 @@ ALTER TABLE {db}.training_requests
     ADD COLUMN IF NOT EXISTS dpo_overrides String DEFAULT '{{}}' COMMENT 'JSON: RequestTraining overrides'
 """,
     ),
+    # -- security and erasure (issue 10): 10xx -----------------------------------------------------
+    Migration(
+        "1001_dead_letters_user",
+        "ALTER TABLE {db}.dead_letters ADD COLUMN IF NOT EXISTS user_id String DEFAULT '' "
+        "COMMENT 'the payload''s user_id where it parsed, else the message key: what erasure matches'",
+    ),
     # -- streaming analytics (issue 8): 086x. Plain views over FINAL, no materialized views: an MV sees
     # each inserted block, so a pair's superseded versions (deactivate, reweight), a replay past the
     # dedup window and an erasure (ALTER ... DELETE, which no MV sees) would all be counted wrong; and a
@@ -437,11 +443,5 @@ CREATE VIEW IF NOT EXISTS {db}.pair_ingestion_lag AS
 SELECT user_id, pair_id, created_at, projected_at, dateDiff('millisecond', created_at, projected_at) AS lag_ms
 FROM {db}.preference_pairs FINAL
 """,
-    ),
-    # -- security and erasure (issue 10): 10xx -----------------------------------------------------
-    Migration(
-        "1001_dead_letters_user",
-        "ALTER TABLE {db}.dead_letters ADD COLUMN IF NOT EXISTS user_id String DEFAULT '' "
-        "COMMENT 'the payload''s user_id where it parsed, else the message key: what erasure matches'",
     ),
 )

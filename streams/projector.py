@@ -164,10 +164,11 @@ class ClickHouseSink:
                 continue
             if declared.on_erase == "revoke":
                 # The versions stay known (revoked), but no longer under the user's id, nor with the pairs.
+                # The filter sits in a subquery: a WHERE would see the replaced user_id.
                 self.store.command(
                     f"INSERT INTO {table} SELECT * REPLACE ({{key:String}} AS user_id, true AS revoked, '' AS uri, "
-                    f"'{{}}' AS files, [] AS train_pair_ids, [] AS heldout_pair_ids) FROM {table} FINAL "
-                    f"WHERE {where}", params)
+                    f"'{{}}' AS files, [] AS train_pair_ids, [] AS heldout_pair_ids) FROM "
+                    f"(SELECT * FROM {table} FINAL WHERE {where})", params)
             # A mutation that rewrites the parts: the rows are gone from disk when it returns.
             self.store.command(f"ALTER TABLE {table} DELETE WHERE {where} SETTINGS mutations_sync = 1", params)
         return removed

@@ -20,6 +20,7 @@ from infra.kafka import KafkaEventPublisher, read_topic
 from samtuner import FeedbackPublisher
 from schemas.ddl import USER_DATA
 from schemas.events import AdapterPublished, PairAccepted, UserErased
+from schemas.ids import user_key
 from schemas.topics import Topics
 from tests.integration.harness import ROOT, RunningProcess, events_on, wait_for
 
@@ -120,6 +121,9 @@ def scan_store(cfg) -> None:
                 assert not _found(text), f"{table}: {_found(text)} in {text[:300]}"
                 bob_seen = bob_seen or "bob-text" in text
         assert bob_seen, "the scan must see other users' data (else it proves nothing)"
+        revoked = store.query(f"SELECT version, revoked, uri FROM {cfg.clickhouse.database}.adapters FINAL "
+                              "WHERE user_id = {u:String}", {"u": f"erased:{user_key('alice')}"})
+        assert revoked == [(1, True, "")], "alice's adapter version stays known, revoked, under her user key"
     finally:
         store.close()
 

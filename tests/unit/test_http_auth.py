@@ -159,3 +159,23 @@ def test_a_bad_key_file_names_the_file_and_the_entry(tmp_path: Path) -> None:
         load_keys(AuthSettings(keys_file=str(file)))
     with pytest.raises(AuthError, match="cannot read it"):
         load_keys(AuthSettings(keys_file=str(tmp_path / "missing.yaml")))
+
+
+def test_the_console_seam_over_keys_reads_with_read_and_acts_with_admin() -> None:
+    from fastapi import HTTPException
+
+    from infra.auth import KeyAuthorizer
+
+    class Req:  # what the seam looks at: the headers
+        def __init__(self, key: str | None) -> None:
+            self.headers = {k.lower(): v for k, v in as_key(key).items()}  # Starlette: case-insensitive
+
+    seam = KeyAuthorizer(Authenticator(KEYS))
+    assert seam.configured
+    seam.require_reader(Req("reader"))  # type: ignore[arg-type]
+    seam.require_admin(Req("ops"))  # type: ignore[arg-type]
+    for key, check, status in ((None, seam.require_reader, 401), ("chat", seam.require_reader, 403),
+                               ("reader", seam.require_admin, 403), ("alice-app", seam.require_reader, 403)):
+        with pytest.raises(HTTPException) as info:
+            check(Req(key))  # type: ignore[arg-type]
+        assert info.value.status_code == status, (key, status)
