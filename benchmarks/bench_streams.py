@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from infra.broker import Broker, free_port  # noqa: E402
 from infra.clickhouse import ClickHouseStore  # noqa: E402
-from infra.kafka import PRODUCER_DEFAULTS  # noqa: E402
+from infra.kafka import PRODUCER_DEFAULTS, aiokafka_auth, client_config, settings_of  # noqa: E402
 from infra.topics import ensure_topics  # noqa: E402
 from schemas.config import Config, default_cache_dir  # noqa: E402
 from schemas.events import FeedbackReceived  # noqa: E402
@@ -77,7 +77,7 @@ def feedback_values(n: int, users: int, rng: random.Random, now: bool = False) -
 
 
 def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]], rate: float | None = None) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_DEFAULTS})
+    producer = Producer(client_config(bootstrap, **PRODUCER_DEFAULTS))
     start = time.monotonic()
     for i, (key, value) in enumerate(values):
         if rate is not None:
@@ -103,7 +103,8 @@ def bare_consume(bootstrap: str, topic: str, n: int) -> float:
 
     async def run() -> float:
         consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                    enable_auto_commit=False, group_id=f"bare-{uuid.uuid4().hex[:6]}")
+                                    enable_auto_commit=False, group_id=f"bare-{uuid.uuid4().hex[:6]}",
+                                    **aiokafka_auth(settings_of(bootstrap)))
         await consumer.start()
         try:
             seen, start = 0, None
@@ -221,7 +222,8 @@ def main() -> None:
         build_model(model, "tiny")
     raw = {"state_dir": str(work / "state"), "model": {"base": str(model)},
            "kafka": {"bootstrap_servers": "", "topic_prefix": "bench.", "partitions": 6},
-           "trigger": {"min_new_pairs": 50}, "streams": {"session_timeout_s": 10}}
+           "trigger": {"min_new_pairs": 50}, "streams": {"session_timeout_s": 10},
+           "metrics": {"decider_port": 0, "projector_port": 0, "trainer_port": 0}}
     try:
         broker.start()
         raw["kafka"]["bootstrap_servers"] = broker.bootstrap  # type: ignore[index]
@@ -232,7 +234,7 @@ def main() -> None:
         noop_topic = f"{cfg.kafka.topic_prefix}noop.feedback"
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        admin = AdminClient(client_config(broker.bootstrap))
         admin.create_topics([NewTopic(noop_topic, cfg.kafka.partitions, 1)])[noop_topic].result()
         values = feedback_values(n, users=500, rng=rng)
         say(f"producing {n} events for the baselines")

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from infra.kafka import Connection, client_config
 from schemas.codec import decode
 from schemas.errors import EventDecodeError
 from schemas.events import (
@@ -121,18 +122,18 @@ class LiveFeed:
 class TrainingTail:
     """Reads the training topic from its end and offers every event to the feed (a thread's target)."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, feed: LiveFeed,
+    def __init__(self, connection: Connection, topic: str, feed: LiveFeed,
                  consumer_factory: Callable[[dict[str, Any]], Any] | None = None) -> None:
-        self.bootstrap_servers = bootstrap_servers
+        self.connection = connection  # a bootstrap address, or the config's kafka settings (security too)
         self.topic = topic
         self.feed = feed
         self.ready = threading.Event()
         self._factory = consumer_factory
 
     def _consumer(self) -> Any:
-        conf = {"bootstrap.servers": self.bootstrap_servers, "group.id": f"samtuner-console-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False, "auto.offset.reset": "latest", "fetch.wait.max.ms": 20,
-                "enable.partition.eof": False}
+        conf = client_config(self.connection, **{
+            "group.id": f"samtuner-console-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
+            "auto.offset.reset": "latest", "fetch.wait.max.ms": 20, "enable.partition.eof": False})
         if self._factory is not None:
             return self._factory(conf)
         from confluent_kafka import Consumer

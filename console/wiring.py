@@ -27,7 +27,7 @@ def build_console(cfg: Config, stop: threading.Event, threads: list[threading.Th
     feed: LiveFeed | None = None
     if store is not None:  # the live view belongs with the store's pages
         feed = LiveFeed()
-        tail = TrainingTail(cfg.kafka.bootstrap_servers, Topics(cfg.kafka.topic_prefix).training, feed)
+        tail = TrainingTail(cfg.kafka, Topics(cfg.kafka.topic_prefix).training, feed)
         threads.append(threading.Thread(target=tail.run, args=(stop,), name="console-feed", daemon=True))
     nodes: NodeView | None = None
     if node is not None:

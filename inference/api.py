@@ -9,6 +9,10 @@
   that every node honours (202 Accepted, with the command id).
 * ``GET /v1/users/{id}``: what this node knows of a user. ``GET /v1/adapters``: the adapters loaded
   here (for routers). ``GET /v1/models``, ``GET /healthz``, ``GET /metrics`` (Prometheus).
+
+With API keys configured (``auth``: see ``infra/auth.py``) every route but ``/healthz`` needs a key:
+chat ``infer`` (and a key restricted to some users answers only them), reads ``read``, commands
+``admin``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from inference.errors import GenerationError
 from inference.metrics import CONTENT_TYPE
 from inference.node import InferenceNode
+from infra.auth import Authenticator
 from schemas.commands import ActivateAdapter, Command, DeactivateAdapter
 
 MODEL_ID = "sam-tuner"
@@ -70,34 +75,36 @@ def create_api(
     send_command: Callable[[Command], None] | None = None,
     stats: Callable[[], dict[str, Any]] | None = None,
     ready: Callable[[], bool] | None = None,
+    auth: Authenticator | None = None,
 ) -> FastAPI:
     # No /docs from a CDN: the console serves its own API page (console/static/docs.html).
     api = FastAPI(title="sam-tuner inference node", version="1", docs_url=None, redoc_url=None)
+    auth = auth or Authenticator()  # no keys: open, and the server binds loopback only (service.py)
 
     @api.get("/healthz")
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "node_id": node.node_id, "registry_ready": bool(ready()) if ready else True,
                 "registry_users": len(node.registry), "resident_adapters": node.cache.stats().entries}
 
-    @api.get("/metrics")
+    @api.get("/metrics", dependencies=[auth.require("read")])
     def metrics() -> Response:
-        return Response(node.metrics.exposition(), media_type=CONTENT_TYPE)
+        return Response(node.metrics.exposition() + auth.exposition(), media_type=CONTENT_TYPE)
 
-    @api.get("/v1/models")
+    @api.get("/v1/models", dependencies=[auth.require(None)])
     def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "sam-tuner"}]}
 
-    @api.get("/v1/adapters")
+    @api.get("/v1/adapters", dependencies=[auth.require("read", user="all")])
     def adapters() -> dict[str, Any]:
         return {"node_id": node.node_id, "data": node.resident()}
 
-    @api.get("/v1/stats")
+    @api.get("/v1/stats", dependencies=[auth.require("read")])
     def get_stats() -> dict[str, Any]:
         if stats is None:
             raise HTTPException(404, "this process does not own the projections store")
         return stats()
 
-    @api.get("/v1/users/{user_id:path}/state")
+    @api.get("/v1/users/{user_id:path}/state", dependencies=[auth.require("read", user="path")])
     def user_state(user_id: str) -> dict[str, Any]:
         return node.user_state(user_id)
 
@@ -108,17 +115,19 @@ def create_api(
         return {"status": "accepted", "command_id": str(cmd.command_id), "command": type(cmd).__name__,
                 "user": cmd.user_id}
 
-    @api.post("/v1/users/{user_id:path}/activate", status_code=202)
+    @api.post("/v1/users/{user_id:path}/activate", status_code=202,
+              dependencies=[auth.require("admin", user="path")])
     def activate(user_id: str, body: ActivateRequest | None = None) -> dict[str, Any]:
         body = body or ActivateRequest()
         return command(ActivateAdapter(user_id=user_id, version=body.version, new_share=body.new_share,
                                        issued_by=f"http:{node.node_id}"))
 
-    @api.post("/v1/users/{user_id:path}/deactivate", status_code=202)
+    @api.post("/v1/users/{user_id:path}/deactivate", status_code=202,
+              dependencies=[auth.require("admin", user="path")])
     def deactivate(user_id: str) -> dict[str, Any]:
         return command(DeactivateAdapter(user_id=user_id, issued_by=f"http:{node.node_id}"))
 
-    @api.post("/v1/chat/completions")
+    @api.post("/v1/chat/completions", dependencies=[auth.require("infer", user="body")])
     async def chat(req: ChatCompletionRequest) -> dict[str, Any]:
         if req.stream:
             raise HTTPException(400, "streaming is not supported by this node; send stream=false")

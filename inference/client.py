@@ -30,9 +30,12 @@ def _default_url() -> str:
 class NodeClient:
     """A connection to a node's HTTP API (reuse it for many requests)."""
 
-    def __init__(self, url: str | None = None, timeout_s: float = 120.0) -> None:
+    def __init__(self, url: str | None = None, timeout_s: float = 120.0, api_key: str | None = None) -> None:
+        """``api_key``: sent as ``Authorization: Bearer`` (default: ``SAMTUNER_API_KEY``, if set)."""
         self.url = (url or _default_url()).rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout_s)
+        key = api_key or os.environ.get("SAMTUNER_API_KEY")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout_s,
+                                  headers={"Authorization": f"Bearer {key}"} if key else None)
 
     def generate(self, prompt: str, user_id: str | None = None, context: Sequence[Mapping[str, str]] | None = None,
                  **kw: Any) -> PersonalizedResponse:
@@ -78,6 +81,7 @@ def generate_personalized_response(
     *,
     node: InferenceNode | None = None,
     url: str | None = None,
+    api_key: str | None = None,
     **kw: Any,
 ) -> PersonalizedResponse:
     """Answer ``prompt`` with ``user_id``'s current adapter (or the base model, saying why).
@@ -88,5 +92,5 @@ def generate_personalized_response(
     """
     if node is not None:
         return node.generate_personalized_response(prompt, user_id, context, **kw)
-    with NodeClient(url) as client:
+    with NodeClient(url, api_key=api_key) as client:
         return client.generate(prompt, user_id, context, **kw)

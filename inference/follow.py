@@ -26,7 +26,8 @@ from inference.node import InferenceNode
 from inference.registrar import decide_command, settle
 from inference.registry import REGISTRY_EVENTS, Registry
 from infra.errors import PublishError
-from infra.kafka import EventPublisher, KafkaEventPublisher, RawMessage
+from infra.kafka import EventPublisher, KafkaEventPublisher, RawMessage, client_config
+from infra.logcontext import correlation
 from schemas.codec import decode, decode_command
 from schemas.config import Config
 from schemas.errors import EventDecodeError
@@ -75,14 +76,13 @@ class RegistryFollower:
         consumer.assign(partitions)
 
     def run(self, stop: threading.Event) -> None:
-        consumer = Consumer({
-            "bootstrap.servers": self.cfg.kafka.bootstrap_servers,
+        consumer = Consumer(client_config(self.cfg.kafka, **{
             "group.id": f"samtuner-inference-{self.cfg.inference.node_id}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": True,
             "fetch.wait.max.ms": 50,
-        })
+        }))
         consumer.subscribe([self.topics.adapters], on_assign=self._on_assign)
         eof: set[int] = set()
         next_upkeep = time.monotonic() + HOUSEKEEPING_S
@@ -108,7 +108,8 @@ class RegistryFollower:
                 if event is None:
                     continue
                 try:
-                    self.node.apply(event)
+                    with correlation(event.correlation_id):  # the node's log lines about it name it
+                        self.node.apply(event)
                 except Exception:  # the node never crashes on one event
                     log.exception("registry: failed applying an event")
         finally:
@@ -125,7 +126,7 @@ class RegistrarWorker:
     def __init__(self, cfg: Config, publisher: EventPublisher | None = None) -> None:
         self.cfg = cfg
         self.topics = Topics(cfg.kafka.topic_prefix)
-        self.publisher = publisher or KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-registrar")
+        self.publisher = publisher or KafkaEventPublisher(cfg.kafka, client_id="samtuner-registrar")
         self.registry = Registry()
         self._stated: dict[str, int] = {}  # user -> latest version named by the last full-state event
         self._partition: dict[str, int] = {}  # user -> registry partition (== control partition)
@@ -166,11 +167,13 @@ class RegistrarWorker:
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        kafka = self.cfg.kafka.bootstrap_servers
-        registry = Consumer({"bootstrap.servers": kafka, "group.id": f"{self.cfg.inference.registrar_group_id}-fold",
-                             "enable.auto.commit": False, "enable.partition.eof": True, "fetch.wait.max.ms": 50})
-        control = Consumer({"bootstrap.servers": kafka, "group.id": self.cfg.inference.registrar_group_id,
-                            "enable.auto.commit": False, "auto.offset.reset": "earliest", "fetch.wait.max.ms": 50})
+        kafka = self.cfg.kafka
+        registry = Consumer(client_config(kafka, **{
+            "group.id": f"{self.cfg.inference.registrar_group_id}-fold", "enable.auto.commit": False,
+            "enable.partition.eof": True, "fetch.wait.max.ms": 50}))
+        control = Consumer(client_config(kafka, **{
+            "group.id": self.cfg.inference.registrar_group_id, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "fetch.wait.max.ms": 50}))
         try:
             meta = registry.list_topics(self.topics.adapters, timeout=30).topics[self.topics.adapters]
             registry.assign([TopicPartition(self.topics.adapters, p, OFFSET_BEGINNING) for p in meta.partitions])
@@ -239,6 +242,10 @@ class RegistrarWorker:
             return
         source = SourceRef(topic=raw.topic, partition=raw.partition, offset=raw.offset)
         outcome = decide_command(self.registry.get(command.user_id), command, source)
+        with correlation(command.command_id):
+            self._carry_out(consumer, msg, raw, command, outcome)
+
+    def _carry_out(self, consumer: Any, msg: Any, raw: RawMessage, command: Any, outcome: Any) -> None:
         try:
             if outcome.events:
                 self._emit(list(outcome.events))

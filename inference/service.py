@@ -44,8 +44,11 @@ def start_node(cfg: Config, stop: threading.Event, threads: list[threading.Threa
     import uvicorn
 
     from inference.api import create_api
+    from infra.auth import Authenticator
 
-    publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id=f"samtuner-node-{cfg.inference.node_id}")
+    auth = Authenticator.from_settings(cfg.auth)
+    auth.check_bind(cfg.inference.host, "the inference node's address (inference.host)")
+    publisher = KafkaEventPublisher(cfg.kafka, client_id=f"samtuner-node-{cfg.inference.node_id}")
     node = InferenceNode(cfg, publisher)
     follower = RegistryFollower(cfg, node)
     control = Topics(cfg.kafka.topic_prefix).control
@@ -54,7 +57,7 @@ def start_node(cfg: Config, stop: threading.Event, threads: list[threading.Threa
         publish_command(publisher, control, command)
         publisher.flush(timeout_s=10.0)
 
-    api = create_api(node, send_command=send_command, stats=stats, ready=follower.ready.is_set)
+    api = create_api(node, send_command=send_command, stats=stats, ready=follower.ready.is_set, auth=auth)
     for router in routers:
         api.include_router(router)
     if extend is not None:
@@ -63,8 +66,9 @@ def start_node(cfg: Config, stop: threading.Event, threads: list[threading.Threa
                                            log_level="warning", access_log=False))
     threads.append(threading.Thread(target=follower.run, args=(stop,), name="registry", daemon=True))
     threads.append(threading.Thread(target=server.run, name="http", daemon=True))
-    log.info("inference node %s: HTTP on http://%s:%d (%s serving, cache %d adapters / %d bytes, policy %s)",
-             node.node_id, cfg.inference.host, cfg.inference.port, cfg.inference.lora_serving,
+    log.info("inference node %s: HTTP on http://%s:%d (%s; %s serving, cache %d adapters / %d bytes, policy %s)",
+             node.node_id, cfg.inference.host, cfg.inference.port,
+             f"{len(auth.keys)} API keys" if auth.enabled else "no API keys: loopback only", cfg.inference.lora_serving,
              cfg.inference.cache.max_adapters, cfg.inference.cache.max_bytes, cfg.inference.cache.policy)
     return RunningNode(node, follower, server, publisher)
 

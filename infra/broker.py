@@ -3,6 +3,13 @@
 ``fetch_jars`` resolves the broker's classpath with Maven (``infra/kafka/pom.xml``) into a cache
 outside the repo; ``Broker`` formats its storage once (KRaft needs a cluster id and a formatted log
 dir), then starts and stops the JVM as a detached process whose pid is kept in its directory.
+
+With ``sasl`` the client listener is SASL_PLAINTEXT with SCRAM-SHA-512 (credentials stored salted
+and hashed in the cluster metadata), ACLs are enforced (``StandardAuthorizer``; nothing is allowed
+without an ACL) and the admin user is the only super user. The admin's SCRAM credential is written
+at format time (``--add-scram``); other users and their ACLs are added through the admin client
+(``infra/acls.py``, ``samtuner kafka users|acls``). The controller listener (127.0.0.1) takes SASL
+PLAIN with the admin's login only.
 """
 
 from __future__ import annotations
@@ -16,8 +23,9 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from infra.errors import BrokerError
 from schemas.config import default_cache_dir
@@ -85,6 +93,15 @@ def _kafka_cluster_id() -> str:
             return cluster_id
 
 
+@dataclass(frozen=True)
+class BrokerSasl:
+    """SASL on the client listener: the admin (super user) the broker itself authenticates as."""
+
+    admin_user: str
+    admin_password: str = field(repr=False)
+    mechanism: str = "SCRAM-SHA-512"
+
+
 @dataclass
 class Broker:
     """One broker+controller node. ``home`` holds its config, data, pid and log."""
@@ -95,6 +112,18 @@ class Broker:
     host: str = "127.0.0.1"
     heap: str = "1g"
     cache_dir: Path | None = None
+    sasl: BrokerSasl | None = None
+
+    @property
+    def listener(self) -> str:
+        return "SASL_PLAINTEXT" if self.sasl else "PLAINTEXT"
+
+    def admin_settings(self) -> dict[str, str]:
+        """confluent-kafka settings of the admin user (empty for a PLAINTEXT broker)."""
+        if self.sasl is None:
+            return {}
+        return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": self.sasl.mechanism,
+                "sasl.username": self.sasl.admin_user, "sasl.password": self.sasl.admin_password}
 
     @property
     def bootstrap(self) -> str:
@@ -112,18 +141,44 @@ class Broker:
     def data_dir(self) -> Path:
         return self.home / "data"
 
+    def _sasl_properties(self) -> list[str]:
+        if self.sasl is None:
+            return []
+        mech = self.sasl.mechanism
+        return [
+            f"sasl.enabled.mechanisms={mech}",
+            f"sasl.mechanism.inter.broker.protocol={mech}",
+            # The broker's own login (inter-broker); this file is readable by its owner only.
+            f"listener.name.sasl_plaintext.{mech.lower()}.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{self.sasl.admin_user}" password="{self.sasl.admin_password}";',
+            # The controller listener authenticates too (PLAIN: SCRAM credentials live in the metadata the
+            # controller serves, so they cannot guard it); only the broker itself logs in there.
+            "sasl.mechanism.controller.protocol=PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config="
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{self.sasl.admin_user}" password="{self.sasl.admin_password}" '
+            f'user_{self.sasl.admin_user}="{self.sasl.admin_password}";',
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            f"super.users=User:{self.sasl.admin_user}",
+            "allow.everyone.if.no.acl.found=false",
+        ]
+
     def _properties(self) -> str:
         cport = self.controller_port or self.port + 1
+        name = self.listener
         return "\n".join(
             [
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.voters=1@{self.host}:{cport}",
-                f"listeners=PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{cport}",
-                f"advertised.listeners=PLAINTEXT://{self.host}:{self.port}",
+                f"listeners={name}://{self.host}:{self.port},CONTROLLER://{self.host}:{cport}",
+                f"advertised.listeners={name}://{self.host}:{self.port}",
                 "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                "inter.broker.listener.name=PLAINTEXT",
+                f"listener.security.protocol.map={name}:{name},CONTROLLER:{name}",
+                f"inter.broker.listener.name={name}",
+                *self._sasl_properties(),
                 f"log.dirs={self.data_dir}",
                 # Topics are created explicitly from one declared list, never by accident.
                 "auto.create.topics.enable=false",
@@ -165,9 +220,18 @@ class Broker:
         """Write the config and format the log dir once (KRaft needs a cluster id)."""
         self.home.mkdir(parents=True, exist_ok=True)
         props = self.home / "server.properties"
+        props.touch(mode=0o600)
+        props.chmod(0o600)
         props.write_text(self._properties())
+        marker = self.home / "sasl-formatted"
         if (self.data_dir / "meta.properties").exists():
+            if self.sasl is not None and not marker.exists():
+                raise BrokerError(f"the broker's storage in {self.data_dir} was formatted without SASL, so it has no "
+                                  "admin credential: start it without kafka.security, or remove the directory")
             return
+        scram = ([] if self.sasl is None else
+                 ["--add-scram", f"{self.sasl.mechanism}=[name={self.sasl.admin_user},"
+                                 f"password={self.sasl.admin_password}]"])
         cmd = [
             "java",
             "-cp",
@@ -179,10 +243,16 @@ class Broker:
             _kafka_cluster_id(),
             "-c",
             str(props),
+            *scram,
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            raise BrokerError(f"formatting KRaft storage failed: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+            text = f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+            if self.sasl is not None:
+                text = text.replace(self.sasl.admin_password, "***")
+            raise BrokerError(f"formatting KRaft storage failed: {text}")
+        if self.sasl is not None:
+            marker.write_text(self.sasl.mechanism)
 
     def start(self, timeout_s: float = 90.0) -> None:
         """Start the broker (no-op when it is already running) and wait until it answers."""
@@ -223,8 +293,12 @@ class Broker:
     def _answers(self) -> bool:
         from confluent_kafka.admin import AdminClient
 
+        from infra.kafka import CLIENT_LOGGER
+
         try:
-            AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=2)
+            settings: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "logger": CLIENT_LOGGER,
+                                        **self.admin_settings()}
+            AdminClient(settings).list_topics(timeout=2)
             return True
         except Exception:
             return False
@@ -262,9 +336,9 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def broker_for(bootstrap: str, state_dir: Path) -> Broker:
+def broker_for(bootstrap: str, state_dir: Path, sasl: BrokerSasl | None = None) -> Broker:
     """The broker that ``samtuner kafka up`` manages for a config's bootstrap address."""
     host, _, port = bootstrap.split(",")[0].rpartition(":")
     if host not in ("127.0.0.1", "localhost"):
         raise BrokerError(f"samtuner only starts a local broker; {bootstrap} is not on 127.0.0.1")
-    return Broker(home=state_dir / "kafka", port=int(port), host="127.0.0.1")
+    return Broker(home=state_dir / "kafka", port=int(port), host="127.0.0.1", sasl=sasl)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import re
 import threading
@@ -27,8 +28,15 @@ from typing import Any, cast
 
 import clickhouse_connect
 
-from infra.errors import QueryFailed, QueryRefused, StoreError, StoreLocked
+from infra.credentials import read_secret
+from infra.errors import QueryFailed, QueryRefused, StoreError, StoreLocked, StoreUnreachable
+from schemas.config import Config
 from schemas.ddl import MIGRATIONS, Migration
+from schemas.secrets import Masker, redact_url
+
+# clickhouse-connect sets urllib3's logger to WARNING on import, so each failed connection would print
+# a raw retry line; our errors say what failed, once (StoreUnreachable).
+logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 MAX_RESULT_ROWS = 100_000
 # Order matters: ClickHouse applies settings one by one and refuses every change after readonly=1.
@@ -81,7 +89,7 @@ def embedded_holder(dsn: str) -> int | None:
 def _locked_error(dsn: str, pid: int, detail: str = "") -> StoreLocked:
     who = f"process {pid}" if pid > 0 else "another process"
     return StoreLocked(
-        f"the embedded ClickHouse at {dsn} is open in {who} (one chDB data directory can be open in one "
+        f"the embedded ClickHouse at {redact_url(dsn)} is open in {who} (one chDB data directory can be open in one "
         f"process only; run every role in one process with 'samtuner run', or use a ClickHouse server DSN)"
         + (f": {detail}" if detail else "")
     )
@@ -93,13 +101,32 @@ def _error_code(exc: Exception) -> int | None:
         return code
     found = re.search(r"Code: (\d+)", str(exc))
     return int(found.group(1)) if found else None
+def _cause(text: str, exc: Exception) -> str:
+    """The short cause in a driver's long message ('[Errno 111] Connection refused'), or its first line."""
+    found = re.search(r"\[Errno -?\d+\] [^\"')\]]+", text)
+    if found:
+        return found.group(0).strip()
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first[:200]
+
+
+def open_store(cfg: Config) -> ClickHouseStore:
+    """The store of a config: its DSN, with the password from clickhouse.password_env/_file if set."""
+    ch = cfg.clickhouse
+    password = read_secret(ch.password_env, ch.password_file, "clickhouse")
+    return ClickHouseStore(cfg.clickhouse_dsn, ch.database, password=password, connect_timeout_s=ch.connect_timeout_s)
 
 
 class ClickHouseStore:
-    def __init__(self, dsn: str, database: str = "sam") -> None:
+    def __init__(self, dsn: str, database: str = "sam", password: str | None = None,
+                 connect_timeout_s: float = 5.0) -> None:
         self.dsn = dsn
         self.database = database
         self._lock = threading.RLock()
+        # Errors echo what the driver says, which can hold the DSN: never its password.
+        self._password = password
+        self._mask = Masker([password] if password else [])
+        where = redact_url(dsn)
         self._read_only_client: Any = None
         # chDB is one engine: the analysts' client waits for the store's lock. A server needs no such wait.
         self._read_only_lock = self._lock if _is_chdb(dsn) else threading.RLock()
@@ -111,13 +138,21 @@ class ClickHouseStore:
                 path = dsn[len("chdb://"):]
                 if path and path != "memory" and not path.startswith(":memory:"):
                     Path(path).mkdir(parents=True, exist_ok=True)
-            self._client = clickhouse_connect.get_client(dsn=dsn)
+                self._client = clickhouse_connect.get_client(dsn=dsn)
+            else:
+                extra: dict[str, Any] = {"password": password} if password is not None else {}
+                self._client = clickhouse_connect.get_client(dsn=dsn, connect_timeout=connect_timeout_s,
+                                                             send_receive_timeout=max(30.0, connect_timeout_s), **extra)
         except Exception as exc:
-            text = str(exc)
+            text = self._mask(str(exc))
             holder = embedded_holder(dsn)  # taken meanwhile? chDB's own error does not always say so
             if holder is not None or "Cannot lock file" in text:
                 raise _locked_error(dsn, holder or -1, text) from exc
-            raise StoreError(f"cannot open ClickHouse at {dsn}: {text}") from exc
+            if not _is_chdb(dsn):
+                raise StoreUnreachable(
+                    f"cannot reach ClickHouse at {where}: {_cause(text, exc)}; start the ClickHouse server, or "
+                    "remove clickhouse.dsn to use the embedded engine") from exc
+            raise StoreError(f"cannot open ClickHouse at {where}: {text}") from exc
 
     @property
     def embedded(self) -> bool:
@@ -128,14 +163,14 @@ class ClickHouseStore:
             try:
                 return self._client.command(sql, parameters=parameters)
             except Exception as exc:
-                raise StoreError(f"ClickHouse command failed: {exc}") from exc
+                raise StoreError(self._mask(f"ClickHouse command failed: {exc}")) from exc
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         with self._lock:
             try:
                 return [tuple(row) for row in self._client.query(sql, parameters=parameters).result_rows]
             except Exception as exc:
-                raise StoreError(f"ClickHouse query failed: {exc}") from exc
+                raise StoreError(self._mask(f"ClickHouse query failed: {exc}")) from exc
 
     def query_dicts(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         with self._lock:
@@ -144,7 +179,7 @@ class ClickHouseStore:
                 names = result.column_names
                 return [dict(zip(names, row, strict=True)) for row in result.result_rows]
             except Exception as exc:
-                raise StoreError(f"ClickHouse query failed: {exc}") from exc
+                raise StoreError(self._mask(f"ClickHouse query failed: {exc}")) from exc
 
     def query_read_only(self, sql: str, parameters: dict[str, Any] | None = None,
                         max_rows: int = 10_000) -> ReadOnlyResult:
@@ -167,10 +202,10 @@ class ClickHouseStore:
                 self._drop_read_only()
                 code = _error_code(exc)
                 if code == READONLY_ERROR_CODE:
-                    raise QueryRefused(str(exc)) from exc
+                    raise QueryRefused(self._mask(str(exc))) from exc
                 if code is not None:
-                    raise QueryFailed(str(exc)) from exc
-                raise StoreError(f"ClickHouse query failed: {exc}") from exc
+                    raise QueryFailed(self._mask(str(exc))) from exc
+                raise StoreError(self._mask(f"ClickHouse query failed: {exc}")) from exc
         return ReadOnlyResult(names, types, rows[:max_rows], truncated=len(rows) > max_rows)
 
     @staticmethod
@@ -189,9 +224,12 @@ class ClickHouseStore:
     def _read_only(self) -> Any:
         if self._read_only_client is None:
             try:
-                self._read_only_client = clickhouse_connect.get_client(dsn=self.dsn, settings=READ_ONLY_SESSION)
+                extra: dict[str, Any] = {"password": self._password} if self._password is not None else {}
+                self._read_only_client = clickhouse_connect.get_client(dsn=self.dsn, settings=READ_ONLY_SESSION,
+                                                                       **extra)
             except Exception as exc:
-                raise StoreError(f"cannot open a read-only client on ClickHouse at {self.dsn}: {exc}") from exc
+                raise StoreError(self._mask(f"cannot open a read-only client on ClickHouse at "
+                                            f"{redact_url(self.dsn)}: {exc}")) from exc
         return self._read_only_client
 
     def raw_query(self, sql: str, parameters: dict[str, Any] | None = None, fmt: str = "JSONEachRow",
@@ -201,7 +239,7 @@ class ClickHouseStore:
             try:
                 return bytes(self._client.raw_query(sql, parameters=parameters, fmt=fmt, settings=settings))
             except Exception as exc:
-                raise StoreError(f"ClickHouse query failed: {exc}") from exc
+                raise StoreError(self._mask(f"ClickHouse query failed: {exc}")) from exc
 
     def insert(
         self,
@@ -220,7 +258,7 @@ class ClickHouseStore:
                     f"{self.database}.{table}", cast(Any, rows), column_names=list(columns), settings=settings
                 )
             except Exception as exc:
-                raise StoreError(f"insert into {table} ({len(rows)} rows) failed: {exc}") from exc
+                raise StoreError(self._mask(f"insert into {table} ({len(rows)} rows) failed: {exc}")) from exc
 
     def migrate(self, migrations: Sequence[Migration] = MIGRATIONS) -> list[str]:
         """Create the database and apply pending migrations; returns the ids applied now."""

@@ -2,12 +2,16 @@
 
     InfraError
     ├── BrokerError           fetching jars, formatting storage, starting/stopping the broker
+    ├── CredentialsError      a password could not be read from its environment variable or file
     ├── KafkaError            a Kafka call failed (translated from confluent-kafka / aiokafka)
-    │   └── PublishError      a message was not acknowledged by the broker
+    │   ├── PublishError      a message was not acknowledged by the broker
+    │   └── KafkaUnreachable  no broker answered, or it refused our credentials (one line, names the cause)
     ├── StoreError            a ClickHouse call failed (translated from clickhouse-connect / chDB)
+    │   ├── StoreUnreachable  the ClickHouse server cannot be reached
     │   ├── StoreLocked       the embedded store's data directory is open in another process
     │   └── QueryFailed       ClickHouse rejected an analyst's query (syntax, unknown table, ...): its message
     │       └── QueryRefused  the query writes, and ClickHouse refused it under readonly=1 (READONLY, code 164)
+    ├── AuthError             the HTTP API keys cannot be loaded, or a server would be open to anyone
     └── ArtifactError         the artifact store refused or failed
         ├── PathEscapeError   a path would leave the artifact root
         ├── ChecksumMismatch  a file's sha256 differs from the one recorded
@@ -25,6 +29,10 @@ class BrokerError(InfraError):
     pass
 
 
+class CredentialsError(InfraError):
+    pass
+
+
 class KafkaError(InfraError):
     pass
 
@@ -33,10 +41,20 @@ class PublishError(KafkaError):
     pass
 
 
+class KafkaUnreachable(KafkaError):
+    pass
+
+
 class StoreError(InfraError):
     pass
 
 
+class StoreUnreachable(StoreError):
+    pass
+
+
+class AuthError(InfraError):
+    pass
 class StoreLocked(StoreError):
     """Another process holds the embedded chDB store (``samtuner run`` does); go through its HTTP API."""
 

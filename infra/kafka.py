@@ -1,4 +1,11 @@
-"""Kafka at the edge: an idempotent event publisher, and small consumer helpers.
+"""Kafka at the edge: client settings (security included), an idempotent event publisher, and
+small consumer helpers.
+
+Every Kafka client of the project gets its settings from :func:`client_config` (confluent-kafka:
+producers, consumers, the admin client, the replay and record tools) or :func:`aiokafka_auth`
+(Faust and aiokafka), so the security settings of ``kafka.security`` reach all of them. librdkafka's
+own log lines go to the ``samtuner.kafka.client`` logger at DEBUG: failures are reported by our
+code, once, with their cause (:func:`check_reachable`), never as raw client lines on the terminal.
 
 Producers use ``acks=all`` with idempotence, and the murmur2 partitioner (Java's and aiokafka's
 default), so every producer in the system puts a user's events in the same partition.
@@ -6,6 +13,7 @@ default), so every producer in the system puts a user's events in the same parti
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -15,10 +23,128 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka import KafkaError as CKafkaError
 
-from infra.errors import KafkaError, PublishError
+from infra.credentials import read_secret
+from infra.errors import KafkaError, KafkaUnreachable, PublishError
 from schemas.codec import encode_command, encode_headers, encode_key, encode_value
 from schemas.commands import Command
+from schemas.config import KafkaSettings
 from schemas.events import Event
+
+# A bootstrap string is a PLAINTEXT connection (tests, benchmarks); settings carry the security too.
+Connection = KafkaSettings | str
+
+_CLIENT_LOG = logging.getLogger("samtuner.kafka.client")
+
+
+class _QuietClientLog(logging.LoggerAdapter[logging.Logger]):
+    """librdkafka calls ``log(level, fmt, fac, name, text)``; its lines go to our logger at DEBUG only."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        self.logger.log(logging.DEBUG, msg, *args, **kwargs)
+
+
+CLIENT_LOGGER = _QuietClientLog(_CLIENT_LOG, {})
+
+# librdkafka errors after which retrying cannot help: the broker refused us.
+_REFUSED = frozenset({CKafkaError._AUTHENTICATION, CKafkaError._SSL, CKafkaError.SASL_AUTHENTICATION_FAILED,
+                      CKafkaError.TOPIC_AUTHORIZATION_FAILED, CKafkaError.CLUSTER_AUTHORIZATION_FAILED})
+
+
+def settings_of(connection: Connection) -> KafkaSettings:
+    return connection if isinstance(connection, KafkaSettings) else KafkaSettings(bootstrap_servers=connection)
+
+
+def kafka_password(kafka: KafkaSettings) -> str | None:
+    sec = kafka.security
+    return read_secret(sec.password_env, sec.password_file, f"kafka.security (user {sec.username})")
+
+
+def security_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """The confluent-kafka (librdkafka) settings for ``kafka.security``; the password is read now."""
+    sec = kafka.security
+    conf: dict[str, Any] = {"security.protocol": sec.protocol}
+    if sec.sasl:
+        conf.update({"sasl.mechanism": sec.sasl_mechanism, "sasl.username": sec.username,
+                     "sasl.password": kafka_password(kafka)})
+    if sec.tls:
+        conf.update({k: v for k, v in (("ssl.ca.location", sec.ssl_ca), ("ssl.certificate.location", sec.ssl_cert),
+                                      ("ssl.key.location", sec.ssl_key)) if v})
+    return conf
+
+
+def client_config(connection: Connection, **extra: Any) -> dict[str, Any]:
+    """Settings for any confluent-kafka client: bootstrap, security, and librdkafka's lines routed to
+    our logger (at DEBUG), plus ``extra``."""
+    kafka = settings_of(connection)
+    return {"bootstrap.servers": kafka.bootstrap_servers, **security_config(kafka), "logger": CLIENT_LOGGER,
+            **extra}
+
+
+def aiokafka_auth(kafka: KafkaSettings) -> dict[str, Any]:
+    """The same security for aiokafka (and Faust, which passes these through): keyword arguments."""
+    import ssl
+
+    sec = kafka.security
+    out: dict[str, Any] = {"security_protocol": sec.protocol}
+    if sec.sasl:
+        out.update(sasl_mechanism=sec.sasl_mechanism, sasl_plain_username=sec.username,
+                   sasl_plain_password=kafka_password(kafka))
+    if sec.tls:
+        context = ssl.create_default_context(cafile=sec.ssl_ca)
+        if sec.ssl_cert and sec.ssl_key:
+            context.load_cert_chain(sec.ssl_cert, sec.ssl_key)
+        out["ssl_context"] = context
+    return out
+
+
+def describe(kafka: KafkaSettings) -> str:
+    """Where and as whom: 'Kafka at 127.0.0.1:9092 (SASL_PLAINTEXT, SCRAM-SHA-512 as decider)'."""
+    sec = kafka.security
+    how = sec.protocol + (f", {sec.sasl_mechanism} as {sec.username}" if sec.sasl else "")
+    return f"Kafka at {kafka.bootstrap_servers} ({how})"
+
+
+def unreachable_message(kafka: KafkaSettings, errors: Sequence[CKafkaError], fallback: str) -> str:
+    """One line that names the address, the cause and what to do."""
+    sec = kafka.security
+    refused = next((e for e in errors if e.code() in _REFUSED), None)
+    if refused is not None:
+        where = (f"environment variable {sec.password_env}" if sec.password_env else f"file {sec.password_file}")
+        if refused.code() == CKafkaError._SSL:
+            return f"{describe(kafka)}: the TLS handshake failed: {refused.str()}; check kafka.security.ssl_*"
+        return (f"{describe(kafka)} refused our credentials: {refused.str()}; check kafka.security.username and "
+                f"the password in the {where}" if sec.sasl else f"{describe(kafka)} refused us: {refused.str()}")
+    # The first error the client reported says most ("Connect to ipv4#127.0.0.1:9092 failed: Connection
+    # refused"); the exception at the end only says that metadata could not be read.
+    cause = errors[0].str() if errors else fallback
+    return (f"cannot reach {describe(kafka)}: {cause}; start the local broker with `samtuner kafka up` "
+            "(or set kafka.bootstrap_servers)")
+
+
+def check_reachable(connection: Connection, timeout_s: float | None = None) -> None:
+    """Fail in one line (:class:`KafkaUnreachable`) unless a broker answers within the timeout.
+
+    Refused credentials and TLS failures fail at once; an unreachable broker after the timeout."""
+    from confluent_kafka.admin import AdminClient
+
+    kafka = settings_of(connection)
+    errors: list[CKafkaError] = []
+    admin = AdminClient(client_config(kafka, error_cb=errors.append, **{"socket.connection.setup.timeout.ms": 3000}))
+    started = time.monotonic()
+    limit = timeout_s if timeout_s is not None else kafka.connect_timeout_s
+    last = "no answer"
+    while True:
+        try:
+            admin.list_topics(timeout=0.5)
+            return
+        except KafkaException as exc:
+            last = str(exc)
+        elapsed = time.monotonic() - started
+        # Refused credentials: at once. Connections refused or timing out: after the limit. Connected
+        # but no answer yet (a busy broker): a while longer.
+        if any(e.code() in _REFUSED for e in errors) or elapsed > (limit if errors else 3 * limit):
+            raise KafkaUnreachable(unreachable_message(kafka, errors, last))
+        admin.poll(0.1)
 
 # Errors a topic that was just created answers with until its partitions have leaders.
 _NOT_READY = frozenset({CKafkaError.NOT_LEADER_FOR_PARTITION, CKafkaError.LEADER_NOT_AVAILABLE,
@@ -54,9 +180,9 @@ class EventPublisher(Protocol):
 class KafkaEventPublisher:
     """Publishes events with an idempotent confluent-kafka producer; ``flush`` raises on any failure."""
 
-    def __init__(self, bootstrap_servers: str, client_id: str = "samtuner", **overrides: Any) -> None:
-        self._producer = Producer({"bootstrap.servers": bootstrap_servers, "client.id": client_id,
-                                   **PRODUCER_DEFAULTS, **overrides})
+    def __init__(self, connection: Connection, client_id: str = "samtuner", **overrides: Any) -> None:
+        self._producer = Producer(client_config(connection, **{"client.id": client_id, **PRODUCER_DEFAULTS,
+                                                               **overrides}))
         self._errors: list[str] = []
         self._lock = threading.Lock()
 
@@ -144,14 +270,16 @@ def watermarks(consumer: Any, topic: str, partition: int, timeout_s: float = 30.
             time.sleep(0.2)
 
 
-def _reader(bootstrap_servers: str) -> Consumer:
-    return Consumer({
-        "bootstrap.servers": bootstrap_servers,
-        "group.id": "samtuner-reader",  # never commits: assign() + no offset storage
+READER_GROUP = "samtuner-reader"  # never joined, never committed: readers assign() partitions
+
+
+def _reader(connection: Connection) -> Consumer:
+    return Consumer(client_config(connection, **{
+        "group.id": READER_GROUP,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "fetch.message.max.bytes": 17 * 1024 * 1024,
-    })
+    }))
 
 
 def _read_ranges(consumer: Consumer, topic: str, ranges: Mapping[int, tuple[int, int]],
@@ -179,11 +307,11 @@ def _read_ranges(consumer: Consumer, topic: str, ranges: Mapping[int, tuple[int,
             del ends[p]
 
 
-def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0,
+def read_topic(connection: Connection, topic: str, timeout_s: float = 30.0,
                partitions: Collection[int] | None = None) -> Iterator[RawMessage]:
     """Every message of ``topic`` (or of some of its ``partitions``) from the beginning up to the high
     watermarks at call time."""
-    consumer = _reader(bootstrap_servers)
+    consumer = _reader(connection)
     try:
         try:
             meta = consumer.list_topics(topic, timeout=timeout_s)
@@ -199,12 +327,12 @@ def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0,
         consumer.close()
 
 
-def read_range(bootstrap_servers: str, topic: str, partition: int, start: int, end: int,
+def read_range(connection: Connection, topic: str, partition: int, start: int, end: int,
                timeout_s: float = 30.0) -> list[RawMessage]:
     """The messages of ``topic[partition]`` with ``start <= offset < end``, straight from the log.
 
     Offsets with no message (transaction markers, records deleted by retention) are simply absent."""
-    consumer = _reader(bootstrap_servers)
+    consumer = _reader(connection)
     try:
         low, high = watermarks(consumer, topic, partition, timeout_s)
         return list(_read_ranges(consumer, topic, {partition: (max(low, start), min(high, end))}, timeout_s))
@@ -214,9 +342,9 @@ def read_range(bootstrap_servers: str, topic: str, partition: int, start: int, e
         consumer.close()
 
 
-def topic_counts(bootstrap_servers: str, topic: str, timeout_s: float = 10.0) -> int:
+def topic_counts(connection: Connection, topic: str, timeout_s: float = 10.0) -> int:
     """Messages currently in ``topic`` (high - low watermark summed over partitions)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "samtuner-reader"})
+    consumer = Consumer(client_config(connection, **{"group.id": READER_GROUP}))
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if meta is None or meta.error is not None:

@@ -6,6 +6,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from infra.errors import KafkaError
+from infra.kafka import check_reachable, client_config, describe
 from schemas.config import KafkaSettings
 from schemas.topics import ALL, TopicSpec
 
@@ -26,11 +27,12 @@ def topic_config(spec: TopicSpec) -> dict[str, str]:
 
 def ensure_topics(settings: KafkaSettings, specs: tuple[TopicSpec, ...] = ALL, timeout_s: float = 30.0) -> list[str]:
     """Create the declared topics that are missing; returns the names it created."""
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    check_reachable(settings)
+    admin = AdminClient(client_config(settings))
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:
-        raise KafkaError(f"cannot list topics on {settings.bootstrap_servers}: {exc}") from exc
+        raise KafkaError(f"cannot list topics on {describe(settings)}: {exc}") from exc
     wanted = [
         NewTopic(
             spec.name(settings.topic_prefix),

@@ -27,8 +27,24 @@ app.add_typer(kafka_app, name="kafka")
 app.add_typer(model_app, name="model")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(config_app, name="config")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of the HTTP servers (stored hashed).")
+app.add_typer(keys_app, name="keys")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="samtuner.yaml (default: ./samtuner.yaml)")]
+ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="SAMTUNER_API_KEY",
+                                               help="The node's API key (default: $SAMTUNER_API_KEY)")]
+
+
+def _bearer(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+@app.callback()
+def _logging() -> None:
+    """Warnings of every command in one format; client libraries' own lines stay out (roles set more)."""
+    from samtuner.logs import setup_logging
+
+    setup_logging("WARNING")
 
 
 def _config(path: Path | None) -> Config:
@@ -42,6 +58,19 @@ def _config(path: Path | None) -> Config:
 def _fail(message: str, code: int = 1) -> typer.Exit:
     typer.secho(message, fg="red", err=True)
     return typer.Exit(code)
+
+
+def _kafka_config(path: Path | None) -> Config:
+    """The config, once a broker answered with our credentials; otherwise one line and exit 1."""
+    from infra.errors import InfraError
+    from infra.kafka import check_reachable
+
+    cfg = _config(path)
+    try:
+        check_reachable(cfg.kafka)
+    except InfraError as exc:
+        raise _fail(str(exc)) from exc
+    return cfg
 
 
 # -- kafka ---------------------------------------------------------------------------------------
@@ -62,13 +91,22 @@ def kafka_fetch() -> None:
 @kafka_app.command("up")
 def kafka_up(config: ConfigOpt = None) -> None:
     """Start the broker (formatting its storage once) and create the declared topics."""
-    from infra.broker import broker_for
+    from infra.broker import BrokerSasl, broker_for
     from infra.errors import InfraError
+    from infra.kafka import kafka_password
     from infra.topics import ensure_topics
 
     cfg = _config(config)
     try:
-        broker = broker_for(cfg.kafka.bootstrap_servers, cfg.state_path)
+        sec = cfg.kafka.security
+        # With SASL in the config, the broker's client listener is SASL_PLAINTEXT with ACLs, and this
+        # config's user is its admin (see README, 'Kafka security').
+        sasl = (BrokerSasl(sec.username, kafka_password(cfg.kafka) or "", sec.sasl_mechanism)
+                if sec.sasl and sec.username else None)
+        if sasl is not None and not sasl.mechanism.startswith("SCRAM"):
+            raise _fail("the local broker takes SCRAM-SHA-256 or SCRAM-SHA-512 logins; set "
+                        "kafka.security.sasl_mechanism", 2)
+        broker = broker_for(cfg.kafka.bootstrap_servers, cfg.state_path, sasl)
         broker.start()
         created = ensure_topics(cfg.kafka)
     except InfraError as exc:
@@ -84,6 +122,59 @@ def kafka_down(config: ConfigOpt = None) -> None:
     cfg = _config(config)
     stopped = broker_for(cfg.kafka.bootstrap_servers, cfg.state_path).stop()
     typer.echo("kafka stopped" if stopped else "kafka was not running")
+
+
+@kafka_app.command("user")
+def kafka_user(
+    name: str,
+    password_env: Annotated[str, typer.Option(help="Environment variable that holds the new user's password")],
+    role: Annotated[list[str] | None, typer.Option(help="Grant this role's ACLs too (repeat for several)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Create (or change) a SCRAM user on the broker, as this config's user, and grant it roles' ACLs."""
+    import os
+
+    from infra.acls import apply_grants, merged, upsert_user
+    from infra.errors import InfraError
+
+    cfg = _kafka_config(config)
+    password = os.environ.get(password_env)
+    if not password:
+        raise _fail(f"the environment variable {password_env} is not set (or empty)", 2)
+    try:
+        upsert_user(cfg.kafka, name, password, cfg.kafka.security.sasl_mechanism)
+        count = apply_grants(cfg.kafka, f"User:{name}", merged(role or [], cfg)) if role else 0
+    except InfraError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"user {name} set" + (f"; {count} ACLs for {', '.join(role or [])}" if role else ""))
+
+
+@kafka_app.command("acls")
+def kafka_acls(
+    role: Annotated[list[str] | None, typer.Option(help="Only these roles")] = None,
+    principal: Annotated[str | None, typer.Option(help="Apply them to this principal (e.g. User:decider)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Show the ACLs each role needs (from the declared topics), or apply them to --principal."""
+    from infra.acls import ROLES, acl_table, apply_grants, merged
+    from infra.errors import InfraError
+
+    roles = role or list(ROLES)
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise _fail(f"unknown role(s) {', '.join(unknown)}; roles: {', '.join(ROLES)}", 2)
+    if principal is None:
+        cfg = _config(config)
+        for row in acl_table(cfg):
+            if row[0] in roles:
+                typer.echo(" | ".join(row))
+        return
+    cfg = _kafka_config(config)
+    try:
+        count = apply_grants(cfg.kafka, principal, merged(roles, cfg))
+    except InfraError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"{count} ACLs for {principal} ({', '.join(roles)})")
 
 
 @kafka_app.command("status")
@@ -103,24 +194,28 @@ def kafka_status(config: ConfigOpt = None) -> None:
 @app.command("topics")
 def topics(config: ConfigOpt = None) -> None:
     """Create the declared topics that are missing (idempotent)."""
+    from infra.errors import InfraError
     from infra.topics import ensure_topics
 
-    created = ensure_topics(_config(config).kafka)
+    try:
+        created = ensure_topics(_kafka_config(config).kafka)
+    except InfraError as exc:
+        raise _fail(str(exc)) from exc
     typer.echo(f"created: {', '.join(created) if created else 'none (all exist)'}")
 
 
 @app.command("migrate")
 def migrate(config: ConfigOpt = None) -> None:
     """Create the ClickHouse database and tables (idempotent)."""
-    from infra.clickhouse import ClickHouseStore
-    from infra.errors import StoreError
+    from infra.clickhouse import open_store
+    from infra.errors import InfraError
 
     cfg = _config(config)
     try:
-        store = ClickHouseStore(cfg.clickhouse_dsn, cfg.clickhouse.database)
+        store = open_store(cfg)
         applied = store.migrate()
         store.close()
-    except StoreError as exc:
+    except InfraError as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"applied: {', '.join(applied) if applied else 'none (up to date)'}")
 
@@ -160,13 +255,14 @@ def build_demo(
 
 def _run(config: Path | None, roles: frozenset[str], loglevel: str) -> None:
     from infra.errors import InfraError
-    from samtuner.logs import setup_logging
+    from samtuner.logs import process_secrets, setup_logging
     from samtuner.run import StreamsCrashed, run_roles
     from trainer.errors import TrainingConfigError
 
-    setup_logging(loglevel)
+    cfg = _config(config)
+    setup_logging(loglevel, cfg.logging.format, process_secrets(cfg))
     try:
-        run_roles(_config(config), roles, loglevel="warn" if loglevel.upper() != "DEBUG" else "debug")
+        run_roles(cfg, roles, loglevel="warn" if loglevel.upper() != "DEBUG" else "debug")
     except InfraError as exc:
         raise _fail(str(exc)) from exc
     except TrainingConfigError as exc:
@@ -234,7 +330,7 @@ def _send_command(cfg: Config, command: Command) -> None:
     from infra.kafka import KafkaEventPublisher, publish_command
     from schemas.topics import Topics
 
-    publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-cli")
+    publisher = KafkaEventPublisher(cfg.kafka, client_id="samtuner-cli")
     try:
         publish_command(publisher, Topics(cfg.kafka.topic_prefix).control, command)
         publisher.flush(timeout_s=30)
@@ -259,7 +355,7 @@ def adapters_activate(
         command = ActivateAdapter(user_id=user, version=version, new_share=new_share, issued_by="cli")
     except ValidationError as exc:
         raise _fail(f"invalid command: {exc}", 2) from exc
-    _send_command(_config(config), command)
+    _send_command(_kafka_config(config), command)
 
 
 @adapters_app.command("deactivate")
@@ -267,13 +363,14 @@ def adapters_deactivate(user: str, config: ConfigOpt = None) -> None:
     """Serve USER from the base model (answers say so) until activated again."""
     from schemas.commands import DeactivateAdapter
 
-    _send_command(_config(config), DeactivateAdapter(user_id=user, issued_by="cli"))
+    _send_command(_kafka_config(config), DeactivateAdapter(user_id=user, issued_by="cli"))
 
 
 @adapters_app.command("show")
 def adapters_show(
     user: Annotated[str | None, typer.Argument(help="A user (default: every adapter loaded on the node)")] = None,
     url: Annotated[str | None, typer.Option(help="Node URL (default: from the config)")] = None,
+    api_key: ApiKeyOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """What a running node knows of USER, or the adapters it has loaded."""
@@ -283,7 +380,7 @@ def adapters_show(
     base = url or f"http://{cfg.inference.host}:{cfg.inference.port}"
     path = f"/v1/users/{user}/state" if user else "/v1/adapters"
     try:
-        r = httpx.get(f"{base}{path}", timeout=30)
+        r = httpx.get(f"{base}{path}", timeout=30, headers=_bearer(api_key))
         r.raise_for_status()
     except httpx.HTTPError as exc:
         raise _fail(f"cannot reach the node at {base}: {exc}") from exc
@@ -304,8 +401,8 @@ def replay_cmd(
     from infra.kafka import KafkaEventPublisher
     from samtuner.fixtures import FixtureError, read_fixture, replay
 
-    cfg = _config(config)
-    publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-replay")
+    cfg = _kafka_config(config)
+    publisher = KafkaEventPublisher(cfg.kafka, client_id="samtuner-replay")
     try:
         count = replay(read_fixture(file), publisher, cfg.kafka.topic_prefix, keep_timestamps)
         publisher.flush()
@@ -319,6 +416,7 @@ def ask(
     prompt: str,
     user: Annotated[str | None, typer.Option(help="The user whose adapter should answer")] = None,
     url: Annotated[str | None, typer.Option(help="Node URL (default: from the config)")] = None,
+    api_key: ApiKeyOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Ask a running node a question; prints the answer and who answered."""
@@ -328,7 +426,7 @@ def ask(
     base = url or f"http://{cfg.inference.host}:{cfg.inference.port}"
     try:
         r = httpx.post(f"{base}/v1/chat/completions", json={"messages": [{"role": "user", "content": prompt}],
-                                                             "user": user}, timeout=120)
+                                                             "user": user}, timeout=120, headers=_bearer(api_key))
         r.raise_for_status()
     except httpx.HTTPError as exc:
         raise _fail(f"cannot reach the node at {base}: {exc}") from exc
@@ -350,7 +448,7 @@ def _send(cfg: Config, command: Command) -> None:
     from infra.kafka import KafkaEventPublisher, publish_command
     from schemas.topics import Topics
 
-    publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-cli")
+    publisher = KafkaEventPublisher(cfg.kafka, client_id="samtuner-cli")
     try:
         publish_command(publisher, Topics(cfg.kafka.topic_prefix).control, command)
         publisher.flush()
@@ -365,7 +463,7 @@ def pairs_deactivate(user: str, pair_id: uuid.UUID, config: ConfigOpt = None) ->
     """Stop training on a pair (it stays stored with is_active = false)."""
     from schemas.commands import DeactivatePair
 
-    _send(_config(config), DeactivatePair(user_id=user, pair_id=pair_id))
+    _send(_kafka_config(config), DeactivatePair(user_id=user, pair_id=pair_id))
 
 
 @pairs_app.command("reweight")
@@ -379,18 +477,36 @@ def pairs_reweight(user: str, pair_id: uuid.UUID, weight: float, config: ConfigO
         command = ReweightPair(user_id=user, pair_id=pair_id, training_weight=weight)
     except ValidationError as exc:
         raise _fail(f"invalid weight: {exc.errors()[0]['msg']}", 2) from exc
-    _send(_config(config), command)
+    _send(_kafka_config(config), command)
 
 
 @users_app.command("erase")
 def users_erase(user: str, yes: Annotated[bool, typer.Option("--yes", help="Confirm")] = False,
+                wait: Annotated[float, typer.Option(help="Seconds to wait for the report (0 = send only)")] = 60.0,
                 config: ConfigOpt = None) -> None:
-    """Erase all of a user's data: pairs, rejected feedback, labelled examples, snapshots; adapters revoked."""
+    """Erase a user's data from every store: the decider's state, every table, snapshots, checkpoints, job
+    directories and adapter files (adapters revoked); prints the UserErased report. The Kafka history
+    keeps their events until retention (README, 'Erasure')."""
+    from infra.errors import InfraError
+    from samtuner.erasure import erase_and_follow
     from schemas.commands import EraseUser
 
     if not yes:
         raise _fail("erasing a user cannot be undone: add --yes", 2)
-    _send(_config(config), EraseUser(user_id=user))
+    cfg = _kafka_config(config)
+    if wait <= 0:
+        _send(cfg, EraseUser(user_id=user))
+        return
+    try:
+        command_id, erased = erase_and_follow(cfg, user, wait)
+    except InfraError as exc:
+        raise _fail(f"the command was not sent: {exc}") from exc
+    if erased is None:
+        raise _fail(f"EraseUser sent (command id {command_id}), but no report came within {wait:.0f}s: are the "
+                    "decider and the projector running (`samtuner run` or `samtuner streams`)?")
+    typer.echo(f"{user} erased: {sum(erased.report.rows.values())} rows, "
+               f"{sum(erased.report.files.values())} files", err=True)
+    typer.echo(erased.report.model_dump_json())
 
 
 @pairs_app.command("export")
@@ -402,9 +518,9 @@ def pairs_export(
     config: ConfigOpt = None,
 ) -> None:
     """Export active pairs in TRL's preference format (prompt / chosen / rejected, plus ids and weights)."""
-    from infra.clickhouse import ClickHouseStore
+    from infra.clickhouse import open_store
     from infra.errors import InfraError, StoreError
-    from infra.kafka import read_topic
+    from infra.kafka import check_reachable, read_topic
     from schemas.topics import Topics
     from streams import export
 
@@ -414,23 +530,27 @@ def pairs_export(
         raise _fail(f"unknown source {source!r}; valid: auto, store, log", 2)
     cfg = _config(config)
     rows = None
+    unavailable = ""
     if source in ("auto", "store"):
         try:
-            store = ClickHouseStore(cfg.clickhouse_dsn, cfg.clickhouse.database)
+            store = open_store(cfg)
             try:
                 rows = export.from_store(store, user)
             finally:
                 store.close()
-        except StoreError as exc:
+        except (StoreError, InfraError) as exc:
             if source == "store":
                 raise _fail(str(exc)) from exc
-            typer.echo(f"the store is not available ({str(exc)[:160]}...); folding the pairs topic instead",
-                       err=True)
+            unavailable = str(exc)[:200]
     if rows is None:
         try:
-            rows = export.from_log(read_topic(cfg.kafka.bootstrap_servers, Topics(cfg.kafka.topic_prefix).pairs), user)
+            check_reachable(cfg.kafka)
+            rows = export.from_log(read_topic(cfg.kafka, Topics(cfg.kafka.topic_prefix).pairs), user)
         except InfraError as exc:
-            raise _fail(str(exc)) from exc
+            raise _fail(f"{exc}" + (f" (and the store is not available: {unavailable})" if unavailable else "")) \
+                from exc
+        if unavailable:
+            typer.echo(f"the store is not available ({unavailable}); folded the pairs topic instead", err=True)
     count = export.write(rows, out, fmt)  # type: ignore[arg-type]
     typer.echo(f"exported {count} active pairs to {out}")
 
@@ -446,12 +566,12 @@ def record(
     from infra.kafka import read_topic
     from samtuner.fixtures import record_line
 
-    cfg = _config(config)
+    cfg = _kafka_config(config)
     count = 0
     try:
         with out.open("w", encoding="utf-8") as fh:
             for name in topic:
-                for msg in read_topic(cfg.kafka.bootstrap_servers, f"{cfg.kafka.topic_prefix}{name}"):
+                for msg in read_topic(cfg.kafka, f"{cfg.kafka.topic_prefix}{name}"):
                     fh.write(json.dumps(record_line(msg, cfg.kafka.topic_prefix), ensure_ascii=False) + "\n")
                     count += 1
     except InfraError as exc:
@@ -574,6 +694,63 @@ def sql_cmd(
             _console().print(sql_table(result))
 
     _query_errors(act)
+# -- API keys ------------------------------------------------------------------------------------
+
+
+@keys_app.command("create")
+def keys_create(
+    key_id: Annotated[str, typer.Option("--id", help="A name for the key (shown in logs; never the token)")],
+    scope: Annotated[list[str], typer.Option(help="infer, read or admin (repeat; admin implies the others)")],
+    file: Annotated[Path, typer.Option(help="The key file to add it to (auth.keys_file); created 0600")],
+    user: Annotated[list[str] | None, typer.Option(help="Act only for this user (repeat)")] = None,
+    user_prefix: Annotated[str | None, typer.Option(help="Act only for users whose id starts with this")] = None,
+) -> None:
+    """Make a new API key: its hash goes to FILE, the token is printed once (stdout) and kept nowhere."""
+    import os
+
+    import yaml
+    from pydantic import ValidationError
+
+    from infra.auth import load_keys
+    from infra.errors import AuthError
+    from schemas.config import AuthSettings
+    from schemas.keys import ApiKey, hash_token, new_token
+
+    token = new_token()
+    try:
+        key = ApiKey(id=key_id, sha256=hash_token(token), scopes=tuple(scope), users=tuple(user or ()),
+                     user_prefix=user_prefix)
+        existing = load_keys(AuthSettings(keys_file=str(file))) if file.exists() else ()
+    except ValidationError as exc:
+        raise _fail(f"invalid key: {'; '.join(e['msg'] for e in exc.errors())}", 2) from exc
+    except AuthError as exc:
+        raise _fail(str(exc), 2) from exc
+    if any(k.id == key_id for k in existing):
+        raise _fail(f"{file} already has a key with id {key_id!r}", 2)
+    data = {"keys": [k.model_dump(exclude_defaults=True) for k in (*existing, key)]}
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(data, fh, sort_keys=False)
+    typer.echo(f"key {key_id} ({', '.join(key.scopes)}) added to {file}; its token, shown only now:", err=True)
+    typer.echo(token)
+
+
+@keys_app.command("list")
+def keys_list(config: ConfigOpt = None) -> None:
+    """The configured keys: id, scopes and users (never tokens)."""
+    from infra.auth import load_keys
+    from infra.errors import AuthError
+
+    try:
+        keys = load_keys(_config(config).auth)
+    except AuthError as exc:
+        raise _fail(str(exc), 2) from exc
+    if not keys:
+        typer.echo("no API keys: HTTP servers bind loopback only")
+    for k in keys:
+        who = ", ".join(k.users) + (f" {k.user_prefix}*" if k.user_prefix else "") if k.restricted else "any user"
+        typer.echo(f"{k.id}: {', '.join(k.scopes)}; acts for {who.strip()}")
 
 
 # -- schemas and config --------------------------------------------------------------------------
@@ -604,10 +781,10 @@ def config_check(config: ConfigOpt = None) -> None:
 
 @config_app.command("show")
 def config_show(config: ConfigOpt = None) -> None:
-    """Print the effective configuration (defaults filled in) as YAML."""
+    """Print the effective configuration (defaults filled in, secrets masked) as YAML."""
     import yaml
 
-    typer.echo(yaml.safe_dump(_config(config).model_dump(mode="json"), sort_keys=False))
+    typer.echo(yaml.safe_dump(_config(config).redacted(), sort_keys=False))
 
 
 # -- training for people (trainer) --------------------------------------------------------------
@@ -635,7 +812,7 @@ def train(
     from trainer.errors import TrainerError
     from trainer.library_config import validate_training_config
 
-    cfg = _config(config)
+    cfg = _config(config) if pairs is not None else _kafka_config(config)
     console = Console(stderr=True)
     display = JobDisplay.create(console)
     try:
@@ -674,7 +851,7 @@ def jobs(
     from trainer.ledger import jobs_of
 
     try:
-        ledger, _ = ledger_from_topic(_config(config))
+        ledger, _ = ledger_from_topic(_kafka_config(config))
     except InfraError as exc:
         raise _fail(str(exc)) from exc
     selected = jobs_of(ledger, user)[-last:]
@@ -701,7 +878,7 @@ def curve_cmd(
     from trainer.curve import write_curve
 
     try:
-        ledger, events = ledger_from_topic(_config(config))
+        ledger, events = ledger_from_topic(_kafka_config(config))
         job = find_job(ledger, request)
         points = [e for e in events if isinstance(e, TrainingProgressed) and str(e.request_id) == job.request_id]
         path = write_curve(points, out, f"{job.request.user_id} v{job.request.generation} ({job.status})")
@@ -722,13 +899,13 @@ def cancel(
     from schemas.commands import CancelTraining
     from schemas.topics import Topics
 
-    cfg = _config(config)
+    cfg = _kafka_config(config)
     try:
         ledger, _ = ledger_from_topic(cfg)
         job = find_job(ledger, request)
         if job.done:
             raise _fail(f"job {job.request_id[:8]} already ended ({job.status}); nothing to cancel")
-        publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-cli")
+        publisher = KafkaEventPublisher(cfg.kafka, client_id="samtuner-cli")
         publish_command(publisher, Topics(cfg.kafka.topic_prefix).control,
                         CancelTraining(user_id=job.request.user_id, request_id=job.request.request_id))
         publisher.flush()

@@ -22,7 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from infra.broker import Broker, free_port
 from infra.demo_model import build_model
-from infra.kafka import KafkaEventPublisher
+from infra.kafka import KafkaEventPublisher, client_config
 from infra.topics import ensure_topics
 from samtuner.fixtures import read_fixture, replay
 from schemas.codec import decode
@@ -60,6 +60,7 @@ def run_demo(workdir: Path, fixture: Path) -> dict[str, Any]:
         "kafka": {"bootstrap_servers": broker.bootstrap, "partitions": 3},
         "trigger": {"min_new_pairs": THRESHOLD},
         "inference": {"node_id": "demo-node", "port": http_port},
+        "metrics": {"decider_port": 0, "projector_port": 0, "trainer_port": 0},  # any free port
     }
     cfg_path.write_text(yaml.safe_dump(raw_cfg))
     cfg = Config.model_validate(raw_cfg)
@@ -135,7 +136,7 @@ def _ask(url: str, prompt: str) -> dict[str, Any]:
 def _follow_training(bootstrap: str, topics: Topics, proc: subprocess.Popen[bytes],
                      timeout_s: float = 900) -> tuple[AdapterPublished, float]:
     """Print alice's training progress; return her AdapterPublished and the crossing feedback's time."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "demo-follower", "enable.auto.commit": False})
+    consumer = Consumer(client_config(bootstrap, **{"group.id": "demo-follower", "enable.auto.commit": False}))
     parts = []
     for topic in (topics.pairs, topics.training, topics.adapters):
         meta = consumer.list_topics(topic, timeout=10).topics[topic]

@@ -11,8 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 from infra.artifacts import ArtifactStore
-from infra.clickhouse import ClickHouseStore
+from infra.auth import Authenticator
+from infra.clickhouse import ClickHouseStore, open_store
 from infra.kafka import KafkaEventPublisher
+from infra.metrics import CountingPublisher, MetricsServer, RoleMetrics
 from infra.topics import ensure_topics
 from schemas.config import Config
 from schemas.topics import Topics
@@ -48,31 +50,50 @@ def store_stats(store: ClickHouseStore) -> Callable[[], dict[str, Any]]:
     return stats
 
 
+def _metrics_ports(cfg: Config, roles: frozenset[str]) -> dict[str, int]:
+    """The roles of this process that serve /metrics, and on which port."""
+    m = cfg.metrics
+    ports = {"decider": m.decider_port, "projector": m.projector_port, "trainer": m.trainer_port}
+    return {role: port for role, port in ports.items() if role in roles and port is not None}
+
+
 def run_roles(cfg: Config, roles: frozenset[str] = ALL_ROLES, loglevel: str = "warn") -> None:
     unknown = roles - ALL_ROLES
     if unknown:
         raise ValueError(f"unknown roles {sorted(unknown)}; valid: {sorted(ALL_ROLES)}")
+    # Everything that can refuse to start does so before anything starts: servers open to anyone, Kafka.
+    auth = Authenticator.from_settings(cfg.auth)
+    if "inference" in roles:
+        auth.check_bind(cfg.inference.host, "the inference node's address (inference.host)")
+    ports = _metrics_ports(cfg, roles)
+    if ports:
+        auth.check_bind(cfg.metrics.host, "the metrics servers' address (metrics.host)")
     ensure_topics(cfg.kafka)
+    metrics = {role: RoleMetrics(role) for role in ("decider", "projector", "trainer")}
     stop = threading.Event()
     threads: list[threading.Thread] = []
     store: ClickHouseStore | None = None
     server: Any = None
+    metric_servers = [MetricsServer(metrics[role], cfg.metrics.host, port, auth) for role, port in ports.items()]
     try:
+        for metric_server in metric_servers:
+            metric_server.start()
         if "projector" in roles:
-            store = ClickHouseStore(cfg.clickhouse_dsn, cfg.clickhouse.database)
+            store = open_store(cfg)
             applied = store.migrate()
             if applied:
                 log.info("migrations applied: %s", ", ".join(applied))
         if "projector" in roles:
             assert store is not None
-            threads.append(_projector_thread(cfg, store, stop))
+            threads.append(_projector_thread(cfg, store, stop, metrics["projector"]))
         if "trainer" in roles:
             from trainer.library_config import validate_training_config
             from trainer.worker import run_trainer
 
             validate_training_config(cfg)  # a bad training config stops the start, not every job
 
-            threads.append(threading.Thread(target=run_trainer, args=(cfg, stop), name="trainer", daemon=True))
+            threads.append(threading.Thread(target=run_trainer, args=(cfg, stop), name="trainer", daemon=True,
+                                            kwargs={"metrics": metrics["trainer"]}))
         if "inference" in roles:
             server = _start_inference(cfg, stop, threads, store)
         elif store is not None and cfg.console.enabled:
@@ -84,11 +105,13 @@ def run_roles(cfg: Config, roles: frozenset[str] = ALL_ROLES, loglevel: str = "w
         for thread in threads:
             thread.start()
         if "decider" in roles:
-            _run_faust(cfg, loglevel)
+            _run_faust(cfg, loglevel, metrics["decider"])
         else:
             _wait_for_signal(stop)
     finally:
         stop.set()
+        for metric_server in metric_servers:
+            metric_server.stop()
         if server is not None:
             server.stop()
         for thread in threads:
@@ -125,7 +148,7 @@ def _start_console(cfg: Config, stop: threading.Event, threads: list[threading.T
     from console.wiring import build_console, start_console_server
     from infra.kafka import publish_command
 
-    publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-console")
+    publisher = KafkaEventPublisher(cfg.kafka, client_id="samtuner-console")
     control = Topics(cfg.kafka.topic_prefix).control
 
     def send(command: Any) -> None:
@@ -144,25 +167,27 @@ class _ServerHandle:
         self.server.should_exit = True
 
 
-def _projector_thread(cfg: Config, store: ClickHouseStore, stop: threading.Event) -> threading.Thread:
+def _projector_thread(cfg: Config, store: ClickHouseStore, stop: threading.Event,
+                      metrics: RoleMetrics) -> threading.Thread:
     from streams.projector import ClickHouseSink, Projector
     from streams.projector_consumer import ProjectorConsumer
 
-    publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-projector")
+    publisher = CountingPublisher(KafkaEventPublisher(cfg.kafka, client_id="samtuner-projector"), metrics)
     projector = Projector(ClickHouseSink(store), ArtifactStore(cfg.artifact_root), publisher,
                           Topics(cfg.kafka.topic_prefix))
-    return threading.Thread(target=ProjectorConsumer(cfg, projector).run, args=(stop,), name="projector",
-                            daemon=True)
+    return threading.Thread(target=ProjectorConsumer(cfg, projector, metrics=metrics).run, args=(stop,),
+                            name="projector", daemon=True)
 
 
-def _run_faust(cfg: Config, loglevel: str) -> None:
+def _run_faust(cfg: Config, loglevel: str, metrics: RoleMetrics) -> None:
     from faust.worker import Worker
 
     from streams.app import StreamsStats, create_app
 
     stats = StreamsStats()
-    app = create_app(cfg, stats)
+    app = create_app(cfg, stats, metrics)
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)
+    worker.spinner = None  # it writes terminal escapes to stdout even when stdout is no terminal (a log file)
     with contextlib.suppress(SystemExit):
         worker.execute_from_commandline()
     if stats.crashed:

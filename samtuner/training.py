@@ -22,7 +22,15 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from infra.errors import KafkaError
-from infra.kafka import EventPublisher, KafkaEventPublisher, publish_command, read_topic, watermarks
+from infra.kafka import (
+    EventPublisher,
+    KafkaEventPublisher,
+    client_config,
+    describe,
+    publish_command,
+    read_topic,
+    watermarks,
+)
 from schemas.codec import decode
 from schemas.commands import CancelTraining, RequestTraining
 from schemas.config import Config
@@ -119,12 +127,12 @@ class JobDisplay:
 
 
 def end_offsets(cfg: Config, topic: str) -> list[TopicPartition]:
-    consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": "samtuner-cli"})
+    consumer = Consumer(client_config(cfg.kafka, **{"group.id": "samtuner-cli"}))
     try:
         try:
             meta = consumer.list_topics(topic, timeout=15).topics.get(topic)
         except KafkaException as exc:
-            raise KafkaError(f"cannot reach Kafka at {cfg.kafka.bootstrap_servers}: {exc}") from exc
+            raise KafkaError(f"cannot reach {describe(cfg.kafka)}: {exc}") from exc
         if meta is None or meta.error is not None:
             raise KafkaError(f"topic {topic} does not exist (is the broker up and `samtuner topics` run?)")
         out = []
@@ -147,8 +155,8 @@ def follow_training(cfg: Config, user_id: str, display: JobDisplay, wait_request
     topics = Topics(cfg.kafka.topic_prefix)
     starts = end_offsets(cfg, topics.training) if request_id is None else [
         TopicPartition(topics.training, tp.partition, 0) for tp in end_offsets(cfg, topics.training)]
-    consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": "samtuner-cli",
-                         "enable.auto.commit": False, "enable.auto.offset.store": False})
+    consumer = Consumer(client_config(cfg.kafka, **{"group.id": "samtuner-cli",
+                                         "enable.auto.commit": False, "enable.auto.offset.store": False}))
     consumer.assign(starts)
     if request is not None:
         request()
@@ -186,7 +194,7 @@ def follow_training(cfg: Config, user_id: str, display: JobDisplay, wait_request
                     if followed is None or cancel_sent:
                         raise
                     display.progress.console.print("[yellow]cancelling the job (Ctrl-C again to stop following)")
-                    send = publisher or KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-cli")
+                    send = publisher or KafkaEventPublisher(cfg.kafka, client_id="samtuner-cli")
                     publish_command(send, topics.control, CancelTraining(user_id=user_id, request_id=followed))
                     send.flush()
                     cancel_sent = True
@@ -196,7 +204,7 @@ def follow_training(cfg: Config, user_id: str, display: JobDisplay, wait_request
 
 def request_and_follow(cfg: Config, user_id: str, display: JobDisplay, wait_request_s: float) -> None:
     topics = Topics(cfg.kafka.topic_prefix)
-    publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-cli")
+    publisher = KafkaEventPublisher(cfg.kafka, client_id="samtuner-cli")
 
     def send() -> None:
         publish_command(publisher, topics.control, RequestTraining(user_id=user_id, issued_by="cli"))
@@ -248,7 +256,7 @@ def next_local_version(store: Any, user_id: str) -> int:
 
 def ledger_from_topic(cfg: Config) -> tuple[L.Ledger, list[Event]]:
     events: list[Event] = []
-    for msg in read_topic(cfg.kafka.bootstrap_servers, Topics(cfg.kafka.topic_prefix).training):
+    for msg in read_topic(cfg.kafka, Topics(cfg.kafka.topic_prefix).training):
         try:
             events.append(decode(msg.value))
         except EventDecodeError:

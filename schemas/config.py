@@ -15,6 +15,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.errors import ConfigError
+from schemas.keys import ApiKey
+
+# Keys that would put a secret inline in the file: each says where the secret goes instead.
+_INLINE_SECRETS = {
+    "password": "passwords are never written in the config: use password_env (the name of an environment "
+                "variable) or password_file",
+    "sasl_password": "use kafka.security.password_env or password_file",
+    "api_key": "API keys are stored hashed: `samtuner keys create` prints a token and the entry to add",
+    "token": "API keys are stored hashed: `samtuner keys create` prints a token and the entry to add",
+}
 
 
 def default_cache_dir() -> Path:
@@ -26,11 +36,67 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class KafkaSecurity(Section):
+    """How every Kafka client of this process authenticates (README: 'Kafka security').
+
+    The password is never written in the config: it comes from an environment variable or a file.
+    """
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security.protocol."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism (SASL_* protocols only)."
+    )
+    username: str | None = Field(None, min_length=1, description="SASL username (the principal is User:<username>).")
+    password_env: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Name of the environment variable holding the password."
+    )
+    password_file: str | None = Field(None, description="A file holding the password (trailing newline ignored).")
+    ssl_ca: str | None = Field(None, description="CA certificate (PEM) that signed the brokers' certificates.")
+    ssl_cert: str | None = Field(None, description="Client certificate (PEM), for TLS client authentication.")
+    ssl_key: str | None = Field(None, description="Client private key (PEM), with ssl_cert.")
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSecurity:
+        problems = []
+        if self.sasl:
+            if not self.username:
+                problems.append(f"kafka.security.protocol {self.protocol} needs kafka.security.username")
+            if (self.password_env is None) == (self.password_file is None):
+                problems.append(f"kafka.security.protocol {self.protocol} needs exactly one of "
+                                "kafka.security.password_env and kafka.security.password_file")
+        elif self.username or self.password_env or self.password_file:
+            problems.append(f"kafka.security.username/password_* are set but kafka.security.protocol is "
+                            f"{self.protocol}: use SASL_PLAINTEXT or SASL_SSL")
+        if not self.tls and (self.ssl_ca or self.ssl_cert or self.ssl_key):
+            problems.append(f"kafka.security.ssl_* are set but kafka.security.protocol is {self.protocol}: "
+                            "use SSL or SASL_SSL")
+        if (self.ssl_cert is None) != (self.ssl_key is None):
+            problems.append("kafka.security.ssl_cert and kafka.security.ssl_key go together")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 class KafkaSettings(Section):
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
     topic_prefix: str = Field("", description="Prefix for every topic name (tests use a unique one).")
     partitions: int = Field(6, ge=1, description="Partitions of the co-partitioned, user-keyed topics.")
     replication_factor: int = Field(1, ge=1, description="Replication factor for created topics.")
+    security: KafkaSecurity = Field(default_factory=KafkaSecurity)
+    connect_timeout_s: float = Field(
+        4.0, gt=0.0, le=60.0,
+        description="How long a command tries to connect to the broker before it says it cannot be reached.",
+    )
 
 
 class ClickHouseSettings(Section):
@@ -40,6 +106,18 @@ class ClickHouseSettings(Section):
         "<state_dir>/clickhouse); 'http://user:pass@host:8123' = a ClickHouse server.",
     )
     database: str = Field("sam", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Database of the projections.")
+    password_env: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the server password (instead of one in the DSN).",
+    )
+    password_file: str | None = Field(None, description="A file holding the server password.")
+    connect_timeout_s: float = Field(5.0, gt=0.0, le=60.0, description="Connect timeout to a ClickHouse server.")
+
+    @model_validator(mode="after")
+    def _one_password(self) -> ClickHouseSettings:
+        if self.password_env is not None and self.password_file is not None:
+            raise ValueError("clickhouse.password_env and clickhouse.password_file: set one of them")
+        return self
 
 
 class ArtifactSettings(Section):
@@ -309,6 +387,29 @@ class InferenceSettings(Section):
     )
 
 
+class AuthSettings(Section):
+    """API keys of every HTTP server (node, console, metrics). README: 'Keys and scopes'.
+
+    Keys are stored hashed (sha256 of the token); with none configured, servers bind loopback only.
+    """
+
+    keys: tuple[ApiKey, ...] = Field((), description="Hashed keys (see `samtuner keys create`).")
+    keys_file: str | None = Field(None, description="A YAML file of hashed keys ({keys: [...]}), read at start.")
+
+
+class MetricsSettings(Section):
+    """Prometheus /metrics of the roles that are not an inference node (one small server per role)."""
+
+    host: str = Field("127.0.0.1", description="Bind address of the roles' metrics servers.")
+    decider_port: int | None = Field(9401, ge=0, le=65535, description="Decider /metrics (None = off, 0 = any).")
+    projector_port: int | None = Field(9402, ge=0, le=65535, description="Projector /metrics (None = off, 0 = any).")
+    trainer_port: int | None = Field(9403, ge=0, le=65535, description="Trainer /metrics (None = off, 0 = any).")
+
+
+class LoggingSettings(Section):
+    format: Literal["text", "json"] = Field(
+        "text", description="'json': one JSON object per line, with correlation_id on lines about an event."
+    )
 class ConsoleSettings(Section):
     """The web console, served by the process that owns the store (README: 'The console')."""
 
@@ -351,6 +452,9 @@ class Config(Section):
     streams: StreamsSettings = Field(default_factory=StreamsSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @model_validator(mode="after")
@@ -380,6 +484,12 @@ class Config(Section):
     def artifact_root(self) -> Path:
         root = self.artifacts.root
         return Path(root).expanduser().resolve() if root else self.state_path / "artifacts"
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as JSON with every secret masked: what `config show`, spec.json and manifests hold."""
+        from schemas.secrets import redact
+
+        return dict(redact(self.model_dump(mode="json")))
 
     def with_overrides(self, **sections: dict[str, Any]) -> Config:
         """A copy with some fields of some sections replaced (validated again)."""
@@ -427,7 +537,8 @@ def describe_errors(exc: ValidationError, root: type[BaseModel]) -> str:
         loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             valid = _valid_keys(root, err["loc"][:-1])
-            lines.append(f"unknown key '{loc}' (valid here: {', '.join(valid)})")
+            hint = _INLINE_SECRETS.get(str(err["loc"][-1]))
+            lines.append(f"unknown key '{loc}' (valid here: {', '.join(valid)})" + (f": {hint}" if hint else ""))
         else:
             lines.append(f"'{loc}': {err['msg']}" if loc else err["msg"])
     return "; ".join(lines)

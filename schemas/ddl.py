@@ -9,6 +9,7 @@ from the topic-partition-offset range (``non_replicated_deduplication_window``),
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 DEDUP = "SETTINGS non_replicated_deduplication_window = 10000"
 
@@ -17,6 +18,40 @@ DEDUP = "SETTINGS non_replicated_deduplication_window = 10000"
 class Migration:
     id: str
     sql: str
+
+
+@dataclass(frozen=True)
+class UserData:
+    """How a table holds users' data, so that erasure reaches it (README: 'Erasure').
+
+    Every table with storage is declared here, by whoever adds it: a test fails for a table of the
+    store that is not. ``columns``: where the user's id is (a row is the user's when any of them
+    equals it); ``on_erase``: ``delete`` the rows, ``revoke`` them (kept as revoked, with the user id
+    replaced by the user's key and their pair ids cleared), or ``none`` for tables with no user data.
+    Materialized views must write ``TO`` a declared table (their inner tables would not be).
+    """
+
+    table: str
+    columns: tuple[str, ...] = ("user_id",)
+    on_erase: Literal["delete", "revoke", "none"] = "delete"
+
+
+USER_DATA: tuple[UserData, ...] = (
+    UserData("preference_pairs"),
+    UserData("rejected_feedback"),
+    UserData("labelled_examples"),
+    # The user is the payload's user_id where the payload parsed, else the message key (topics are keyed
+    # by user id); rows written before migration 1001 have only the key.
+    UserData("dead_letters", ("user_id", "key")),
+    UserData("training_requests"),
+    UserData("training_jobs"),
+    UserData("adapters", on_erase="revoke"),
+    UserData("inference_log"),
+    UserData("answer_feedback"),
+    UserData("training_progress"),  # the console's curves (migration 0401)
+    UserData("training_attempts"),  # the analytics' job starts (migration 0860)
+    UserData("schema_migrations", (), on_erase="none"),
+)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -282,6 +317,12 @@ ALTER TABLE {db}.training_requests
     ADD COLUMN IF NOT EXISTS pair_ids Array(UUID),
     ADD COLUMN IF NOT EXISTS dpo_overrides String DEFAULT '{{}}' COMMENT 'JSON: RequestTraining overrides'
 """,
+    ),
+    # -- security and erasure (issue 10): 10xx -----------------------------------------------------
+    Migration(
+        "1001_dead_letters_user",
+        "ALTER TABLE {db}.dead_letters ADD COLUMN IF NOT EXISTS user_id String DEFAULT '' "
+        "COMMENT 'the payload''s user_id where it parsed, else the message key: what erasure matches'",
     ),
     # -- streaming analytics (issue 8): 086x. Plain views over FINAL, no materialized views: an MV sees
     # each inserted block, so a pair's superseded versions (deactivate, reweight), a replay past the

@@ -156,13 +156,38 @@ class PairsReweighted(Event):
     training_weight: float = Field(ge=0.0)
     command_id: uuid.UUID
     filter: str = ""
+class UserForgotten(Event):
+    """The decider forgot a user (``EraseUser``): its state keeps no text, fingerprint or signature of
+    theirs, only one-way hashes of the event and command ids it had handled (so a replay of the log
+    does not bring the data back) and the counters that keep ids from repeating. The projector then
+    erases every store and publishes ``UserErased`` with the full report."""
+
+    event_type: Literal["UserForgotten"] = "UserForgotten"
+    command_id: uuid.UUID
+    decider: dict[str, int] = Field(
+        default_factory=dict, description="What the decider's state dropped, by kind (pair_fingerprints, "
+        "example_fingerprints, minhash_signatures, feedback_ids_hashed, command_ids_hashed).")
+
+
+class ErasureReport(Frozen):
+    """What an erasure removed, store by store."""
+
+    decider: dict[str, int] = Field(default_factory=dict, description="From UserForgotten: the decider's state.")
+    rows: dict[str, int] = Field(default_factory=dict, description="ClickHouse table -> rows deleted (adapters: "
+                                 "revoked and detached from the user id).")
+    files: dict[str, int] = Field(default_factory=dict, description="Artifact kind (datasets, adapters, "
+                                  "checkpoints) -> files removed.")
+    kept: tuple[str, ...] = Field((), description="What stays, and where (e.g. the Kafka history until retention).")
 
 
 class UserErased(Event):
-    """All of a user's data was erased; projections drop the user's rows, adapters are revoked."""
+    """All of a user's data was erased from every store the project writes; ``report`` says what went.
+
+    Published by the projector once the rows and files are gone (after the decider's UserForgotten)."""
 
     event_type: Literal["UserErased"] = "UserErased"
     command_id: uuid.UUID
+    report: ErasureReport = Field(default_factory=ErasureReport)
 
 
 class CommandRejected(Event):
@@ -412,6 +437,7 @@ AnyEvent = Annotated[
     | PairsDeactivated
     | PairsReweighted
     | UserErased
+    | UserForgotten
     | CommandRejected
     | TrainingThresholdReached
     | TrainingRequested

@@ -29,11 +29,12 @@ import faust
 from faust.streams import _current_event
 from faust.types import TP, EventT, StreamT
 
-from infra.kafka import KafkaEventPublisher, RawMessage, read_range
-from schemas.config import Config
+from infra.kafka import KafkaEventPublisher, RawMessage, aiokafka_auth, kafka_password, read_range
+from infra.metrics import RoleMetrics
+from schemas.config import Config, KafkaSettings
 from schemas.topics import Topics
 from streams.decide import DecideSettings
-from streams.decider import BatchDecider
+from streams.decider import BatchDecider, BatchResult
 from streams.faust_guards import guard_commit_holes, mark_acked, repair_acks
 from streams.journal import DeciderMemory
 from streams.similarity import MinHasher, UserIndexes
@@ -91,12 +92,26 @@ def bound_to(event: EventT) -> Iterator[None]:
         _current_event.reset(token)
 
 
-def create_app(cfg: Config, stats: StreamsStats | None = None) -> faust.App:
+def faust_credentials(kafka: KafkaSettings) -> Any:
+    """``kafka.security`` as Faust credentials (Faust hands them to aiokafka), or None for PLAINTEXT."""
+    sec = kafka.security
+    if sec.protocol == "PLAINTEXT":
+        return None
+    context = aiokafka_auth(kafka).get("ssl_context")
+    if sec.sasl:
+        return faust.SASLCredentials(username=sec.username, password=kafka_password(kafka), ssl_context=context,
+                                     mechanism=sec.sasl_mechanism)
+    return faust.SSLCredentials(context)
+
+
+def create_app(cfg: Config, stats: StreamsStats | None = None, metrics: RoleMetrics | None = None) -> faust.App:
     stats = stats if stats is not None else StreamsStats()
+    metrics = metrics if metrics is not None else RoleMetrics("decider")
     topics = Topics(cfg.kafka.topic_prefix)
     app = faust.App(
         cfg.streams.app_id,
         broker=[f"kafka://{hp}" for hp in cfg.kafka.bootstrap_servers.split(",")],
+        broker_credentials=faust_credentials(cfg.kafka),
         store="memory://",
         datadir=str(cfg.state_path / "faust"),
         topic_partitions=cfg.kafka.partitions,
@@ -116,8 +131,20 @@ def create_app(cfg: Config, stats: StreamsStats | None = None) -> faust.App:
     _add_watchdog(app, stats, (topics.feedback, topics.control), cfg.streams.stall_timeout_s)
     _add_progress_log(app, stats)
     _add_task_dump(app)
-    _add_decider(app, cfg, topics, stats)
+    _add_decider(app, cfg, topics, stats, metrics)
+    metrics.gauges.lag = lambda: _faust_lag(app, (topics.feedback, topics.control))
     return app
+
+
+def _faust_lag(app: faust.App, sources: tuple[str, ...]) -> dict[str, int]:
+    """Messages of the sources past the committed offsets, per topic (read from Faust's consumer)."""
+    consumer = cast(Any, app.consumer)
+    out: dict[str, int] = {}
+    for lag in lagging_partitions({tp: consumer._committed_offset.get(tp) for tp in consumer.assignment()},
+                                  {tp: consumer.highwater(tp) for tp in consumer.assignment()}):
+        if lag.tp.topic in sources:
+            out[lag.tp.topic] = out.get(lag.tp.topic, 0) + lag.highwater - lag.committed
+    return out
 
 
 def _add_progress_log(app: faust.App, stats: StreamsStats, every_s: float = 10.0) -> None:
@@ -240,22 +267,25 @@ def _add_watchdog(app: faust.App, stats: StreamsStats, sources: tuple[str, ...],
             await consumer.seek(s.tp, s.committed)
 
 
-def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStats) -> None:
+def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStats, metrics: RoleMetrics) -> None:
     sources = app.topic(topics.feedback, topics.control, key_serializer="raw", value_serializer="raw")
     schema: faust.Schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
-    journal = app.Table("decider-journal", partitions=cfg.kafka.partitions, schema=schema)
+    # An erasure rewrites journal entries; compaction then drops the old values: roll segments hourly
+    # so that it can (the active segment is never compacted).
+    journal = app.Table("decider-journal", partitions=cfg.kafka.partitions, schema=schema,
+                        extra_topic_configs={"segment.ms": str(3_600_000), "min.cleanable.dirty.ratio": "0.1"})
     memory = DeciderMemory(journal)
     quality = cfg.quality
     hasher = MinHasher(quality.minhash_num_perm, quality.shingle_words)
     indexes = UserIndexes(hasher, quality.near_duplicate_jaccard)
-    watermarks = OutputWatermarks(cfg.kafka.bootstrap_servers, topics.pairs)
+    watermarks = OutputWatermarks(cfg.kafka, topics.pairs)
     settings = DecideSettings(min_new_pairs=cfg.trigger.min_new_pairs, quality=quality,
                               preview_chars=cfg.streams.preview_chars,
                               count_tokens=token_counter(quality.tokenizer or cfg.model.base))
-    bootstrap = cfg.kafka.bootstrap_servers
+    kafka = cfg.kafka
     decider = BatchDecider(settings, memory, topics, hasher, indexes, watermarks,
-                           lambda topic, partition, start, end: read_range(bootstrap, topic, partition, start, end))
-    producer = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-decider")
+                           lambda topic, partition, start, end: read_range(kafka, topic, partition, start, end))
+    producer = KafkaEventPublisher(cfg.kafka, client_id="samtuner-decider")
     io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decider-io")
 
     def forget(*_: Any, **__: Any) -> None:
@@ -286,6 +316,10 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
                         producer.publish_raw(topic, key, value, headers)
                     await loop.run_in_executor(io, producer.flush)
                     t2 = time.perf_counter()
+                    for partition, rewritten in result.rewrites.items():
+                        with bound_to(by_partition[partition]):  # an erasure: the past without the user
+                            for entry_key, entries in rewritten:
+                                journal[entry_key] = entries
                     for partition, (entry_key, entries) in result.journal.items():
                         with bound_to(by_partition[partition]):
                             journal[entry_key] = entries
@@ -304,9 +338,20 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
                 mark_acked(cast(Any, app.consumer), TP(topic, partition), offsets)
                 stats.recovered += len(offsets)
             stats.in_batch = False
+            _count(metrics, batch, result, time.perf_counter() - t0)
             stats.batches += 1
             stats.events += len(batch)
             stats.decided += result.decided
             stats.skipped += result.skipped
             stats.suppressed += result.suppressed
             stats.dead_lettered += result.dead_letters
+
+
+def _count(metrics: RoleMetrics, batch: list[RawMessage], result: BatchResult, seconds: float) -> None:
+    for topic in {m.topic for m in batch}:
+        metrics.consumed(topic, sum(1 for m in batch if m.topic == topic))
+    for topic in {out[0] for out in result.outgoing}:
+        metrics.produced(topic, sum(1 for out in result.outgoing if out[0] == topic))
+    metrics.dead_lettered(result.dead_letter_reasons)
+    metrics.skips(result.skips)
+    metrics.batch(seconds)

@@ -5,14 +5,23 @@ The agent reads what the decision needs from its tables (the user's state and th
 user's next state and the sightings to store. Re-delivery is handled with the state and sightings:
 
 * an event whose offset the state already holds is skipped by the agent (its outputs are durable);
-* the same feedback event at another offset (a replay) changes nothing;
+* the same feedback event at another offset (a replay, or a producer's retry) changes nothing: a
+  counted skip (``redelivery``);
+* an event id seen before with *other* content is not a redelivery: it is dead-lettered as
+  ``conflicting_event_id`` (``conflicting_command_id`` on the control topic), with both contents'
+  hashes, so that a producer reusing ids loses nothing silently;
 * another feedback event with the same pair is rejected as ``duplicate_pair``.
+
+So every input leaves a record: an output event (with its source position in the headers), a dead
+letter, or a counted skip (``Decision.skip``) whose reason says why there is nothing to emit.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -40,7 +49,7 @@ from schemas.events import (
     RejectionReason,
     SourceRef,
     TrainingThresholdReached,
-    UserErased,
+    UserForgotten,
 )
 from schemas.ids import derived_event_id, example_id, pair_id_from_keys, text_key, threshold_event_id
 from streams.quality import assess_example, assess_pair, reason
@@ -69,6 +78,14 @@ class Lookups:
     feedback: Sighting | None = None  # this very feedback event, processed before
     near_duplicate: tuple[str, float] | None = None  # an earlier pair's key and estimated Jaccard
     pair_key: str | None = None  # this pair's id, when the agent computed it already
+    spent: bool = False  # this event id was handled before its user was erased
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    reason: str
+    detail: str
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,24 @@ class Decision:
     state: UserState
     sightings: tuple[tuple[str, Sighting], ...] = ()
     signature_for: str | None = None  # store this pair's MinHash signature (at index state.sig_count - 1)
+    dead_letter: DeadLetter | None = None  # the input goes to the dead-letter topic, with this reason
+    skip: str | None = None  # nothing to emit, and why: redelivery, erased, other_role
+    forget: bool = False  # drop everything the state holds of the user (EraseUser), keep ``state``
+
+
+def content_hash(item: FeedbackReceived | Command) -> str:
+    """What makes two messages with one id the same message: everything but the time it was stamped
+    (a producer that builds a retry anew stamps it again)."""
+    stamp = "occurred_at" if isinstance(item, FeedbackReceived) else "issued_at"
+    canonical = json.dumps(item.model_dump(mode="json", exclude={stamp}), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+def _conflict(kind: str, ident: str, first: str, this: str) -> DeadLetter:
+    return DeadLetter(f"conflicting_{kind}_id",
+                      f"{kind} id {ident} was seen before with other content (sha256/128 {first}, now {this}): "
+                      "a producer reused an id; this message was not applied",
+                      (("dlq.content_sha256.first", first), ("dlq.content_sha256.this", this)))
 
 
 def is_pair(fb: FeedbackReceived) -> bool:
@@ -107,12 +142,18 @@ def example_key_for(fb: FeedbackReceived) -> str:
 def decide_feedback(
     fb: FeedbackReceived, source: SourceRef, state: UserState, lookups: Lookups, settings: DecideSettings
 ) -> Decision:
+    content = content_hash(fb)
     if lookups.feedback is not None:
-        return Decision((), state)  # this very event was processed before (a replay): nothing new
-    here = Sighting(source.partition, source.offset, str(fb.event_id), state.epoch)
+        first = lookups.feedback.content
+        if first and first != content:
+            return Decision((), state, dead_letter=_conflict("event", str(fb.event_id), first, content))
+        return Decision((), state, skip="redelivery")  # this very event was processed before: nothing new
+    if lookups.spent:
+        return Decision((), state, skip="erased")  # handled before its user was erased: stays erased
+    here = Sighting(source.partition, source.offset, str(fb.event_id), state.epoch, content)
     decision = (_decide_pair(fb, source, state, here, lookups, settings) if is_pair(fb)
                 else _decide_example(fb, source, state, here, lookups, settings))
-    # Every processed event is remembered by its id, whatever became of it.
+    # Every processed event is remembered by its id and content, whatever became of it.
     event_seen = (seen_key(fb.user_id, "f", str(fb.event_id)), here)
     return Decision(decision.events, decision.state, (*decision.sightings, event_seen), decision.signature_for)
 
@@ -132,11 +173,11 @@ def _decide_pair(fb: FeedbackReceived, source: SourceRef, state: UserState, here
         reasons.append(reason("contradiction", "an earlier pair of this user prefers the opposite answer "
                                                f"(feedback {reversed_pair.feedback_event_id})"))
     if reasons:
-        return Decision((_rejected(fb, source, reasons, assessment.quality, settings),), state)
+        return Decision((_rejected(fb, source, reasons, assessment.quality, settings, state.epoch),), state)
     assert key is not None and assessment.quality is not None
     metadata: dict[str, Any] = {f"context.{k}": v for k, v in sorted(fb.context.items())}
     metadata.update(near_identical=assessment.near_identical, similarity=assessment.similarity or 0.0)
-    accepted = _accepted(fb, source, key, assessment.quality, metadata)
+    accepted = _accepted(fb, source, key, assessment.quality, metadata, state.epoch)
     sightings = ((seen_key(fb.user_id, "p", key), here),)
     new_pairs = state.new_pairs + 1
     sig_count = state.sig_count + 1
@@ -156,10 +197,10 @@ def _decide_example(fb: FeedbackReceived, source: SourceRef, state: UserState, h
         reasons.append(reason("duplicate_example",
                               f"the same labelled example came from feedback {example.feedback_event_id}"))
     if reasons:
-        return Decision((_rejected(fb, source, reasons, None, settings),), state)
+        return Decision((_rejected(fb, source, reasons, None, settings, state.epoch),), state)
     key = example_key_for(fb)
     accepted = LabelledExampleAccepted(
-        event_id=derived_event_id("example-accepted", key),
+        event_id=_event_id("example-accepted", key, state.epoch),
         occurred_at=fb.occurred_at,
         user_id=fb.user_id,
         correlation_id=fb.correlation_id,
@@ -193,19 +234,27 @@ OWN_COMMANDS = (RequestTraining, DeactivatePair, ReweightPair, DeactivatePairs, 
 
 def decide_command(
     cmd: Command, source: SourceRef, state: UserState, pair: Sighting | None, settings: DecideSettings,
-    seen_before: bool = False, known_pairs: frozenset[uuid.UUID] = frozenset(),
+    seen_before: bool = False, seen_content: str = "", held: Mapping[str, int] | None = None,
+    known_pairs: frozenset[uuid.UUID] = frozenset(),
 ) -> Decision:
     """Commands the decider owns: RequestTraining, DeactivatePair(s), ReweightPair(s), EraseUser.
 
     ``pair`` is the sighting of the command's pair (current epoch), for the pair commands; for the
     bulk ones ``known_pairs`` holds those of the listed ids that the user has in the current epoch.
-    ``seen_before`` says this command id was carried out already (a repeated command is a no-op).
-    Other commands (for trainers or the adapter registry) change nothing here.
+    ``seen_before`` says this command id was carried out already (a repeated command is a no-op),
+    ``seen_content`` the hash of that command's content (a different one is a conflict);
+    ``held`` what the state holds of the user (reported when they are erased). Other commands (for
+    trainers or the adapter registry) change nothing here.
     """
     cid = str(cmd.command_id)
-    if seen_before or not isinstance(cmd, OWN_COMMANDS):
-        return Decision((), state)
-    done = ((seen_key(cmd.user_id, "c", cid), Sighting(source.partition, source.offset, cid, 0)),)
+    if not isinstance(cmd, OWN_COMMANDS):
+        return Decision((), state, skip="other_role")
+    content = content_hash(cmd)
+    if seen_before:
+        if seen_content and seen_content != content:
+            return Decision((), state, dead_letter=_conflict("command", cid, seen_content, content))
+        return Decision((), state, skip="redelivery")
+    done = ((seen_key(cmd.user_id, "c", cid), Sighting(source.partition, source.offset, cid, 0, content)),)
     common: dict[str, Any] = {"user_id": cmd.user_id, "correlation_id": cmd.command_id, "occurred_at": cmd.issued_at}
     if isinstance(cmd, RequestTraining):
         generation = state.generation + 1
@@ -226,21 +275,29 @@ def decide_command(
         return Decision((PairReweighted(event_id=derived_event_id("pair-reweighted", cid), pair_id=cmd.pair_id,
                                         training_weight=cmd.training_weight, command_id=cmd.command_id, **common),),
                         state, done)
-    erased = UserErased(event_id=derived_event_id("user-erased", cid), command_id=cmd.command_id, **common)
-    # Generations keep counting (request ids must never repeat); sightings and signatures of the old
-    # epoch stop counting, so the same corrections can be accepted again later. Command sightings
-    # ignore epochs (epoch 0 always), so a repeated erase stays a no-op.
-    return Decision((erased,), _with(state, epoch=state.epoch + 1, new_pairs=0, sig_base=state.sig_count), done)
+    forgotten = UserForgotten(event_id=derived_event_id("user-forgotten", cid), command_id=cmd.command_id,
+                              decider=dict(held or {}), **common)
+    # Everything of the user goes (``forget``), but their counters: generations keep counting (request
+    # ids must never repeat) and the epoch moves on, so the same corrections can be accepted again later.
+    # The ids they had are kept as one-way hashes, so a replay of the log stays erased.
+    return Decision((forgotten,), _with(state, epoch=state.epoch + 1, new_pairs=0, sig_base=state.sig_count), done,
+                    forget=True)
 
 
 # --- events -----------------------------------------------------------------------------------------
 
 
+def _event_id(kind: str, key: str, epoch: int) -> uuid.UUID:
+    """Ids of decisions: the same across replays; after an erasure (epoch > 0) the same correction
+    decided again is a new fact, with a new id."""
+    return derived_event_id(kind, key) if epoch == 0 else derived_event_id(kind, key, f"epoch:{epoch}")
+
+
 def _accepted(fb: FeedbackReceived, source: SourceRef, key: str, quality: float,
-              metadata: dict[str, Any]) -> PairAccepted:
+              metadata: dict[str, Any], epoch: int) -> PairAccepted:
     assert fb.corrected_response is not None
     return PairAccepted(
-        event_id=derived_event_id("pair-accepted", key),
+        event_id=_event_id("pair-accepted", key, epoch),
         occurred_at=fb.occurred_at,
         user_id=fb.user_id,
         correlation_id=fb.correlation_id,
@@ -259,10 +316,10 @@ def _accepted(fb: FeedbackReceived, source: SourceRef, key: str, quality: float,
 
 
 def _rejected(fb: FeedbackReceived, source: SourceRef, reasons: list[RejectionReason], quality: float | None,
-              settings: DecideSettings) -> PairRejected:
+              settings: DecideSettings, epoch: int) -> PairRejected:
     cut = settings.preview_chars
     return PairRejected(
-        event_id=derived_event_id("pair-rejected", str(fb.event_id)),
+        event_id=_event_id("pair-rejected", str(fb.event_id), epoch),
         occurred_at=fb.occurred_at,
         user_id=fb.user_id,
         correlation_id=fb.correlation_id,

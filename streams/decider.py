@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from infra.kafka import RawMessage
+from infra.logcontext import correlation, mark
 from schemas.codec import decode_as, decode_command, encode_headers, encode_key, encode_value
-from schemas.commands import Command, DeactivatePair, DeactivatePairs, ReweightPair, ReweightPairs
+from schemas.commands import Command, DeactivatePair, DeactivatePairs, EraseUser, ReweightPair, ReweightPairs
 from schemas.errors import EventDecodeError
 from schemas.events import Event, FeedbackReceived, SourceRef
 from schemas.topics import Topics
@@ -60,10 +62,16 @@ class BatchResult:
     decided: int = 0
     skipped: int = 0
     dead_letters: int = 0
+    # Why inputs left no output: 'position' (handled before, at this offset), 'redelivery' (the same
+    # event again), 'erased' (an event of an erased user replayed), 'other_role' (a command for others)
+    skips: Counter[str] = field(default_factory=Counter)
+    dead_letter_reasons: Counter[str] = field(default_factory=Counter)
     # (topic, partition) -> offsets Faust never delivered, read from the log and handled here
     recovered: dict[tuple[str, int], list[int]] = field(default_factory=dict)
     # partition -> (journal key, entries), written after the outputs are acked
     journal: dict[int, tuple[str, list[list[Any]]]] = field(default_factory=dict)
+    # partition -> earlier journal entries rewritten without an erased user (written before ``journal``)
+    rewrites: dict[int, list[tuple[str, list[list[Any]]]]] = field(default_factory=dict)
 
 
 class BatchDecider:
@@ -91,12 +99,16 @@ class BatchDecider:
         result = BatchResult()
         for delivered in batch:
             for msg in self._in_order(delivered, result):
-                try:
-                    self._one(msg, result)
-                except Exception as exc:  # a bug must not stop the worker or lose the message
-                    log.exception("decider failed on %s/%d@%d", msg.topic, msg.partition, msg.offset)
-                    self._dead_letter(msg, "internal_error", f"{type(exc).__name__}: {exc}", result)
+                with correlation(None):  # _one marks the event's correlation id once it is decoded
+                    try:
+                        self._one(msg, result)
+                    except Exception as exc:  # a bug must not stop the worker or lose the message
+                        log.exception("decider failed on %s/%d@%d", msg.topic, msg.partition, msg.offset)
+                        self._dead_letter(msg, "internal_error", f"{type(exc).__name__}: {exc}", result)
         for state in self.memory.touched():
+            rewrites = self.memory.rewrites(state)
+            if rewrites:
+                result.rewrites[state.partition] = rewrites
             result.journal[state.partition] = self.memory.written(state)
         return result
 
@@ -109,6 +121,7 @@ class BatchDecider:
         if last is not None:
             if msg.offset <= last:
                 result.skipped += 1  # handled before: its outputs are durable
+                result.skips["position"] += 1
                 return []
             if msg.offset > last + 1:
                 missing = self.read_range(msg.topic, msg.partition, last + 1, msg.offset)
@@ -129,21 +142,27 @@ class BatchDecider:
             except EventDecodeError as exc:
                 self._dead_letter(msg, exc.reason, exc.detail, result)
                 return
+            mark(cmd.command_id)
             state = part.user(cmd.user_id)
-            seen_before = part.sighting(seen_key(cmd.user_id, "c", str(cmd.command_id))) is not None
+            cid = str(cmd.command_id)
+            seen = part.sighting(seen_key(cmd.user_id, "c", cid))
             decision = decide_command(cmd, source, state, self._command_pair(cmd, state, part), self.settings,
-                                      seen_before, self._known_pairs(cmd, state, part))
-            self._apply(part, cmd.user_id, state, decision, None, result, source)
+                                      seen_before=seen is not None or part.is_spent("c", cid),
+                                      seen_content=seen.content if seen else "",
+                                      held=part.holdings(cmd.user_id) if isinstance(cmd, EraseUser) else None,
+                                      known_pairs=self._known_pairs(cmd, state, part))
+            self._apply(msg, part, cmd.user_id, state, decision, None, result, source)
             return
         try:
             fb = decode_as(msg.value, FeedbackReceived)
         except EventDecodeError as exc:
             self._dead_letter(msg, exc.reason, exc.detail, result)
             return
+        mark(fb.correlation_id)
         state = part.user(fb.user_id)
         lookups, minhash = self._lookups(fb, state, part)
         decision = decide_feedback(fb, source, state, lookups, self.settings)
-        self._apply(part, fb.user_id, state, decision, minhash, result, source)
+        self._apply(msg, part, fb.user_id, state, decision, minhash, result, source)
 
     def _command_pair(self, cmd: Command, state: UserState, part: PartitionState) -> Any:
         if isinstance(cmd, DeactivatePair | ReweightPair):
@@ -165,7 +184,9 @@ class BatchDecider:
         user, epoch = fb.user_id, state.epoch
         feedback = part.sighting(seen_key(user, "f", str(fb.event_id)))
         if feedback is not None:
-            return Lookups(feedback=feedback), None  # a replay: nothing else matters
+            return Lookups(feedback=feedback), None  # a replay (or a conflict): nothing else matters
+        if part.is_spent("f", str(fb.event_id)):
+            return Lookups(spent=True), None
         if not is_pair(fb):
             return Lookups(example=part.sighting(seen_key(user, "x", example_key_for(fb)))), None
         keys = pair_keys_for(fb)
@@ -181,8 +202,14 @@ class BatchDecider:
             near = nearest(lsh, members, minhash, self.settings.quality.near_duplicate_jaccard)
         return Lookups(pair=pair, reversed_pair=reversed_pair, near_duplicate=near, pair_key=key), minhash
 
-    def _apply(self, part: PartitionState, user: str, before: UserState, decision: Decision, minhash: Any,
-               result: BatchResult, source: SourceRef) -> None:
+    def _apply(self, msg: RawMessage, part: PartitionState, user: str, before: UserState, decision: Decision,
+               minhash: Any, result: BatchResult, source: SourceRef) -> None:
+        if decision.dead_letter is not None:
+            dl = decision.dead_letter
+            self._dead_letter(msg, dl.reason, dl.detail, result, dl.headers)
+        elif decision.skip is not None:
+            result.skipped += 1
+            result.skips[decision.skip] += 1
         result.decided += 1
         durable = self.watermark(source.topic, source.partition)
         for index, event in enumerate(decision.events):
@@ -193,6 +220,10 @@ class BatchDecider:
         for key, sighting in decision.sightings:
             part.put_sighting(key, sighting)
         after = decision.state
+        if decision.forget:
+            part.forget_user(user, after)
+            self.indexes.forget(user)
+            return
         if decision.signature_for is not None and minhash is not None:
             part.put_signature(user, after.sig_count - 1, decision.signature_for, minhash.hashvalues, after.epoch)
             self.indexes.add(user, (after.epoch, after.sig_count), decision.signature_for, minhash)
@@ -201,9 +232,11 @@ class BatchDecider:
         if after != before:
             part.put_user(user, after)
 
-    def _dead_letter(self, msg: RawMessage, reason: str, detail: str, result: BatchResult) -> None:
+    def _dead_letter(self, msg: RawMessage, reason: str, detail: str, result: BatchResult,
+                     extra: tuple[tuple[str, str], ...] = ()) -> None:
         result.dead_letters += 1
-        headers = dead_letter_headers(msg, "decider", reason, detail)
+        result.dead_letter_reasons[reason] += 1
+        headers = dead_letter_headers(msg, "decider", reason, detail) + [(k, v.encode()) for k, v in extra]
         result.outgoing.append((self.topics.dlq, msg.key, msg.value, headers))
 
 

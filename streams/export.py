@@ -17,7 +17,15 @@ from infra.clickhouse import ClickHouseStore
 from infra.kafka import RawMessage
 from schemas.codec import decode
 from schemas.errors import EventDecodeError
-from schemas.events import PairAccepted, PairDeactivated, PairReweighted, PairsDeactivated, PairsReweighted, UserErased
+from schemas.events import (
+    PairAccepted,
+    PairDeactivated,
+    PairReweighted,
+    PairsDeactivated,
+    PairsReweighted,
+    UserErased,
+    UserForgotten,
+)
 
 Format = Literal["jsonl", "parquet"]
 EXPORT_COLUMNS = ("prompt", "chosen", "rejected", "pair_id", "user_id", "training_weight", "quality_score",
@@ -36,7 +44,7 @@ def from_store(store: ClickHouseStore, user_id: str | None) -> list[dict[str, An
 
 
 def from_log(messages: Iterable[RawMessage], user_id: str | None) -> list[dict[str, Any]]:
-    """Fold PairAccepted / PairDeactivated / PairReweighted / UserErased into the active pairs."""
+    """Fold PairAccepted / PairDeactivated / PairReweighted / UserForgotten into the active pairs."""
     pairs: dict[tuple[str, str], dict[str, Any]] = {}
     for msg in messages:
         try:
@@ -63,7 +71,7 @@ def from_log(messages: Iterable[RawMessage], user_id: str | None) -> list[dict[s
                         row["active"] = False
                     else:
                         row["training_weight"] = event.training_weight
-        elif isinstance(event, UserErased):
+        elif isinstance(event, UserForgotten | UserErased):
             for key in [k for k in pairs if k[0] == event.user_id]:
                 del pairs[key]
     active = [{k: v for k, v in row.items() if k != "active"} for row in pairs.values() if row["active"]]

@@ -6,6 +6,12 @@ a batch's state change is atomic per partition, and the changelog carries a hand
 batch instead of several per event (producing them through Faust costs far more than deciding).
 Faust restores the table on start and on rebalance; the decider folds a partition's entries into
 memory the first time it sees that partition after an assignment.
+
+Erasure (``forget_user``) is the one change that rewrites the past: every earlier entry of the
+partition that mentions the user is written again without them (same key: the changelog is
+compacted, so the old value goes when Kafka compacts it). What stays of an erased user: their
+counters under a hash of their id (entry ``e``), and one-way hashes of the event and command ids
+they had (entry ``h``), so that a replay of the log changes nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from streams.state import Sighting, UserState, decode_signature, encode_signature
+from schemas.ids import user_key
+from streams.state import Sighting, UserState, decode_signature, encode_signature, spent_key
 
 log = logging.getLogger("samtuner.streams.journal")
 
@@ -47,15 +54,56 @@ class PartitionState:
     # Per source topic: the offset of the last event handled (decided, skipped or dead-lettered). The
     # decider takes a partition's events strictly in offset order from here (see streams/decider.py).
     through: dict[str, int] = field(default_factory=dict)
+    # Erased users: their counters by user key (never the id), and hashes of their spent ids.
+    erased: dict[str, UserState] = field(default_factory=dict)
+    spent: set[str] = field(default_factory=set)
     # What this batch changed, in the journal's compact form.
     pending: list[list[Any]] = field(default_factory=list)
     pending_through: dict[str, int] = field(default_factory=dict)
+    forgotten: set[str] = field(default_factory=set)  # users erased in this batch: rewrite their past
 
     def user(self, user_id: str) -> UserState:
-        return self.users.get(user_id) or UserState()
+        return self.users.get(user_id) or self.erased.get(user_key(user_id)) or UserState()
 
     def sighting(self, key: str) -> Sighting | None:
         return self.sightings.get(key)
+
+    def is_spent(self, kind: str, ident: str) -> bool:
+        """Was this event ('f') or command ('c') id handled before its user was erased?"""
+        return spent_key(kind, ident) in self.spent
+
+    def holdings(self, user_id: str) -> dict[str, int]:
+        """What this partition's state holds of a user, by kind (what an erasure would drop)."""
+        kinds = {"p": "pair_fingerprints", "x": "example_fingerprints", "f": "feedback_ids_hashed",
+                 "c": "command_ids_hashed"}
+        out = dict.fromkeys(kinds.values(), 0)
+        prefix = user_id + SEP
+        for key in self.sightings:
+            if key.startswith(prefix):
+                name = kinds.get(key[len(prefix):].partition(SEP)[0])
+                if name:
+                    out[name] += 1
+        out["minhash_signatures"] = len(self.signatures.get(user_id, ()))
+        return out
+
+    def forget_user(self, user_id: str, after: UserState) -> None:
+        """Drop everything of a user but ``after`` (their counters, by user key) and hashes of the ids
+        they had; the batch's journal entries and the earlier ones are rewritten without them."""
+        prefix = user_id + SEP
+        for key in [k for k in self.sightings if k.startswith(prefix)]:
+            kind, _, ident = key[len(prefix):].partition(SEP)
+            del self.sightings[key]
+            if kind in ("f", "c"):
+                digest = spent_key(kind, ident)
+                self.spent.add(digest)
+                self.pending.append(["h", digest])
+        self.signatures.pop(user_id, None)
+        self.users.pop(user_id, None)
+        self.pending = [e for e in self.pending if not mentions(e, user_id)]
+        ukey = user_key(user_id)
+        self.erased[ukey] = after
+        self.pending.append(["e", ukey, after.to_json()])
+        self.forgotten.add(user_id)
 
     def user_signatures(self, user_id: str, state: UserState) -> Iterator[tuple[str, np.ndarray]]:
         for index, pair_key, signature, epoch in self.signatures.get(user_id, ()):
@@ -96,6 +144,20 @@ class PartitionState:
                 decoded = decode_signature(entry[3])
                 if decoded is not None:
                     self.signatures.setdefault(entry[1], []).append((int(entry[2]), decoded[0], decoded[1], decoded[2]))
+            elif kind == "e":
+                self.erased[entry[1]] = UserState.from_json(entry[2])
+            elif kind == "h":
+                self.spent.add(entry[1])
+
+
+def mentions(entry: list[Any], user_id: str) -> bool:
+    """Does a journal entry hold something of ``user_id`` (its state, a sighting, a signature)?"""
+    kind = entry[0]
+    if kind in ("u", "g"):
+        return bool(entry[1] == user_id)
+    if kind == "s":
+        return str(entry[1]).startswith(user_id + SEP)
+    return False
 
 
 class DeciderMemory:
@@ -129,6 +191,22 @@ class DeciderMemory:
 
     def touched(self) -> list[PartitionState]:
         return [p for p in self._partitions.values() if p.pending or p.pending_through]
+
+    def rewrites(self, state: PartitionState) -> list[tuple[str, list[list[Any]]]]:
+        """The earlier journal entries of a partition, rewritten without the users it forgot in this
+        batch (only the entries that change); clears the list of forgotten users."""
+        if not state.forgotten:
+            return []
+        out = []
+        for key, value in list(self.journal.items()):
+            parsed = parse_key(str(key))
+            if parsed is None or parsed[0] != state.partition or not value:
+                continue
+            kept = [e for e in value if not any(mentions(e, user) for user in state.forgotten)]
+            if len(kept) != len(value):
+                out.append((str(key), kept))
+        state.forgotten = set()
+        return out
 
     def written(self, state: PartitionState) -> tuple[str, list[list[Any]]]:
         """The journal key and value for a partition's pending changes; clears them."""

@@ -10,8 +10,9 @@ first flush every earlier row of the batch, so they see exactly the log before t
   again);
 * ``PairDeactivated`` / ``PairReweighted`` (and the bulk ``PairsDeactivated`` / ``PairsReweighted``)
   -> the pairs' rows again, changed, with a higher version, in one statement;
-* ``UserErased`` -> the user's rows deleted, their snapshots and adapter files removed, their adapters
-  marked revoked and ``AdapterRevoked`` published.
+* ``UserForgotten`` (the decider forgot the user) -> the user's rows deleted from every table that
+  ``schemas/ddl.py`` declares (``USER_DATA``), their adapters revoked, their snapshots, checkpoints
+  and adapter files removed; ``AdapterRevoked`` and ``UserErased`` (with the report) published.
 
 Everything here is synchronous; it runs in the projector's consumer thread, which commits a batch's
 offsets only after this returns.
@@ -27,19 +28,23 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from infra.artifacts import ArtifactStore
 from infra.clickhouse import ClickHouseStore
 from infra.errors import PathEscapeError, StoreError
 from infra.kafka import EventPublisher, RawMessage
+from infra.logcontext import correlation
 from schemas.codec import decode
+from schemas.ddl import USER_DATA
 from schemas.errors import EventDecodeError
 from schemas.events import (
     AdapterPublished,
     AdapterRevoked,
     AnswerServed,
     DatasetRef,
+    ErasureReport,
     Event,
     FeedbackReceived,
     LabelledExampleAccepted,
@@ -54,6 +59,7 @@ from schemas.events import (
     TrainingStarted,
     TrainingThresholdReached,
     UserErased,
+    UserForgotten,
 )
 from schemas.ids import derived_event_id, training_request_id, user_key
 from schemas.topics import Topics
@@ -63,7 +69,14 @@ from streams.snapshot import SNAPSHOT_COLUMNS, snapshot_bytes
 
 log = logging.getLogger("samtuner.streams.projector")
 
-ERASED_TABLES = ("preference_pairs", "rejected_feedback", "labelled_examples")
+# What an erasure leaves, said in every report.
+KEPT = (
+    "Kafka: the history topics (feedback, pairs, training, control, inference, dlq) keep the user's events until "
+    "their retention removes them; the adapter registry (compacted) keeps AdapterRevoked as the user's last value",
+    "the decider: the user's counters (generation, epoch) under their user key, and one-way hashes of their event "
+    "and command ids (so a replay stays erased)",
+    "adapters: one revoked row per version, under the user key, without pair ids or files",
+)
 
 
 class ProjectionSink(Protocol):
@@ -78,7 +91,9 @@ class ProjectionSink(Protocol):
 
     def dataset_uris(self, user_id: str) -> list[str]: ...
 
-    def erase_user(self, user_id: str) -> None: ...
+    def request_ids(self, user_id: str) -> list[str]: ...
+
+    def erase_user(self, user_id: str) -> dict[str, int]: ...
 
     def ping(self) -> bool: ...
 
@@ -127,18 +142,36 @@ class ClickHouseSink:
         )
         return [str(r[0]) for r in rows]
 
-    def erase_user(self, user_id: str) -> None:
-        for table in ERASED_TABLES:
-            # A mutation that rewrites the parts: the texts are gone from disk when it returns.
-            self.store.command(
-                f"ALTER TABLE {self.db}.{table} DELETE WHERE user_id = {{user:String}} SETTINGS mutations_sync = 1",
-                {"user": user_id},
-            )
-        self.store.command(
-            f"ALTER TABLE {self.db}.adapters UPDATE revoked = true WHERE user_id = {{user:String}} "
-            "SETTINGS mutations_sync = 1",
+    def request_ids(self, user_id: str) -> list[str]:
+        rows = self.store.query(
+            f"SELECT toString(request_id) FROM {self.db}.training_requests WHERE user_id = {{user:String}} UNION "
+            f"DISTINCT SELECT toString(request_id) FROM {self.db}.training_jobs WHERE user_id = {{user:String}}",
             {"user": user_id},
         )
+        return sorted(str(r[0]) for r in rows)
+
+    def erase_user(self, user_id: str) -> dict[str, int]:
+        """Every declared table (``schemas/ddl.py`` USER_DATA): rows deleted or revoked; rows per table."""
+        removed: dict[str, int] = {}
+        params = {"user": user_id, "key": f"erased:{user_key(user_id)}"}
+        for declared in USER_DATA:
+            if declared.on_erase == "none":
+                continue
+            table = f"{self.db}.{declared.table}"
+            where = " OR ".join(f"{column} = {{user:String}}" for column in declared.columns)
+            removed[declared.table] = int(self.store.query(f"SELECT count() FROM {table} WHERE {where}", params)[0][0])
+            if not removed[declared.table]:
+                continue
+            if declared.on_erase == "revoke":
+                # The versions stay known (revoked), but no longer under the user's id, nor with the pairs.
+                # The filter sits in a subquery: a WHERE would see the replaced user_id.
+                self.store.command(
+                    f"INSERT INTO {table} SELECT * REPLACE ({{key:String}} AS user_id, true AS revoked, '' AS uri, "
+                    f"'{{}}' AS files, [] AS train_pair_ids, [] AS heldout_pair_ids) FROM "
+                    f"(SELECT * FROM {table} FINAL WHERE {where})", params)
+            # A mutation that rewrites the parts: the rows are gone from disk when it returns.
+            self.store.command(f"ALTER TABLE {table} DELETE WHERE {where} SETTINGS mutations_sync = 1", params)
+        return removed
 
     def ping(self) -> bool:
         try:
@@ -191,7 +224,8 @@ COLUMNS = {
     "answer_feedback": R.ANSWER_FEEDBACK_COLUMNS,
     "training_progress": R.PROGRESS_COLUMNS,
 }
-ACTING = (TrainingThresholdReached, PairDeactivated, PairReweighted, PairsDeactivated, PairsReweighted, UserErased)
+ACTING = (TrainingThresholdReached, PairDeactivated, PairReweighted, PairsDeactivated, PairsReweighted, UserForgotten,
+          UserErased)
 
 
 class Projector:
@@ -234,7 +268,8 @@ class Projector:
                 continue
             if isinstance(event, ACTING):
                 self._flush(pending, result)
-                self._act(event, msg, result)
+                with correlation(event.correlation_id):
+                    self._act(event, msg, result)
                 continue
             if isinstance(event, TrainingRequested):
                 self.known_requests.add(str(event.request_id))
@@ -316,8 +351,12 @@ class Projector:
         elif isinstance(event, PairsReweighted):
             self._retrying("reweight pairs", lambda: self.sink.update_pairs(
                 event.user_id, event.pair_ids, msg.offset, training_weight=event.training_weight))
-        elif isinstance(event, UserErased):
+        elif isinstance(event, UserForgotten):
             self._erase(event)
+            result.erased_users += 1
+        elif isinstance(event, UserErased) and not event.report.rows:
+            # Written by a decider from before UserForgotten existed: erase, report nothing new.
+            self._erase(event, report=False)
             result.erased_users += 1
 
     def _cut_snapshot(self, event: TrainingThresholdReached) -> TrainingRequested | None:
@@ -346,20 +385,45 @@ class Projector:
                  len(pairs), sha[:12])
         return request
 
-    def _erase(self, event: UserErased) -> None:
-        uris = self._retrying("list the user's datasets", lambda: self.sink.dataset_uris(event.user_id))
-        self._retrying("erase the user's rows", lambda: self.sink.erase_user(event.user_id))
+    def _erase(self, event: UserForgotten | UserErased, report: bool = True) -> None:
+        user = event.user_id
+        uris = self._retrying("list the user's datasets", lambda: self.sink.dataset_uris(user))
+        requests = self._retrying("list the user's training requests", lambda: self.sink.request_ids(user))
+        rows = self._retrying("erase the user's rows", lambda: self.sink.erase_user(user))
+        files = {"datasets": 0, "adapters": 0, "checkpoints": 0}
         for uri in uris:
             try:
-                self.artifacts.resolve(uri).unlink(missing_ok=True)
+                path = self.artifacts.resolve(uri)
             except PathEscapeError:
                 log.error("refusing to delete %r: outside the artifact root", uri)
-        shutil.rmtree(self.artifacts.root / "adapters" / user_key(event.user_id), ignore_errors=True)
+                continue
+            if path.exists():
+                path.unlink()
+                files["datasets"] += 1
+        files["adapters"] = _remove_tree(self.artifacts.root / "adapters" / user_key(user))
+        for rid in requests:
+            files["checkpoints"] += _remove_tree(self.artifacts.root / "checkpoints" / rid)
         self.publisher.publish(self.topics.adapters, AdapterRevoked(
-            event_id=derived_event_id("adapter-revoked", str(event.command_id)), user_id=event.user_id,
+            event_id=derived_event_id("adapter-revoked", str(event.command_id)), user_id=user,
             correlation_id=event.correlation_id, occurred_at=event.occurred_at, reason="user erased"))
-        log.info("a user was erased: rows deleted, %d snapshots and the adapters removed", len(uris))
+        if report and isinstance(event, UserForgotten):
+            self.publisher.publish(self.topics.pairs, UserErased(
+                event_id=derived_event_id("user-erased", str(event.command_id)), user_id=user,
+                correlation_id=event.correlation_id, occurred_at=event.occurred_at, command_id=event.command_id,
+                report=ErasureReport(decider=event.decider, rows=rows, files=files, kept=KEPT)))
+        log.info("a user was erased: %d rows deleted from %d tables; %d snapshots, %d adapter files and %d checkpoint "
+                 "files removed", sum(rows.values()), sum(1 for n in rows.values() if n), files["datasets"],
+                 files["adapters"], files["checkpoints"])
 
     def _dead_letter(self, msg: RawMessage, reason: str, detail: str) -> None:
         self.publisher.publish_raw(self.topics.dlq, msg.key, msg.value,
                                    dead_letter_headers(msg, "projector", reason, detail))
+
+
+def _remove_tree(path: Path) -> int:
+    """Remove a directory; returns the number of files it held."""
+    if not path.is_dir():
+        return 0
+    count = sum(1 for p in path.rglob("*") if p.is_file())
+    shutil.rmtree(path, ignore_errors=True)
+    return count

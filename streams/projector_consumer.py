@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException
 
-from infra.kafka import RawMessage, read_topic, to_raw_message
+from infra.kafka import RawMessage, client_config, read_topic, to_raw_message
+from infra.metrics import RoleMetrics, consumer_lag
 from schemas.codec import decode
 from schemas.config import Config
 from schemas.errors import EventDecodeError
@@ -36,7 +37,7 @@ class ProjectorStats:
 def known_requests(cfg: Config) -> set[str]:
     """Training requests already in the training log (read once at start)."""
     out = set()
-    for msg in read_topic(cfg.kafka.bootstrap_servers, Topics(cfg.kafka.topic_prefix).training):
+    for msg in read_topic(cfg.kafka, Topics(cfg.kafka.topic_prefix).training):
         try:
             event = decode(msg.value)
         except EventDecodeError:
@@ -52,10 +53,12 @@ def projector_topics(topics: Topics) -> list[str]:
 
 
 class ProjectorConsumer:
-    def __init__(self, cfg: Config, projector: Projector, stats: ProjectorStats | None = None) -> None:
+    def __init__(self, cfg: Config, projector: Projector, stats: ProjectorStats | None = None,
+                 metrics: RoleMetrics | None = None) -> None:
         self.cfg = cfg
         self.projector = projector
         self.stats = stats or ProjectorStats()
+        self.metrics = metrics or RoleMetrics("projector")
         self.topics = Topics(cfg.kafka.topic_prefix)
         self.ready = threading.Event()
         self._last = (time.monotonic(), 0, 0.0)
@@ -73,16 +76,16 @@ class ProjectorConsumer:
 
     def run(self, stop: threading.Event) -> None:
         self.projector.known_requests |= known_requests(self.cfg)
-        consumer = Consumer({
-            "bootstrap.servers": self.cfg.kafka.bootstrap_servers,
+        consumer = Consumer(client_config(self.cfg.kafka, **{
             "group.id": f"{self.cfg.streams.app_id}-projector",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "fetch.message.max.bytes": 17 * 1024 * 1024,
             "max.poll.interval.ms": 600_000,
             "session.timeout.ms": int(self.cfg.streams.session_timeout_s * 1000),
-        })
+        }))
         consumer.subscribe(projector_topics(self.topics))
+        self.metrics.gauges.lag = lambda: consumer_lag(consumer)
         self.ready.set()
         try:
             while not stop.is_set():
@@ -95,6 +98,8 @@ class ProjectorConsumer:
                         log.warning("projector consumer: %s", error.str())
                 if not messages:
                     continue
+                for topic in {m.topic for m in messages}:
+                    self.metrics.consumed(topic, sum(1 for m in messages if m.topic == topic))
                 self._project(messages, stop)
                 try:
                     consumer.commit(asynchronous=False)
@@ -109,6 +114,7 @@ class ProjectorConsumer:
                 started = time.perf_counter()
                 self.projector.project(messages)
                 self.stats.project_s += time.perf_counter() - started
+                self.metrics.batch(time.perf_counter() - started)
                 self.stats.batches += 1
                 self.stats.events += len(messages)
                 self._progress()

@@ -60,8 +60,21 @@ def rejected_row(e: PairRejected) -> list[Any]:
 
 DEAD_LETTER_COLUMNS = (
     "source_topic", "source_partition", "source_offset", "stage", "reason", "error", "key",
-    "payload_preview", "payload_bytes", "payload_sha256", "failed_at",
+    "payload_preview", "payload_bytes", "payload_sha256", "failed_at", "user_id",
 )
+
+
+def dead_letter_user(key: bytes | None, value: bytes | None) -> str:
+    """Whose dead letter this is: the payload's ``user_id`` where the payload parsed, else the message
+    key (topics are keyed by user id); '' when neither says. Erasure matches on it."""
+    try:
+        raw = json.loads(value) if value else None
+    except (ValueError, RecursionError):
+        raw = None
+    user = raw.get("user_id") if isinstance(raw, dict) else None
+    if isinstance(user, str) and user:
+        return user[:256]
+    return (key or b"").decode("utf-8", errors="replace")[:256]
 
 
 def dead_letter_row(headers: dict[str, str], key: bytes | None, value: bytes | None) -> list[Any]:
@@ -79,6 +92,7 @@ def dead_letter_row(headers: dict[str, str], key: bytes | None, value: bytes | N
         len(payload),
         hashlib.sha256((key or b"") + b"\0" + payload).hexdigest(),
         datetime.fromisoformat(failed_at) if failed_at else datetime.now(UTC),
+        dead_letter_user(key, value),
     ]
 
 

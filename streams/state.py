@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,27 +39,40 @@ class UserState:
 
 @dataclass(frozen=True)
 class Sighting:
-    """Where something (a pair, an example, a rejected feedback event) was first seen, and from which event."""
+    """Where something (a pair, an example, a rejected feedback event) was first seen, and from which event.
+
+    ``content`` is the hash of the event's content, for sightings of an event id (kinds 'f' and 'c'):
+    the same id with other content is a conflict, not a redelivery. Empty in journals written before."""
 
     partition: int
     offset: int
     feedback_event_id: str
     epoch: int = 0
+    content: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"p": self.partition, "o": self.offset, "f": self.feedback_event_id, "e": self.epoch}
+        out: dict[str, Any] = {"p": self.partition, "o": self.offset, "f": self.feedback_event_id, "e": self.epoch}
+        if self.content:
+            out["h"] = self.content
+        return out
 
     @classmethod
     def from_json(cls, raw: dict[str, Any] | None) -> Sighting | None:
         if not raw:
             return None
         return cls(partition=int(raw["p"]), offset=int(raw["o"]), feedback_event_id=str(raw["f"]),
-                   epoch=int(raw.get("e", 0)))
+                   epoch=int(raw.get("e", 0)), content=str(raw.get("h", "")))
 
 
 def seen_key(user_id: str, kind: str, ident: str) -> str:
-    """Key in the sightings table: kind 'p' (pair), 'x' (labelled example) or 'f' (feedback event)."""
+    """Key in the sightings table: kind 'p' (pair), 'x' (labelled example), 'f' (feedback event) or
+    'c' (command)."""
     return f"{user_id}\x1f{kind}\x1f{ident}"
+
+
+def spent_key(kind: str, ident: str) -> str:
+    """What is kept of an erased user's event or command id: a one-way hash, no user id, no content."""
+    return hashlib.sha256(f"spent\x1f{kind}\x1f{ident}".encode()).hexdigest()[:32]
 
 
 def signature_key(user_id: str, index: int) -> str:

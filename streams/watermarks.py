@@ -15,6 +15,7 @@ from typing import cast
 from confluent_kafka import Consumer, TopicPartition
 
 from infra.errors import KafkaError
+from infra.kafka import Connection, client_config
 
 SRC_TOPIC, SRC_PARTITION, SRC_OFFSET, SRC_INDEX = "src.topic", "src.partition", "src.offset", "src.index"
 NONE: tuple[int, int] = (-1, -1)
@@ -28,8 +29,8 @@ def source_headers(topic: str, partition: int, offset: int, index: int = 0) -> l
 
 
 class OutputWatermarks:
-    def __init__(self, bootstrap_servers: str, output_topic: str, scan: int = 5000, timeout_s: float = 10.0) -> None:
-        self.bootstrap_servers = bootstrap_servers
+    def __init__(self, connection: Connection, output_topic: str, scan: int = 5000, timeout_s: float = 10.0) -> None:
+        self.connection = connection
         self.output_topic = output_topic
         self.scan = scan
         self.timeout_s = timeout_s
@@ -51,8 +52,9 @@ class OutputWatermarks:
 
     def _scan(self, partition: int) -> None:
         """Read the tail of the output partition with the same number (the topics are co-partitioned)."""
-        consumer = Consumer({"bootstrap.servers": self.bootstrap_servers, "group.id": "samtuner-watermarks",
-                             "enable.auto.commit": False, "fetch.message.max.bytes": 17 * 1024 * 1024})
+        consumer = Consumer(client_config(self.connection, **{
+            "group.id": "samtuner-watermarks", "enable.auto.commit": False,
+            "fetch.message.max.bytes": 17 * 1024 * 1024}))
         try:
             tp = TopicPartition(self.output_topic, partition)
             low, high = consumer.get_watermark_offsets(tp, timeout=self.timeout_s)

@@ -55,6 +55,8 @@ def make_config_at(directory: Path, bootstrap: str, model: Path, **sections: dic
         # Tiny-model jobs hold out one or two pairs: the gate is for the tests that turn it on.
         "evaluation": {"enabled": False, "control_prompts": []},
         "inference": {"node_id": f"node-{uuid.uuid4().hex[:8]}", "port": free_port(), "torch_threads": 1},
+        # Tests run in parallel: roles' metrics servers take any free port.
+        "metrics": {"decider_port": 0, "projector_port": 0, "trainer_port": 0},
     }
     for name, values in sections.items():
         raw[name] = {**raw.get(name, {}), **values}

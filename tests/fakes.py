@@ -75,12 +75,24 @@ class FakeSink:
     def dataset_uris(self, user_id: str) -> list[str]:
         return [r["dataset_uri"] for r in self.tables.get("training_requests", {}).values() if r["user_id"] == user_id]
 
-    def erase_user(self, user_id: str) -> None:
-        for table in ("preference_pairs", "rejected_feedback", "labelled_examples"):
-            rows = self.tables.get(table, {})
-            for key in [k for k, r in rows.items() if r["user_id"] == user_id]:
+    def request_ids(self, user_id: str) -> list[str]:
+        return sorted(str(r["request_id"]) for r in self.tables.get("training_requests", {}).values()
+                      if r["user_id"] == user_id)
+
+    def erase_user(self, user_id: str) -> dict[str, int]:
+        from schemas.ddl import USER_DATA
+
+        removed = {}
+        for declared in USER_DATA:
+            if declared.on_erase == "none":
+                continue
+            rows = self.tables.get(declared.table, {})
+            mine = [k for k, r in rows.items() if any(r.get(c) == user_id for c in declared.columns)]
+            for key in mine:
                 del rows[key]
+            removed[declared.table] = len(mine)
         self.erased.append(user_id)
+        return removed
 
     def active_pairs(self, user_id: str) -> list[dict[str, Any]]:
         pairs = self.tables.get("preference_pairs", {}).values()

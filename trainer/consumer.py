@@ -19,7 +19,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from infra.errors import InfraError
-from infra.kafka import EventPublisher, KafkaEventPublisher, read_topic, to_raw_message
+from infra.kafka import EventPublisher, KafkaEventPublisher, client_config, read_topic, to_raw_message
+from infra.metrics import CountingPublisher, RoleMetrics, consumer_lag
 from schemas.codec import decode
 from schemas.config import Config
 from schemas.errors import EventDecodeError
@@ -36,14 +37,17 @@ log = logging.getLogger("samtuner.trainer")
 
 class TrainingConsumer:
     def __init__(self, cfg: Config, publisher: EventPublisher | None = None, runner: JobRunner | None = None,
-                 worker_id: str | None = None) -> None:
+                 worker_id: str | None = None, metrics: RoleMetrics | None = None) -> None:
         self.cfg = cfg
         self.topics = Topics(cfg.kafka.topic_prefix)
-        self.publisher = publisher or KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-trainer")
+        self.metrics = metrics or RoleMetrics("trainer")
+        self.publisher = CountingPublisher(publisher or KafkaEventPublisher(cfg.kafka, client_id="samtuner-trainer"),
+                                           self.metrics)
         self.worker_id = worker_id or f"{socket.gethostname()}-trainer-{uuid.uuid4().hex[:6]}"
         self.worker = TrainerWorker(cfg, self.publisher, runner=runner, worker_id=self.worker_id)
         self.offsets = OffsetTracker()
-        self.control = ControlFollower(cfg, self.worker.cancel)
+        self.control = ControlFollower(cfg, self.worker.cancel, self.worker.erase)
+        self.metrics.gauges.jobs = self._jobs_by_state
         self._consumer: Any = None
 
     # -- rebalancing ---------------------------------------------------------------------------
@@ -61,7 +65,7 @@ class TrainingConsumer:
         for attempt in range(1, attempts + 1):
             try:
                 events: list[Event] = []
-                for msg in read_topic(self.cfg.kafka.bootstrap_servers, self.topics.training, partitions=partitions):
+                for msg in read_topic(self.cfg.kafka, self.topics.training, partitions=partitions):
                     try:
                         events.append(decode(msg.value))
                     except EventDecodeError:
@@ -98,8 +102,7 @@ class TrainingConsumer:
         jobs = threading.Thread(target=self.worker.run_jobs, args=(stop,), name="trainer-jobs", daemon=True)
         control.start()
         jobs.start()
-        consumer = Consumer({
-            "bootstrap.servers": self.cfg.kafka.bootstrap_servers,
+        consumer = Consumer(client_config(self.cfg.kafka, **{
             "group.id": self.cfg.trainer.group_id,
             "client.id": self.worker_id,
             "enable.auto.commit": False,
@@ -107,8 +110,9 @@ class TrainingConsumer:
             "max.poll.interval.ms": self.cfg.trainer.max_poll_interval_ms,
             "session.timeout.ms": self.cfg.trainer.session_timeout_ms,
             "partition.assignment.strategy": "cooperative-sticky",
-        })
+        }))
         self._consumer = consumer
+        self.metrics.gauges.lag = lambda: consumer_lag(consumer)
         consumer.subscribe([self.topics.training], on_assign=self._on_assign, on_revoke=self._on_revoke,
                            on_lost=self._on_lost)
         try:
@@ -130,7 +134,14 @@ class TrainingConsumer:
             self._commit(consumer)
             consumer.close()
 
+    def _jobs_by_state(self) -> dict[str, float]:
+        counts: dict[str, float] = {}
+        for job in list(self.worker.ledger.values()):
+            counts[job.status] = counts.get(job.status, 0) + 1
+        return counts
+
     def _handle(self, msg: Any) -> None:
+        self.metrics.consumed(msg.topic())
         partition: Partition = (msg.topic(), msg.partition())
         in_flight = False
         try:

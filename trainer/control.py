@@ -1,4 +1,5 @@
-"""Every trainer worker follows the control topic from the beginning and acts on ``CancelTraining``.
+"""Every trainer worker follows the control topic from the beginning and acts on ``CancelTraining``
+and ``EraseUser`` (the user's jobs stop, their job directories and checkpoints go).
 
 It reads every partition itself (no consumer group, nothing committed), so every worker sees every
 command: the worker that holds the job cancels it, the others remember the cancel in case the
@@ -16,9 +17,9 @@ from collections.abc import Callable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from infra.errors import KafkaError
-from infra.kafka import watermarks
+from infra.kafka import client_config, watermarks
 from schemas.codec import decode_command
-from schemas.commands import CancelTraining
+from schemas.commands import CancelTraining, EraseUser
 from schemas.config import Config
 from schemas.errors import EventDecodeError
 from schemas.topics import Topics
@@ -27,18 +28,19 @@ log = logging.getLogger("samtuner.trainer.control")
 
 
 class ControlFollower:
-    def __init__(self, cfg: Config, on_cancel: Callable[[CancelTraining], None]) -> None:
+    def __init__(self, cfg: Config, on_cancel: Callable[[CancelTraining], None],
+                 on_erase: Callable[[EraseUser], None] | None = None) -> None:
         self.cfg = cfg
         self.topic = Topics(cfg.kafka.topic_prefix).control
         self.on_cancel = on_cancel
+        self.on_erase = on_erase
 
     def run(self, stop: threading.Event, ready: threading.Event) -> None:
-        consumer = Consumer({
-            "bootstrap.servers": self.cfg.kafka.bootstrap_servers,
+        consumer = Consumer(client_config(self.cfg.kafka, **{
             "group.id": "samtuner-trainer-control",  # never joins: assign() only, nothing committed
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-        })
+        }))
         try:
             ends = self._assign(consumer, stop)
             if not ends:
@@ -85,3 +87,5 @@ class ControlFollower:
             return  # the control topic's dead letters are the decider's to report
         if isinstance(command, CancelTraining):
             self.on_cancel(command)
+        elif isinstance(command, EraseUser) and self.on_erase is not None:
+            self.on_erase(command)

@@ -32,8 +32,9 @@ from uuid import UUID
 from infra.artifacts import ArtifactStore
 from infra.errors import ArtifactError, InfraError
 from infra.kafka import EventPublisher
+from infra.logcontext import correlation
 from infra.models import cuda_available, weights_sha256
-from schemas.commands import CancelTraining
+from schemas.commands import CancelTraining, EraseUser
 from schemas.config import Config
 from schemas.events import AdapterPublished, BaseModelRef, Event, TrainingRequested
 from schemas.topics import Topics
@@ -70,6 +71,7 @@ class _Running:
     stop_reason: str | None = None
     aborted: bool = False  # stopped for another owner to resume: no outcome is published
     command_id: UUID | None = None
+    erase: bool = False  # its user was erased: remove its files once it stopped
     done: threading.Event = field(default_factory=threading.Event)
 
     def stop(self) -> str | None:
@@ -162,6 +164,40 @@ class TrainerWorker:
                 return
             self._pending_cancels[rid] = command
 
+    def erase(self, command: EraseUser) -> None:
+        """The user was erased: their queued and running jobs are cancelled, and the job directories and
+        checkpoints of their requests removed. Only requests triggered before the command count: the
+        control topic is read again from the beginning at every start, and a user may come back."""
+        user = command.user_id
+        with self._lock:
+            mine = [job.request for job in self.ledger.values()
+                    if job.request.user_id == user and job.request.triggered_at <= command.issued_at]
+            rids = {str(r.request_id) for r in mine}
+            queued = [item for item in self._queue if item.request_id in rids]
+            for item in queued:
+                self._queue.remove(item)
+                self._emit(outcomes.cancelled(item.request, "the user was erased", command.command_id))
+                if item.position is not None:
+                    self.finished.put(item.position)
+            running = self._running if self._running is not None and self._running.item.request_id in rids else None
+            if running is not None and running.stop_reason is None:
+                running.stop_reason, running.command_id, running.erase = ("the user was erased", command.command_id,
+                                                                          True)
+        if queued:
+            self.publisher.flush()
+        removed = sum(self._remove_job_files(rid) for rid in rids if running is None or rid != running.item.request_id)
+        if rids:
+            log.info("a user was erased: %d of their jobs cancelled; files of %d jobs removed (%d files)",
+                     len(queued) + (running is not None), len(rids) - (running is not None), removed)
+
+    def _remove_job_files(self, rid: str) -> int:
+        count = 0
+        for directory in (self.jobs_dir / rid, self._checkpoint_dir(rid)):
+            if directory.is_dir():
+                count += sum(1 for p in directory.rglob("*") if p.is_file())
+                shutil.rmtree(directory, ignore_errors=True)
+        return count
+
     def release(self, partitions: set[Partition], reason: str = "its partition moved to another worker") -> None:
         """Give up jobs of ``partitions`` (their new owner runs or resumes them); waits for a running one to stop."""
         with self._lock:
@@ -207,13 +243,16 @@ class TrainerWorker:
                 running = self._running = _Running(item)
             finished = False
             try:
-                finished = self.execute(running)
+                with correlation(item.request.correlation_id):
+                    finished = self.execute(running)
             except Exception:  # never let one job take the worker down; the offset stays uncommitted
                 log.exception("trainer failed running request %s", item.request_id)
             finally:
                 with self._lock:
                     self._running = None
                 running.done.set()
+            if running.erase:
+                self._remove_job_files(item.request_id)
             if finished and item.position is not None:
                 self.finished.put(item.position)
 
@@ -225,7 +264,8 @@ class TrainerWorker:
             item = self._queue.popleft()
             running = self._running = _Running(item)
         try:
-            return self.execute(running)
+            with correlation(item.request.correlation_id):
+                return self.execute(running)
         finally:
             with self._lock:
                 self._running = None
@@ -307,7 +347,7 @@ class TrainerWorker:
         spec = JobSpec(
             request_id=rid, user_id=request.user_id, version=request.generation, attempt=attempt,
             dataset_path=str(dataset), dataset_sha256=request.dataset.sha256, output_dir=str(staging),
-            config=self.cfg.model_dump(mode="json"), dpo_overrides=overrides,
+            config=self.cfg.redacted(), dpo_overrides=overrides,
             checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
             resume_from=str(point.path) if point else None, baseline=context.baseline, parent=context.parent,
         )
@@ -344,7 +384,7 @@ class TrainerWorker:
             self.publisher.flush()
             self._discard(rid)
             return
-        config = self.cfg.model_dump(mode="json")
+        config = self.cfg.redacted()  # the manifest shows the config, never a secret in it
         lineage = {
             "request_id": rid,
             "base_model": BaseModelRef(name_or_path=self.cfg.model.base,
@@ -423,12 +463,12 @@ class TrainerWorker:
 
 
 def run_trainer(cfg: Config, stop: threading.Event, publisher: EventPublisher | None = None,
-                runner: JobRunner | None = None, worker_id: str | None = None) -> None:
+                runner: JobRunner | None = None, worker_id: str | None = None, metrics: Any = None) -> None:
     """The Kafka loop around :class:`TrainerWorker`, until ``stop`` is set."""
     from trainer.consumer import TrainingConsumer
 
     try:
-        TrainingConsumer(cfg, publisher=publisher, runner=runner, worker_id=worker_id).run(stop)
+        TrainingConsumer(cfg, publisher=publisher, runner=runner, worker_id=worker_id, metrics=metrics).run(stop)
     except Exception:
         log.critical("the trainer stopped: no training jobs run in this process", exc_info=True)
         raise

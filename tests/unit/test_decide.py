@@ -23,7 +23,7 @@ from schemas.events import (
     PairRejected,
     PairReweighted,
     TrainingThresholdReached,
-    UserErased,
+    UserForgotten,
 )
 from schemas.ids import feedback_event_id
 from schemas.topics import Topics
@@ -87,6 +87,9 @@ class Decider:
             batch.append(msg)
             self.log[(msg.topic, msg.partition, msg.offset)] = msg
         result = self.decider.decide(batch)
+        for rewritten in result.rewrites.values():
+            for key, entries in rewritten:
+                self.journal[key] = entries
         for key, entries in result.journal.values():
             self.journal[key] = entries
         self.last = result
@@ -277,7 +280,7 @@ def test_after_erasure_the_same_correction_is_accepted_again_and_generations_kee
     events = d.feed(*[fb(n) for n in range(3)])
     assert any(isinstance(e, TrainingThresholdReached) for e in events)
     (erased,) = d.feed(EraseUser(user_id="alice"))
-    assert isinstance(erased, UserErased)
+    assert isinstance(erased, UserForgotten)
     again = d.feed(*[fb(n, fid=f"again{n}") for n in range(3)])
     assert [type(e).__name__ for e in again] == ["PairAccepted"] * 3 + ["TrainingThresholdReached"]
     assert again[-1].generation == 2  # type: ignore[attr-defined]
@@ -327,3 +330,61 @@ def test_the_position_survives_a_restart_and_dead_letters_count() -> None:
     assert d.memory.partition(0).through == {TOPICS.feedback: 1}
     (event,) = d.feed(fb(2), at=2)
     assert isinstance(event, PairAccepted)
+
+
+# -- every input leaves a record -----------------------------------------------------------------
+
+
+def test_an_identical_redelivery_is_a_counted_skip() -> None:
+    d = Decider()
+    first = fb(0)
+    assert len(d.feed(first)) == 1
+    assert d.feed(first) == [] and d.last.skips == {"redelivery": 1} and not d.dead_letters()
+    restamped = first.model_copy(update={"occurred_at": datetime(2026, 12, 1, tzinfo=UTC)})
+    assert d.feed(restamped) == [] and d.last.skips == {"redelivery": 1}  # a retry built anew: same content
+
+
+def test_an_event_id_reused_for_other_content_is_dead_lettered_with_both_hashes() -> None:
+    d = Decider()
+    first = fb(0)
+    d.feed(first)
+    other = first.model_copy(update={"corrected_response": "A different correction, of another answer."})
+    assert d.feed(other) == []
+    (dead,) = d.dead_letters()
+    assert dead["dlq.reason"] == b"conflicting_event_id"
+    hashes = dead["dlq.content_sha256.first"], dead["dlq.content_sha256.this"]
+    assert len(set(hashes)) == 2 and all(len(h) == 32 for h in hashes)
+    assert str(first.event_id).encode() in dead["dlq.error"]
+
+
+def test_commands_are_accounted_for_too() -> None:
+    from schemas.commands import ActivateAdapter, CancelTraining
+
+    d = Decider()
+    d.feed(fb(0))
+    command = RequestTraining(user_id="alice")
+    assert len(d.feed(command)) == 1
+    assert d.feed(command) == [] and d.last.skips == {"redelivery": 1}
+    changed = command.model_copy(update={"issued_by": "someone else"})
+    assert d.feed(changed) == [] and d.dead_letters()[0]["dlq.reason"] == b"conflicting_command_id"
+    assert d.feed(ActivateAdapter(user_id="alice"), CancelTraining(user_id="alice", request_id=uuid.uuid4())) == []
+    assert d.last.skips == {"other_role": 2}
+
+
+def test_erasure_leaves_nothing_of_the_user_in_the_journal_but_counters_and_hashed_ids() -> None:
+    d = Decider()
+    pair, _, _ = d.feed(fb(0), fb(1, kind="thumbs_up"), fb(2, user="bob"))
+    (forgotten,) = d.feed(EraseUser(user_id="alice"))
+    assert isinstance(forgotten, UserForgotten)
+    assert forgotten.decider == {"pair_fingerprints": 1, "example_fingerprints": 1, "feedback_ids_hashed": 2,
+                                 "command_ids_hashed": 0, "minhash_signatures": 1}
+    text = repr(d.journal)
+    assert "alice" not in text and "bob" in text  # bob keeps his state
+    for secret in ("Question 0", "Answer number 0", str(fb(0).event_id)):
+        assert secret not in text
+    d.memory.forget()  # a restart: the state is read back from the journal
+    assert d.feed(fb(0), fb(1, kind="thumbs_up")) == [] and d.last.skips == {"erased": 2}  # a replay
+    (again,) = d.feed(fb(0, fid="new-id"))  # the user corrects again, with a new feedback id: heard
+    assert isinstance(again, PairAccepted) and again.pair_id == pair.pair_id  # type: ignore[attr-defined]
+    assert again.event_id != pair.event_id  # a new fact, with a new id
+    assert d.feed(EraseUser(user_id="alice", command_id=forgotten.command_id)) == []  # a repeated erase

@@ -9,7 +9,7 @@ from infra.artifacts import ArtifactStore
 from infra.kafka import RawMessage
 from schemas.codec import decode, encode_value
 from schemas.commands import DeactivatePair, EraseUser, ReweightPair
-from schemas.events import AdapterRevoked, Event, PairAccepted, TrainingRequested
+from schemas.events import AdapterRevoked, Event, PairAccepted, TrainingRequested, UserErased
 from schemas.ids import user_key
 from schemas.topics import Topics
 from streams.projector import Projector
@@ -105,3 +105,7 @@ def test_erasure_deletes_rows_and_files_and_revokes_adapters(tmp_path: Path) -> 
     assert not (tmp_path / request.dataset.uri).exists() and not adapter_dir.exists()
     (revoked,) = publisher.on(TOPICS.adapters)
     assert isinstance(decode(revoked[2]), AdapterRevoked)
+    (erased,) = [e for e in (decode(m[2]) for m in publisher.on(TOPICS.pairs)) if isinstance(e, UserErased)]
+    assert erased.report.rows["preference_pairs"] == 2 and erased.report.rows["training_requests"] == 1
+    assert erased.report.files == {"datasets": 1, "adapters": 1, "checkpoints": 0}
+    assert erased.report.decider["pair_fingerprints"] == 2 and erased.report.kept

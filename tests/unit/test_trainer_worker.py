@@ -281,3 +281,33 @@ def test_a_corrupt_adapter_already_in_place_fails_the_job_with_the_cause(tmp_pat
     worker.run_one(req)
     (failed,) = [e for e in events(publisher) if isinstance(e, TrainingFailed)]
     assert "unusable" in failed.cause and "sha256" in failed.cause
+
+
+def test_erasing_a_user_cancels_their_jobs_and_removes_their_job_files(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from schemas.commands import EraseUser
+
+    cfg = config(tmp_path)
+    publisher, runner = FakePublisher(), FakeJobRunner(succeed())
+    worker = TrainerWorker(cfg, publisher, runner)
+    done, queued, other = request(cfg, "alice", 1), request(cfg, "alice", 2), request(cfg, "bob", 1)
+    assert worker.run_one(done)
+    job_dir = worker.jobs_dir / str(done.request_id)
+    (job_dir).mkdir(parents=True, exist_ok=True)
+    (job_dir / "spec.json").write_text('{"user_id": "alice"}')
+    assert worker.offer(queued, ("t", 0, 5)) and worker.offer(other, ("t", 1, 5))
+    erase = EraseUser(user_id="alice", issued_at=queued.triggered_at + timedelta(seconds=1))
+
+    worker.erase(erase)
+
+    (cancelled,) = [e for e in events(publisher) if isinstance(e, TrainingCancelled)]
+    assert cancelled.request_id == queued.request_id and cancelled.reason == "the user was erased"
+    assert worker.queued() == [str(other.request_id)]
+    assert not job_dir.exists()
+    # Read again at the next start, an old erasure leaves the user's later jobs alone.
+    later = request(cfg, "alice", 3)
+    assert worker.offer(later, ("t", 0, 6))
+    worker.erase(EraseUser(user_id="alice", command_id=erase.command_id, issued_at=later.triggered_at
+                           - timedelta(days=1)))
+    assert str(later.request_id) in worker.queued()
