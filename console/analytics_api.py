@@ -14,6 +14,7 @@ synchronous and never blocks the event loop.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
@@ -44,8 +45,9 @@ def _store_error(exc: StoreError) -> HTTPException:
     return HTTPException(503, {"error": "store", "message": str(exc)})
 
 
-def analytics_router(store: ClickHouseStore) -> APIRouter:
-    router = APIRouter(prefix="/api/v1", tags=["analytics"])
+def analytics_router(store: ClickHouseStore, dependencies: Sequence[Any] = ()) -> APIRouter:
+    """``dependencies`` guard every route (the console passes its read access check)."""
+    router = APIRouter(prefix="/api/v1", tags=["analytics"], dependencies=list(dependencies))
 
     @router.get("/analytics")
     def catalogue() -> dict[str, Any]:

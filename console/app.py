@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 
 from console.deps import ConsoleDeps
@@ -26,12 +26,14 @@ ASSETS = {p.name: p for p in STATIC.iterdir() if p.is_file()} if STATIC.is_dir()
 MEDIA = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".svg": "image/svg+xml"}
 
 
-def store_routers(store: Store) -> list[APIRouter]:
-    """Routers of other packages over the store this process owns (e.g. the analytics API)."""
+def store_routers(store: Store, deps: ConsoleDeps) -> list[APIRouter]:
+    """Routers of other packages over the store this process owns (the analytics API), read access as the pages."""
     from console.analytics_api import analytics_router
     from infra.clickhouse import ClickHouseStore
 
-    return [analytics_router(store)] if isinstance(store, ClickHouseStore) else []
+    if not isinstance(store, ClickHouseStore):
+        return []
+    return [analytics_router(store, dependencies=[Depends(deps.reader)])]
 
 
 def console_router(deps: ConsoleDeps) -> APIRouter:
@@ -62,7 +64,7 @@ def console_router(deps: ConsoleDeps) -> APIRouter:
         admin = True
         try:
             deps.authorizer.require_admin(request)
-        except ConsoleError:
+        except (ConsoleError, HTTPException):  # the token's refusal, or the API keys'
             admin = False
         return {"admin": admin, "admin_configured": deps.authorizer.configured,
                 "store": deps.queries is not None, "node": deps.nodes is not None, "live": deps.feed is not None,
@@ -88,7 +90,7 @@ async def _console_error(request: Request, exc: Exception) -> JSONResponse:
 def mount_console(app: FastAPI, deps: ConsoleDeps) -> FastAPI:
     app.include_router(console_router(deps))
     if deps.queries is not None:
-        for router in store_routers(deps.queries.store):
+        for router in store_routers(deps.queries.store, deps):
             app.include_router(router)
     app.add_exception_handler(ConsoleError, _console_error)
     return app

@@ -8,12 +8,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from console.auth import TokenAuthorizer
+from console.auth import Authorizer, TokenAuthorizer
 from console.deps import ConsoleDeps
 from console.live import LiveFeed, TrainingTail
 from console.nodes import LocalNode, NodeView, RemoteNodes
 from console.queries import ConsoleQueries, Store
 from infra.artifacts import ArtifactStore
+from infra.auth import Authenticator, KeyAuthorizer
 from schemas.commands import Command
 from schemas.config import Config
 from schemas.topics import Topics
@@ -34,9 +35,15 @@ def build_console(cfg: Config, stop: threading.Event, threads: list[threading.Th
         nodes = LocalNode(node, cfg.console.node_urls)
     elif cfg.console.node_urls:
         nodes = RemoteNodes(cfg.console.node_urls)
-    return ConsoleDeps(cfg=cfg, authorizer=TokenAuthorizer.from_settings(cfg.console),
+    return ConsoleDeps(cfg=cfg, authorizer=console_authorizer(cfg),
                        queries=ConsoleQueries(store) if store is not None else None, send_command=send_command,
                        feed=feed, nodes=nodes, artifacts=ArtifactStore(cfg.artifact_root))
+
+
+def console_authorizer(cfg: Config) -> Authorizer:
+    """API keys (``read`` for pages, ``admin`` for actions) when any are configured, else the admin token."""
+    auth = Authenticator.from_settings(cfg.auth)
+    return KeyAuthorizer(auth) if auth.enabled else TokenAuthorizer.from_settings(cfg.console)
 
 
 def start_console_server(cfg: Config, deps: ConsoleDeps, threads: list[threading.Thread]) -> Any:
@@ -45,6 +52,7 @@ def start_console_server(cfg: Config, deps: ConsoleDeps, threads: list[threading
 
     from console.app import console_app
 
+    Authenticator.from_settings(cfg.auth).check_bind(cfg.console.host, "the console's address (console.host)")
     server = uvicorn.Server(uvicorn.Config(console_app(deps), host=cfg.console.host, port=cfg.console.port,
                                            log_level="warning", access_log=False))
     threads.append(threading.Thread(target=server.run, name="console-http", daemon=True))

@@ -57,12 +57,13 @@ class ApiSource:
     """The analytics API of the process that holds the store; its errors become the store's errors."""
 
     def __init__(self, base_url: str, why: str = "", http: httpx.Client | None = None,
-                 timeout_s: float = 60.0) -> None:
+                 timeout_s: float = 60.0, api_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.why = why
         self.where = f"the API at {self.base_url}"
         # Tests pass an httpx.Client bound to an app (Starlette's TestClient is one).
-        self._http = http or httpx.Client(base_url=self.base_url, timeout=timeout_s)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = http or httpx.Client(base_url=self.base_url, timeout=timeout_s, headers=headers)
 
     def catalogue(self) -> list[dict[str, Any]]:
         body: list[dict[str, Any]] = self._call("GET", "/api/v1/analytics")["analytics"]
@@ -100,6 +101,9 @@ class ApiSource:
             raise UnknownAnalytic(message)
         if error == "parameter" or response.status_code == 422:
             raise AnalyticsError(message)
+        if response.status_code in (401, 403):
+            raise StoreError(f"{self.base_url} refused the query ({response.status_code}: {message}); pass a key "
+                             "with the 'read' scope (--api-key or SAMTUNER_API_KEY)")
         if response.status_code == 404:
             raise StoreError(f"{self.base_url} has no analytics API ({path} answered 404): it does not own the "
                              "store (run `samtuner run`, which does)")

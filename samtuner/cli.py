@@ -612,10 +612,10 @@ def _query_errors(action: Callable[[], None], views_hint: bool = False) -> None:
         raise _fail(str(exc)) from exc
 
 
-def _open_analytics(cfg: Config) -> Any:
+def _open_analytics(cfg: Config, api_key: str | None) -> Any:
     from samtuner.analytics import ApiSource, open_source
 
-    source = open_source(cfg)
+    source = open_source(cfg, open_api=lambda url, why: ApiSource(url, why, api_key=api_key))
     if isinstance(source, ApiSource):
         typer.secho(f"({source.why}: asking {source.where})", dim=True, err=True)
     return source
@@ -631,6 +631,7 @@ def analytics_cmd(
     list_only: Annotated[bool, typer.Option("--list", help="Print the catalogue: names, descriptions, views")]
     = False,
     max_rows: MaxRowsOpt = 1000,
+    api_key: ApiKeyOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Streaming analytics over the projections (views in ClickHouse), as tables or JSON.
@@ -651,7 +652,7 @@ def analytics_cmd(
             return
         if name is not None:
             analytic(name)  # an unknown name fails before anything is opened
-        source = _open_analytics(cfg)
+        source = _open_analytics(cfg, api_key)
         try:
             names = [name] if name is not None else list(BY_NAME)
             results = [source.analytic(n, user, since, until, max_rows) for n in names]
@@ -672,6 +673,7 @@ def sql_cmd(
     query: Annotated[str, typer.Argument(help="One query, e.g. 'SELECT count() FROM sam.preference_pairs FINAL'")],
     as_json: Annotated[bool, typer.Option("--json", help="Print {columns, rows, row_count, truncated}")] = False,
     max_rows: MaxRowsOpt = 10_000,
+    api_key: ApiKeyOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Run a read-only query (ClickHouse readonly=1): writes are refused, errors are ClickHouse's.
@@ -683,7 +685,7 @@ def sql_cmd(
     cfg = _config(config)
 
     def act() -> None:
-        source = _open_analytics(cfg)
+        source = _open_analytics(cfg, api_key)
         try:
             result = source.sql(query, max_rows)
         finally:

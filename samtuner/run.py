@@ -137,9 +137,12 @@ def _start_inference(cfg: Config, stop: threading.Event, threads: list[threading
     if cfg.console.enabled:  # the console brings the store's routers (the analytics API) along
         return start_node(cfg, stop, threads, stats=store_stats(store), extend=with_console)
     from console.analytics_api import analytics_router
+    from infra.auth import Authenticator
 
     # The store's owner serves the analytics API, so `samtuner sql` works while this process holds chDB.
-    return start_node(cfg, stop, threads, stats=store_stats(store), routers=[analytics_router(store)])
+    read = Authenticator.from_settings(cfg.auth).require("read", "all")
+    return start_node(cfg, stop, threads, stats=store_stats(store),
+                      routers=[analytics_router(store, dependencies=[read])])
 
 
 def _start_console(cfg: Config, stop: threading.Event, threads: list[threading.Thread],

@@ -24,7 +24,7 @@ from console.analytics_api import analytics_router
 from infra.analytics import run_analytic, run_sql
 from infra.artifacts import ArtifactStore
 from infra.clickhouse import ClickHouseStore, embedded_holder
-from infra.errors import QueryFailed, QueryRefused, StoreLocked
+from infra.errors import QueryFailed, QueryRefused, StoreError, StoreLocked
 from infra.kafka import RawMessage
 from samtuner.analytics import ApiSource, StoreSource, open_source
 from schemas.analytics import CATALOGUE
@@ -438,6 +438,24 @@ def test_the_api_says_what_is_wrong(api: TestClient) -> None:
     assert wrong.status_code == 400 and wrong.json()["detail"]["error"] == "query"
     assert "Syntax error" in wrong.json()["detail"]["message"]
     assert api.post("/api/v1/sql", json={"sql": ""}).status_code == 422
+
+
+def test_with_api_keys_the_api_answers_read_keys_only(store: ClickHouseStore) -> None:
+    from infra.auth import Authenticator
+    from schemas.keys import ApiKey, hash_token
+
+    auth = Authenticator([ApiKey(id="reader", sha256=hash_token("r"), scopes=("read",)),
+                          ApiKey(id="chat", sha256=hash_token("c"), scopes=("infer",))])
+    app = FastAPI()
+    app.include_router(analytics_router(store, dependencies=[auth.require("read", "all")]))
+    sql = {"sql": "SELECT count() FROM sam.preference_pairs FINAL"}
+    with TestClient(app) as client:
+        assert client.post("/api/v1/sql", json=sql).status_code == 401
+        assert client.post("/api/v1/sql", json=sql, headers={"Authorization": "Bearer c"}).status_code == 403
+        ok = client.post("/api/v1/sql", json=sql, headers={"Authorization": "Bearer r"})
+        assert ok.status_code == 200 and ok.json()["rows"] == [[5]]
+        with pytest.raises(StoreError, match="'read' scope"):  # the CLI's way says what to pass
+            ApiSource("http://testserver", http=client).sql(sql["sql"], 10)
 
 
 class TestSources:

@@ -160,6 +160,31 @@ def test_without_a_configured_token_every_change_is_refused_and_the_answer_says_
         TokenAuthorizer.from_settings(ConsoleSettings(admin_token_file=str(tmp_path / "missing")))
 
 
+def test_with_api_keys_the_console_asks_for_a_read_key_and_its_actions_for_an_admin_key() -> None:
+    from fastapi import HTTPException
+
+    from console.wiring import console_authorizer
+    from schemas.keys import ApiKey, hash_token
+
+    keys = (ApiKey(id="reader", sha256=hash_token("r-token"), scopes=("read",)),
+            ApiKey(id="ops", sha256=hash_token("o-token"), scopes=("admin",)),
+            ApiKey(id="alice-app", sha256=hash_token("a-token"), scopes=("read",), users=("alice",)))
+    auth = console_authorizer(Config.model_validate({"auth": {"keys": [k.model_dump() for k in keys]}}))
+    assert auth.configured
+    with pytest.raises(HTTPException) as refused:  # keys replace the loopback rule: no key, no page
+        auth.require_reader(request("127.0.0.1"))
+    assert refused.value.status_code == 401
+    auth.require_reader(request("10.1.2.3", "r-token"))
+    with pytest.raises(HTTPException) as refused:
+        auth.require_admin(request("127.0.0.1", "r-token"))
+    assert refused.value.status_code == 403
+    auth.require_admin(request("127.0.0.1", "o-token"))
+    with pytest.raises(HTTPException) as refused:  # the console shows every user: a per-user key may not read it
+        auth.require_reader(request("127.0.0.1", "a-token"))
+    assert refused.value.status_code == 403
+    assert isinstance(console_authorizer(Config()), TokenAuthorizer)  # no keys: the admin token as before
+
+
 # -- the live feed ---------------------------------------------------------------------------------
 
 
