@@ -531,7 +531,8 @@ def schemas_export(out: Annotated[Path, typer.Argument(help="Directory for one J
 
 @config_app.command("check")
 def config_check(config: ConfigOpt = None) -> None:
-    """Validate the config, including every training.dpo key against the installed TRL."""
+    """Validate the config as a job would: every training.dpo key against the installed TRL, and the
+    DPOConfig built for jobs of several sizes on this machine ('auto' values resolved)."""
     from trainer.errors import TrainingConfigError
     from trainer.library_config import validate_training_config
 
@@ -545,10 +546,16 @@ def config_check(config: ConfigOpt = None) -> None:
 
 @config_app.command("show")
 def config_show(config: ConfigOpt = None) -> None:
-    """Print the effective configuration (defaults filled in) as YAML."""
-    import yaml
+    """Print the effective configuration as YAML, each value marked '# file' or '# default'."""
+    from samtuner.config_view import annotated_yaml
+    from schemas.config import parse_config, read_config_file
 
-    typer.echo(yaml.safe_dump(_config(config).model_dump(mode="json"), sort_keys=False))
+    try:
+        raw, source = read_config_file(config)
+        cfg = parse_config(raw, source=source or "defaults")
+    except ConfigError as exc:
+        raise _fail(f"config error: {exc}", 2) from exc
+    typer.echo(annotated_yaml(cfg.model_dump(mode="json"), raw, source), nl=False)
 
 
 # -- training for people (trainer) --------------------------------------------------------------
