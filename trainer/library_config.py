@@ -55,6 +55,21 @@ def dpo_field_types() -> dict[str, Any]:
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(DPOConfig) if f.init}
 
 
+@functools.cache
+def dpo_loss_types() -> frozenset[str]:
+    """The loss types the installed TRL documents on ``DPOConfig.loss_type`` (its field help lists them).
+
+    TRL itself refuses an unknown one only at the first training step, after the model is loaded.
+    Empty when the help text no longer lists them: then nothing is checked here.
+    """
+    import re
+
+    from trl import DPOConfig
+
+    field = next(f for f in dataclasses.fields(DPOConfig) if f.name == "loss_type")
+    return frozenset(re.findall(r"`'([a-z_]+)'`", str(field.metadata.get("help", ""))))
+
+
 def check_dpo_keys(dpo: Mapping[str, Any]) -> None:
     """Every key is a DPOConfig field of the installed TRL and every value has that field's type."""
     from pydantic import TypeAdapter, ValidationError
@@ -83,6 +98,13 @@ def check_dpo_keys(dpo: Mapping[str, Any]) -> None:
                 expected = getattr(types[key], "__name__", None) or str(types[key])
                 problems.append(f"training.dpo.{key}: {value!r} is not a valid {expected} "
                                 f"({exc.errors()[0]['msg']})")
+    loss_type = dpo.get("loss_type")
+    known = dpo_loss_types()
+    if known and isinstance(loss_type, list):
+        unknown = [t for t in loss_type if t not in known]
+        if unknown:
+            problems.append(f"training.dpo.loss_type: {', '.join(map(repr, unknown))} is not a loss type of the "
+                            f"installed TRL; valid: {', '.join(sorted(known))}")
     if problems:
         raise TrainingConfigError("; ".join(problems))
 

@@ -130,3 +130,12 @@ def test_config_show_marks_file_and_default_values_and_stays_yaml(tmp_path: Path
     assert lines["min_accuracy"].endswith("# default")
     shown = yaml.safe_load(result.output)
     assert shown["training"]["dpo"] == parse_config(ISSUE_FILE).training.dpo
+
+
+def test_an_unknown_loss_type_is_refused_at_check_time_not_at_the_first_step() -> None:
+    from trainer.library_config import dpo_loss_types
+
+    assert {"sigmoid", "sft", "ipo"} <= dpo_loss_types()  # fails if TRL's help stops listing them
+    cfg = parse_config({"training": {"dpo": {"loss_type": ["sigmoid", "sfft"], "loss_weights": [1.0, 1.0]}}})
+    with pytest.raises(TrainingConfigError, match=r"'sfft' is not a loss type of the installed TRL; valid: .*sft"):
+        validate_training_config(cfg, cuda=False, bf16_supported=False)
