@@ -692,6 +692,7 @@ def demo(
                                             "locally) or a model directory")] = "smollm2-135m-instruct",
     config: Annotated[Path | None, typer.Option("--config", "-c", help="The demo's config: training recipe, "
                                                 "threshold (default: samtuner/demo.yaml)")] = None,
+    timeout_s: Annotated[float, typer.Option(help="Give up when the users' jobs have not ended by then")] = 2400,
 ) -> None:
     """The whole loop on real parts and a real model; prints a JSON summary as the last line."""
     from infra.errors import InfraError
@@ -699,7 +700,7 @@ def demo(
     from trainer.errors import TrainerError
 
     try:
-        summary = run_demo(workdir, model=model, config=config)
+        summary = run_demo(workdir, model=model, config=config, timeout_s=timeout_s)
     except (InfraError, TrainerError, ConfigError, ValueError, RuntimeError) as exc:
         raise _fail(f"demo failed: {exc}") from exc
     sys.stdout.write(json.dumps(summary) + "\n")

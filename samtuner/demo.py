@@ -154,9 +154,16 @@ def run_demo(workdir: Path, model: str = REAL_MODEL, config: Path | None = None,
         served_at: dict[str, float] = {}
         for user_id, outcome in outcomes.items():
             if outcome.published is not None:
-                say(f"{user_id}: adapter v{outcome.published.version} published; waiting for the node to serve it")
-                served_at[user_id] = _wait_served(url, user_id, plan, outcome.published.version)
+                say(f"{user_id}: adapter v{outcome.published.version} published; waiting for the node to load it")
+                flipped = _wait_active(url, user_id, outcome.published.version)
+                if flipped is not None:
+                    served_at[user_id] = flipped
         after = {u.user_id: _ask_all(url, u, "after") for u in plan.users}
+        for user_id, outcome in outcomes.items():
+            first = after[user_id][0] if after[user_id] else None
+            if outcome.published is not None and user_id not in served_at and first is not None \
+                    and first.get("adapter_version") == outcome.published.version:
+                served_at[user_id] = first["answered_at"]  # loaded on demand by the first question
         stats = httpx.get(f"{url}/v1/stats", timeout=30).json()
         feedback_times = _crossing_times(broker.bootstrap, topics, outcomes)
     finally:
@@ -222,7 +229,8 @@ def _ask(url: str, user_id: str, prompt: str) -> dict[str, Any]:
     body = r.json()
     meta = body["samtuner"]
     served_by = meta["source"] + (f" v{meta['adapter_version']}" if meta.get("adapter_version") else "")
-    return {"prompt": prompt, "text": body["choices"][0]["message"]["content"], "served_by": served_by, **meta}
+    return {"prompt": prompt, "text": body["choices"][0]["message"]["content"], "served_by": served_by,
+            "answered_at": time.time(), **meta}
 
 
 def _ask_all(url: str, user: DemoUser, when: str) -> list[dict[str, Any]]:
@@ -305,14 +313,21 @@ def _crossing_times(bootstrap: str, topics: Topics, outcomes: dict[str, UserOutc
     return times
 
 
-def _wait_served(url: str, user_id: str, plan: DemoPlan, version: int, timeout_s: float = 300) -> float:
-    prompt = next(u.heldout[0] for u in plan.users if u.user_id == user_id)
+def _wait_active(url: str, user_id: str, version: int, timeout_s: float = 120) -> float | None:
+    """When the node has ``version`` loaded and active for the user (its state, no generation needed).
+
+    None when it has not within ``timeout_s``: a node loads an adapter at once only for users who asked
+    recently (inference.prefetch_window_s); otherwise the next question loads it.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if _ask(url, user_id, prompt).get("adapter_version") == version:
-            return time.time()
+        try:
+            if httpx.get(f"{url}/v1/users/{user_id}/state", timeout=30).json().get("active_version") == version:
+                return time.time()
+        except httpx.HTTPError:
+            pass
         time.sleep(0.2)
-    raise RuntimeError(f"the node did not serve {user_id}'s adapter v{version} within {timeout_s:.0f}s")
+    return None
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
