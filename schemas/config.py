@@ -174,6 +174,24 @@ def _default_dpo() -> dict[str, Any]:
     }
 
 
+def merged_dpo(given: dict[str, Any]) -> dict[str, Any]:
+    """A (partial) ``training.dpo`` over the defaults above: the file adds to the recipe, it does not replace it.
+
+    A key set to null falls back to TRL's own default. The default ``loss_weights`` belong to the default
+    ``loss_type``: a file that sets another ``loss_type`` without weights gets TRL's equal weights.
+    Merging a merged dict again changes nothing (jobs re-validate the config they are sent).
+    """
+    defaults = _default_dpo()
+    if "loss_type" in given and "loss_weights" not in given and given["loss_type"] != defaults["loss_type"]:
+        del defaults["loss_weights"]
+    return {**defaults, **given}
+
+
+def dpo_for_trl(dpo: dict[str, Any]) -> dict[str, Any]:
+    """The keys to pass to DPOConfig: those set to null are left out, so TRL's defaults apply."""
+    return {k: v for k, v in dpo.items() if v is not None}
+
+
 # training.dpo keys that accept 'auto' (resolved in trainer/auto.py).
 AUTO_DPO_KEYS = (
     "num_train_epochs", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "bf16",
@@ -184,7 +202,8 @@ AUTO_DPO_KEYS = (
 class TrainingSettings(Section):
     dpo: dict[str, Any] = Field(
         default_factory=_default_dpo,
-        description="Passed to TRL's DPOConfig; every key is checked against the pinned TRL version.",
+        description="Passed to TRL's DPOConfig; every key is checked against the pinned TRL version. A partial "
+        "section merges over the defaults defined in code; a key set to null uses TRL's default.",
     )
     holdout_fraction: float = Field(
         0.2, ge=0.0, lt=1.0, description="Share of a user's pairs held out to measure preference accuracy."
@@ -199,6 +218,11 @@ class TrainingSettings(Section):
         description="Save a resumable checkpoint every N optimizer steps ('auto' = once per epoch; 0 = never, "
         "so a killed job restarts from scratch). Held-out evaluation runs at the same steps.",
     )
+
+    @field_validator("dpo", mode="before")
+    @classmethod
+    def _merge_over_defaults(cls, value: Any) -> Any:
+        return merged_dpo(value) if isinstance(value, dict) else value
 
     @field_validator("checkpoint_steps")
     @classmethod
@@ -462,9 +486,11 @@ class Config(Section):
         dpo = self.training.dpo
         lt = dpo.get("loss_type")
         lw = dpo.get("loss_weights")
-        if isinstance(lt, list) and isinstance(lw, list) and len(lt) != len(lw):
+        types = [lt] if isinstance(lt, str) else lt
+        if isinstance(types, list) and isinstance(lw, list) and len(types) != len(lw):
             raise ValueError(
-                f"training.dpo.loss_weights has {len(lw)} entries but training.dpo.loss_type has {len(lt)}"
+                f"training.dpo.loss_weights {lw} has {len(lw)} entries but training.dpo.loss_type {types} has "
+                f"{len(types)}: give one weight per loss type (or set loss_weights to null for equal weights)"
             )
         problems = training_conflicts(self)
         if problems:
@@ -495,22 +521,36 @@ class Config(Section):
         """A copy with some fields of some sections replaced (validated again)."""
         data = self.model_dump()
         for name, values in sections.items():
-            if isinstance(data.get(name), dict):
-                data[name] = {**data[name], **values}
-            else:
-                data[name] = values
+            data[name] = deep_merge(data[name], values) if isinstance(data.get(name), dict) else values
         return Config.model_validate(data)
+
+
+def deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` merged in; nested mappings merge, everything else is replaced."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def load_config(path: str | Path | None = None) -> Config:
     """Load ``samtuner.yaml``; no path and no file -> defaults. Errors name every bad key."""
+    raw, source = read_config_file(path)
+    return parse_config(raw, source=source or "defaults")
+
+
+def read_config_file(path: str | Path | None = None) -> tuple[Any, str | None]:
+    """(the file's YAML as read, its path): ``path``, else $SAMTUNER_CONFIG, else ./samtuner.yaml if it exists.
+
+    No file -> ({}, None): every value is a default.
+    """
     if path is None:
         env = os.environ.get("SAMTUNER_CONFIG")
         candidate = Path(env) if env else Path("samtuner.yaml")
         if not candidate.exists():
             if env:
                 raise ConfigError(f"{candidate}: no such file (from SAMTUNER_CONFIG)")
-            return Config()
+            return {}, None
         path = candidate
     path = Path(path)
     try:
@@ -519,7 +559,7 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(f"{path}: cannot read: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return parse_config(raw or {}, source=str(path))
+    return ({} if raw is None else raw), str(path)
 
 
 def parse_config(raw: Any, source: str = "config") -> Config:

@@ -134,9 +134,8 @@ def run(spec: JobSpec, notes: dict[str, Any] | None = None) -> JobResult:
     notes = notes if notes is not None else {}
     import torch
 
-    from infra.models import load_base_model, load_tokenizer, resolved_quantization
-    from trainer.auto import resolve_auto, steps_per_epoch
-    from trainer.library_config import to_dpo_config, to_lora_config
+    from infra.models import load_base_model, load_tokenizer
+    from trainer.library_config import job_settings, to_dpo_config, to_lora_config
 
     cfg = Config.model_validate(spec.config)
     faults = cfg.trainer.fault_injection
@@ -153,13 +152,12 @@ def run(spec: JobSpec, notes: dict[str, Any] | None = None) -> JobResult:
 
     cuda = bool(torch.cuda.is_available())
     bf16_ok = cuda and bool(torch.cuda.is_bf16_supported())
-    dpo = resolve_auto({**cfg.training.dpo, **spec.dpo_overrides}, len(records), cuda, bf16_ok)
+    # The same settings `samtuner config check` builds (trainer/library_config.py).
+    settings = job_settings(cfg, len(records), len(held_rows), cuda=cuda, bf16_supported=bf16_ok,
+                            checkpointing=spec.checkpoint_dir is not None, dpo_overrides=spec.dpo_overrides)
+    dpo = settings.dpo
     notes["resolved"] = dpo
     emit("status", phase="loading", train_pairs=len(records), heldout_pairs=len(held_rows), resolved=dpo)
-    quant = resolved_quantization(cfg.quantization)
-    if not cuda and quant != "none":
-        raise TrainingConfigError(f"quantization.mode={cfg.quantization.mode} needs CUDA (bitsandbytes); "
-                                  "set it to 'none'")
     torch.manual_seed(cfg.training.seed)
     tokenizer = load_tokenizer(cfg.model.base)
     model = load_base_model(cfg.model, cfg.quantization)
@@ -177,14 +175,10 @@ def run(spec: JobSpec, notes: dict[str, Any] | None = None) -> JobResult:
     from transformers import EarlyStoppingCallback
     from trl import DPOTrainer
 
-    every = cfg.training.checkpoint_steps
-    checkpoint_steps = 0 if spec.checkpoint_dir is None else (
-        steps_per_epoch(len(records), dpo) if every == "auto" else int(every))
-    patience = cfg.evaluation.early_stopping_patience
-    evaluate = bool(held_rows) and patience > 0 and checkpoint_steps > 0
+    patience, evaluate = settings.patience, settings.evaluate
     output_dir = spec.checkpoint_dir or str(Path(spec.output_dir) / "_trainer")
-    args = to_dpo_config(cfg, dpo, output_dir=output_dir, use_cpu=not cuda, checkpoint_steps=checkpoint_steps,
-                         evaluate=evaluate, patience=patience)
+    args = to_dpo_config(cfg, dpo, output_dir=output_dir, use_cpu=not cuda,
+                         checkpoint_steps=settings.checkpoint_steps, evaluate=evaluate, patience=patience)
     progress, step_starts = _callbacks(faults.step_delay_s)
     callbacks: list[Any] = [progress]
     if evaluate:

@@ -2,7 +2,9 @@
 
 Every ``training.dpo`` key is checked against the pinned TRL version's ``DPOConfig``: an unknown or
 removed key is an error that names it and the valid keys, and a value of the wrong type names the
-key and the type the field has.
+key and the type the field has. ``job_settings`` is what a job trains with (the 'auto' values
+resolved, checkpoints and evaluation around them); ``validate_training_config`` builds the DPOConfig
+through it for jobs of several sizes, so a config a job would refuse is refused before any job runs.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import tempfile
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from schemas.config import AUTO_DPO_KEYS, Config
+from schemas.config import AUTO_DPO_KEYS, Config, dpo_for_trl
 from trainer.errors import TrainingConfigError
 
 # Keys we set ourselves from other sections or per job; users set them elsewhere.
@@ -50,6 +55,21 @@ def dpo_field_types() -> dict[str, Any]:
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(DPOConfig) if f.init}
 
 
+@functools.cache
+def dpo_loss_types() -> frozenset[str]:
+    """The loss types the installed TRL documents on ``DPOConfig.loss_type`` (its field help lists them).
+
+    TRL itself refuses an unknown one only at the first training step, after the model is loaded.
+    Empty when the help text no longer lists them: then nothing is checked here.
+    """
+    import re
+
+    from trl import DPOConfig
+
+    field = next(f for f in dataclasses.fields(DPOConfig) if f.name == "loss_type")
+    return frozenset(re.findall(r"`'([a-z_]+)'`", str(field.metadata.get("help", ""))))
+
+
 def check_dpo_keys(dpo: Mapping[str, Any]) -> None:
     """Every key is a DPOConfig field of the installed TRL and every value has that field's type."""
     from pydantic import TypeAdapter, ValidationError
@@ -69,8 +89,8 @@ def check_dpo_keys(dpo: Mapping[str, Any]) -> None:
                 f"training.dpo.{key}: not a DPOConfig field of the installed TRL{hint}; "
                 f"valid keys: {', '.join(sorted(valid - set(RESERVED)))}"
             )
-        elif value == "auto" and key in AUTO_DPO_KEYS:
-            continue
+        elif value is None or (value == "auto" and key in AUTO_DPO_KEYS):
+            continue  # null: TRL's default
         else:
             try:
                 TypeAdapter(types[key]).validate_python(value)
@@ -78,13 +98,72 @@ def check_dpo_keys(dpo: Mapping[str, Any]) -> None:
                 expected = getattr(types[key], "__name__", None) or str(types[key])
                 problems.append(f"training.dpo.{key}: {value!r} is not a valid {expected} "
                                 f"({exc.errors()[0]['msg']})")
+    loss_type = dpo.get("loss_type")
+    known = dpo_loss_types()
+    if known and isinstance(loss_type, list):
+        unknown = [t for t in loss_type if t not in known]
+        if unknown:
+            problems.append(f"training.dpo.loss_type: {', '.join(map(repr, unknown))} is not a loss type of the "
+                            f"installed TRL; valid: {', '.join(sorted(known))}")
     if problems:
         raise TrainingConfigError("; ".join(problems))
 
 
-def validate_training_config(cfg: Config) -> None:
-    """Everything about training that can be checked without a model: raises TrainingConfigError."""
+@dataclass(frozen=True)
+class JobSettings:
+    """What one job trains with: the resolved ``training.dpo`` and what the trainer manages around it."""
+
+    dpo: dict[str, Any]  # no 'auto' left
+    checkpoint_steps: int  # 0 = no checkpoints
+    evaluate: bool  # evaluate the held-out set at the checkpoints (early stopping)
+    patience: int
+
+
+def job_settings(cfg: Config, train_pairs: int, eval_pairs: int, *, cuda: bool, bf16_supported: bool,
+                 checkpointing: bool, dpo_overrides: Mapping[str, Any] | None = None) -> JobSettings:
+    """The settings trainer/job.py trains with, for a job of ``train_pairs`` pairs on this machine."""
+    from trainer.auto import resolve_auto, steps_per_epoch
+
+    mode = cfg.quantization.mode
+    if not cuda and mode in ("4bit", "8bit"):
+        raise TrainingConfigError(f"quantization.mode={mode} needs CUDA (bitsandbytes); set it to 'none' or 'auto'")
+    dpo = resolve_auto({**cfg.training.dpo, **(dpo_overrides or {})}, train_pairs, cuda, bf16_supported)
+    every = cfg.training.checkpoint_steps
+    checkpoint_steps = 0 if not checkpointing else (
+        steps_per_epoch(train_pairs, dpo) if every == "auto" else int(every))
+    patience = cfg.evaluation.early_stopping_patience
+    evaluate = eval_pairs > 0 and patience > 0 and checkpoint_steps > 0
+    return JobSettings(dpo=dpo, checkpoint_steps=checkpoint_steps, evaluate=evaluate, patience=patience)
+
+
+def checked_job_sizes(cfg: Config) -> tuple[int, ...]:
+    """Training-pair counts the check builds a job's DPOConfig for: a one-pair job, the first triggered
+    job, and jobs past the sizes where the 'auto' rules change (trainer/auto.py)."""
+    first = max(1, round(cfg.trigger.min_new_pairs * (1.0 - cfg.training.holdout_fraction)))
+    return tuple(sorted({1, first, 300, 2000}))
+
+
+def validate_training_config(cfg: Config, cuda: bool | None = None, bf16_supported: bool | None = None) -> None:
+    """Build every job's DPOConfig as a job would (this machine, several job sizes): raises TrainingConfigError.
+
+    Needs no model. ``cuda``/``bf16_supported`` default to this machine's.
+    """
     check_dpo_keys(cfg.training.dpo)
+    if cuda is None or bf16_supported is None:
+        import torch
+
+        cuda = bool(torch.cuda.is_available()) if cuda is None else cuda
+        bf16_supported = bool(cuda and torch.cuda.is_bf16_supported()) if bf16_supported is None else bf16_supported
+    output_dir = str(Path(tempfile.gettempdir()) / "samtuner-config-check")  # DPOConfig does not create it
+    for pairs in checked_job_sizes(cfg):
+        settings = job_settings(cfg, pairs, eval_pairs=1, cuda=cuda, bf16_supported=bf16_supported,
+                                checkpointing=True)
+        try:
+            to_dpo_config(cfg, settings.dpo, output_dir=output_dir, use_cpu=not cuda,
+                          checkpoint_steps=settings.checkpoint_steps, evaluate=settings.evaluate,
+                          patience=settings.patience)
+        except TrainingConfigError as exc:
+            raise TrainingConfigError(f"{exc} (a job of {pairs} training pairs on this machine)") from exc
 
 
 def to_lora_config(cfg: Config) -> Any:
@@ -127,7 +206,7 @@ def to_dpo_config(cfg: Config, dpo: Mapping[str, Any], output_dir: str, use_cpu:
             report_to=[],
             use_cpu=use_cpu,
             disable_tqdm=True,
-            **{**dpo, **managed},
+            **dpo_for_trl({**dpo, **managed}),
         )
     except (TypeError, ValueError) as exc:
         raise TrainingConfigError(f"training.dpo is not accepted by DPOConfig: {exc}") from exc

@@ -1,4 +1,9 @@
-"""Writes tests/replays/demo.jsonl: several users' feedback for ``make demo`` (deterministic).
+"""Writes tests/replays/demo.jsonl: several users' feedback for the demo-chat model (deterministic).
+
+``make demo`` no longer replays it: it has the real base model answer its users' prompts and builds
+their feedback at run time (samtuner/demo_plan.py). This fixture remains for the manual walkthrough
+in the README ("Running it yourself", with the demo-chat model) and its answers come from that
+model's corpus.
 
 alice corrects 80 answers by adding the sign-off "Hope this helps!" (her threshold crossing is her
 last line), repeats one correction (duplicate_pair) and sends one no-op edit (chosen_equals_rejected);
