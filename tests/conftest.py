@@ -53,7 +53,7 @@ def make_config_at(directory: Path, bootstrap: str, model: Path, **sections: dic
         "streams": {"app_id": f"streams-{uuid.uuid4().hex[:8]}", "batch_timeout_s": 0.1},
         "trainer": {"group_id": f"trainer-{uuid.uuid4().hex[:8]}"},
         # Tiny-model jobs hold out one or two pairs: the gate is for the tests that turn it on.
-        "evaluation": {"enabled": False, "control_prompts": []},
+        "evaluation": {"enabled": False, "controls": []},
         "inference": {"node_id": f"node-{uuid.uuid4().hex[:8]}", "port": free_port(), "torch_threads": 1},
     }
     for name, values in sections.items():
