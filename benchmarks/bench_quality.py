@@ -300,7 +300,8 @@ def kto_data(style: Style, seed: int, usable: list[Prompt], answers: dict[str, d
 
 def bench_config(model: Path, state: Path, sets: list[str]) -> Config:
     raw: dict[str, Any] = {"state_dir": str(state), "model": {"base": str(model)},
-                           "evaluation": {"enabled": False}}  # the bench applies the gate itself (GATE_SETTINGS)
+                           "evaluation": {"enabled": False},  # the bench applies the gate itself (GATE_SETTINGS)
+                           "training": {"dpo": dict(Config().training.dpo)}}  # overrides go over the recipe
     for item in sets:
         key, _, value = item.partition("=")
         node = raw

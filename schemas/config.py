@@ -240,6 +240,16 @@ DEFAULT_CONTROLS = tuple(ControlCase(prompt=p, references=r) for p, r in (
     ("What sound does a cow make?", ("moo", "moos", "mooing")),
     ("What sound does an owl make?", ("hoot", "hoots", "hooting")),
     ("What sound does a frog make?", ("croak", "croaks", "croaking", "ribbit")),
+    ("What is the capital of Iceland?", ("Reykjavik", "Reykjavík")),
+    ("What is the capital of Croatia?", ("Zagreb",)),
+    ("What is the capital of Serbia?", ("Belgrade",)),
+    ("What is the capital of Bulgaria?", ("Sofia",)),
+    ("What is the capital of Malaysia?", ("Kuala Lumpur",)),
+    ("What is the capital of Afghanistan?", ("Kabul",)),
+    ("How many sides does a triangle have?", ("three", "3")),
+    ("What is 10 times 10?", ("100", "one hundred", "a hundred")),
+    ("Which animal is known as the king of the jungle?", ("lion", "lions")),
+    ("What color is the sky on a clear day?", ("blue",)),
 ))
 
 
@@ -275,7 +285,11 @@ class EvaluationSettings(Section):
         description="Share of the controls the base model answers correctly that the adapter must still answer "
         "correctly.",
     )
-    control_max_new_tokens: int = Field(48, ge=1, le=1024, description="Tokens generated per control answer.")
+    control_max_new_tokens: int = Field(
+        32, ge=1, le=1024,
+        description="Tokens generated per control answer: enough for a direct answer; a rambling one is cut "
+        "before it mentions the reference by chance.",
+    )
     early_stopping_patience: int = Field(
         3, ge=0, description="Stop training when the validation loss has not improved for this many evaluations "
         "(0 = off). The best checkpoint (on the validation pairs, never the held-out ones) is kept.",

@@ -158,7 +158,7 @@ def run(spec: JobSpec, notes: dict[str, Any] | None = None) -> JobResult:
     notes = notes if notes is not None else {}
     import torch
 
-    from infra.models import load_base_model, load_tokenizer, resolved_quantization
+    from infra.models import load_base_model, load_tokenizer, parameter_count, resolved_quantization
     from trainer.auto import resolve_auto, steps_per_epoch
     from trainer.library_config import to_dpo_config, to_kto_config, to_lora_config
 
@@ -178,7 +178,8 @@ def run(spec: JobSpec, notes: dict[str, Any] | None = None) -> JobResult:
 
     cuda = bool(torch.cuda.is_available())
     bf16_ok = cuda and bool(torch.cuda.is_bf16_supported())
-    dpo = resolve_auto({**training.dpo, **spec.dpo_overrides}, len(records), cuda, bf16_ok)
+    dpo = resolve_auto({**training.dpo, **spec.dpo_overrides}, len(records), cuda, bf16_ok,
+                       model_params=parameter_count(cfg.model.base))
     notes["resolved"] = dpo
     emit("status", phase="loading", method=method, train_pairs=len(records), validation_pairs=len(validation),
          heldout_pairs=len(split.pairs.heldout) + len(split.examples.heldout), resolved=dpo)

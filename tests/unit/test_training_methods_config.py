@@ -47,5 +47,5 @@ def test_the_shipped_gate_and_split() -> None:
     cfg = Config()
     assert (cfg.training.holdout_fraction, cfg.training.validation_fraction, cfg.training.method) == (0.2, 0.1, "auto")
     assert (cfg.evaluation.min_accuracy, cfg.evaluation.min_margin, cfg.evaluation.control_min_share) == (0.8, 0.0, 0.9)
-    assert len(cfg.evaluation.controls) == 20 and all(c.references for c in cfg.evaluation.controls)
+    assert len(cfg.evaluation.controls) == 30 and all(c.references for c in cfg.evaluation.controls)
     assert cfg.training.near_identical_weight == 1.0 and cfg.trigger.min_new_examples == 128
