@@ -248,6 +248,7 @@ def measure(cfg: Config, label: str, style: Style, rows: list[dict[str, Any]], o
         "best_step": int(metrics.get("best_step", metrics["steps"])),
         "train_s": metrics["train_s"], "job_s": round(wall, 1), "eval_s": metrics["eval_s"],
         "gate_s": metrics["gate_s"], "load_s": metrics["load_s"], "peak_rss_mb": metrics["peak_rss_mb"],
+        "control_broken": [{"prompt": c.prompt, "before": c.before, "after": c.after} for c in control if c.broken],
         "gate_publish": decision.publish, "gate_reasons": list(decision.reasons),
         "resolved": manifest["resolved_training"], "method": manifest.get("method", "dpo"),
         "examples": [{"prompt": p.question, "before": b, "after": a}

@@ -80,11 +80,12 @@ class QuantizationSettings(Section):
 def _default_dpo() -> dict[str, Any]:
     # Measured here (see README, 'Training defaults'): plain sigmoid DPO never shows a style in
     # generations on small models; a weighted SFT term on the chosen answers does.
-    # 'auto' values are resolved per job from the data size and the machine (trainer/auto.py, README).
+    # 'auto' values are resolved per job from the data size, the model and the machine (trainer/auto.py,
+    # README): loss_weights auto = [1, 3] on small models, [1, 1] on pretrained ones.
     return {
         "beta": 0.1,
         "loss_type": ["sigmoid", "sft"],
-        "loss_weights": [1.0, 3.0],
+        "loss_weights": "auto",
         "learning_rate": "auto",
         "num_train_epochs": "auto",
         "per_device_train_batch_size": "auto",
@@ -99,7 +100,7 @@ def _default_dpo() -> dict[str, Any]:
 # training.dpo keys that accept 'auto' (resolved in trainer/auto.py).
 AUTO_DPO_KEYS = (
     "num_train_epochs", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "bf16",
-    "gradient_checkpointing",
+    "gradient_checkpointing", "loss_weights",
 )
 
 

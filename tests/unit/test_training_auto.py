@@ -45,5 +45,9 @@ def test_a_pretrained_model_gets_its_own_measured_profile() -> None:
     assert PRETRAINED.min_epochs <= out["num_train_epochs"] <= PRETRAINED.max_epochs
     assert resolve_auto(AUTO, 2000, cuda=False, bf16_supported=False,
                         model_params=134_515_008)["num_train_epochs"] == PRETRAINED.min_epochs
+    mix = {**AUTO, "loss_type": ["sigmoid", "sft"], "loss_weights": "auto"}
+    assert resolve_auto(mix, 45, False, False, model_params=134_515_008)["loss_weights"] == [1.0, 1.0]
+    assert resolve_auto(mix, 45, False, False, model_params=2_500_000)["loss_weights"] == [1.0, 3.0]
+    assert "loss_weights" not in resolve_auto({**mix, "loss_type": ["sigmoid"]}, 45, False, False)
     # The small model's recipe is unchanged.
     assert resolve_auto(AUTO, 64, cuda=False, bf16_supported=False, model_params=2_500_000)["num_train_epochs"] == 20
