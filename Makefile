@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv jars browser demo test bench-console test-unit lint bench-streams bench-trainer bench-inference bench-analytics kafka-up kafka-down lock clean
+.PHONY: venv jars browser demo test bench-console test-unit lint bench-streams bench-trainer bench-quality bench-inference bench-analytics kafka-up kafka-down lock clean
 
 venv: $(STAMP)
 
@@ -61,6 +61,11 @@ bench-trainer: venv
 
 bench-analytics: venv
 	$(BIN)/python benchmarks/bench_analytics.py
+
+# Personalization on SmolLM2-135M-Instruct (fetched on first use): 2 styles x 3 seeds, KTO, job_wall_ratio.
+# Long on CPU (about an hour on 2 idle cores); BENCH_QUALITY_ARGS passes options (see --help).
+bench-quality: venv
+	$(BIN)/python benchmarks/bench_quality.py --kto $(BENCH_QUALITY_ARGS)
 
 clean:
 	rm -rf .samtuner .pytest_cache .mypy_cache .ruff_cache

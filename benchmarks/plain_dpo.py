@@ -3,7 +3,8 @@
 usage: python benchmarks/plain_dpo.py SETTINGS.json
 
 SETTINGS holds the model path, the training records, the resolved DPOConfig values, the LoRA
-settings and the seed, exactly as the trainer's job used them. Prints one JSON line:
+settings and the seed, exactly as the trainer's job used them, and optionally ``save_to``: where
+the adapter is saved (safetensors), as a plain script would. Prints one JSON line:
 ``{"median_step_s": ..., "steps": ...}``. Step time is measured the same way as in the job: the time
 between two consecutive ``on_step_begin`` callbacks.
 """
@@ -54,6 +55,8 @@ def main(path: str) -> None:
             callbacks=[Timer()],
         )
         output = trainer.train()
+        if settings.get("save_to"):
+            trainer.model.save_pretrained(settings["save_to"], safe_serialization=True)
     steps = [b - a for a, b in itertools.pairwise(starts)]
     print(json.dumps({"median_step_s": round(statistics.median(steps), 5), "steps": output.global_step}))
 

@@ -92,3 +92,21 @@ def _hash_files(root: str, stamps: tuple[tuple[str, int, int], ...]) -> str:
             while chunk := fh.read(1 << 20):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def parameter_count(base: str) -> int | None:
+    """Parameters of the base model, from its config alone (built on the meta device: no weights read).
+
+    None when the config cannot be read (the ``auto`` training rules then use the small-model profile).
+    """
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = AutoConfig.from_pretrained(base)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+        return int(sum(p.numel() for p in model.parameters()))
+    except (OSError, ValueError, KeyError):
+        return None

@@ -112,10 +112,11 @@ class JobDisplay:
         if isinstance(e, TrainingSucceeded):
             m = e.metrics
             return 0, (f"[green]adapter v{e.adapter_version} published[/] ({e.adapter_uri}) in {e.duration_s:.0f}s: "
-                       f"held-out preference accuracy {m.get('heldout_policy_accuracy', float('nan')):.2f} "
-                       f"(DPO reward accuracy {m.get('heldout_pref_accuracy', float('nan')):.2f}) on "
-                       f"{m.get('heldout_pairs', 0):.0f} pairs, control answers kept "
-                       f"{m.get('control_unchanged', float('nan')):.2f}")
+                       f"held-out preference accuracy {m.get('heldout_policy_accuracy', float('nan')):.2f} per token "
+                       f"({m.get('heldout_policy_accuracy_summed', float('nan')):.2f} summed, DPO reward accuracy "
+                       f"{m.get('heldout_pref_accuracy', float('nan')):.2f}) on {m.get('heldout_pairs', 0):.0f} "
+                       f"pairs, control answers kept {m.get('control_unchanged', float('nan')):.2f} (of "
+                       f"{m.get('control_base_correct', 0):.0f} the base model answers correctly)")
         if isinstance(e, TrainingRejected):
             new, old = e.metrics.get("heldout_policy_accuracy"), e.baseline_metrics.get("heldout_policy_accuracy")
             return 1, f"[red]not published: the evaluation gate rejected it:[/] {e.reason} (new {new}, before {old})"

@@ -158,11 +158,12 @@ class QuantizationSettings(Section):
 def _default_dpo() -> dict[str, Any]:
     # Measured here (see README, 'Training defaults'): plain sigmoid DPO never shows a style in
     # generations on small models; a weighted SFT term on the chosen answers does.
-    # 'auto' values are resolved per job from the data size and the machine (trainer/auto.py, README).
+    # 'auto' values are resolved per job from the data size, the model and the machine (trainer/auto.py,
+    # README): loss_weights auto = [1, 3] on small models, [1, 1] on pretrained ones.
     return {
         "beta": 0.1,
         "loss_type": ["sigmoid", "sft"],
-        "loss_weights": [1.0, 3.0],
+        "loss_weights": "auto",
         "learning_rate": "auto",
         "num_train_epochs": "auto",
         "per_device_train_batch_size": "auto",
@@ -195,8 +196,19 @@ def dpo_for_trl(dpo: dict[str, Any]) -> dict[str, Any]:
 # training.dpo keys that accept 'auto' (resolved in trainer/auto.py).
 AUTO_DPO_KEYS = (
     "num_train_epochs", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "bf16",
-    "gradient_checkpointing",
+    "gradient_checkpointing", "loss_weights",
 )
+
+
+class KtoSettings(Section):
+    """KTO's own settings (method kto); the rest (learning rate, epochs, batch, lengths) comes from training.dpo."""
+
+    beta: float = Field(0.1, gt=0.0, description="KTO's beta: how far the adapter may move from the base model.")
+    desirable_weight: float = Field(1.0, gt=0.0, description="Weight of the losses of desirable (thumbs-up) examples.")
+    undesirable_weight: float = Field(
+        1.0, gt=0.0, description="Weight of the losses of undesirable (thumbs-down) examples."
+    )
+    loss_type: Literal["kto", "apo_zero_unpaired"] = Field("kto", description="TRL's KTO loss type.")
 
 
 class TrainingSettings(Section):
@@ -206,8 +218,27 @@ class TrainingSettings(Section):
         "section merges over the defaults defined in code; a key set to null uses TRL's default.",
     )
     holdout_fraction: float = Field(
-        0.2, ge=0.0, lt=1.0, description="Share of a user's pairs held out to measure preference accuracy."
+        0.2, ge=0.0, lt=1.0,
+        description="Share of a user's pairs held out for the gate only (stable per pair; trainer/dataset.py).",
     )
+    validation_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0,
+        description="Share of a user's pairs used for early stopping and the choice of the checkpoint (stable per "
+        "pair, never the held-out ones).",
+    )
+    method: Literal["auto", "dpo", "kto"] = Field(
+        "auto",
+        description="'dpo' on preference pairs; 'kto' (TRL's KTOTrainer) on labelled examples (thumbs up/down) "
+        "plus every pair as one desirable and one undesirable example; 'auto' = dpo when the dataset holds pairs, "
+        "kto when it holds only labelled examples.",
+    )
+    near_identical_weight: float = Field(
+        1.0, ge=0.0, le=10.0,
+        description="Multiplies the training weight of pairs flagged near-identical (0 = leave them out). 1.0 was "
+        "measured best: corrections that add a short sign-off or caveat to a long answer are flagged, and they "
+        "are the style (README, 'Curated data').",
+    )
+    kto: KtoSettings = Field(default_factory=KtoSettings)
     seed: int = Field(0, description="Seed for splits and training.")
     python: str | None = Field(None, description="Python for the training subprocess (default: this one).")
     incremental: bool = Field(
@@ -234,6 +265,11 @@ class TrainingSettings(Section):
 
 class TriggerSettings(Section):
     min_new_pairs: int = Field(64, ge=1, description="New accepted pairs of a user that trigger training.")
+    min_new_examples: int = Field(
+        128, ge=0,
+        description="New labelled examples (thumbs up/down without a correction) that trigger training on their own "
+        "(KTO for a thumbs-only user, training.method auto); 0 = they never trigger it.",
+    )
 
 
 class QualitySettings(Section):
@@ -272,16 +308,52 @@ class QualitySettings(Section):
         return self
 
 
-# Generic questions whose answers must keep their meaning after personalization (the gate's control set).
-# The demo model answers them from its corpus; any chat model can.
-DEFAULT_CONTROL_PROMPTS = (
-    "What is 7 plus 5?", "What is 3 plus 9?", "What is 12 plus 12?", "What is 0 plus 8?", "What is 6 plus 6?",
-    "What is 11 plus 4?", "What is the capital of France?", "What is the capital of Japan?",
-    "What is the capital of Kenya?", "What is the capital of Canada?", "What color is grass?",
-    "What color is snow?", "What color is a banana?", "What is the opposite of hot?",
-    "What is the opposite of early?", "What is the opposite of full?", "What sound does a dog make?",
-    "What sound does a cow make?", "What sound does an owl make?", "What sound does a frog make?",
-)
+class ControlCase(Section):
+    """A generic prompt of the gate's control set and the answers that count as correct."""
+
+    prompt: str = Field(min_length=1, description="A generic question, unrelated to any user's style.")
+    references: tuple[str, ...] = Field(
+        min_length=1,
+        description="Correct answers: an answer is correct when it mentions one of them as a whole word or phrase "
+        "(case aside).",
+    )
+
+
+# The gate's control set: generic questions with their reference answers. A control counts as broken
+# only where the base model answered it correctly and the adapter no longer does (trainer/gate.py).
+# No reference occurs in its own question, so an answer that only repeats the question is not correct.
+DEFAULT_CONTROLS = tuple(ControlCase(prompt=p, references=r) for p, r in (
+    ("What is 7 plus 5?", ("12", "twelve")),
+    ("What is 3 plus 9?", ("12", "twelve")),
+    ("What is 12 plus 12?", ("24", "twenty-four", "twenty four")),
+    ("What is 2 plus 6?", ("8", "eight")),
+    ("What is 6 plus 6?", ("12", "twelve")),
+    ("What is 11 plus 4?", ("15", "fifteen")),
+    ("What is the capital of France?", ("Paris",)),
+    ("What is the capital of Japan?", ("Tokyo",)),
+    ("What is the capital of Kenya?", ("Nairobi",)),
+    ("What is the capital of Canada?", ("Ottawa",)),
+    ("What color is grass?", ("green",)),
+    ("What color is snow?", ("white",)),
+    ("What color is a banana?", ("yellow",)),
+    ("What is the opposite of hot?", ("cold",)),
+    ("What is the opposite of early?", ("late",)),
+    ("What is the opposite of full?", ("empty",)),
+    ("What sound does a dog make?", ("bark", "barks", "barking", "woof")),
+    ("What sound does a cow make?", ("moo", "moos", "mooing")),
+    ("What sound does an owl make?", ("hoot", "hoots", "hooting")),
+    ("What sound does a frog make?", ("croak", "croaks", "croaking", "ribbit")),
+    ("What is the capital of Iceland?", ("Reykjavik", "Reykjavík")),
+    ("What is the capital of Croatia?", ("Zagreb",)),
+    ("What is the capital of Serbia?", ("Belgrade",)),
+    ("What is the capital of Bulgaria?", ("Sofia",)),
+    ("What is the capital of Malaysia?", ("Kuala Lumpur",)),
+    ("What is the capital of Afghanistan?", ("Kabul",)),
+    ("How many sides does a triangle have?", ("three", "3")),
+    ("What is 10 times 10?", ("100", "one hundred", "a hundred")),
+    ("Which animal is known as the king of the jungle?", ("lion", "lions")),
+    ("What color is the sky on a clear day?", ("blue",)),
+))
 
 
 class EvaluationSettings(Section):
@@ -292,28 +364,38 @@ class EvaluationSettings(Section):
         4, ge=1, description="Fewer held-out pairs than this cannot judge an adapter: the job is rejected."
     )
     min_accuracy: float = Field(
-        0.6, ge=0.0, le=1.0, description="Held-out preference accuracy the new adapter must reach."
+        0.8, ge=0.0, le=1.0,
+        description="Held-out preference accuracy (per token: mean log-probability of chosen vs rejected) the new "
+        "adapter must reach.",
     )
     min_accuracy_gain: float = Field(
         0.0, ge=-1.0, le=1.0,
         description="How much the new adapter's held-out accuracy must exceed what the user has now "
         "(0 = at least as good).",
     )
-    control_prompts: tuple[str, ...] = Field(
-        DEFAULT_CONTROL_PROMPTS, description="Generic prompts whose answers must keep their meaning (empty = no check)."
+    min_margin: float = Field(
+        0.0, ge=-10.0, le=10.0,
+        description="The new adapter's mean held-out preference margin (nats per token, chosen minus rejected) "
+        "must be above this.",
     )
-    control_min_recall: float = Field(
-        0.8, gt=0.0, le=1.0,
-        description="A control answer keeps its meaning when it still holds this share of the content words of "
-        "the answer the user gets now.",
+    controls: tuple[ControlCase, ...] = Field(
+        DEFAULT_CONTROLS,
+        description="Generic prompts with reference answers; the adapter must not break what the base model answers "
+        "correctly (empty = no check).",
     )
     control_min_share: float = Field(
-        0.9, ge=0.0, le=1.0, description="Share of control prompts that must keep their meaning."
+        0.9, ge=0.0, le=1.0,
+        description="Share of the controls the base model answers correctly that the adapter must still answer "
+        "correctly.",
     )
-    control_max_new_tokens: int = Field(48, ge=1, le=1024, description="Tokens generated per control answer.")
+    control_max_new_tokens: int = Field(
+        32, ge=1, le=1024,
+        description="Tokens generated per control answer: enough for a direct answer; a rambling one is cut "
+        "before it mentions the reference by chance.",
+    )
     early_stopping_patience: int = Field(
-        3, ge=0, description="Stop training when the held-out loss has not improved for this many evaluations "
-        "(0 = off). The best checkpoint is kept.",
+        3, ge=0, description="Stop training when the validation loss has not improved for this many evaluations "
+        "(0 = off). The best checkpoint (on the validation pairs, never the held-out ones) is kept.",
     )
 
 
@@ -607,8 +689,13 @@ def training_conflicts(cfg: Config) -> list[str]:
     if ev.enabled and cfg.training.holdout_fraction == 0.0:
         problems.append("evaluation.enabled needs held-out pairs but training.holdout_fraction is 0: hold out a "
                         "share of the pairs, or turn the gate off")
-    if ev.early_stopping_patience > 0 and cfg.training.holdout_fraction == 0.0:
-        problems.append("evaluation.early_stopping_patience needs held-out pairs but training.holdout_fraction is 0")
+    if cfg.training.holdout_fraction + cfg.training.validation_fraction >= 1.0:
+        problems.append(f"training.holdout_fraction ({cfg.training.holdout_fraction}) + "
+                        f"training.validation_fraction ({cfg.training.validation_fraction}) leave nothing to train "
+                        "on: their sum must be below 1")
+    if ev.early_stopping_patience > 0 and cfg.training.validation_fraction == 0.0:
+        problems.append("evaluation.early_stopping_patience needs validation pairs but training.validation_fraction "
+                        "is 0: set a validation share, or patience 0")
     if ev.early_stopping_patience > 0 and cfg.training.checkpoint_steps == 0:
         problems.append("evaluation.early_stopping_patience keeps the best checkpoint, but training.checkpoint_steps "
                         "is 0 (no checkpoints): set checkpoint_steps or patience 0")

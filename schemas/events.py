@@ -209,6 +209,7 @@ class TrainingThresholdReached(Event):
     event_type: Literal["TrainingThresholdReached"] = "TrainingThresholdReached"
     generation: int = Field(ge=1, description="1 for the user's first training, then 2, ...")
     new_pairs: int = Field(ge=0, description="Accepted pairs since the previous generation.")
+    new_examples: int = Field(0, ge=0, description="Accepted labelled examples since the previous generation.")
     trigger: Literal["threshold", "manual"] = "threshold"
     triggered_at: AwareDatetime = Field(description="When the triggering feedback (or command) happened.")
     through: SourceRef = Field(description="The feedback event that crossed the threshold.")
@@ -220,12 +221,13 @@ class TrainingThresholdReached(Event):
 
 
 class DatasetRef(Frozen):
-    """A content-addressed snapshot of a user's active pairs (Parquet in the artifact store)."""
+    """A content-addressed snapshot of a user's active pairs and labelled examples (Parquet in the artifact store)."""
 
     uri: str = Field(description="Path relative to the artifact root, e.g. 'datasets/<sha256>.parquet'.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    rows: int = Field(ge=0)
+    rows: int = Field(ge=0, description="Rows of the snapshot: pairs plus labelled examples.")
     pair_ids: tuple[uuid.UUID, ...]
+    example_ids: tuple[uuid.UUID, ...] = Field((), description="The labelled examples (thumbs up/down, for KTO).")
 
 
 class TrainingRequested(Event):

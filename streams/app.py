@@ -279,7 +279,8 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
     hasher = MinHasher(quality.minhash_num_perm, quality.shingle_words)
     indexes = UserIndexes(hasher, quality.near_duplicate_jaccard)
     watermarks = OutputWatermarks(cfg.kafka, topics.pairs)
-    settings = DecideSettings(min_new_pairs=cfg.trigger.min_new_pairs, quality=quality,
+    settings = DecideSettings(min_new_pairs=cfg.trigger.min_new_pairs, min_new_examples=cfg.trigger.min_new_examples,
+                              quality=quality,
                               preview_chars=cfg.streams.preview_chars,
                               count_tokens=token_counter(quality.tokenizer or cfg.model.base))
     kafka = cfg.kafka

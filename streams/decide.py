@@ -61,6 +61,7 @@ TokenCounter = Callable[[str], int]
 @dataclass(frozen=True)
 class DecideSettings:
     min_new_pairs: int
+    min_new_examples: int = 0  # labelled examples that trigger training (KTO) on their own; 0 = never
     quality: QualitySettings = field(default_factory=QualitySettings)
     preview_chars: int = 2000
     count_tokens: TokenCounter = len  # byte-level BPE never exceeds bytes; the agent passes the real one
@@ -184,8 +185,10 @@ def _decide_pair(fb: FeedbackReceived, source: SourceRef, state: UserState, here
     if new_pairs < settings.min_new_pairs:
         return Decision((accepted,), _with(state, new_pairs=new_pairs, sig_count=sig_count), sightings, key)
     generation = state.generation + 1
-    threshold = _threshold(fb.user_id, fb.correlation_id, generation, new_pairs, "threshold", fb.occurred_at, source)
-    return Decision((accepted, threshold), _with(state, generation=generation, new_pairs=0, sig_count=sig_count),
+    threshold = _threshold(fb.user_id, fb.correlation_id, generation, new_pairs, "threshold", fb.occurred_at, source,
+                           new_examples=state.new_examples)
+    return Decision((accepted, threshold),
+                    _with(state, generation=generation, new_pairs=0, new_examples=0, sig_count=sig_count),
                     sightings, key)
 
 
@@ -214,7 +217,16 @@ def _decide_example(fb: FeedbackReceived, source: SourceRef, state: UserState, h
         metadata={f"context.{k}": v for k, v in sorted(fb.context.items())},
         source=source,
     )
-    return Decision((accepted,), state, ((seen_key(fb.user_id, "x", key), here),))
+    sightings = ((seen_key(fb.user_id, "x", key), here),)
+    new_examples = state.new_examples + 1
+    if settings.min_new_examples <= 0 or new_examples < settings.min_new_examples:
+        return Decision((accepted,), _with(state, new_examples=new_examples), sightings)
+    # A thumbs-only user trains too (training.method auto -> kto): the snapshot holds their examples.
+    generation = state.generation + 1
+    threshold = _threshold(fb.user_id, fb.correlation_id, generation, state.new_pairs, "threshold", fb.occurred_at,
+                           source, new_examples=new_examples)
+    return Decision((accepted, threshold), _with(state, generation=generation, new_pairs=0, new_examples=0),
+                    sightings)
 
 
 def _current(sighting: Sighting | None, state: UserState) -> Sighting | None:
@@ -259,8 +271,8 @@ def decide_command(
     if isinstance(cmd, RequestTraining):
         generation = state.generation + 1
         event = _threshold(cmd.user_id, cmd.command_id, generation, state.new_pairs, "manual", cmd.issued_at, source,
-                           cmd.dpo_overrides)
-        return Decision((event,), _with(state, generation=generation, new_pairs=0), done)
+                           cmd.dpo_overrides, new_examples=state.new_examples)
+        return Decision((event,), _with(state, generation=generation, new_pairs=0, new_examples=0), done)
     if isinstance(cmd, DeactivatePairs | ReweightPairs):
         return Decision(_bulk(cmd, known_pairs, common), state, done)
     if isinstance(cmd, DeactivatePair | ReweightPair):
@@ -280,8 +292,8 @@ def decide_command(
     # Everything of the user goes (``forget``), but their counters: generations keep counting (request
     # ids must never repeat) and the epoch moves on, so the same corrections can be accepted again later.
     # The ids they had are kept as one-way hashes, so a replay of the log stays erased.
-    return Decision((forgotten,), _with(state, epoch=state.epoch + 1, new_pairs=0, sig_base=state.sig_count), done,
-                    forget=True)
+    return Decision((forgotten,), _with(state, epoch=state.epoch + 1, new_pairs=0, new_examples=0,
+                                        sig_base=state.sig_count), done, forget=True)
 
 
 # --- events -----------------------------------------------------------------------------------------
@@ -361,7 +373,7 @@ def _bulk(cmd: DeactivatePairs | ReweightPairs, known: frozenset[uuid.UUID],
 def _threshold(user_id: str, correlation_id: uuid.UUID, generation: int, new_pairs: int,
                trigger: Literal["threshold", "manual"],
                at: Any, source: SourceRef, dpo_overrides: dict[str, int | float] | None = None,
-               ) -> TrainingThresholdReached:
+               new_examples: int = 0) -> TrainingThresholdReached:
     return TrainingThresholdReached(
         event_id=threshold_event_id(user_id, generation),
         occurred_at=at,
@@ -369,6 +381,7 @@ def _threshold(user_id: str, correlation_id: uuid.UUID, generation: int, new_pai
         correlation_id=correlation_id,
         generation=generation,
         new_pairs=new_pairs,
+        new_examples=new_examples,
         trigger=trigger,
         triggered_at=at,
         through=source,

@@ -65,7 +65,7 @@ from schemas.ids import derived_event_id, training_request_id, user_key
 from schemas.topics import Topics
 from streams import rows as R
 from streams.dead_letters import dead_letter_headers, headers_dict
-from streams.snapshot import SNAPSHOT_COLUMNS, snapshot_bytes
+from streams.snapshot import EXAMPLE_COLUMNS, SNAPSHOT_COLUMNS, snapshot_bytes
 
 log = logging.getLogger("samtuner.streams.projector")
 
@@ -85,6 +85,8 @@ class ProjectionSink(Protocol):
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], dedup_token: str) -> None: ...
 
     def active_pairs(self, user_id: str) -> list[dict[str, Any]]: ...
+
+    def labelled_examples(self, user_id: str) -> list[dict[str, Any]]: ...
 
     def update_pairs(self, user_id: str, pair_ids: Sequence[uuid.UUID], version: int, is_active: bool | None = None,
                      training_weight: float | None = None) -> None: ...
@@ -111,6 +113,13 @@ class ClickHouseSink:
         return self.store.query_dicts(
             f"SELECT {cols} FROM {self.db}.preference_pairs FINAL "
             "WHERE user_id = {user:String} AND is_active ORDER BY pair_id",
+            {"user": user_id},
+        )
+
+    def labelled_examples(self, user_id: str) -> list[dict[str, Any]]:
+        cols = ", ".join(EXAMPLE_COLUMNS)
+        return self.store.query_dicts(
+            f"SELECT {cols} FROM {self.db}.labelled_examples FINAL WHERE user_id = {{user:String}} ORDER BY example_id",
             {"user": user_id},
         )
 
@@ -364,7 +373,9 @@ class Projector:
         if str(request_id) in self.known_requests:
             return None
         pairs = self._retrying("read active pairs", lambda: self.sink.active_pairs(event.user_id))
-        data = snapshot_bytes(pairs)
+        # Thumbs up/down without a correction train too (KTO, training.method), so they are in the snapshot.
+        examples = self._retrying("read labelled examples", lambda: self.sink.labelled_examples(event.user_id))
+        data = snapshot_bytes(pairs, examples)
         uri, sha = self.artifacts.put_dataset(data)
         request = TrainingRequested(
             event_id=request_id,
@@ -375,14 +386,15 @@ class Projector:
             generation=event.generation,
             trigger=event.trigger,
             triggered_at=event.triggered_at,
-            dataset=DatasetRef(uri=uri, sha256=sha, rows=len(pairs),
-                               pair_ids=tuple(uuid.UUID(str(p["pair_id"])) for p in pairs)),
+            dataset=DatasetRef(uri=uri, sha256=sha, rows=len(pairs) + len(examples),
+                               pair_ids=tuple(uuid.UUID(str(p["pair_id"])) for p in pairs),
+                               example_ids=tuple(uuid.UUID(str(e["example_id"])) for e in examples)),
             dpo_overrides=event.dpo_overrides,
         )
         self.publisher.publish(self.topics.training, request)
         self.known_requests.add(str(request_id))
-        log.info("training requested for a user: generation %d, %d pairs, dataset %s", event.generation,
-                 len(pairs), sha[:12])
+        log.info("training requested for a user: generation %d, %d pairs, %d labelled examples, dataset %s",
+                 event.generation, len(pairs), len(examples), sha[:12])
         return request
 
     def _erase(self, event: UserForgotten | UserErased, report: bool = True) -> None:

@@ -25,16 +25,20 @@ class UserState:
     epoch: int = 0
     sig_count: int = 0
     sig_base: int = 0  # signatures below this index belong to an erased epoch
+    new_examples: int = 0  # labelled examples since the last generation
 
     def to_json(self) -> dict[str, Any]:
-        return {"g": self.generation, "n": self.new_pairs, "e": self.epoch, "s": self.sig_count, "b": self.sig_base}
+        out = {"g": self.generation, "n": self.new_pairs, "e": self.epoch, "s": self.sig_count, "b": self.sig_base}
+        if self.new_examples:
+            out["x"] = self.new_examples  # absent when 0: states written before examples counted read the same
+        return out
 
     @classmethod
     def from_json(cls, raw: dict[str, Any] | None) -> UserState:
         if not raw:
             return cls()
         return cls(generation=int(raw["g"]), new_pairs=int(raw["n"]), epoch=int(raw.get("e", 0)),
-                   sig_count=int(raw.get("s", 0)), sig_base=int(raw.get("b", 0)))
+                   sig_count=int(raw.get("s", 0)), sig_base=int(raw.get("b", 0)), new_examples=int(raw.get("x", 0)))
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ def make_config_at(directory: Path, bootstrap: str, model: Path, **sections: dic
         "streams": {"app_id": f"streams-{uuid.uuid4().hex[:8]}", "batch_timeout_s": 0.1},
         "trainer": {"group_id": f"trainer-{uuid.uuid4().hex[:8]}"},
         # Tiny-model jobs hold out one or two pairs: the gate is for the tests that turn it on.
-        "evaluation": {"enabled": False, "control_prompts": []},
+        "evaluation": {"enabled": False, "controls": []},
         "inference": {"node_id": f"node-{uuid.uuid4().hex[:8]}", "port": free_port(), "torch_threads": 1},
         # Tests run in parallel: roles' metrics servers take any free port.
         "metrics": {"decider_port": 0, "projector_port": 0, "trainer_port": 0},

@@ -98,5 +98,9 @@ class FakeSink:
         pairs = self.tables.get("preference_pairs", {}).values()
         return [r for r in pairs if r["user_id"] == user_id and r["is_active"]]
 
+    def labelled_examples(self, user_id: str) -> list[dict[str, Any]]:
+        examples = self.tables.get("labelled_examples", {}).values()
+        return [r for r in examples if r["user_id"] == user_id]
+
     def ping(self) -> bool:
         return not self.down

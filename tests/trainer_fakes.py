@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.snapshot import read_snapshot
-from trainer.dataset import split_holdout
+from trainer.dataset import split_rows
 from trainer.runner import ProgressFn, StopFn
 from trainer.spec import ControlRecord, JobResult, JobSpec
 
@@ -31,7 +31,7 @@ def succeed(accuracy: float = 1.0, baseline: float = 0.0, heldout: int = 8, cont
             on_progress({"type": "progress", "step": s, "total": steps, "epoch": s / steps, "loss": 1.0 / s,
                          "metrics": {"rewards/accuracies": 0.5 + s / (2 * steps)}, "eta_s": steps - s})
         write_adapter(spec)
-        train, held = split_holdout(read_snapshot(Path(spec.dataset_path).read_bytes()), 0.2)
+        split = split_rows(read_snapshot(Path(spec.dataset_path).read_bytes()), 0.2, 0.1)
         return JobResult(
             status="succeeded",
             metrics={"heldout_pref_accuracy": accuracy, "heldout_reward_margin": accuracy, "heldout_pairs": heldout,
@@ -41,9 +41,11 @@ def succeed(accuracy: float = 1.0, baseline: float = 0.0, heldout: int = 8, cont
                               "heldout_pairs": heldout},
             control=[ControlRecord(prompt="What is 7 plus 5?", before="7 plus 5 is 12.",
                                    after="7 plus 5 is 12. Hope this helps!" if control_kept else "7 plus 5 is 75.",
-                                   kept=control_kept)],
+                                   base_correct=True, adapter_correct=control_kept, kept=control_kept)],
             resolved={"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1},
-            train_pairs=[str(r["pair_id"]) for r in train], heldout_pairs=[str(r["pair_id"]) for r in held])
+            train_pairs=[str(r["pair_id"]) for r in split.train],
+            validation_pairs=[str(r["pair_id"]) for r in split.validation],
+            heldout_pairs=[str(r["pair_id"]) for r in split.heldout])
 
     return step
 

@@ -1,15 +1,21 @@
 """Held-out preference metrics of a model, and greedy answers, for the gate and the benchmarks.
 
-Two families, both on the user's held-out pairs (prompt x, chosen y_c, rejected y_r):
+Two families, both on the user's held-out pairs (prompt x, chosen y_c, rejected y_r), which neither
+training nor the choice of the checkpoint saw (trainer/dataset.py):
 
-* **Implicit reward** (DPO's own): r(y) = beta * (log pi(y|x) - log pi_base(y|x)).
+* **Policy preference**: does the model itself find the chosen answer more likely? Compared per
+  token: the mean log-probability of an answer's tokens, log pi(y|x) / |y|. A summed log-probability
+  favours the shorter answer by construction (every extra token costs probability), and the usual
+  correction is longer than the answer it corrects (a sign-off, a caveat, a step); per token, the
+  question is how natural each answer is to the model, whatever its length.
+  ``heldout_policy_accuracy`` is the share of pairs with a higher mean log-probability for y_c,
+  ``heldout_policy_margin`` the mean difference (nats per token). What the gate compares across
+  models (the new adapter, the previous one, the base model). ``heldout_policy_accuracy_summed`` and
+  ``heldout_policy_margin_summed`` are the same on summed log-probabilities: reported, not gated on.
+* **Implicit reward** (DPO's own): r(y) = beta * (log pi(y|x) - log pi_base(y|x)), summed.
   ``heldout_pref_accuracy`` is the share of pairs with r(y_c) > r(y_r), ``heldout_reward_margin``
   the mean r(y_c) - r(y_r). It says how far training moved the model towards the user's choices;
-  the base model's reward is 0 for every answer.
-* **Policy preference**: does the model itself find the chosen answer more likely?
-  ``heldout_policy_accuracy`` is the share of pairs with log pi(y_c|x) > log pi(y_r|x),
-  ``heldout_policy_margin`` the mean difference. This is what the model will say, so it is what
-  the gate compares across models (the new adapter, the previous one, the base model).
+  the base model's reward is 0 for every answer. Reported, not gated on.
 """
 
 from __future__ import annotations
@@ -19,12 +25,24 @@ from dataclasses import dataclass
 from typing import Any
 
 
-def completion_logps(model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str],
-                     batch_size: int = 16) -> list[float]:
-    """Sum of log-probabilities of each completion (plus end-of-turn) after its chat-formatted prompt."""
+@dataclass(frozen=True)
+class Scored:
+    """The summed log-probability of one completion (end-of-turn included) and its number of tokens."""
+
+    logp: float
+    tokens: int
+
+    @property
+    def per_token(self) -> float:
+        return self.logp / max(self.tokens, 1)
+
+
+def completion_scores(model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str],
+                      batch_size: int = 16) -> list[Scored]:
+    """Log-probability and token count of each completion (plus end-of-turn) after its chat-formatted prompt."""
     import torch
 
-    out: list[float] = []
+    out: list[Scored] = []
     device = next(model.parameters()).device
     for start in range(0, len(prompts), batch_size):
         seqs, starts = [], []
@@ -49,39 +67,45 @@ def completion_logps(model: Any, tokenizer: Any, prompts: Sequence[str], complet
         targets = ids[:, 1:].to(device)
         token_lp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         for i, s in enumerate(seqs):
-            out.append(float(token_lp[i, starts[i] - 1 : len(s) - 1].sum()))
+            out.append(Scored(float(token_lp[i, starts[i] - 1 : len(s) - 1].sum()), len(s) - starts[i]))
     return out
 
 
 @dataclass(frozen=True)
 class PairLogps:
-    """Summed log-probabilities of the chosen and the rejected answers of each pair under one model."""
+    """The chosen and the rejected answers of each pair, scored under one model."""
 
-    chosen: list[float]
-    rejected: list[float]
+    chosen: list[Scored]
+    rejected: list[Scored]
 
 
 def pair_logps(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]]) -> PairLogps:
     prompts = [r["prompt"] for r in rows]
-    return PairLogps(completion_logps(model, tokenizer, prompts, [r["chosen_response"] for r in rows]),
-                     completion_logps(model, tokenizer, prompts, [r["rejected_response"] for r in rows]))
+    return PairLogps(completion_scores(model, tokenizer, prompts, [r["chosen_response"] for r in rows]),
+                     completion_scores(model, tokenizer, prompts, [r["rejected_response"] for r in rows]))
+
+
+HELDOUT_KEYS = ("heldout_pairs", "heldout_policy_accuracy", "heldout_policy_margin", "heldout_policy_accuracy_summed",
+                "heldout_policy_margin_summed", "heldout_pref_accuracy", "heldout_reward_margin")
 
 
 def heldout_metrics(policy: PairLogps, base: PairLogps, beta: float) -> dict[str, float]:
     """Both metric families for ``policy``, with ``base`` as the implicit reward's reference."""
     n = len(policy.chosen)
     if n == 0:
-        return {"heldout_pairs": 0.0, "heldout_pref_accuracy": 0.0, "heldout_reward_margin": 0.0,
-                "heldout_policy_accuracy": 0.0, "heldout_policy_margin": 0.0}
-    rewards = [beta * ((pc - bc) - (pr - br))
-               for pc, pr, bc, br in zip(policy.chosen, policy.rejected, base.chosen, base.rejected, strict=True)]
-    own = [pc - pr for pc, pr in zip(policy.chosen, policy.rejected, strict=True)]
+        return dict.fromkeys(HELDOUT_KEYS, 0.0)
+    pairs = list(zip(policy.chosen, policy.rejected, base.chosen, base.rejected, strict=True))
+    rewards = [beta * ((pc.logp - bc.logp) - (pr.logp - br.logp)) for pc, pr, bc, br in pairs]
+    per_token = [pc.per_token - pr.per_token for pc, pr, _, _ in pairs]
+    summed = [pc.logp - pr.logp for pc, pr, _, _ in pairs]
     return {
         "heldout_pairs": float(n),
-        "heldout_pref_accuracy": sum(r > 0 for r in rewards) / n,
-        "heldout_reward_margin": sum(rewards) / n,
-        "heldout_policy_accuracy": sum(d > 0 for d in own) / n,
-        "heldout_policy_margin": sum(own) / n,
+        "heldout_policy_accuracy": round(sum(d > 0 for d in per_token) / n, 4),
+        "heldout_policy_margin": round(sum(per_token) / n, 5),
+        "heldout_policy_accuracy_summed": round(sum(d > 0 for d in summed) / n, 4),
+        "heldout_policy_margin_summed": round(sum(summed) / n, 4),
+        "heldout_pref_accuracy": round(sum(r > 0 for r in rewards) / n, 4),
+        "heldout_reward_margin": round(sum(rewards) / n, 4),
     }
 
 
@@ -108,3 +132,28 @@ def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new
     finally:
         tokenizer.padding_side = side
     return answers
+
+
+EXAMPLE_KEYS = ("heldout_examples", "heldout_label_accuracy", "heldout_label_margin")
+
+
+def example_scores(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]]) -> list[Scored]:
+    """Labelled examples (prompt, response), scored under one model."""
+    return completion_scores(model, tokenizer, [r["prompt"] for r in rows], [r["response"] for r in rows])
+
+
+def example_metrics(policy: Sequence[Scored], base: Sequence[Scored], desirable: Sequence[bool]) -> dict[str, float]:
+    """For held-out labelled examples (thumbs up/down, no pair): did the model move the way the label says?
+
+    The move is the change of the response's mean per-token log-probability against the base model:
+    up for a thumbs up, down for a thumbs down. ``heldout_label_accuracy`` is the share of examples
+    moved the right way (the base model moves nothing: 0), ``heldout_label_margin`` the mean signed
+    move (nats per token). What the gate compares when a job has held-out examples and no pairs.
+    """
+    n = len(policy)
+    if n == 0:
+        return dict.fromkeys(EXAMPLE_KEYS, 0.0)
+    signed = [(p.per_token - b.per_token) * (1.0 if good else -1.0)
+              for p, b, good in zip(policy, base, desirable, strict=True)]
+    return {"heldout_examples": float(n), "heldout_label_accuracy": round(sum(s > 0 for s in signed) / n, 4),
+            "heldout_label_margin": round(sum(signed) / n, 5)}

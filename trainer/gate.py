@@ -2,17 +2,24 @@
 
 Two checks, both pure:
 
-* **Held-out preference.** On the user's held-out pairs (never trained on by either side), the new
-  adapter's *policy preference accuracy* (the share of pairs where the model itself finds the chosen
-  answer more likely than the rejected one, see trainer/evaluate.py) must reach ``min_accuracy``
-  and beat that of what the user has now (the previous adapter, or the base model) by
-  ``min_accuracy_gain``. The policy's own preference is what it will say, so it compares models;
-  DPO's implicit-reward accuracy does not (any adapter that learned a style at all scores ~1 on it).
-* **Control set.** Generic prompts are answered by the base model and by the new adapter. An answer
-  *keeps its meaning* when the new answer still holds at least ``control_min_recall`` of the content
-  words (lower-cased words and numbers, minus a short stop list) of the base model's answer. Adding
-  words (a sign-off, a format) keeps the meaning; dropping or changing facts does not. The share of
-  control prompts that keep their meaning must reach ``control_min_share``.
+* **Held-out preference.** On the user's held-out pairs (never trained on by either side, and not
+  used to stop training or choose the checkpoint), the new adapter's *policy preference accuracy*
+  (the share of pairs where the model itself finds the chosen answer more likely than the rejected
+  one, per token, see trainer/evaluate.py) must reach ``min_accuracy`` and beat that of what the
+  user has now (the previous adapter, or the base model) by ``min_accuracy_gain``; its mean margin
+  (nats per token) must exceed ``min_margin``. The policy's own preference is what it will say, so
+  it compares models; DPO's implicit-reward accuracy does not (any adapter that learned a style at
+  all scores ~1 on it). Per token, because a summed log-probability favours the shorter answer.
+  A thumbs-only user's job (KTO, no held-out pairs) is judged the same way on its held-out labelled
+  examples: the share moved the way their label says against the base model, and the mean move.
+* **Control set.** Generic prompts with reference answers (``evaluation.controls``) are answered
+  greedily by the base model and by the new adapter. An answer is *correct* when it mentions one of
+  the prompt's references as a whole word or phrase (case aside). A control is *broken* only when
+  the base model answered it correctly and the adapter no longer does: a real model's own answers
+  are often wrong or rambling, and an adapter cannot lose a fact the base model never had. The
+  share of the controls the base model answered correctly that the adapter still answers correctly
+  must reach ``control_min_share`` (1.0 when the base model answered none: the check then has
+  nothing to protect, and ``control_base_correct`` says so).
 """
 
 from __future__ import annotations
@@ -21,40 +28,36 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from schemas.config import EvaluationSettings
+from schemas.config import ControlCase, EvaluationSettings
 
-ACCURACY = "heldout_policy_accuracy"  # what the gate compares across models
-
-STOP_WORDS = frozenset((
-    "a", "an", "the", "is", "are", "was", "were", "be", "been", "am", "of", "to", "and", "or", "in", "on", "at",
-    "it", "its", "this", "that", "these", "those", "for", "with", "as", "by", "from", "i", "you", "he", "she", "we",
-    "they", "me", "my", "your", "our", "their", "so", "do", "does", "did", "not", "no", "yes",
-))
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+ACCURACY = "heldout_policy_accuracy"  # what the gate compares across models (per-token, trainer/evaluate.py)
+MARGIN = "heldout_policy_margin"
+# A job with held-out labelled examples and no held-out pairs (a thumbs-only user, KTO) is judged on those.
+LABEL_ACCURACY = "heldout_label_accuracy"
+LABEL_MARGIN = "heldout_label_margin"
 
 
-def content_words(text: str) -> list[str]:
-    return [w for w in _WORD.findall(text.lower()) if w not in STOP_WORDS]
+def judged_on(metrics: Mapping[str, float]) -> tuple[str, str, str, str]:
+    """(count key, accuracy key, margin key, what they are): held-out pairs, else held-out labelled examples."""
+    if metrics.get("heldout_pairs", 0) or not metrics.get("heldout_examples", 0):
+        return "heldout_pairs", ACCURACY, MARGIN, "pair"
+    return "heldout_examples", LABEL_ACCURACY, LABEL_MARGIN, "labelled example"
 
 
-def meaning_recall(before: str, after: str) -> float:
-    """Share of ``before``'s content words (with multiplicity) that ``after`` still holds."""
-    wanted = content_words(before)
-    if not wanted:
-        return 1.0 if not content_words(after) else 0.0
-    pool: dict[str, int] = {}
-    for w in content_words(after):
-        pool[w] = pool.get(w, 0) + 1
-    kept = 0
-    for w in wanted:
-        if pool.get(w, 0) > 0:
-            pool[w] -= 1
-            kept += 1
-    return kept / len(wanted)
+def _pattern(reference: str) -> re.Pattern[str]:
+    words = reference.split()
+    body = r"\s+".join(re.escape(w) for w in words)
+    # Whole words: "12" is not found in "120", "cold" not in "scold"; a decimal point does not end a number.
+    return re.compile(rf"(?<![\w.]){body}(?!\w|\.\d)", re.IGNORECASE)
 
 
-def keeps_meaning(before: str, after: str, min_recall: float) -> bool:
-    return meaning_recall(before, after) >= min_recall
+def mentions(answer: str, reference: str) -> bool:
+    return bool(reference.strip()) and _pattern(reference.strip()).search(answer) is not None
+
+
+def is_correct(answer: str, references: Sequence[str]) -> bool:
+    """Whether ``answer`` mentions one of ``references`` as a whole word or phrase (case aside)."""
+    return any(mentions(answer, ref) for ref in references)
 
 
 @dataclass(frozen=True)
@@ -62,17 +65,37 @@ class ControlAnswer:
     prompt: str
     before: str
     after: str
-    kept: bool
+    base_correct: bool
+    adapter_correct: bool
+
+    @property
+    def broken(self) -> bool:
+        return self.base_correct and not self.adapter_correct
+
+    @property
+    def kept(self) -> bool:
+        return not self.broken
 
 
-def check_control(prompts: Sequence[str], before: Sequence[str], after: Sequence[str],
-                  min_recall: float) -> list[ControlAnswer]:
-    return [ControlAnswer(p, b, a, keeps_meaning(b, a, min_recall))
-            for p, b, a in zip(prompts, before, after, strict=True)]
+def check_control(controls: Sequence[ControlCase], before: Sequence[str], after: Sequence[str]) -> list[ControlAnswer]:
+    return [ControlAnswer(c.prompt, b, a, is_correct(b, c.references), is_correct(a, c.references))
+            for c, b, a in zip(controls, before, after, strict=True)]
 
 
 def control_share(answers: Sequence[ControlAnswer]) -> float:
-    return sum(a.kept for a in answers) / len(answers) if answers else 1.0
+    """Share of the controls the base model answered correctly that the adapter still answers correctly."""
+    judged = [a for a in answers if a.base_correct]
+    return sum(a.adapter_correct for a in judged) / len(judged) if judged else 1.0
+
+
+def control_metrics(answers: Sequence[ControlAnswer]) -> dict[str, float]:
+    return {
+        "control_unchanged": round(control_share(answers), 4),
+        "control_prompts": float(len(answers)),
+        "control_base_correct": float(sum(a.base_correct for a in answers)),
+        "control_adapter_correct": float(sum(a.adapter_correct for a in answers)),
+        "control_broken": float(sum(a.broken for a in answers)),
+    }
 
 
 @dataclass(frozen=True)
@@ -91,23 +114,29 @@ def decide(settings: EvaluationSettings, new: Mapping[str, float], current: Mapp
     if not settings.enabled:
         return GateDecision(True, ("the evaluation gate is off",))
     reasons: list[str] = []
-    held = int(new.get("heldout_pairs", 0))
+    count_key, acc_key, margin_key, what = judged_on(new)
+    held = int(new.get(count_key, 0))
     if held < settings.min_heldout_pairs:
-        reasons.append(f"only {held} held-out pair(s); the gate needs at least {settings.min_heldout_pairs} "
-                       "(collect more pairs, or lower evaluation.min_heldout_pairs)")
+        reasons.append(f"only {held} held-out {what}(s); the gate needs at least {settings.min_heldout_pairs} "
+                       f"(collect more, or lower evaluation.min_heldout_pairs)")
     else:
-        acc = new.get(ACCURACY, 0.0)
-        cur = current.get(ACCURACY, 0.0)
+        acc = new.get(acc_key, 0.0)
+        cur = current.get(acc_key, 0.0)
+        margin = new.get(margin_key, 0.0)
         if acc < settings.min_accuracy:
             reasons.append(f"held-out preference accuracy {acc:.2f} is below evaluation.min_accuracy "
                            f"{settings.min_accuracy:.2f}")
         if acc < cur + settings.min_accuracy_gain - 1e-9:
             reasons.append(f"not better than {current_name}: held-out preference accuracy {acc:.2f} vs "
                            f"{cur:.2f} (needs a gain of at least {settings.min_accuracy_gain:+.2f})")
+        if margin <= settings.min_margin:
+            reasons.append(f"held-out preference margin {margin:.3f} nats/token is not above evaluation.min_margin "
+                           f"{settings.min_margin:.3f}")
     share = control_share(control)
     if control and share < settings.control_min_share:
-        lost = [a for a in control if not a.kept]
-        examples = "; ".join(f"{a.prompt!r}: {a.before!r} -> {a.after!r}" for a in lost[:3])
-        reasons.append(f"control answers changed: {len(lost)}/{len(control)} lost their meaning "
-                       f"(kept {share:.2f} < {settings.control_min_share:.2f}), e.g. {examples}")
+        broken = [a for a in control if a.broken]
+        judged = sum(a.base_correct for a in control)
+        examples = "; ".join(f"{a.prompt!r}: {a.before!r} -> {a.after!r}" for a in broken[:3])
+        reasons.append(f"control answers broken: {len(broken)} of the {judged} the base model answers correctly "
+                       f"are wrong now (kept {share:.2f} < {settings.control_min_share:.2f}), e.g. {examples}")
     return GateDecision(not reasons, tuple(reasons))

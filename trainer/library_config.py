@@ -120,14 +120,20 @@ class JobSettings:
 
 
 def job_settings(cfg: Config, train_pairs: int, eval_pairs: int, *, cuda: bool, bf16_supported: bool,
-                 checkpointing: bool, dpo_overrides: Mapping[str, Any] | None = None) -> JobSettings:
-    """The settings trainer/job.py trains with, for a job of ``train_pairs`` pairs on this machine."""
+                 checkpointing: bool, dpo_overrides: Mapping[str, Any] | None = None,
+                 model_params: int | None = None) -> JobSettings:
+    """The settings trainer/job.py trains with, for a job of ``train_pairs`` pairs on this machine.
+
+    ``eval_pairs``: the pairs early stopping evaluates (the validation split); ``model_params`` picks
+    the ``auto`` profile (trainer/auto.py).
+    """
     from trainer.auto import resolve_auto, steps_per_epoch
 
     mode = cfg.quantization.mode
     if not cuda and mode in ("4bit", "8bit"):
         raise TrainingConfigError(f"quantization.mode={mode} needs CUDA (bitsandbytes); set it to 'none' or 'auto'")
-    dpo = resolve_auto({**cfg.training.dpo, **(dpo_overrides or {})}, train_pairs, cuda, bf16_supported)
+    dpo = resolve_auto({**cfg.training.dpo, **(dpo_overrides or {})}, train_pairs, cuda, bf16_supported,
+                       model_params=model_params)
     every = cfg.training.checkpoint_steps
     checkpoint_steps = 0 if not checkpointing else (
         steps_per_epoch(train_pairs, dpo) if every == "auto" else int(every))
@@ -154,10 +160,13 @@ def validate_training_config(cfg: Config, cuda: bool | None = None, bf16_support
 
         cuda = bool(torch.cuda.is_available()) if cuda is None else cuda
         bf16_supported = bool(cuda and torch.cuda.is_bf16_supported()) if bf16_supported is None else bf16_supported
+    from infra.models import parameter_count
+
     output_dir = str(Path(tempfile.gettempdir()) / "samtuner-config-check")  # DPOConfig does not create it
+    model_params = parameter_count(cfg.model.base)
     for pairs in checked_job_sizes(cfg):
         settings = job_settings(cfg, pairs, eval_pairs=1, cuda=cuda, bf16_supported=bf16_supported,
-                                checkpointing=True)
+                                checkpointing=True, model_params=model_params)
         try:
             to_dpo_config(cfg, settings.dpo, output_dir=output_dir, use_cpu=not cuda,
                           checkpoint_steps=settings.checkpoint_steps, evaluate=settings.evaluate,
@@ -179,19 +188,8 @@ def to_lora_config(cfg: Config) -> Any:
     )
 
 
-def to_dpo_config(cfg: Config, dpo: Mapping[str, Any], output_dir: str, use_cpu: bool,
-                  checkpoint_steps: int = 0, evaluate: bool = False, patience: int = 0) -> Any:
-    """TRL's DPOConfig from resolved ``dpo`` values (no 'auto' left) plus what the trainer manages itself.
-
-    ``checkpoint_steps`` > 0 saves resumable checkpoints; with ``evaluate`` the held-out set is evaluated
-    at the same steps, and with ``patience`` the best checkpoint (lowest held-out loss) is kept.
-    """
-    from trl import DPOConfig
-
-    check_dpo_keys(dpo)
-    leftover = [k for k, v in dpo.items() if v == "auto"]
-    if leftover:
-        raise TrainingConfigError(f"unresolved 'auto' values: {', '.join(leftover)}")
+def _managed(checkpoint_steps: int, evaluate: bool, patience: int) -> dict[str, Any]:
+    """The arguments the trainer manages itself: checkpoints, and evaluation at the same steps."""
     managed: dict[str, Any] = {"save_strategy": "no"}
     if checkpoint_steps > 0:
         managed = {"save_strategy": "steps", "save_steps": checkpoint_steps, "save_total_limit": 2}
@@ -199,6 +197,23 @@ def to_dpo_config(cfg: Config, dpo: Mapping[str, Any], output_dir: str, use_cpu:
         managed.update(eval_strategy="steps", eval_steps=checkpoint_steps)
         if patience > 0:
             managed.update(load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False)
+    return managed
+
+
+def to_dpo_config(cfg: Config, dpo: Mapping[str, Any], output_dir: str, use_cpu: bool,
+                  checkpoint_steps: int = 0, evaluate: bool = False, patience: int = 0) -> Any:
+    """TRL's DPOConfig from resolved ``dpo`` values (no 'auto' left) plus what the trainer manages itself.
+
+    ``checkpoint_steps`` > 0 saves resumable checkpoints; with ``evaluate`` the validation set is evaluated
+    at the same steps, and with ``patience`` the best checkpoint (lowest validation loss) is kept.
+    """
+    from trl import DPOConfig
+
+    check_dpo_keys(dpo)
+    leftover = [k for k, v in dpo.items() if v == "auto"]
+    if leftover:
+        raise TrainingConfigError(f"unresolved 'auto' values: {', '.join(leftover)}")
+    managed = _managed(checkpoint_steps, evaluate, patience)
     try:
         return DPOConfig(
             output_dir=output_dir,
@@ -210,3 +225,30 @@ def to_dpo_config(cfg: Config, dpo: Mapping[str, Any], output_dir: str, use_cpu:
         )
     except (TypeError, ValueError) as exc:
         raise TrainingConfigError(f"training.dpo is not accepted by DPOConfig: {exc}") from exc
+
+
+
+# DPO settings whose meaning is DPO's own: KTO takes them from training.kto instead.
+DPO_ONLY_IN_MEANING = ("beta", "loss_type")
+
+
+def to_kto_config(cfg: Config, dpo: Mapping[str, Any], output_dir: str, use_cpu: bool,
+                  checkpoint_steps: int = 0, evaluate: bool = False, patience: int = 0) -> Any:
+    """TRL's KTOConfig for ``training.method: kto``.
+
+    The settings both trainers share (learning rate, epochs, batch, accumulation, lengths, precision,
+    logging) come from the resolved ``dpo`` values, so one recipe drives both; KTO's own (beta, the
+    desirable/undesirable weights, the loss type) come from ``training.kto``; DPO-only keys are dropped.
+    """
+    from trl import KTOConfig
+
+    check_dpo_keys(dpo)
+    fields = {f.name for f in dataclasses.fields(KTOConfig) if f.init}
+    shared = {k: v for k, v in dpo.items() if k in fields and k not in DPO_ONLY_IN_MEANING}
+    try:
+        return KTOConfig(output_dir=output_dir, seed=cfg.training.seed, report_to=[], use_cpu=use_cpu,
+                         disable_tqdm=True, **{**shared, **_managed(checkpoint_steps, evaluate, patience)},
+                         **cfg.training.kto.model_dump())
+    except (TypeError, ValueError) as exc:
+        raise TrainingConfigError(f"training.kto (with the shared training.dpo settings) is not accepted by "
+                                  f"KTOConfig: {exc}") from exc

@@ -13,7 +13,7 @@ from typing import Any
 
 from infra.artifacts import ArtifactStore
 from schemas.events import DatasetRef, TrainingRequested
-from schemas.ids import derived_event_id, pair_id
+from schemas.ids import derived_event_id, example_id, pair_id
 from streams.snapshot import snapshot_bytes
 from trainer.errors import DatasetError
 
@@ -51,15 +51,27 @@ def read_pairs_file(path: Path, user_id: str) -> list[dict[str, Any]]:
     return pair_rows(user_id, triples)
 
 
+def example_rows(user_id: str, examples: Iterable[tuple[str, str, bool]], created_at: datetime | None = None,
+                 ) -> list[dict[str, Any]]:
+    """Snapshot rows for labelled examples (prompt, response, desirable), with the ids the decider would give them."""
+    when = created_at or datetime.now(UTC)
+    return [
+        {"example_id": str(example_id(user_id, p, r, good)), "prompt": p, "response": r, "desirable": good,
+         "confidence_score": 1.0, "created_at": when, "metadata": {}}
+        for p, r, good in examples
+    ]
+
+
 def local_request(store: ArtifactStore, user_id: str, generation: int, rows: Sequence[dict[str, Any]],
-                  trigger: str = "manual") -> TrainingRequested:
-    """Store ``rows`` as a content-addressed snapshot and describe the job that trains on it."""
-    uri, sha = store.put_dataset(snapshot_bytes(rows))
+                  trigger: str = "manual", examples: Sequence[dict[str, Any]] = ()) -> TrainingRequested:
+    """Store ``rows`` (pairs) and ``examples`` as a content-addressed snapshot; describe the job that trains on it."""
+    uri, sha = store.put_dataset(snapshot_bytes(rows, examples))
     request_id = derived_event_id("local-training-request", user_id, str(generation), sha)
     now = datetime.now(UTC)
     return TrainingRequested(
         event_id=request_id, user_id=user_id, correlation_id=request_id, request_id=request_id,
         generation=generation, trigger="manual" if trigger == "manual" else "threshold", triggered_at=now,
-        dataset=DatasetRef(uri=uri, sha256=sha, rows=len(rows),
-                           pair_ids=tuple(uuid.UUID(str(r["pair_id"])) for r in rows)),
+        dataset=DatasetRef(uri=uri, sha256=sha, rows=len(rows) + len(examples),
+                           pair_ids=tuple(uuid.UUID(str(r["pair_id"])) for r in rows),
+                           example_ids=tuple(uuid.UUID(str(e["example_id"])) for e in examples)),
     )

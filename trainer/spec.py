@@ -35,12 +35,16 @@ class JobSpec(BaseModel):
 
 
 class ControlRecord(BaseModel):
+    """A control prompt's answers by the base model and by the new adapter, scored against its references."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     prompt: str
     before: str
     after: str
-    kept: bool
+    base_correct: bool
+    adapter_correct: bool
+    kept: bool = Field(description="Not broken: the base model answered wrongly, or the adapter still answers right.")
 
 
 class JobResult(BaseModel):
@@ -53,6 +57,11 @@ class JobResult(BaseModel):
     resolved: dict[str, Any] = Field(default_factory=dict, description="The DPO settings used ('auto' resolved).")
     cause: str = ""
     error_type: str = ""
+    method: Literal["dpo", "kto"] = Field("dpo", description="How the adapter was trained (training.method resolved).")
     train_pairs: list[str] = Field(default_factory=list)
-    heldout_pairs: list[str] = Field(default_factory=list)
+    validation_pairs: list[str] = Field(default_factory=list, description="Early stopping and checkpoint choice.")
+    heldout_pairs: list[str] = Field(default_factory=list, description="The gate's, and nothing else's.")
+    train_examples: list[str] = Field(default_factory=list, description="Labelled examples trained on (KTO).")
+    validation_examples: list[str] = Field(default_factory=list)
+    heldout_examples: list[str] = Field(default_factory=list)
     duration_s: float = 0.0

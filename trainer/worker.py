@@ -374,7 +374,8 @@ class TrainerWorker:
                   overrides: dict[str, Any], duration_s: float) -> None:
         rid = str(request.request_id)
         staging = self._staging(request)
-        control = [gate.ControlAnswer(c.prompt, c.before, c.after, c.kept) for c in result.control]
+        control = [gate.ControlAnswer(c.prompt, c.before, c.after, c.base_correct, c.adapter_correct)
+                   for c in result.control]
         decision = gate.decide(self.cfg.evaluation, result.metrics, result.baseline_metrics, context.baseline_name,
                                control)
         if not decision.publish:
@@ -395,7 +396,11 @@ class TrainerWorker:
             "overrides": overrides,
             "attempt": attempt,
             "dataset": {"uri": request.dataset.uri, "sha256": request.dataset.sha256},
-            "pair_ids": {"train": result.train_pairs, "heldout": result.heldout_pairs},
+            "method": result.method,
+            "pair_ids": {"train": result.train_pairs, "validation": result.validation_pairs,
+                         "heldout": result.heldout_pairs},
+            "example_ids": {"train": result.train_examples, "validation": result.validation_examples,
+                            "heldout": result.heldout_examples},
             "metrics": result.metrics,
             "baseline": {"name": context.baseline_name, "version": context.baseline.version if context.baseline
                          else None, "metrics": result.baseline_metrics},

@@ -126,7 +126,8 @@ def test_train_from_a_pairs_file_runs_locally_without_kafka(make_config: Any, tm
     assert "adapter v1 published" in result.stderr
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     manifest = read_manifest(ArtifactStore(cfg.artifact_root), outcome["adapter_uri"])
-    assert len(manifest["pair_ids"]["train"]) + len(manifest["pair_ids"]["heldout"]) == 10
+    sides = [manifest["pair_ids"][side] for side in ("train", "validation", "heldout")]
+    assert sum(map(len, sides)) == 10 and all(sides)  # 10 pairs: one of each side at least
 
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"prompt": "Q?", "chosen_response": ""}\n')

@@ -92,7 +92,8 @@ def test_a_correction_becomes_a_personalized_answer(make_config, tmp_path: Path)
     artifacts = ArtifactStore(cfg.artifact_root)
     artifacts.read_verified(requests[0].dataset.uri, requests[0].dataset.sha256)
     manifest = read_manifest(artifacts, published[0].uri, verify=True)
-    assert sorted(manifest["pair_ids"]["train"] + manifest["pair_ids"]["heldout"]) == sorted(
+    sides = manifest["pair_ids"]
+    assert sorted(sides["train"] + sides["validation"] + sides["heldout"]) == sorted(
         str(p) for p in requests[0].dataset.pair_ids)
     assert manifest["base_model"]["weights_sha256"] == published[0].base_model.weights_sha256
     assert any(isinstance(e, TrainingSucceeded) for e in events_on(cfg, topics.training))

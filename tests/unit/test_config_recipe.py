@@ -123,11 +123,17 @@ def test_config_show_marks_file_and_default_values_and_stays_yaml(tmp_path: Path
     path = _write(tmp_path, {**ISSUE_FILE, "evaluation": {"enabled": False}})
     result = CliRunner().invoke(app, ["config", "show", "-c", str(path)])
     assert result.exit_code == 0, result.output
-    lines = {line.strip().split(":")[0]: line for line in result.output.splitlines() if "#" in line}
-    assert lines["learning_rate"].endswith("# file")
-    assert lines["loss_type"].endswith("# default")
-    assert lines["enabled"].endswith("# file")
-    assert lines["min_accuracy"].endswith("# default")
+    lines, section = {}, ""
+    for line in result.output.splitlines():
+        if line and not line.startswith(" "):
+            section = line.split(":")[0]
+        if "#" in line:  # leaf names repeat across sections (enabled): key them by their section
+            lines[f"{section}.{line.strip().split(':')[0]}"] = line
+    assert lines["training.learning_rate"].endswith("# file")
+    assert lines["training.loss_type"].endswith("# default")
+    assert lines["evaluation.enabled"].endswith("# file")
+    assert lines["console.enabled"].endswith("# default")
+    assert lines["evaluation.min_accuracy"].endswith("# default")
     shown = yaml.safe_load(result.output)
     assert shown["training"]["dpo"] == parse_config(ISSUE_FILE).training.dpo
 

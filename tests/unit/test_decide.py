@@ -53,11 +53,13 @@ def fb(n: int, user: str = "alice", corrected: str | None = "", original: str | 
 class Decider:
     """BatchDecider over a dict journal: what the Faust agent does, minus Faust."""
 
-    def __init__(self, min_new_pairs: int = 3, quality: QualitySettings | None = None) -> None:
+    def __init__(self, min_new_pairs: int = 3, quality: QualitySettings | None = None,
+                 min_new_examples: int = 0) -> None:
         self.journal: dict[str, Any] = {}
         self.memory = DeciderMemory(self.journal)
         hasher = MinHasher(64, 3)
-        settings = DecideSettings(min_new_pairs=min_new_pairs, quality=quality or QualitySettings())
+        settings = DecideSettings(min_new_pairs=min_new_pairs, quality=quality or QualitySettings(),
+                                  min_new_examples=min_new_examples)
         self.watermark: tuple[int, int] = (-1, -1)
         self.decider = BatchDecider(settings, self.memory, TOPICS, hasher, UserIndexes(hasher, 0.85),
                                     lambda topic, partition: self.watermark, self.read_range)
@@ -179,6 +181,22 @@ def test_thumbs_without_a_correction_become_labelled_examples() -> None:
     assert isinstance(up, LabelledExampleAccepted) and up.desirable
     assert isinstance(down, LabelledExampleAccepted) and not down.desirable
     assert codes(again) == ["duplicate_example"]
+
+
+def test_a_thumbs_only_user_reaches_a_threshold_of_labelled_examples() -> None:
+    d = Decider(min_new_pairs=3, min_new_examples=4)
+    events = d.feed(*[fb(n, kind="thumbs_up" if n % 2 else "thumbs_down") for n in range(9)])
+    thresholds = [e for e in events if isinstance(e, TrainingThresholdReached)]
+    assert [(t.generation, t.new_pairs, t.new_examples) for t in thresholds] == [(1, 0, 4), (2, 0, 4)]
+    # A pair threshold counts the examples since the last generation too, and resets both.
+    events = d.feed(*[fb(n) for n in range(20, 23)])
+    (pairs_threshold,) = [e for e in events if isinstance(e, TrainingThresholdReached)]
+    assert (pairs_threshold.generation, pairs_threshold.new_pairs, pairs_threshold.new_examples) == (3, 3, 1)
+
+
+def test_labelled_examples_trigger_nothing_by_themselves_when_their_threshold_is_off() -> None:
+    events = Decider(min_new_examples=0).feed(*[fb(n, kind="thumbs_up") for n in range(10)])
+    assert not [e for e in events if isinstance(e, TrainingThresholdReached)]
 
 
 def test_thumbs_down_with_a_correction_is_a_pair() -> None:

@@ -41,6 +41,16 @@ def test_pairs_before_the_threshold_are_written_before_the_snapshot(tmp_path: Pa
     assert isinstance(decode(sent[2]), TrainingRequested)
 
 
+def test_the_snapshot_holds_the_users_labelled_examples_too(tmp_path: Path) -> None:
+    sink, publisher = FakeSink(), FakePublisher()
+    events = Decider(min_new_pairs=2).feed(fb(0, kind="thumbs_up"), fb(1, kind="thumbs_down"), fb(2), fb(3))
+    (request,) = projector(tmp_path, sink, publisher).project(as_messages(events)).training_requests
+    assert (request.dataset.rows, len(request.dataset.pair_ids), len(request.dataset.example_ids)) == (4, 2, 2)
+    rows = read_snapshot(ArtifactStore(tmp_path).read_verified(request.dataset.uri, request.dataset.sha256))
+    assert sorted((r["kind"], r["desirable"]) for r in rows) == [("example", False), ("example", True),
+                                                                  ("pair", None), ("pair", None)]
+
+
 def test_a_threshold_projected_again_does_not_request_training_twice(tmp_path: Path) -> None:
     sink, publisher = FakeSink(), FakePublisher()
     messages = as_messages(Decider(min_new_pairs=3).feed(*[fb(n) for n in range(3)]))

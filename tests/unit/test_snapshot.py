@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 
 from infra.artifacts import sha256_bytes
-from streams.snapshot import read_snapshot, snapshot_bytes
+from streams.snapshot import read_snapshot, row_kind, snapshot_bytes
 
 
 def rows(n: int) -> list[dict]:
@@ -27,3 +27,18 @@ def test_same_pairs_any_order_same_bytes() -> None:
 
 def test_different_pairs_different_bytes() -> None:
     assert snapshot_bytes(rows(5)) != snapshot_bytes(rows(4))
+
+
+def test_labelled_examples_travel_in_the_same_snapshot_after_the_pairs() -> None:
+    example = {"example_id": uuid.UUID(int=99), "prompt": "q", "response": "a", "desirable": True,
+               "confidence_score": 0.9, "created_at": datetime(2026, 11, 25, tzinfo=UTC), "metadata": "{}"}
+    read = read_snapshot(snapshot_bytes(rows(2), [example]))
+    assert [(r["kind"], r["pair_id"], r["example_id"]) for r in read] == [
+        ("pair", str(uuid.UUID(int=0)), None), ("pair", str(uuid.UUID(int=1)), None),
+        ("example", None, str(uuid.UUID(int=99)))]
+    assert read[2]["feedback_type"] == "thumbs_up" and read[2]["response"] == "a"
+    assert snapshot_bytes(rows(2), [example]) != snapshot_bytes(rows(2))
+
+
+def test_rows_of_snapshots_without_a_kind_are_pairs() -> None:
+    assert row_kind({"pair_id": "x"}) == "pair" and row_kind({"kind": "example"}) == "example"

@@ -65,7 +65,8 @@ def test_a_request_trains_and_publishes_one_adapter_with_its_lineage(tmp_path: P
     manifest = read_manifest(ArtifactStore(cfg.artifact_root), published.uri)  # checksums verified
     assert manifest["request_id"] == str(req.request_id)
     pairs = manifest["pair_ids"]
-    assert sorted(pairs["train"] + pairs["heldout"]) == sorted(str(p) for p in req.dataset.pair_ids)
+    every = pairs["train"] + pairs["validation"] + pairs["heldout"]
+    assert sorted(every) == sorted(str(p) for p in req.dataset.pair_ids)
     assert [str(p) for p in published.heldout_pair_ids] == pairs["heldout"] and pairs["heldout"]
     assert manifest["baseline"]["name"] == "the base model"
     assert set(manifest["libraries"]) >= {"torch", "transformers", "trl", "peft"}
@@ -114,7 +115,7 @@ def test_the_gate_rejects_an_adapter_that_changes_control_answers(tmp_path: Path
     worker = TrainerWorker(cfg, publisher, FakeJobRunner(succeed(control_kept=False)))
     worker.run_one(request(cfg))
     (rejection,) = [e for e in events(publisher) if isinstance(e, TrainingRejected)]
-    assert "control answers changed" in rejection.reason and "7 plus 5 is 75." in rejection.reason
+    assert "control answers broken" in rejection.reason and "7 plus 5 is 75." in rejection.reason
 
 
 def test_out_of_memory_is_retried_with_a_smaller_batch(tmp_path: Path) -> None:

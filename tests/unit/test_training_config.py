@@ -71,7 +71,8 @@ def test_unresolved_auto_values_never_reach_trl(tmp_path) -> None:
 def test_dpo_config_gets_checkpoints_and_early_stopping(tmp_path) -> None:
     cfg = Config()
     dpo = {**cfg.training.dpo, "learning_rate": 1e-3, "num_train_epochs": 2, "per_device_train_batch_size": 4,
-           "gradient_accumulation_steps": 1, "bf16": False, "gradient_checkpointing": False}
+           "gradient_accumulation_steps": 1, "bf16": False, "gradient_checkpointing": False,
+           "loss_weights": [1.0, 3.0]}
     args = to_dpo_config(cfg, dpo, str(tmp_path), use_cpu=True, checkpoint_steps=5, evaluate=True, patience=2)
     assert (args.save_steps, args.eval_steps, args.load_best_model_at_end) == (5, 5, True)
     assert args.metric_for_best_model == "eval_loss" and args.greater_is_better is False
