@@ -53,6 +53,8 @@ class NodeMetrics:
         self.switch_seconds = Histogram("samtuner_adapter_switch_seconds",
                                         "Time from a request to its adapter bound (routing, cache, bind).",
                                         buckets=_LATENCY_BUCKETS, registry=r)
+        self.refusals = Counter("samtuner_refusals", "Requests refused or failed, by error code (the limit hit).",
+                                ["code"], registry=r)
         self.registry_events = Counter("samtuner_registry_events", "Registry events applied.", registry=r)
         self.event_failures = Counter("samtuner_event_publish_failures", "Events the broker did not acknowledge.",
                                       registry=r)

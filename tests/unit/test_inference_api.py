@@ -64,7 +64,6 @@ def test_the_official_openai_client_talks_to_the_node(kit: NodeKit, http: TestCl
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    ({"stream": True}, "streaming is not supported"),
     ({"n": 2}, "n must be 1"),
     ({"messages": [{"role": "assistant", "content": "hi"}]}, "last message must be the user's"),
 ])
