@@ -65,6 +65,7 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = Field(None, min_length=1, max_length=256)
     max_tokens: int | None = Field(None, ge=1)  # capped by inference.limits.max_tokens, with an error naming it
     max_completion_tokens: int | None = Field(None, ge=1)
+    min_tokens: int | None = Field(None, ge=0, description="vLLM's extension: no stop token before this many.")
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     n: int | None = None
@@ -218,10 +219,13 @@ def create_api(
             raise _invalid("the last message must be the user's", "messages")
         context = [{"role": m.role, "content": m.text()} for m in req.messages[:-1]]
         limit = req.max_completion_tokens or req.max_tokens
+        if req.min_tokens and req.min_tokens > (limit or node.cfg.model.max_new_tokens):
+            raise _invalid(f"min_tokens ({req.min_tokens}) is more than max_tokens "
+                           f"({limit or node.cfg.model.max_new_tokens})", "min_tokens")
         try:
             pending: PendingAnswer = await run_in_threadpool(
                 node.submit, last.text(), req.user, context, bool(req.stream), max_new_tokens=limit,
-                temperature=req.temperature, top_p=req.top_p)
+                min_new_tokens=req.min_tokens, temperature=req.temperature, top_p=req.top_p)
         except NodeClosed as exc:
             raise HTTPException(503, error_body(str(exc), 503, "node_closed")) from exc
         except GenerationError as exc:

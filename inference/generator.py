@@ -12,7 +12,7 @@ from typing import Any
 
 from inference.errors import GenerationError
 
-GENERATION_OPTIONS = ("max_new_tokens", "temperature", "top_p")
+GENERATION_OPTIONS = ("max_new_tokens", "min_new_tokens", "temperature", "top_p")
 
 
 class ChatEncoder:

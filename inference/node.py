@@ -107,6 +107,8 @@ class InferenceNode:
         self.runtime = LoRARuntime(model, serving.lora_serving, int(serving.merge_scratch_mb * 2**20),
                                    max_rows=serving.max_batch_size)
         self.encoder = ChatEncoder(tokenizer)
+        context = getattr(model.config, "max_position_embeddings", None)
+        self._context_tokens = int(context) if isinstance(context, int) else None
         self.scheduler = Scheduler(model, self.runtime, stop_token_ids(model, tokenizer), serving.max_batch_size,
                                    serving.limits.max_queue)
         self.base_sha256 = base_sha256 or weights_sha256(cfg.model.base)
@@ -118,7 +120,7 @@ class InferenceNode:
             make_policy(cache_cfg.policy, cache_cfg.max_adapters, frequency_key=lambda k: k[0]),  # type: ignore[index]
             max_entries=cache_cfg.max_adapters, max_bytes=cache_cfg.max_bytes, ttl_s=cache_cfg.ttl_s,
             size_of=lambda w: w.nbytes, on_evict=self._evicted, clock=clock)
-        self.metrics = NodeMetrics(self.cache.stats, lambda: len(self.registry))
+        self.metrics = NodeMetrics(self.cache.stats, lambda: len(self.registry), self.scheduler.stats)
         self._pinned_users = frozenset(cache_cfg.pinned_users)
         self._lock = threading.Lock()  # guards the two maps below
         self._failures: dict[CacheKey, AdapterRejected] = {}
@@ -186,7 +188,8 @@ class InferenceNode:
         **kw: Any,
     ) -> PersonalizedResponse:
         """Answer ``prompt`` as ``user_id``'s adapter would; ``context`` holds the conversation's earlier
-        messages (``{"role", "content"}``). ``kw``: ``max_new_tokens``, ``temperature``, ``top_p``.
+        messages (``{"role", "content"}``). ``kw``: ``max_new_tokens``, ``min_new_tokens`` (stop tokens are
+        not chosen before), ``temperature``, ``top_p``.
 
         The request joins the running batch; this call blocks until its answer is done."""
         pending = self.submit(prompt, user_id, context, **kw)
@@ -228,12 +231,19 @@ class InferenceNode:
             raise LimitExceeded("inference.limits.max_tokens", f"max_tokens is {max_new}, more than this node allows "
                                 f"(inference.limits.max_tokens = {limits.max_tokens})", code="max_tokens_exceeded",
                                 param="max_tokens")
+        min_new = int(kw.get("min_new_tokens") or 0)
+        if min_new > max_new:
+            raise ValueError(f"min_new_tokens ({min_new}) is more than max_new_tokens ({max_new})")
         ids = self.encoder.encode([*(dict(m) for m in context or ()), {"role": "user", "content": prompt}])
         if len(ids) > limits.max_prompt_tokens:
             raise LimitExceeded("inference.limits.max_prompt_tokens", f"the prompt is {len(ids)} tokens (chat template "
                                 f"and conversation included), more than this node allows "
                                 f"(inference.limits.max_prompt_tokens = {limits.max_prompt_tokens})",
                                 code="context_length_exceeded", param="messages")
+        if self._context_tokens is not None and len(ids) + max_new > self._context_tokens:
+            raise LimitExceeded("max_position_embeddings", f"the model's context is {self._context_tokens} tokens, "
+                                f"and this request asks for {len(ids) + max_new} ({len(ids)} in the messages, "
+                                f"{max_new} in the completion)", code="context_length_exceeded", param="messages")
         answer_id = uuid.uuid4()
         if user_id:
             with self._lock:
@@ -249,7 +259,8 @@ class InferenceNode:
         temperature = kw.get("temperature")
         sampling = Sampling(temperature=temperature, top_p=kw.get("top_p"))
         job = Job(answer_id=answer_id, prompt=ids, weights=lease.value if lease is not None else None,
-                  max_new_tokens=int(max_new), sampling=sampling, deadline=time.monotonic() + limits.request_timeout_s,
+                  max_new_tokens=int(max_new), min_new_tokens=min_new, sampling=sampling,
+                  deadline=time.monotonic() + limits.request_timeout_s,
                   pending=pending, on_end=lambda j, why, error: self._ended(request, j, why, error),
                   detokenizer=Detokenizer(self.encoder) if stream else None,
                   generator=None if sampling.greedy else torch.Generator().manual_seed(int(answer_id.hex[:12], 16)))

@@ -47,6 +47,7 @@ class Job:
     prompt: list[int]
     weights: LoRAWeights | None
     max_new_tokens: int
+    min_new_tokens: int
     sampling: Sampling
     deadline: float  # time.monotonic()
     pending: PendingAnswer
@@ -58,6 +59,7 @@ class Job:
     first_token: float | None = None
     bind_s: float = 0.0
     generator: torch.Generator | None = None
+    taken: bool = False
     ended: EndReason | None = None
 
 
@@ -65,7 +67,9 @@ class Job:
 class SchedulerStats:
     queued: int
     running: int
-    steps: int
+    steps: int  # decode steps (forward passes over the batch)
+    rows_stepped: int  # sum of the rows of every decode step: / steps = the mean batch
+    peak_rows: int
     admitted: int
     max_rows: int
     max_queue: int
@@ -78,19 +82,22 @@ class Scheduler:
         self.model = model
         self.runtime = runtime
         self.stop_ids = stop_ids
+        self._stop_index = torch.tensor(sorted(stop_ids), dtype=torch.long)
         self.max_rows = max_rows
         self.max_queue = max_queue
         self._clock = clock
         self._device = next(model.parameters()).device
         self._cond = threading.Condition()
         self._queue: deque[Job] = deque()
-        self._running = 0  # len(self._rows), readable under the condition
+        self._taken = 0  # jobs popped from the queue and not ended yet (being prefilled, or rows)
         self._closing = False
         self._rows: list[Job] = []  # the scheduler thread's own
         self._bound: tuple[int, ...] | None = None
         self._kv = BatchCache(model.config)
         self._answer_s = 1.0  # moving average of a row's time in the batch, for Retry-After
         self.steps = 0
+        self.rows_stepped = 0
+        self.peak_rows = 0
         self.admitted = 0
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
         self._thread.start()
@@ -102,8 +109,8 @@ class Scheduler:
         with self._cond:
             if self._closing:
                 raise NodeClosed("the node is shutting down")
-            if len(self._queue) + self._running >= self.max_rows + self.max_queue:
-                raise QueueFull(f"the node is busy: {self._running} requests generating and {len(self._queue)} "
+            if len(self._queue) + self._taken >= self.max_rows + self.max_queue:
+                raise QueueFull(f"the node is busy: {self._taken} requests generating and {len(self._queue)} "
                                 f"waiting, the most inference.limits.max_queue ({self.max_queue}) allows; retry "
                                 "later", retry_after_s=self._retry_after())
             self._queue.append(job)
@@ -113,10 +120,15 @@ class Scheduler:
         waves = (len(self._queue) + 1) / max(self.max_rows, 1)
         return max(1, math.ceil(self._answer_s * waves))
 
+    @property
+    def closing(self) -> bool:
+        with self._cond:
+            return self._closing
+
     def stats(self) -> SchedulerStats:
         with self._cond:
-            return SchedulerStats(len(self._queue), self._running, self.steps, self.admitted, self.max_rows,
-                                  self.max_queue)
+            return SchedulerStats(len(self._queue), self._taken, self.steps, self.rows_stepped, self.peak_rows,
+                                  self.admitted, self.max_rows, self.max_queue)
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Stop taking requests; fail those still queued or running (NodeClosed) and stop the thread."""
@@ -156,6 +168,8 @@ class Scheduler:
                 if not self._queue or self._closing:
                     return
                 job = self._queue.popleft()
+                self._taken += 1
+                job.taken = True
             now = self._clock()
             if job.pending.cancelled.is_set():
                 self._end(job, "cancelled")
@@ -178,7 +192,7 @@ class Scheduler:
             ids = torch.tensor([job.prompt], device=self._device)
             with torch.no_grad():
                 out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
-            token = next_tokens(out.logits[:, -1], [job.sampling], [job.generator])[0]
+            token = next_tokens(self._allowed(out.logits[:, -1], [job]), [job.sampling], [job.generator])[0]
         except Exception as exc:
             log.exception("prefill failed for answer %s", job.answer_id)
             self._end(job, "error", GenerationError(f"generation failed: {type(exc).__name__}: {exc}"))
@@ -190,8 +204,6 @@ class Scheduler:
             return
         self._kv.join(out.past_key_values, len(job.prompt))
         self._rows.append(job)
-        with self._cond:
-            self._running = len(self._rows)
 
     def _step(self) -> None:
         rows = self._rows
@@ -211,7 +223,10 @@ class Scheduler:
         self._kv.cache = out.past_key_values
         self._kv.advanced()
         self.steps += 1
-        chosen = next_tokens(out.logits[:, -1], [r.sampling for r in rows], [r.generator for r in rows])
+        self.rows_stepped += len(rows)
+        self.peak_rows = max(self.peak_rows, len(rows))
+        chosen = next_tokens(self._allowed(out.logits[:, -1], rows), [r.sampling for r in rows],
+                             [r.generator for r in rows])
         now = self._clock()
         ended: dict[int, EndReason] = {}
         for i, (job, token) in enumerate(zip(rows, chosen, strict=True)):
@@ -224,6 +239,14 @@ class Scheduler:
                 ended[i] = reason
         if ended:
             self._leave(ended)
+
+    def _allowed(self, logits: torch.Tensor, rows: list[Job]) -> torch.Tensor:
+        """Stop tokens cannot be chosen by rows that have not reached their ``min_new_tokens`` (as transformers)."""
+        early = [i for i, job in enumerate(rows) if len(job.tokens) < job.min_new_tokens]
+        if early and self._stop_index.numel():
+            logits = logits.clone()
+            logits[torch.tensor(early)[:, None], self._stop_index.to(logits.device)[None, :]] = float("-inf")
+        return logits
 
     def _emit(self, job: Job, token: int) -> EndReason | None:
         """Record the row's new token, stream its text; the reason the row ends, if it does."""
@@ -244,8 +267,6 @@ class Scheduler:
         order = [i if i not in ended else movers.pop() for i in range(survivors)]
         self._kv.keep(order)
         self._rows = [rows[i] for i in order]
-        with self._cond:
-            self._running = len(self._rows)
         for i, reason in ended.items():
             self._end(rows[i], reason)
 
@@ -253,8 +274,6 @@ class Scheduler:
         rows, self._rows = self._rows, []
         self._kv.clear()
         self._bound = None
-        with self._cond:
-            self._running = 0
         for job in rows:
             self._end(job, "error", error)
 
@@ -262,6 +281,9 @@ class Scheduler:
         if job.ended is not None:
             return
         job.ended = reason
+        if job.taken:
+            with self._cond:
+                self._taken -= 1
         if job.admitted is not None:
             spent = self._clock() - job.admitted
             self._answer_s = 0.8 * self._answer_s + 0.2 * spent
