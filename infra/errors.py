@@ -1,14 +1,18 @@
-"""Errors at the edges: Kafka, ClickHouse, the artifact store and the broker process.
+"""Errors at the edges: Kafka, ClickHouse, the artifact store, the broker process and base models.
 
     InfraError
     ├── BrokerError           fetching jars, formatting storage, starting/stopping the broker
     ├── KafkaError            a Kafka call failed (translated from confluent-kafka / aiokafka)
     │   └── PublishError      a message was not acknowledged by the broker
     ├── StoreError            a ClickHouse call failed (translated from clickhouse-connect / chDB)
-    └── ArtifactError         the artifact store refused or failed
-        ├── PathEscapeError   a path would leave the artifact root
-        ├── ChecksumMismatch  a file's sha256 differs from the one recorded
-        └── ArtifactMissing   a referenced file does not exist
+    ├── ArtifactError         the artifact store refused or failed
+    │   ├── PathEscapeError   a path would leave the artifact root
+    │   ├── ChecksumMismatch  a file's sha256 differs from the one recorded
+    │   └── ArtifactMissing   a referenced file does not exist
+    └── ModelError            getting a base model into the model cache failed
+        ├── ModelFetchError        the model's source could not be downloaded (no network, not on the index)
+        ├── ModelIntegrityError    a download or a converted file lacks its pinned/recorded sha256
+        └── UnsupportedModelError  the file is not a GGUF, or not a model family we can convert
 """
 
 from __future__ import annotations
@@ -51,4 +55,20 @@ class ChecksumMismatch(ArtifactError):
 
 
 class ArtifactMissing(ArtifactError):
+    pass
+
+
+class ModelError(InfraError):
+    pass
+
+
+class ModelFetchError(ModelError):
+    pass
+
+
+class ModelIntegrityError(ModelError):
+    pass
+
+
+class UnsupportedModelError(ModelError):
     pass

