@@ -49,24 +49,29 @@ class BatchCache:
     def length(self) -> int:
         return int(self.mask.shape[1])
 
-    def join(self, cache: Any, length: int) -> None:
-        """Append one row whose prompt of ``length`` tokens was just prefilled alone into ``cache``."""
+    def join(self, cache: Any, mask: torch.Tensor, keep: Sequence[int] | None = None) -> None:
+        """Append the rows ``keep`` (default all) of a prefill: ``cache`` and its 2-D ``mask`` (left padding 0)."""
         from transformers import DynamicCache
 
-        new_layers = [(layer.keys, layer.values) for layer in cache.layers]
-        new_mask = torch.ones(1, length, dtype=torch.long)
+        index = torch.tensor(list(range(mask.shape[0]) if keep is None else keep), dtype=torch.long)
+        if not index.numel():
+            return
+        mask = mask.index_select(0, index)
+        new_layers = [(layer.keys.index_select(0, index), layer.values.index_select(0, index))
+                      for layer in cache.layers]
+        positions = mask.sum(dim=1)
         if self.cache is None:
             self.cache = DynamicCache(ddp_cache_data=new_layers, config=self.config)
-            self.mask, self.positions = new_mask, torch.tensor([length])
+            self.mask, self.positions = mask, positions
             return
-        width = max(self.length, length)
+        width = max(self.length, int(mask.shape[1]))
         joined = []
         for layer, (keys, values) in zip(self.cache.layers, new_layers, strict=True):
             joined.append((torch.cat([_pad_left(layer.keys, width), _pad_left(keys, width)]),
                            torch.cat([_pad_left(layer.values, width), _pad_left(values, width)])))
         self.cache = DynamicCache(ddp_cache_data=joined, config=self.config)
-        self.mask = torch.cat([_pad_left(self.mask, width, dim=1), _pad_left(new_mask, width, dim=1)])
-        self.positions = torch.cat([self.positions, torch.tensor([length])])
+        self.mask = torch.cat([_pad_left(self.mask, width, dim=1), _pad_left(mask, width, dim=1)])
+        self.positions = torch.cat([self.positions, positions])
 
     def step_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(attention mask including the token about to be fed, position ids of that token), per row."""
@@ -108,8 +113,13 @@ def _pad_left(t: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:
     return torch.cat([t.new_zeros(shape), t], dim=dim)
 
 
-def prefill_cache_length(cache: Any) -> int:
-    try:
-        return int(cache.layers[0].keys.shape[2])
-    except (AttributeError, IndexError) as exc:
-        raise GenerationError(f"unexpected cache layout from the model: {type(cache).__name__}") from exc
+def left_padded(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input ids, attention mask, position ids) of prompts prefilled together, aligned on the right."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(prompts), width, dtype=torch.long)
+    for i, prompt in enumerate(prompts):
+        ids[i, width - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long)
+        mask[i, width - len(prompt):] = 1
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    return ids, mask, positions

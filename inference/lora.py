@@ -3,7 +3,8 @@
 :class:`LoRAWeights` is one loaded adapter: per target module, ``A`` (rank x in) and ``B`` (out x rank)
 with the scale folded into ``B``. :class:`LoRARuntime` decides what the next forward pass applies:
 
-* ``bind_rows(rows)``: row ``i`` of the batch gets ``rows[i]`` (an adapter, or None for the base model).
+* ``bind_rows(rows)``: row ``i`` of the batch gets ``rows[i]`` (an adapter, or None for the base model);
+  ``window(start, stop)`` runs a forward pass over some of them only (new rows prefilled before they join).
   Each targeted layer is wrapped once (:class:`LoRALinear`) and adds its rows' deltas with two batched
   matrix products over per-row *slots* (the Punica / S-LoRA idea, gathered once per batch change, not per
   step): ``out[i] += (x[i] @ A_slot[i]) @ B_slot[i]``. Slots are rewritten only where a row changed, so
@@ -97,8 +98,8 @@ class LoRALinear(nn.Module):
         super().__init__()
         self.base = base
         self.delta: tuple[torch.Tensor, torch.Tensor] | None = None  # every row the same adapter
-        self.slots: _Slots | None = None  # one adapter per row; used when ``rows`` > 0
-        self.rows = 0
+        self.slots: _Slots | None = None  # one adapter per row
+        self.window: tuple[int, int] | None = None  # the slots [start, stop) of the next batch; None: no slots
         # Look like the layer it wraps to code that inspects the model.
         self.in_features = base.in_features
         self.out_features = base.out_features
@@ -109,12 +110,13 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.base(x)
-        if self.rows:
+        if self.window is not None:
             slots = cast(_Slots, self.slots)
+            start, stop = self.window
             n = x.shape[0]
-            if n != self.rows:  # a batch that is not the bound one would get other rows' adapters
-                raise RuntimeError(f"a batch of {n} rows through a layer bound for {self.rows}")
-            a, b = slots.a[:n], slots.b[:n]
+            if n != stop - start:  # a batch that is not the bound one would get other rows' adapters
+                raise RuntimeError(f"a batch of {n} rows through a layer bound for rows {start}..{stop - 1}")
+            a, b = slots.a[start:stop], slots.b[start:stop]
             flat = out.reshape(n, -1, out.shape[-1])
             low = torch.bmm(x.reshape(n, -1, x.shape[-1]).to(a.dtype), a)
             return torch.baddbmm(flat.to(b.dtype), low, b).to(out.dtype).reshape(out.shape)
@@ -161,7 +163,7 @@ class LoRARuntime:
         ``merge=False`` keeps the delta unmerged even in merged mode (a one-row prefill joining a batch of
         other users: merging it would be undone at the next step)."""
         for wrapper in self._wrappers.values():
-            wrapper.rows = 0  # the slots keep their rows for the next bind_rows
+            wrapper.window = None  # the slots keep their rows for the next bind_rows
         merge = merge and self.mode == "merged"
         if weights is self.bound and merge == self._bound_merge:
             return
@@ -248,8 +250,15 @@ class LoRARuntime:
                 if new_pair is not None or (old is not None and name in old.modules):
                     slots.write(i, new_pair)
             slots.used = sum(1 for w in rows if w is not None and name in w.modules)
-            self._wrappers[name].rows = len(rows) if slots.used else 0
         self.rows = list(rows)
+        self.window(0, len(rows))
+
+    def window(self, start: int, stop: int) -> None:
+        """The next forward pass is rows ``start..stop-1`` of the bound rows (new rows being prefilled)."""
+        if not 0 <= start < stop <= len(self.rows):
+            raise ValueError(f"rows {start}..{stop - 1} are not all bound ({len(self.rows)} rows)")
+        for name, slots in self._slots.items():
+            self._wrappers[name].window = (start, stop) if slots.used else None
 
     # -- views ---------------------------------------------------------------------------------
 

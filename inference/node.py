@@ -68,7 +68,7 @@ class _Request:
     reason: str | None
     detail: str
     started: float  # perf_counter at arrival
-    resolve_s: float  # routing and the cache lease
+    resolve_s: float  # routing and the cache lease (a load on a miss)
     prompt_tokens: int
 
 
@@ -110,7 +110,7 @@ class InferenceNode:
         context = getattr(model.config, "max_position_embeddings", None)
         self._context_tokens = int(context) if isinstance(context, int) else None
         self.scheduler = Scheduler(model, self.runtime, stop_token_ids(model, tokenizer), serving.max_batch_size,
-                                   serving.limits.max_queue)
+                                   serving.limits.max_queue, pad_id=int(tokenizer.pad_token_id or 0))
         self.base_sha256 = base_sha256 or weights_sha256(cfg.model.base)
         cache_cfg = cfg.inference.cache
         self.loader = AdapterLoader(ArtifactStore(cfg.artifact_root), self.base_sha256, self.runtime.shapes,
@@ -224,7 +224,7 @@ class InferenceNode:
 
     def _submit(self, prompt: str, user_id: str | None, context: Sequence[Mapping[str, str]] | None, stream: bool,
                 kw: Mapping[str, Any]) -> PendingAnswer:
-        started = time.perf_counter()
+        started, arrived = time.perf_counter(), time.monotonic()
         limits = self.cfg.inference.limits
         max_new = kw.get("max_new_tokens") or self.cfg.model.max_new_tokens
         if max_new > limits.max_tokens:
@@ -245,13 +245,14 @@ class InferenceNode:
                                 f"and this request asks for {len(ids) + max_new} ({len(ids)} in the messages, "
                                 f"{max_new} in the completion)", code="context_length_exceeded", param="messages")
         answer_id = uuid.uuid4()
+        routing = time.perf_counter()
         if user_id:
             with self._lock:
                 self._last_seen[user_id] = self._clock()
         state = self.registry.get(user_id) if user_id else None
         planned = route(user_id, state, self.cfg.inference.ab_new_share, draw(answer_id))
         lease, arm, reason, detail = self._resolve(user_id, planned, state)
-        request = _Request(user_id, lease, arm, reason, detail, started, time.perf_counter() - started, len(ids))
+        request = _Request(user_id, lease, arm, reason, detail, started, time.perf_counter() - routing, len(ids))
         pending = PendingAnswer(answer_id, {
             "answer_id": str(answer_id), "user": user_id, "source": "adapter" if lease is not None else "base",
             "arm": arm, "adapter_version": lease.value.version if lease is not None else None,
@@ -260,7 +261,7 @@ class InferenceNode:
         sampling = Sampling(temperature=temperature, top_p=kw.get("top_p"))
         job = Job(answer_id=answer_id, prompt=ids, weights=lease.value if lease is not None else None,
                   max_new_tokens=int(max_new), min_new_tokens=min_new, sampling=sampling,
-                  deadline=time.monotonic() + limits.request_timeout_s,
+                  deadline=arrived + limits.request_timeout_s, submitted=arrived,
                   pending=pending, on_end=lambda j, why, error: self._ended(request, j, why, error),
                   detokenizer=Detokenizer(self.encoder) if stream else None,
                   generator=None if sampling.greedy else torch.Generator().manual_seed(int(answer_id.hex[:12], 16)))
@@ -298,7 +299,7 @@ class InferenceNode:
             fallback_detail=request.detail, latency_ms=round((now - submitted) * 1000, 3), arm=request.arm,
             answer_id=job.answer_id, completion_tokens=len(job.tokens), prompt_tokens=request.prompt_tokens,
             switch_ms=round((request.resolve_s + job.bind_s) * 1000, 4),
-            ttft_ms=round(((job.first_token or job.submitted) - job.submitted) * 1000 + request.resolve_s * 1000, 3),
+            ttft_ms=round(((job.first_token or job.submitted) - job.submitted) * 1000, 3),
             queue_ms=round(((job.admitted or job.submitted) - job.submitted) * 1000, 3),
             finish_reason="stop" if why == "stop" else "length", stopped_by=_STOPPED_BY.get(why))
         generate_s = time.monotonic() - (job.admitted or job.submitted)

@@ -29,7 +29,7 @@ import torch
 
 from inference.errors import GenerationError, NodeClosed, QueueFull, RequestTimedOut
 from inference.generator import Detokenizer
-from inference.kv import BatchCache, check_supported
+from inference.kv import BatchCache, check_supported, left_padded
 from inference.lora import LoRARuntime, LoRAWeights
 from inference.pending import PendingAnswer
 from inference.sampling import Sampling, next_tokens
@@ -37,6 +37,7 @@ from inference.sampling import Sampling, next_tokens
 log = logging.getLogger("samtuner.inference.scheduler")
 
 EndReason = Literal["stop", "length", "timeout", "cancelled", "error"]
+MERGE_AFTER_STEPS = 4  # merged mode: decode steps a one-adapter batch runs unmerged before it is merged
 
 
 @dataclass(eq=False)
@@ -53,7 +54,7 @@ class Job:
     pending: PendingAnswer
     on_end: Callable[[Job, EndReason, BaseException | None], None]
     detokenizer: Detokenizer | None = None  # set for streamed answers
-    submitted: float = field(default_factory=time.monotonic)
+    submitted: float = field(default_factory=time.monotonic)  # arrival at the node (time.monotonic)
     tokens: list[int] = field(default_factory=list)
     admitted: float | None = None
     first_token: float | None = None
@@ -77,7 +78,8 @@ class SchedulerStats:
 
 class Scheduler:
     def __init__(self, model: Any, runtime: LoRARuntime, stop_ids: frozenset[int], max_rows: int,
-                 max_queue: int, clock: Callable[[], float] = time.monotonic) -> None:
+                 max_queue: int, pad_id: int = 0, prefill_tokens: int = 4096,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         check_supported(model)
         self.model = model
         self.runtime = runtime
@@ -92,7 +94,12 @@ class Scheduler:
         self._taken = 0  # jobs popped from the queue and not ended yet (being prefilled, or rows)
         self._closing = False
         self._rows: list[Job] = []  # the scheduler thread's own
-        self._bound: tuple[int, ...] | None = None
+        self.pad_id = pad_id
+        self.prefill_tokens = prefill_tokens
+        self._bound_rows: tuple[int, ...] | None = None  # the rows (adapter ids) the model is bound for
+        self._bound_one = False  # ... with one adapter for all of them (not slots)
+        self._merged = False  # ... merged into the weights
+        self._same_steps = 0  # decode steps since the binding last changed
         self._kv = BatchCache(model.config)
         self._answer_s = 1.0  # moving average of a row's time in the batch, for Retry-After
         self.steps = 0
@@ -163,11 +170,18 @@ class Scheduler:
             self._end(job, "error", closed)
 
     def _admit(self) -> None:
-        while len(self._rows) < self.max_rows:
+        """Prefill the waiting jobs that fit (rows free, padded prompt tokens in the budget) in one pass."""
+        joiners: list[Job] = []
+        longest = 0
+        while len(self._rows) + len(joiners) < self.max_rows:
             with self._cond:
                 if not self._queue or self._closing:
-                    return
-                job = self._queue.popleft()
+                    break
+                job = self._queue[0]
+                width = max(longest, len(job.prompt))
+                if joiners and width * (len(joiners) + 1) > self.prefill_tokens:
+                    break  # the next round takes it
+                self._queue.popleft()
                 self._taken += 1
                 job.taken = True
             now = self._clock()
@@ -178,43 +192,80 @@ class Scheduler:
                     f"the request waited {now - job.submitted:.1f} s for a batch row and ran out of time "
                     f"(inference.limits.request_timeout_s = {job.deadline - job.submitted:g})"))
             else:
-                self._prefill(job)
+                joiners.append(job)
+                longest = width
+        if joiners:
+            self._prefill(joiners)
 
-    def _prefill(self, job: Job) -> None:
-        job.admitted = self._clock()
-        self.admitted += 1
+    def _prefill(self, joiners: list[Job]) -> None:
+        """Run the joiners' prompts together, each row with its own adapter; their first tokens; then they join."""
+        now = self._clock()
+        for job in joiners:
+            job.admitted = now
+        self.admitted += len(joiners)
+        rows = [r.weights for r in self._rows] + [j.weights for j in joiners]
+        windowed = False
         try:
             started = time.perf_counter()
-            alone = all(row.weights is job.weights for row in self._rows)
-            self.runtime.bind(job.weights, merge=alone)  # merging a row of a mixed batch would be undone at once
-            self._bound = None
-            job.bind_s = time.perf_counter() - started
-            ids = torch.tensor([job.prompt], device=self._device)
+            self._bind(rows)
+            if not self._bound_one:
+                self.runtime.window(len(self._rows), len(rows))
+                windowed = True
+            bind_s = time.perf_counter() - started
+            ids, mask, positions = left_padded([j.prompt for j in joiners], self.pad_id)
             with torch.no_grad():
-                out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
-            token = next_tokens(self._allowed(out.logits[:, -1], [job]), [job.sampling], [job.generator])[0]
+                out = self.model(input_ids=ids.to(self._device), attention_mask=mask.to(self._device),
+                                 position_ids=positions.to(self._device), use_cache=True, logits_to_keep=1)
+            chosen = next_tokens(self._allowed(out.logits[:, -1], joiners), [j.sampling for j in joiners],
+                                 [j.generator for j in joiners])
         except Exception as exc:
-            log.exception("prefill failed for answer %s", job.answer_id)
-            self._end(job, "error", GenerationError(f"generation failed: {type(exc).__name__}: {exc}"))
+            log.exception("prefill failed for %d requests", len(joiners))
+            self._bound_rows = None
+            for job in joiners:
+                self._end(job, "error", GenerationError(f"generation failed: {type(exc).__name__}: {exc}"))
             return
-        job.first_token = self._clock()
-        reason = self._emit(job, token)
-        if reason is not None:
-            self._end(job, reason)
+        finally:
+            if windowed:
+                self.runtime.window(0, len(rows))
+        now = self._clock()
+        keep: list[int] = []
+        for i, (job, token) in enumerate(zip(joiners, chosen, strict=True)):
+            job.bind_s = bind_s
+            job.first_token = now
+            reason = self._emit(job, token)
+            if reason is None:
+                keep.append(i)
+            else:
+                self._end(job, reason)
+        self._kv.join(out.past_key_values, mask, keep)
+        self._rows.extend(joiners[i] for i in keep)
+
+    def _bind(self, rows: list[LoRAWeights | None]) -> None:
+        """One adapter for the whole batch when every row has the same, else one per row.
+
+        In merged mode a one-adapter batch starts unmerged (a switch costs attribute writes, not a merge) and is
+        merged once it kept the same rows for ``MERGE_AFTER_STEPS`` decode steps: answers of one token never pay
+        for a merge, long ones lose the per-token cost after a few tokens."""
+        key = tuple(id(w) for w in rows)
+        if key == self._bound_rows:
+            if self._bound_one and not self._merged and self._same_steps >= MERGE_AFTER_STEPS \
+                    and self.runtime.mode == "merged" and rows[0] is not None:
+                self.runtime.bind(rows[0], merge=True)
+                self._merged = True
             return
-        self._kv.join(out.past_key_values, len(job.prompt))
-        self._rows.append(job)
+        first = rows[0]
+        self._bound_one = all(w is first for w in rows)
+        if self._bound_one:
+            self.runtime.bind(first, merge=False)
+        else:
+            self.runtime.bind_rows(rows)
+        self._bound_rows = key
+        self._merged = False
+        self._same_steps = 0
 
     def _step(self) -> None:
         rows = self._rows
-        key = tuple(id(r.weights) for r in rows)
-        if key != self._bound:
-            first = rows[0].weights
-            if all(r.weights is first for r in rows):
-                self.runtime.bind(first)
-            else:
-                self.runtime.bind_rows([r.weights for r in rows])
-            self._bound = key
+        self._bind([r.weights for r in rows])
         mask, positions = self._kv.step_inputs()
         ids = torch.tensor([[r.tokens[-1]] for r in rows], device=self._device)
         with torch.no_grad():
@@ -223,6 +274,7 @@ class Scheduler:
         self._kv.cache = out.past_key_values
         self._kv.advanced()
         self.steps += 1
+        self._same_steps += 1
         self.rows_stepped += len(rows)
         self.peak_rows = max(self.peak_rows, len(rows))
         chosen = next_tokens(self._allowed(out.logits[:, -1], rows), [r.sampling for r in rows],
@@ -273,7 +325,7 @@ class Scheduler:
     def _drop_all(self, error: BaseException) -> None:
         rows, self._rows = self._rows, []
         self._kv.clear()
-        self._bound = None
+        self._bound_rows = None
         for job in rows:
             self._end(job, "error", error)
 

@@ -105,12 +105,12 @@ def test_another_rows_logits_stay_within_float_noise_as_users_join_and_leave(tmp
             """Alice's logits at each of ``steps`` decode steps; others join at the steps ``joins`` names."""
             batch = BatchCache(model.config)
             out, token = prefill("alice", weights["alice"])
-            batch.join(out.past_key_values, len(prompts["alice"]))
+            batch.join(out.past_key_values, torch.ones(1, len(prompts["alice"]), dtype=torch.long))
             rows, last, seen = [weights["alice"]], [token], []
             for step in range(steps):
                 for name in joins.get(step, []):
                     out, token = prefill(name, weights.get(name))
-                    batch.join(out.past_key_values, len(prompts[name]))
+                    batch.join(out.past_key_values, torch.ones(1, len(prompts[name]), dtype=torch.long))
                     rows.append(weights.get(name))
                     last.append(token)
                 if step == 6 and len(rows) == 3:  # bob leaves: the base row moves into his place
