@@ -185,10 +185,10 @@ def measure_cold_load(bench: Bench, n: int = 20) -> float:
         node.close()
 
 
-def measure_overhead(bench: Bench, mode: str, tokens: int = 24) -> dict[str, float]:
+def measure_overhead(bench: Bench, mode: str, tokens: int = 64) -> dict[str, float]:
     """One request at a time, ``tokens`` tokens each: with an adapter / the base model, interleaved; the whole
     request (prefill, the bind or merge, decode) is timed."""
-    rounds = 8 * bench.scale
+    rounds = 6 * bench.scale
     node = bench.node(f"overhead-{mode}", lora_serving=mode)
     try:
         node.apply(bench.adapter(node, "alice", 1))
@@ -290,7 +290,74 @@ def measure_throughput(bench: Bench, rounds: int = 3, tokens: int = 32) -> dict[
         node.close()
 
 
+def measure_row_adapters(bench: Bench, rounds: int = 12) -> dict[str, float]:
+    """One decode step of 8 rows on 8 different adapters: our gathered per-row slots vs PEFT's mixed batch
+    (``adapter_names``, which groups the rows by adapter in every layer), against the base model; interleaved,
+    the KV cache of a 48-token prompt per row. The design choice of :mod:`inference.lora` rests on this."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, DynamicCache
+
+    node = bench.node("row-adapters", lora_serving="unmerged", max_batch_size=8)
+    try:
+        events = [bench.adapter(node, f"row-{i}", 1) for i in range(8)]
+        weights = []
+        for event in events:
+            ref = node.registry.apply(event).after.latest  # type: ignore[union-attr]
+            weights.append(node.loader.load(event.user_id, ref))  # type: ignore[arg-type]
+        store = ArtifactStore(node.cfg.artifact_root)
+        peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(bench.base)),
+                                         str(store.resolve(events[0].uri)), adapter_name="a0").eval()
+        for i, event in enumerate(events[1:], start=1):
+            peft.load_adapter(str(store.resolve(event.uri)), adapter_name=f"a{i}")
+        names = [f"a{i}" for i in range(8)]
+        model: Any = node.runtime.model
+        gen = torch.Generator().manual_seed(0)
+        vocab = int(model.config.vocab_size)
+        with torch.no_grad():
+            prompt = model(input_ids=torch.randint(0, vocab, (8, 48), generator=gen), use_cache=True).past_key_values
+        ids = torch.randint(0, vocab, (8, 1), generator=gen)
+
+        def step(m: Any, **kw: Any) -> tuple[float, torch.Tensor]:
+            cache = DynamicCache(ddp_cache_data=[(layer.keys, layer.values) for layer in prompt.layers],
+                                 config=model.config)
+            started = time.perf_counter()
+            with torch.no_grad():
+                logits = m(input_ids=ids, past_key_values=cache, use_cache=True, **kw).logits
+            return (time.perf_counter() - started) * 1000, logits
+
+        node.runtime.bind_rows(weights)
+        _, ours = step(model)
+        _, theirs = step(peft, adapter_names=names)
+        agree = float((ours - theirs).abs().max())
+        base, gathered, grouped = [], [], []
+        for _ in range(rounds):
+            node.runtime.bind(None)
+            base.append(step(model)[0])
+            node.runtime.bind_rows(weights)
+            gathered.append(step(model)[0])
+            grouped.append(step(peft, adapter_names=names)[0])
+        node.runtime.bind(None)
+        return {"step_ms_8_rows_base": round(statistics.median(base), 2),
+                "step_ms_8_rows_gathered": round(statistics.median(gathered), 2),
+                "step_ms_8_rows_peft_adapter_names": round(statistics.median(grouped), 2),
+                "gathered_vs_base": round(statistics.median(g / b for g, b in zip(gathered, base, strict=True)), 4),
+                "peft_adapter_names_vs_base": round(statistics.median(
+                    p / b for p, b in zip(grouped, base, strict=True)), 4),
+                "gathered_vs_peft_max_logit_diff": round(agree, 6)}
+    finally:
+        node.close()
+
+
 # -- publish to served, through the broker --------------------------------------------------------
+
+
+def watch_pointer(node: InferenceNode, user: str, version: int, stop: threading.Event, out: list[float]) -> None:
+    """Record when ``user``'s pointer flips to ``version`` (loaded, validated, active on the node)."""
+    while not stop.is_set():
+        if node.cache.active(user) == (user, version):
+            out.append(time.perf_counter())
+            return
+        time.sleep(0.001)
 
 
 def measure_publish_to_served(bench: Bench, broker: Broker, mode: str, trials: int) -> dict[str, float]:
@@ -314,9 +381,14 @@ def measure_publish_to_served(bench: Bench, broker: Broker, mode: str, trials: i
         first = bench.adapter(node, "alice", 1)
         publisher.publish(topic, first)
         publisher.flush()
-        latencies = []
+        latencies, activations = [], []
         for version in range(2, trials + 2):
             event = bench.adapter(node, "alice", version)  # files written first, as the trainer does
+            flipped: list[float] = []
+            watching = threading.Event()
+            watcher = threading.Thread(target=watch_pointer, args=(node, "alice", version, watching, flipped),
+                                       daemon=True)
+            watcher.start()
             produced = time.perf_counter()
             publisher.publish(topic, event)
             while True:
@@ -326,9 +398,13 @@ def measure_publish_to_served(bench: Bench, broker: Broker, mode: str, trials: i
                     break
                 if time.perf_counter() - produced > 30:
                     raise RuntimeError(f"version {version} was not served within 30 s")
+            watching.set()
+            watcher.join(timeout=5)
+            if flipped:
+                activations.append((flipped[0] - produced) * 1000)
             time.sleep(0.05)
         publisher.flush()
-        return spread(latencies, "publish_to_served_ms")
+        return {**spread(latencies, "publish_to_served_ms"), **spread(activations, "publish_to_active_ms")}
     finally:
         stop.set()
         if thread is not None:
@@ -450,7 +526,7 @@ def base_model(name: str) -> Path:
     from infra.model_fetch import fetch_model
 
     say(f"the real model {name} (fetched once into the model cache)")
-    return fetch_model(name, progress=lambda stage, message: say(f"  {stage}: {message}")).directory
+    return fetch_model(name, progress=lambda stage, message: say(f"  {stage}: {message}")).path
 
 
 def timed(what: str, run: Callable[[], Any]) -> Any:
@@ -509,6 +585,10 @@ def main() -> None:
                      lambda: measure_throughput(bench, rounds=args.rounds))
         say(f"tokens/s: 1 user {many['tokens_per_s_1_user']}, 8 users {many['tokens_per_s_8_users']}, "
             f"speedup {many['batch_speedup']} (runs {many['batch_speedup_runs']})")
+        rows = timed("8 rows on 8 adapters, one decode step: gathered slots vs PEFT adapter_names",
+                     lambda: measure_row_adapters(bench))
+        say(f"decode step, 8 rows: base {rows['step_ms_8_rows_base']} ms, gathered {rows['gathered_vs_base']}x, "
+            f"PEFT adapter_names {rows['peft_adapter_names_vs_base']}x")
         fallbacks = timed("broken adapters", lambda: measure_fallbacks(bench))
         broker = Broker(home=workdir / "kafka", port=free_port(), controller_port=free_port())
         say(f"starting a Kafka broker on {broker.bootstrap}")
@@ -528,8 +608,9 @@ def main() -> None:
             **{f"{k}_{m}": v for m in MODES for k, v in served[m].items()},
             "overhead_ratio": round(overhead[d]["ratio"], 4),
             **{f"overhead_ratio_{m}": round(overhead[m]["ratio"], 4) for m in MODES},
-            "base_request_ms_24_tokens": round(overhead[d]["base_ms"], 1),
+            "base_request_ms_64_tokens": round(overhead[d]["base_ms"], 1),
             **many,
+            **rows,
             **hits,
             **fallbacks,
             **memory,

@@ -57,8 +57,8 @@ class BatchCache:
         if not index.numel():
             return
         mask = mask.index_select(0, index)
-        new_layers = [(layer.keys.index_select(0, index), layer.values.index_select(0, index))
-                      for layer in cache.layers]
+        new_layers = [(layer.keys.index_select(0, index.to(layer.keys.device)),
+                       layer.values.index_select(0, index.to(layer.values.device))) for layer in cache.layers]
         positions = mask.sum(dim=1)
         if self.cache is None:
             self.cache = DynamicCache(ddp_cache_data=new_layers, config=self.config)
@@ -93,8 +93,8 @@ class BatchCache:
         real = mask.any(dim=0).nonzero()
         start = int(real[0]) if real.numel() else 0
         for layer in self.cache.layers:
-            layer.keys = layer.keys.index_select(0, index)[:, :, start:]
-            layer.values = layer.values.index_select(0, index)[:, :, start:]
+            layer.keys = layer.keys.index_select(0, index.to(layer.keys.device))[:, :, start:]
+            layer.values = layer.values.index_select(0, index.to(layer.values.device))[:, :, start:]
         self.mask = mask[:, start:]
         self.positions = self.positions.index_select(0, index)
 

@@ -10,11 +10,12 @@ with the scale folded into ``B``. :class:`LoRARuntime` decides what the next for
   step): ``out[i] += (x[i] @ A_slot[i]) @ B_slot[i]``. Slots are rewritten only where a row changed, so
   a user joining or leaving a batch costs one adapter copy, not the whole batch. Ranks are zero-padded to
   the largest in the batch; a base-model row has zero slots, so its output is the base model's, exactly.
-* ``bind(weights)``: every row the same adapter (a single request, a prefill, a one-user batch). In
-  ``merged`` mode the layer's ``weight`` points at a scratch buffer holding ``W + B @ A`` (no per-token
-  cost); unbinding points it back at the untouched original, so nothing drifts. The scratch is bounded
-  by ``merge_budget_bytes``: layers past the budget stay unmerged and add ``B(A(x))`` per token instead.
-  In ``unmerged`` mode (and for quantized layers always) the wrapper adds ``B(A(x))``.
+* ``bind(weights, merge)``: every row the same adapter (a one-user batch). With ``merge`` in ``merged``
+  mode the layer's ``weight`` points at a scratch buffer holding ``W + B @ A`` (no per-token cost);
+  unbinding points it back at the untouched original, so nothing drifts. The scratch is bounded by
+  ``merge_budget_bytes``: layers past the budget stay unmerged and add ``B(A(x))`` per token instead.
+  Otherwise (and for quantized layers always) the wrapper adds ``B(A(x))``. The scheduler merges only a
+  batch that kept one adapter for a few steps (:mod:`inference.scheduler`): mixed batches make it moot.
 
 Switching costs a few slot copies (batched) or small matrix products (merged) or attribute writes
 (unmerged); PEFT's ``set_adapter`` walks every module instead, and its mixed-batch ``adapter_names``
@@ -67,11 +68,12 @@ def _linear_shape(module: nn.Module) -> ModuleShape | None:
 
 
 class _Slots:
-    """Per-row ``A^T`` (rows x in x rank) and ``B^T`` (rows x rank x out) of one layer, for ``baddbmm``."""
+    """Per-row ``A`` (rows x rank x in) and ``B`` (rows x out x rank) of one layer, each row's rank zero-padded;
+    the same layout as the adapter's own tensors, so writing a row is two contiguous copies."""
 
     def __init__(self, rows: int, rank: int, shape: ModuleShape, dtype: torch.dtype, device: torch.device) -> None:
-        self.a = torch.zeros(rows, shape.in_features, rank, dtype=dtype, device=device)
-        self.b = torch.zeros(rows, rank, shape.out_features, dtype=dtype, device=device)
+        self.a = torch.zeros(rows, rank, shape.in_features, dtype=dtype, device=device)
+        self.b = torch.zeros(rows, shape.out_features, rank, dtype=dtype, device=device)
         self.used = 0  # rows of the current batch that have a delta here
 
     def write(self, row: int, pair: tuple[torch.Tensor, torch.Tensor] | None) -> None:
@@ -81,10 +83,10 @@ class _Slots:
             return
         a, b = pair
         r = a.shape[0]
-        self.a[row, :, :r].copy_(a.t())
-        self.a[row, :, r:].zero_()
-        self.b[row, :r].copy_(b.t())
-        self.b[row, r:].zero_()
+        self.a[row, :r].copy_(a)
+        self.a[row, r:].zero_()
+        self.b[row, :, :r].copy_(b)
+        self.b[row, :, r:].zero_()
 
     @property
     def nbytes(self) -> int:
@@ -116,15 +118,22 @@ class LoRALinear(nn.Module):
             n = x.shape[0]
             if n != stop - start:  # a batch that is not the bound one would get other rows' adapters
                 raise RuntimeError(f"a batch of {n} rows through a layer bound for rows {start}..{stop - 1}")
-            a, b = slots.a[start:stop], slots.b[start:stop]
-            flat = out.reshape(n, -1, out.shape[-1])
+            a, b = slots.a[start:stop].transpose(1, 2), slots.b[start:stop].transpose(1, 2)  # views: BLAS transposes
             low = torch.bmm(x.reshape(n, -1, x.shape[-1]).to(a.dtype), a)
-            return torch.baddbmm(flat.to(b.dtype), low, b).to(out.dtype).reshape(out.shape)
+            if out.dtype == b.dtype and out.is_contiguous():  # the base output is ours: add in place
+                out.view(n, -1, out.shape[-1]).baddbmm_(low, b)
+                return out
+            return torch.baddbmm(out.reshape(n, -1, out.shape[-1]).to(b.dtype), low, b).to(out.dtype).reshape(
+                out.shape)
         delta = self.delta
         if delta is None:
             return out
         a, b = delta
-        return out + F.linear(F.linear(x.to(a.dtype), a), b).to(out.dtype)
+        low = F.linear(x.to(a.dtype), a)
+        if out.dtype == b.dtype and out.is_contiguous():
+            out.view(-1, out.shape[-1]).addmm_(low.view(-1, low.shape[-1]), b.t())
+            return out
+        return out + F.linear(low, b).to(out.dtype)
 
 
 class LoRARuntime:
@@ -152,6 +161,9 @@ class LoRARuntime:
         self._slot_rank = 0
         self.bound: LoRAWeights | None = None
         self._bound_merge = False
+        self._merged: set[str] = set()  # layers whose weight is their scratch now
+        self._delta_names: set[str] = set()  # layers whose wrapper adds the bound adapter's delta
+        self._slots_on = False
         self.rows: list[LoRAWeights | None] = []  # what the slots hold, row by row
 
     # -- one adapter for every row -------------------------------------------------------------
@@ -160,24 +172,29 @@ class LoRARuntime:
     def bind(self, weights: LoRAWeights | None, merge: bool = True) -> None:
         """Make ``weights`` (None: the base model) what every row of the next forward passes uses.
 
-        ``merge=False`` keeps the delta unmerged even in merged mode (a one-row prefill joining a batch of
-        other users: merging it would be undone at the next step)."""
-        for wrapper in self._wrappers.values():
-            wrapper.window = None  # the slots keep their rows for the next bind_rows
+        ``merge=False`` keeps the delta unmerged even in merged mode."""
+        if self._slots_on:
+            for wrapper in self._wrappers.values():
+                wrapper.window = None  # the slots keep their rows for the next bind_rows
+            self._slots_on = False
         merge = merge and self.mode == "merged"
         if weights is self.bound and merge == self._bound_merge:
             return
-        previous = self.bound.modules if self.bound is not None else {}
         wanted = weights.modules if weights is not None else {}
-        for name in previous:
-            if name not in wanted:
-                self._restore(name)
+        for name in self._delta_names - wanted.keys():
+            self._wrappers[name].delta = None
+        for name in [n for n in self._merged if n not in wanted or not merge]:
+            self._restore(name)
+        deltas = set()
         for name, (a, b) in wanted.items():
             if merge and self._mergeable(name):
                 self._merge(name, a, b)
             else:
-                self._restore(name)
+                if name in self._merged:
+                    self._restore(name)
                 self._wrapper(name).delta = (a, b)
+                deltas.add(name)
+        self._delta_names = deltas
         self.bound = weights
         self._bound_merge = merge
 
@@ -193,6 +210,7 @@ class LoRARuntime:
         module = self._modules[name]
         if name in self._wrappers:
             self._wrappers[name].delta = None
+        self._merged.add(name)
         original = self._originals.get(name)
         if original is None:
             original = self._originals[name] = cast(nn.Parameter, module.weight)
@@ -204,8 +222,8 @@ class LoRARuntime:
             module.weight = scratch
 
     def _restore(self, name: str) -> None:
-        if name in self._wrappers:
-            self._wrappers[name].delta = None
+        """Point a merged layer back at its original weight."""
+        self._merged.discard(name)
         original = self._originals.get(name)
         if original is not None:
             self._modules[name].weight = original
@@ -259,6 +277,7 @@ class LoRARuntime:
             raise ValueError(f"rows {start}..{stop - 1} are not all bound ({len(self.rows)} rows)")
         for name, slots in self._slots.items():
             self._wrappers[name].window = (start, stop) if slots.used else None
+        self._slots_on = True
 
     # -- views ---------------------------------------------------------------------------------
 

@@ -37,7 +37,8 @@ from inference.sampling import Sampling, next_tokens
 log = logging.getLogger("samtuner.inference.scheduler")
 
 EndReason = Literal["stop", "length", "timeout", "cancelled", "error"]
-MERGE_AFTER_STEPS = 4  # merged mode: decode steps a one-adapter batch runs unmerged before it is merged
+MERGE_AFTER_STEPS = 4  # merged mode: decode steps a one-adapter batch runs unmerged before it is merged ...
+MERGE_MIN_TOKENS_LEFT = 32  # ... if its longest row may still generate this many tokens
 
 
 @dataclass(eq=False)
@@ -240,16 +241,18 @@ class Scheduler:
         self._kv.join(out.past_key_values, mask, keep)
         self._rows.extend(joiners[i] for i in keep)
 
-    def _bind(self, rows: list[LoRAWeights | None]) -> None:
+    def _bind(self, rows: list[LoRAWeights | None], tokens_left: int = 0) -> None:
         """One adapter for the whole batch when every row has the same, else one per row.
 
         In merged mode a one-adapter batch starts unmerged (a switch costs attribute writes, not a merge) and is
-        merged once it kept the same rows for ``MERGE_AFTER_STEPS`` decode steps: answers of one token never pay
-        for a merge, long ones lose the per-token cost after a few tokens."""
+        merged once it kept the same rows for ``MERGE_AFTER_STEPS`` decode steps and may still generate
+        ``MERGE_MIN_TOKENS_LEFT`` tokens: a merge costs about one decode step on SmolLM2 and saves a few percent
+        per token, so only long answers gain from it."""
         key = tuple(id(w) for w in rows)
         if key == self._bound_rows:
             if self._bound_one and not self._merged and self._same_steps >= MERGE_AFTER_STEPS \
-                    and self.runtime.mode == "merged" and rows[0] is not None:
+                    and tokens_left >= MERGE_MIN_TOKENS_LEFT and self.runtime.mode == "merged" \
+                    and rows[0] is not None:
                 self.runtime.bind(rows[0], merge=True)
                 self._merged = True
             return
@@ -265,7 +268,7 @@ class Scheduler:
 
     def _step(self) -> None:
         rows = self._rows
-        self._bind([r.weights for r in rows])
+        self._bind([r.weights for r in rows], max(r.max_new_tokens - len(r.tokens) for r in rows))
         mask, positions = self._kv.step_inputs()
         ids = torch.tensor([[r.tokens[-1]] for r in rows], device=self._device)
         with torch.no_grad():
@@ -297,7 +300,8 @@ class Scheduler:
         early = [i for i, job in enumerate(rows) if len(job.tokens) < job.min_new_tokens]
         if early and self._stop_index.numel():
             logits = logits.clone()
-            logits[torch.tensor(early)[:, None], self._stop_index.to(logits.device)[None, :]] = float("-inf")
+            rows_index = torch.tensor(early, device=logits.device)[:, None]
+            logits[rows_index, self._stop_index.to(logits.device)[None, :]] = float("-inf")
         return logits
 
     def _emit(self, job: Job, token: int) -> EndReason | None:

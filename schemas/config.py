@@ -308,9 +308,9 @@ class InferenceSettings(Section):
     lora_serving: Literal["merged", "unmerged"] = Field(
         "merged",
         description="Batches of several users always add each row's own B(A(x)) per layer (one forward pass for "
-        "all). 'merged': while every row of the batch has the same adapter, its delta is added into a scratch copy "
-        "of the target weights instead (no per-token cost; bounded by merge_scratch_mb). 'unmerged': never merge. "
-        "Quantized layers are always unmerged.",
+        "all). 'merged': once a batch whose rows all have one adapter ran 4 decode steps with 32 or more tokens "
+        "still to go, that adapter is added into a scratch copy of the target weights (no per-token cost; bounded "
+        "by merge_scratch_mb). 'unmerged': never merge. Quantized layers are always unmerged.",
     )
     merge_scratch_mb: float = Field(
         128.0, ge=0.0, description="Scratch memory of merged serving; target layers past it stay unmerged.",

@@ -5,6 +5,8 @@ and answers + feedback per A/B arm in ClickHouse."""
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -76,6 +78,11 @@ def test_the_openai_client_gets_answers_and_activation_commands_reach_the_node(m
         assert "".join(c.choices[0].delta.content or "" for c in chunks) == completion.choices[0].message.content
         assert chunks[0].model_extra["samtuner"]["adapter_version"] == 1  # type: ignore[index]
         assert chunks[-1].choices[0].finish_reason == completion.choices[0].finish_reason
+        streamed = subprocess.run([sys.executable, "-m", "samtuner.cli", "ask", "--url", node.url, "--user", "alice",
+                                   "--stream", "--max-tokens", "6", PROMPT], capture_output=True, text=True,
+                                  timeout=120, check=True)
+        assert streamed.stdout.rstrip("\n") == completion.choices[0].message.content
+        assert '"adapter_version": 1' in streamed.stderr
 
         assert httpx.post(f"{node.url}/v1/users/alice/deactivate", timeout=10).status_code == 202
         off = wait_for(lambda: (a := ask(node, "alice"))["source"] == "base" and a, 20, "the deactivation")
