@@ -168,8 +168,11 @@ def create_api(
 
     @api.get("/healthz")
     def healthz() -> dict[str, Any]:
+        batch = node.scheduler.stats()
         return {"status": "ok", "node_id": node.node_id, "registry_ready": bool(ready()) if ready else True,
-                "registry_users": len(node.registry), "resident_adapters": node.cache.stats().entries}
+                "registry_users": len(node.registry), "resident_adapters": node.cache.stats().entries,
+                "requests_running": batch.running, "requests_queued": batch.queued,
+                "max_batch_size": batch.max_rows, "max_queue": batch.max_queue}
 
     @api.get("/metrics")
     def metrics() -> Response:

@@ -281,3 +281,24 @@ def test_closing_the_node_fails_queued_requests_instead_of_leaving_them_waiting(
             kit.node.submit(PROMPT, "carol")
     finally:
         gate.remove()
+
+
+def test_merged_serving_merges_long_one_user_answers_within_its_scratch_bound(tmp_path: Path,
+                                                                             tiny_model: Path) -> None:
+    bound_mb = 0.05  # the tiny model's 8 target layers take 0.125 MB: three of them fit
+    merged = NodeKit(tmp_path / "merged", tiny_model, lora_serving="merged", merge_scratch_mb=bound_mb)
+    unmerged = NodeKit(tmp_path / "unmerged", tiny_model, lora_serving="unmerged")
+    try:
+        for kit in (merged, unmerged):
+            kit.publish("alice", 1, seed=7)
+        short = merged.ask("alice", max_new_tokens=10)
+        assert merged.node.runtime.scratch_bytes == 0  # a short answer is never merged
+        long = merged.ask("alice", min_new_tokens=40, max_new_tokens=40)
+        described = merged.node.runtime.describe()
+        assert 0 < described["scratch_bytes"] <= bound_mb * 2**20 and described["merged_layers"] == 3
+        assert long.text == unmerged.ask("alice", min_new_tokens=40, max_new_tokens=40).text
+        assert short.text == unmerged.ask("alice", max_new_tokens=10).text
+        assert unmerged.node.runtime.scratch_bytes == 0
+    finally:
+        merged.close()
+        unmerged.close()
