@@ -280,6 +280,7 @@ def measure_throughput(bench: Bench, rounds: int = 3, tokens: int = 32) -> dict[
             "batch_speedup": round(statistics.median(speedups), 3),
             "batch_speedup_runs": [round(x, 3) for x in speedups],
             "batch_lora_overhead_ratio": round(statistics.median(lora_costs), 4),
+            "batch_lora_overhead_runs": [round(x, 3) for x in lora_costs],
             "mean_rows_per_step": round((after.rows_stepped - steps_before.rows_stepped)
                                         / max(after.steps - steps_before.steps, 1), 2),
             **spread(ttft_1, "ttft_ms", "_1_user"),
@@ -325,10 +326,13 @@ def measure_row_adapters(bench: Bench, rounds: int = 12) -> dict[str, float]:
                 logits = m(input_ids=ids, past_key_values=cache, use_cache=True, **kw).logits
             return (time.perf_counter() - started) * 1000, logits
 
+        node.runtime.bind(None)
+        _, plain = step(model)
         node.runtime.bind_rows(weights)
         _, ours = step(model)
         _, theirs = step(peft, adapter_names=names)
-        agree = float((ours - theirs).abs().max())
+        agree, moved = float((ours - theirs).abs().max()), float((ours - plain).abs().max())
+        assert moved > 100 * agree, "the adapters change the logits far more than ours and PEFT's differ"
         base, gathered, grouped = [], [], []
         for _ in range(rounds):
             node.runtime.bind(None)
@@ -343,7 +347,8 @@ def measure_row_adapters(bench: Bench, rounds: int = 12) -> dict[str, float]:
                 "gathered_vs_base": round(statistics.median(g / b for g, b in zip(gathered, base, strict=True)), 4),
                 "peft_adapter_names_vs_base": round(statistics.median(
                     p / b for p, b in zip(grouped, base, strict=True)), 4),
-                "gathered_vs_peft_max_logit_diff": round(agree, 6)}
+                "gathered_vs_peft_max_logit_diff": float(f"{agree:.3g}"),
+                "gathered_vs_base_max_logit_diff": float(f"{moved:.3g}")}
     finally:
         node.close()
 
