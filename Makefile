@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv jars demo test test-unit lint bench-streams bench-trainer bench-inference kafka-up kafka-down lock clean
+.PHONY: venv jars browser demo test bench-console test-unit lint bench-streams bench-trainer bench-inference bench-analytics kafka-up kafka-down lock clean
 
 venv: $(STAMP)
 
@@ -21,7 +21,14 @@ jars: venv
 demo: venv jars
 	$(BIN)/samtuner demo
 
-test: venv jars
+# The browser tests drive Debian's chromium (Playwright with executable_path; no browser download).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { echo "chromium did not install" >&2; exit 1; }
+
+test: venv jars browser
 	$(BIN)/pytest -q tests
 
 test-unit: venv
@@ -37,6 +44,9 @@ bench-streams: venv jars
 bench-inference: venv jars
 	$(BIN)/python benchmarks/bench_inference.py
 
+bench-console: venv jars browser
+	$(BIN)/python benchmarks/bench_console.py
+
 kafka-up: venv jars
 	$(BIN)/samtuner kafka up
 
@@ -48,6 +58,9 @@ lock: venv
 
 bench-trainer: venv
 	$(BIN)/python benchmarks/bench_trainer.py
+
+bench-analytics: venv
+	$(BIN)/python benchmarks/bench_analytics.py
 
 clean:
 	rm -rf .samtuner .pytest_cache .mypy_cache .ruff_cache

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -145,7 +145,8 @@ def create_api(
     stats: Callable[[], dict[str, Any]] | None = None,
     ready: Callable[[], bool] | None = None,
 ) -> FastAPI:
-    api = FastAPI(title="sam-tuner inference node", version="1")
+    # No /docs from a CDN: the console serves its own API page (console/static/docs.html).
+    api = FastAPI(title="sam-tuner inference node", version="1", docs_url=None, redoc_url=None)
     api.add_middleware(BodyLimit, max_bytes=node.cfg.inference.limits.max_body_bytes)
 
     @api.exception_handler(LimitExceeded)
@@ -162,9 +163,10 @@ def create_api(
                                        "invalid_request", param), status_code=400)
 
     @api.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        detail = exc.detail if isinstance(exc.detail, dict) else {"detail": exc.detail}
-        return JSONResponse(detail, status_code=exc.status_code, headers=exc.headers)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if isinstance(exc.detail, dict) and "error" in exc.detail:  # ours: an OpenAI-style error body
+            return JSONResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+        return await http_exception_handler(request, exc)
 
     @api.get("/healthz")
     def healthz() -> dict[str, Any]:

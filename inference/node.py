@@ -70,6 +70,10 @@ class _Request:
     started: float  # perf_counter at arrival
     resolve_s: float  # routing and the cache lease (a load on a miss)
     prompt_tokens: int
+    served: bool = True  # an answer to the user (metrics, AnswerServed); False: the console's compare view
+
+
+_Pick = Callable[[], tuple[Lease[CacheKey, LoRAWeights] | None, Arm]]
 
 
 class InferenceNode:
@@ -223,7 +227,8 @@ class InferenceNode:
             raise
 
     def _submit(self, prompt: str, user_id: str | None, context: Sequence[Mapping[str, str]] | None, stream: bool,
-                kw: Mapping[str, Any]) -> PendingAnswer:
+                kw: Mapping[str, Any], pick: _Pick | None = None) -> PendingAnswer:
+        """``pick``: the lease and arm to answer with, instead of the user's routing (not a served answer)."""
         started, arrived = time.perf_counter(), time.monotonic()
         limits = self.cfg.inference.limits
         max_new = kw.get("max_new_tokens") or self.cfg.model.max_new_tokens
@@ -246,13 +251,17 @@ class InferenceNode:
                                 f"{max_new} in the completion)", code="context_length_exceeded", param="messages")
         answer_id = uuid.uuid4()
         routing = time.perf_counter()
-        if user_id:
-            with self._lock:
-                self._last_seen[user_id] = self._clock()
-        state = self.registry.get(user_id) if user_id else None
-        planned = route(user_id, state, self.cfg.inference.ab_new_share, draw(answer_id))
-        lease, arm, reason, detail = self._resolve(user_id, planned, state)
-        request = _Request(user_id, lease, arm, reason, detail, started, time.perf_counter() - routing, len(ids))
+        if pick is not None:
+            (lease, arm), reason, detail = pick(), None, ""
+        else:
+            if user_id:
+                with self._lock:
+                    self._last_seen[user_id] = self._clock()
+            state = self.registry.get(user_id) if user_id else None
+            planned = route(user_id, state, self.cfg.inference.ab_new_share, draw(answer_id))
+            lease, arm, reason, detail = self._resolve(user_id, planned, state)
+        request = _Request(user_id, lease, arm, reason, detail, started, time.perf_counter() - routing, len(ids),
+                           served=pick is None)
         pending = PendingAnswer(answer_id, {
             "answer_id": str(answer_id), "user": user_id, "source": "adapter" if lease is not None else "base",
             "arm": arm, "adapter_version": lease.value.version if lease is not None else None,
@@ -302,9 +311,36 @@ class InferenceNode:
             ttft_ms=round(((job.first_token or job.submitted) - job.submitted) * 1000, 3),
             queue_ms=round(((job.admitted or job.submitted) - job.submitted) * 1000, 3),
             finish_reason="stop" if why == "stop" else "length", stopped_by=_STOPPED_BY.get(why))
-        generate_s = time.monotonic() - (job.admitted or job.submitted)
-        self._served(answer, generate_s, request.resolve_s + job.bind_s)
+        if request.served:
+            generate_s = time.monotonic() - (job.admitted or job.submitted)
+            self._served(answer, generate_s, request.resolve_s + job.bind_s)
         job.pending.finish(answer)
+
+    def answer_with_version(self, prompt: str, user_id: str, version: int | None, **kw: Any) -> PersonalizedResponse:
+        """Answer with exactly this version of the user's adapter (None = the base model), whatever the
+        user's routing says: the console's compare view. It runs in the batch like any request, but it is not
+        an answer served to the user, so no AnswerServed is published and the user's pointer does not move."""
+        unknown = set(kw) - set(GENERATION_OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown generation options {sorted(unknown)}; valid: {', '.join(GENERATION_OPTIONS)}")
+
+        def pick() -> tuple[Lease[CacheKey, LoRAWeights] | None, Arm]:
+            if version is None:
+                return None, "base"
+            state = self.registry.get(user_id)
+            arms: list[tuple[Arm, AdapterRef | None]] = [("new", state.latest), ("previous", state.previous)] \
+                if state is not None else []
+            found = [(a, r) for a, r in arms if r is not None and r.version == version]
+            if not found:
+                known = sorted(r.version for _, r in arms if r is not None)
+                raise AdapterRejected("unknown_version", f"this node knows no version {version} of the user's "
+                                      f"adapter (known: {known or 'none'})")
+            arm, ref = found[0]
+            assert ref is not None
+            return self._load(user_id, ref), arm  # AdapterRejected propagates: the caller shows why
+
+        pending = self._submit(prompt, user_id, None, False, kw, pick=pick)
+        return pending.result(timeout=self.cfg.inference.limits.request_timeout_s + _RESULT_MARGIN_S)
 
     def _resolve(self, user_id: str | None, planned: Route, state: AdapterRegistryState | None,
                  ) -> tuple[Lease[CacheKey, LoRAWeights] | None, Arm, str | None, str]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inference.follow import RegistrarWorker, RegistryFollower
 from inference.node import InferenceNode
@@ -14,6 +14,9 @@ from infra.kafka import KafkaEventPublisher, publish_command
 from schemas.commands import Command
 from schemas.config import Config
 from schemas.topics import Topics
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
 
 log = logging.getLogger("samtuner.inference")
 
@@ -31,8 +34,13 @@ class RunningNode:
 
 
 def start_node(cfg: Config, stop: threading.Event, threads: list[threading.Thread],
-               stats: Callable[[], dict[str, Any]] | None = None) -> RunningNode:
-    """Build the node, its registry follower and its HTTP server; the threads are appended, not started."""
+               stats: Callable[[], dict[str, Any]] | None = None, routers: Sequence[APIRouter] = (),
+               extend: Callable[[Any, InferenceNode, Callable[[Command], None]], None] | None = None) -> RunningNode:
+    """Build the node, its registry follower and its HTTP server; the threads are appended, not started.
+
+    ``routers`` (FastAPI ``APIRouter``s, e.g. the analytics API of the store's owner) join the node's app;
+    ``extend(app, node, send_command)`` adds routes that need the node (the console).
+    """
     import uvicorn
 
     from inference.api import create_api
@@ -47,6 +55,10 @@ def start_node(cfg: Config, stop: threading.Event, threads: list[threading.Threa
         publisher.flush(timeout_s=10.0)
 
     api = create_api(node, send_command=send_command, stats=stats, ready=follower.ready.is_set)
+    for router in routers:
+        api.include_router(router)
+    if extend is not None:
+        extend(api, node, send_command)
     server = uvicorn.Server(uvicorn.Config(api, host=cfg.inference.host, port=cfg.inference.port,
                                            log_level="warning", access_log=False))
     threads.append(threading.Thread(target=follower.run, args=(stop,), name="registry", daemon=True))

@@ -3,24 +3,96 @@
 One ``ClickHouseStore`` per process wraps one client: every call is serialized by a lock (chDB is
 one engine per process and its client is synchronous; async callers use ``run_in_executor``), and
 every driver error is translated into :class:`infra.errors.StoreError` here, once.
+
+Analysts' queries (:meth:`ClickHouseStore.query_read_only`) run on a second client of their own whose
+session is ``readonly=1``, and each query carries ``readonly=1`` too: ClickHouse refuses anything that
+writes. The session matters on chDB: it runs ``SELECT 1; DROP TABLE t; SELECT 2`` as three statements
+and puts a per-query setting on the last one only, and a refused write leaves ``readonly`` set on the
+session it was tried on (so never on the projector's). A failed query closes that client (chDB leaves
+the rest of a failed multi-statement query pending on it); the next one opens a fresh one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
+import os
+import re
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import clickhouse_connect
 
-from infra.errors import StoreError
+from infra.errors import QueryFailed, QueryRefused, StoreError, StoreLocked
 from schemas.ddl import MIGRATIONS, Migration
+
+MAX_RESULT_ROWS = 100_000
+# Order matters: ClickHouse applies settings one by one and refuses every change after readonly=1.
+# 'break' stops reading past the row limit (a block or so more arrives) instead of failing the query.
+READ_ONLY_SESSION = {"max_execution_time": 30, "max_result_rows": MAX_RESULT_ROWS + 1,
+                     "result_overflow_mode": "break", "readonly": 1}
+READ_ONLY_QUERY = {"readonly": 1}
+READONLY_ERROR_CODE = 164  # READONLY: "Cannot execute query in readonly mode", "Cannot modify ... setting"
+
+
+@dataclass(frozen=True)
+class ReadOnlyResult:
+    columns: tuple[str, ...]
+    types: tuple[str, ...]  # ClickHouse type names
+    rows: list[tuple[Any, ...]]
+    truncated: bool  # more rows than max_rows: the rest were not read
 
 
 def _is_chdb(dsn: str) -> bool:
     return dsn.startswith("chdb:")
+
+
+def embedded_holder(dsn: str) -> int | None:
+    """The pid of another process holding this embedded store (-1 if unknown), or None.
+
+    chDB flocks ``<data dir>/status`` and writes its pid there; a second process cannot open the
+    directory. Probing the lock first spares a caller chDB's failed start (and its noise on stderr).
+    Our own process's lock is no obstacle: chDB lets one process open its directory many times.
+    """
+    if not _is_chdb(dsn):
+        return None
+    status = Path(dsn[len("chdb://"):]) / "status"
+    try:
+        fd = os.open(status, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            found = re.search(r"^PID: (\d+)", status.read_text(errors="replace"), re.MULTILINE)
+            pid = int(found.group(1)) if found else -1
+            return None if pid == os.getpid() else pid
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _locked_error(dsn: str, pid: int, detail: str = "") -> StoreLocked:
+    who = f"process {pid}" if pid > 0 else "another process"
+    return StoreLocked(
+        f"the embedded ClickHouse at {dsn} is open in {who} (one chDB data directory can be open in one "
+        f"process only; run every role in one process with 'samtuner run', or use a ClickHouse server DSN)"
+        + (f": {detail}" if detail else "")
+    )
+
+
+def _error_code(exc: Exception) -> int | None:
+    code = getattr(exc, "code", None)
+    if isinstance(code, int):
+        return code
+    found = re.search(r"Code: (\d+)", str(exc))
+    return int(found.group(1)) if found else None
 
 
 class ClickHouseStore:
@@ -28,6 +100,12 @@ class ClickHouseStore:
         self.dsn = dsn
         self.database = database
         self._lock = threading.RLock()
+        self._read_only_client: Any = None
+        # chDB is one engine: the analysts' client waits for the store's lock. A server needs no such wait.
+        self._read_only_lock = self._lock if _is_chdb(dsn) else threading.RLock()
+        holder = embedded_holder(dsn)
+        if holder is not None:
+            raise _locked_error(dsn, holder)
         try:
             if _is_chdb(dsn):
                 path = dsn[len("chdb://"):]
@@ -36,12 +114,9 @@ class ClickHouseStore:
             self._client = clickhouse_connect.get_client(dsn=dsn)
         except Exception as exc:
             text = str(exc)
-            if "Cannot lock file" in text or "lock" in text.lower():
-                raise StoreError(
-                    f"the embedded ClickHouse at {dsn} is open in another process (one chDB data directory "
-                    f"can be open in one process only; run every role in one process with 'samtuner run', "
-                    f"or use a ClickHouse server DSN): {text}"
-                ) from exc
+            holder = embedded_holder(dsn)  # taken meanwhile? chDB's own error does not always say so
+            if holder is not None or "Cannot lock file" in text:
+                raise _locked_error(dsn, holder or -1, text) from exc
             raise StoreError(f"cannot open ClickHouse at {dsn}: {text}") from exc
 
     @property
@@ -68,6 +143,63 @@ class ClickHouseStore:
                 result = self._client.query(sql, parameters=parameters)
                 names = result.column_names
                 return [dict(zip(names, row, strict=True)) for row in result.result_rows]
+            except Exception as exc:
+                raise StoreError(f"ClickHouse query failed: {exc}") from exc
+
+    def query_read_only(self, sql: str, parameters: dict[str, Any] | None = None,
+                        max_rows: int = 10_000) -> ReadOnlyResult:
+        """Run an analyst's query under ``readonly=1``; at most ``max_rows`` rows (and ``MAX_RESULT_ROWS``).
+
+        Raises :class:`QueryRefused` when it writes, :class:`QueryFailed` (with ClickHouse's message)
+        when ClickHouse rejects it otherwise.
+        """
+        with self._read_only_lock:
+            try:
+                client = self._read_only()
+                result = client.query(sql, parameters=parameters, settings=READ_ONLY_QUERY)
+                names, types = tuple(result.column_names), tuple(t.name for t in result.column_types)
+                rows = [tuple(row) for row in result.result_rows]
+                if not names:  # chDB sends no header for an empty result: ask for the columns alone
+                    names, types = self._columns_of(client, sql, parameters)
+            except Exception as exc:
+                # chDB leaves a handle whose multi-statement query failed half way with the rest of it
+                # pending (the next result would start with it): a failed query costs the client.
+                self._drop_read_only()
+                code = _error_code(exc)
+                if code == READONLY_ERROR_CODE:
+                    raise QueryRefused(str(exc)) from exc
+                if code is not None:
+                    raise QueryFailed(str(exc)) from exc
+                raise StoreError(f"ClickHouse query failed: {exc}") from exc
+        return ReadOnlyResult(names, types, rows[:max_rows], truncated=len(rows) > max_rows)
+
+    @staticmethod
+    def _columns_of(client: Any, sql: str,
+                    parameters: dict[str, Any] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        raw = client.raw_query(sql, parameters=parameters, settings=READ_ONLY_QUERY, fmt="JSONCompact")
+        meta = json.loads(raw).get("meta", []) if raw.strip() else []
+        return tuple(m["name"] for m in meta), tuple(m["type"] for m in meta)
+
+    def _drop_read_only(self) -> None:
+        client, self._read_only_client = self._read_only_client, None
+        if client is not None:
+            with contextlib.suppress(Exception):  # it failed already; closing is best effort
+                client.close()
+
+    def _read_only(self) -> Any:
+        if self._read_only_client is None:
+            try:
+                self._read_only_client = clickhouse_connect.get_client(dsn=self.dsn, settings=READ_ONLY_SESSION)
+            except Exception as exc:
+                raise StoreError(f"cannot open a read-only client on ClickHouse at {self.dsn}: {exc}") from exc
+        return self._read_only_client
+
+    def raw_query(self, sql: str, parameters: dict[str, Any] | None = None, fmt: str = "JSONEachRow",
+                  settings: dict[str, Any] | None = None) -> bytes:
+        """The result as ClickHouse formats it (``JSONEachRow``, ``Parquet``, ...): no Python rows."""
+        with self._lock:
+            try:
+                return bytes(self._client.raw_query(sql, parameters=parameters, fmt=fmt, settings=settings))
             except Exception as exc:
                 raise StoreError(f"ClickHouse query failed: {exc}") from exc
 
@@ -108,5 +240,7 @@ class ClickHouseStore:
         return applied
 
     def close(self) -> None:
-        with self._lock, contextlib.suppress(Exception):  # closing is best effort; nothing to recover
-            self._client.close()
+        with self._lock:  # closing is best effort; nothing to recover
+            self._drop_read_only()
+            with contextlib.suppress(Exception):
+                self._client.close()

@@ -5,6 +5,9 @@
     ├── KafkaError            a Kafka call failed (translated from confluent-kafka / aiokafka)
     │   └── PublishError      a message was not acknowledged by the broker
     ├── StoreError            a ClickHouse call failed (translated from clickhouse-connect / chDB)
+    │   ├── StoreLocked       the embedded store's data directory is open in another process
+    │   └── QueryFailed       ClickHouse rejected an analyst's query (syntax, unknown table, ...): its message
+    │       └── QueryRefused  the query writes, and ClickHouse refused it under readonly=1 (READONLY, code 164)
     ├── ArtifactError         the artifact store refused or failed
     │   ├── PathEscapeError   a path would leave the artifact root
     │   ├── ChecksumMismatch  a file's sha256 differs from the one recorded
@@ -36,6 +39,22 @@ class PublishError(KafkaError):
 
 class StoreError(InfraError):
     pass
+
+
+class StoreLocked(StoreError):
+    """Another process holds the embedded chDB store (``samtuner run`` does); go through its HTTP API."""
+
+
+class QueryFailed(StoreError):
+    """ClickHouse rejected a query; ``clickhouse_message`` is its own text, for the person who wrote the query."""
+
+    def __init__(self, clickhouse_message: str) -> None:
+        super().__init__(clickhouse_message)
+        self.clickhouse_message = clickhouse_message
+
+
+class QueryRefused(QueryFailed):
+    """A read-only query tried to write (or to change a setting): ClickHouse refused it under ``readonly=1``."""
 
 
 class ArtifactError(InfraError):

@@ -7,7 +7,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -536,6 +536,123 @@ def record(
     except InfraError as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"recorded {count} messages to {out}")
+
+
+# -- analytics: the catalogue and read-only SQL ------------------------------------------------
+
+MaxRowsOpt = Annotated[int, typer.Option("--max-rows", min=1, max=100_000, help="Rows printed at most")]
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 200)  # piped: don't squeeze
+
+
+def _query_errors(action: Callable[[], None], views_hint: bool = False) -> None:
+    """Run a query action; ClickHouse's refusals and messages go to stderr with a non-zero exit."""
+    from infra.analytics import refusal
+    from infra.errors import QueryFailed, QueryRefused, StoreError
+    from schemas.errors import AnalyticsError
+
+    try:
+        action()
+    except QueryRefused as exc:
+        raise _fail(refusal(exc), 2) from exc
+    except QueryFailed as exc:
+        hint = ""
+        if views_hint and "UNKNOWN_TABLE" in exc.clickhouse_message:
+            hint = ("\n(the store predates the analytics views: `samtuner migrate`, or restarting `samtuner run`, "
+                    "creates them)")
+        raise _fail(exc.clickhouse_message + hint) from exc
+    except AnalyticsError as exc:
+        raise _fail(str(exc), 2) from exc
+    except StoreError as exc:
+        raise _fail(str(exc)) from exc
+
+
+def _open_analytics(cfg: Config) -> Any:
+    from samtuner.analytics import ApiSource, open_source
+
+    source = open_source(cfg)
+    if isinstance(source, ApiSource):
+        typer.secho(f"({source.why}: asking {source.where})", dim=True, err=True)
+    return source
+
+
+@app.command("analytics")
+def analytics_cmd(
+    name: Annotated[str | None, typer.Argument(help="An analytic (default: every one); --list names them")] = None,
+    user: Annotated[str | None, typer.Option("--user", "-u", help="Only this user's rows")] = None,
+    since: Annotated[str | None, typer.Option(help="From: ISO date/time (UTC) or an age (90m, 12h, 7d, 2w)")] = None,
+    until: Annotated[str | None, typer.Option(help="Until (exclusive), same forms")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of tables")] = False,
+    list_only: Annotated[bool, typer.Option("--list", help="Print the catalogue: names, descriptions, views")]
+    = False,
+    max_rows: MaxRowsOpt = 1000,
+    config: ConfigOpt = None,
+) -> None:
+    """Streaming analytics over the projections (views in ClickHouse), as tables or JSON.
+
+    Opens the store, or asks `samtuner run`'s API when that process holds the embedded store.
+    """
+    from samtuner.analytics import analytic_table, catalogue_table
+    from schemas.analytics import BY_NAME, analytic, describe
+
+    cfg = _config(config)
+
+    def act() -> None:
+        if list_only:  # the catalogue is declared: nothing to open
+            if as_json:
+                typer.echo(json.dumps(describe(), indent=2))
+            else:
+                _console().print(catalogue_table(describe()))
+            return
+        if name is not None:
+            analytic(name)  # an unknown name fails before anything is opened
+        source = _open_analytics(cfg)
+        try:
+            names = [name] if name is not None else list(BY_NAME)
+            results = [source.analytic(n, user, since, until, max_rows) for n in names]
+        finally:
+            source.close()
+        if as_json:
+            typer.echo(json.dumps(results[0] if name is not None else {r["name"]: r for r in results}))
+            return
+        console = _console()
+        for result in results:
+            console.print(analytic_table(result))
+
+    _query_errors(act, views_hint=True)
+
+
+@app.command("sql")
+def sql_cmd(
+    query: Annotated[str, typer.Argument(help="One query, e.g. 'SELECT count() FROM sam.preference_pairs FINAL'")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print {columns, rows, row_count, truncated}")] = False,
+    max_rows: MaxRowsOpt = 10_000,
+    config: ConfigOpt = None,
+) -> None:
+    """Run a read-only query (ClickHouse readonly=1): writes are refused, errors are ClickHouse's.
+
+    Opens the store, or goes through `samtuner run`'s API when that process holds the embedded store.
+    """
+    from samtuner.analytics import sql_table
+
+    cfg = _config(config)
+
+    def act() -> None:
+        source = _open_analytics(cfg)
+        try:
+            result = source.sql(query, max_rows)
+        finally:
+            source.close()
+        if as_json:
+            typer.echo(json.dumps(result))
+        else:
+            _console().print(sql_table(result))
+
+    _query_errors(act)
 
 
 # -- schemas and config --------------------------------------------------------------------------

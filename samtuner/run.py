@@ -75,6 +75,8 @@ def run_roles(cfg: Config, roles: frozenset[str] = ALL_ROLES, loglevel: str = "w
             threads.append(threading.Thread(target=run_trainer, args=(cfg, stop), name="trainer", daemon=True))
         if "inference" in roles:
             server = _start_inference(cfg, stop, threads, store)
+        elif store is not None and cfg.console.enabled:
+            server = _start_console(cfg, stop, threads, store)
         if "registrar" in roles:
             from inference.service import start_registrar
 
@@ -99,7 +101,47 @@ def _start_inference(cfg: Config, stop: threading.Event, threads: list[threading
                      store: ClickHouseStore | None) -> Any:
     from inference.service import start_node
 
-    return start_node(cfg, stop, threads, stats=store_stats(store) if store else None)
+    def with_console(app: Any, node: Any, send: Callable[[Any], None]) -> None:
+        from console.app import mount_console
+        from console.wiring import announce, build_console
+
+        deps = build_console(cfg, stop, threads, store, send, node)
+        mount_console(app, deps)
+        announce(cfg.inference.host, cfg.inference.port, deps)
+
+    if store is None:
+        return start_node(cfg, stop, threads, extend=with_console if cfg.console.enabled else None)
+    if cfg.console.enabled:  # the console brings the store's routers (the analytics API) along
+        return start_node(cfg, stop, threads, stats=store_stats(store), extend=with_console)
+    from console.analytics_api import analytics_router
+
+    # The store's owner serves the analytics API, so `samtuner sql` works while this process holds chDB.
+    return start_node(cfg, stop, threads, stats=store_stats(store), routers=[analytics_router(store)])
+
+
+def _start_console(cfg: Config, stop: threading.Event, threads: list[threading.Thread],
+                   store: ClickHouseStore) -> Any:
+    """``samtuner streams`` with the projector: the console on its own port, sending commands itself."""
+    from console.wiring import build_console, start_console_server
+    from infra.kafka import publish_command
+
+    publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers, client_id="samtuner-console")
+    control = Topics(cfg.kafka.topic_prefix).control
+
+    def send(command: Any) -> None:
+        publish_command(publisher, control, command)
+        publisher.flush(timeout_s=10.0)
+
+    server = start_console_server(cfg, build_console(cfg, stop, threads, store, send), threads)
+    return _ServerHandle(server)
+
+
+class _ServerHandle:
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    def stop(self) -> None:
+        self.server.should_exit = True
 
 
 def _projector_thread(cfg: Config, store: ClickHouseStore, stop: threading.Event) -> threading.Thread:

@@ -338,6 +338,29 @@ class InferenceSettings(Section):
     )
 
 
+class ConsoleSettings(Section):
+    """The web console, served by the process that owns the store (README: 'The console')."""
+
+    enabled: bool = Field(True, description="Serve the console (and its JSON API) where the store is owned.")
+    host: str = Field("127.0.0.1", description="Bind address of the console's own server (samtuner streams).")
+    port: int = Field(8100, ge=0, le=65535, description="Port of the console's own server (samtuner streams); "
+                      "samtuner run serves it on inference.port instead.")
+    admin_token_file: str | None = Field(
+        None, description="File holding the admin token; actions that change anything need it. Never the token "
+        "itself in this file.")
+    admin_token_env: str = Field(
+        "SAMTUNER_ADMIN_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the admin token (used when admin_token_file is not set).")
+    open_reads_on_loopback: bool = Field(
+        True, description="Read-only pages need no token from loopback clients; any other client needs it.")
+    node_urls: tuple[str, ...] = Field(
+        (), description="Inference nodes the console asks which adapters they hold, and for compare answers when "
+        "no node runs in its process (e.g. http://127.0.0.1:8000).")
+    page_size_max: int = Field(500, ge=1, le=10_000, description="Largest page of the pairs table.")
+    bulk_max_pairs: int = Field(
+        200_000, ge=1, description="A bulk action over more matching pairs than this is refused (narrow the filter).")
+
+
 class Config(Section):
     """Everything sam-tuner reads from ``samtuner.yaml``."""
 
@@ -357,6 +380,7 @@ class Config(Section):
     streams: StreamsSettings = Field(default_factory=StreamsSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @model_validator(mode="after")
     def _check(self) -> Config:

@@ -249,4 +249,158 @@ ALTER TABLE {db}.training_jobs
     ADD COLUMN IF NOT EXISTS eta_s Nullable(Float64)
 """,
     ),
+    # -- the console (issue 8): 04xx -------------------------------------------------------------
+    # Every TrainingProgressed point, so past jobs keep their curves (training_jobs keeps the latest only).
+    Migration(
+        "0401_training_progress",
+        """
+CREATE TABLE IF NOT EXISTS {db}.training_progress (
+    request_id UUID,
+    user_id String,
+    attempt UInt32,
+    step UInt32,
+    total_steps UInt32,
+    epoch Float64,
+    loss Nullable(Float64),
+    eval_loss Nullable(Float64) COMMENT 'held-out evaluation points',
+    reward_accuracy Nullable(Float64),
+    reward_margin Nullable(Float64),
+    metrics String COMMENT 'JSON object: every metric of the point',
+    eta_s Nullable(Float64),
+    occurred_at DateTime64(3, 'UTC'),
+    source_partition UInt32,
+    source_offset UInt64
+) ENGINE = ReplacingMergeTree
+ORDER BY (request_id, source_partition, source_offset)
+""" + DEDUP,
+    ),
+    # The pairs a request trains on (the trace view finds a pair's generation), and its overrides.
+    Migration(
+        "0402_training_requests_pairs",
+        """
+ALTER TABLE {db}.training_requests
+    ADD COLUMN IF NOT EXISTS pair_ids Array(UUID),
+    ADD COLUMN IF NOT EXISTS dpo_overrides String DEFAULT '{{}}' COMMENT 'JSON: RequestTraining overrides'
+""",
+    ),
+    # -- streaming analytics (issue 8): 086x. Plain views over FINAL, no materialized views: an MV sees
+    # each inserted block, so a pair's superseded versions (deactivate, reweight), a replay past the
+    # dedup window and an erasure (ALTER ... DELETE, which no MV sees) would all be counted wrong; and a
+    # feedback that arrives after its answer would miss an insert-time join. The views read the
+    # projections' current state at query time instead. Catalogue and parameters: schemas/analytics.py.
+    # The job ledger keeps a job's last state only; its attempts' starts are kept here (TrainingStarted).
+    Migration(
+        "0860_training_attempts",
+        """
+CREATE TABLE IF NOT EXISTS {db}.training_attempts (
+    request_id UUID,
+    attempt UInt32,
+    user_id String,
+    worker String,
+    resumed_from_step UInt32,
+    started_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree
+ORDER BY (request_id, attempt)
+""" + DEDUP,
+    ),
+    Migration(
+        "0861_view_pairs_daily",
+        """
+CREATE VIEW IF NOT EXISTS {db}.pairs_daily AS
+SELECT user_id, toDate(created_at) AS day, count() AS pairs, countIf(is_active) AS active_pairs,
+       countIf(JSONExtractBool(metadata, 'near_identical')) AS near_identical, avg(quality_score) AS mean_quality
+FROM {db}.preference_pairs FINAL
+GROUP BY user_id, day
+""",
+    ),
+    # Every decided feedback is one row in one of the three tables (a pair, a labelled example or a rejection).
+    Migration(
+        "0862_view_feedback_outcomes_daily",
+        """
+CREATE VIEW IF NOT EXISTS {db}.feedback_outcomes_daily AS
+SELECT user_id, day, sum(pairs) AS accepted_pairs, sum(examples) AS accepted_examples, sum(rejections) AS rejected
+FROM (
+    SELECT user_id, toDate(created_at) AS day, count() AS pairs, toUInt64(0) AS examples, toUInt64(0) AS rejections
+    FROM {db}.preference_pairs FINAL GROUP BY user_id, day
+    UNION ALL
+    SELECT user_id, toDate(created_at) AS day, toUInt64(0) AS pairs, count() AS examples, toUInt64(0) AS rejections
+    FROM {db}.labelled_examples FINAL GROUP BY user_id, day
+    UNION ALL
+    SELECT user_id, toDate(created_at) AS day, toUInt64(0) AS pairs, toUInt64(0) AS examples, count() AS rejections
+    FROM {db}.rejected_feedback FINAL GROUP BY user_id, day
+)
+GROUP BY user_id, day
+""",
+    ),
+    # bucket b holds quality scores in [b/10, (b+1)/10); 1.0 falls in the last one. Rejections scored
+    # before they failed are counted too (checks that fail before scoring leave no score).
+    Migration(
+        "0863_view_quality_daily",
+        """
+CREATE VIEW IF NOT EXISTS {db}.quality_daily AS
+SELECT user_id, day, bucket, sum(pairs) AS accepted, sum(rejections) AS rejected
+FROM (
+    SELECT user_id, toDate(created_at) AS day, toUInt8(least(floor(quality_score * 10), 9)) AS bucket,
+           count() AS pairs, toUInt64(0) AS rejections
+    FROM {db}.preference_pairs FINAL GROUP BY user_id, day, bucket
+    UNION ALL
+    SELECT user_id, toDate(created_at) AS day, toUInt8(least(floor(assumeNotNull(quality_score) * 10), 9)) AS bucket,
+           toUInt64(0) AS pairs, count() AS rejections
+    FROM {db}.rejected_feedback FINAL WHERE quality_score IS NOT NULL GROUP BY user_id, day, bucket
+)
+GROUP BY user_id, day, bucket
+""",
+    ),
+    # A job's duration runs from its first attempt's start to its outcome (retries included, queueing
+    # not): both are the trainer's wall-clock times, so replaying old feedback does not stretch them.
+    Migration(
+        "0864_view_training_job_outcomes",
+        """
+CREATE VIEW IF NOT EXISTS {db}.training_job_outcomes AS
+SELECT j.request_id AS request_id, j.user_id AS user_id, j.status AS status, j.attempt AS attempt,
+       j.adapter_version AS adapter_version, j.cause AS cause,
+       if(a.request_id = j.request_id, a.first_started_at, NULL) AS started_at,
+       toDate(ifNull(started_at, j.updated_at)) AS day,
+       if(j.status IN ('succeeded', 'failed', 'cancelled', 'rejected'), j.updated_at, NULL) AS ended_at,
+       dateDiff('millisecond', started_at, ended_at) / 1000 AS duration_s
+FROM {db}.training_jobs AS j FINAL
+LEFT JOIN (SELECT request_id, min(started_at) AS first_started_at FROM {db}.training_attempts FINAL
+           GROUP BY request_id) AS a ON a.request_id = j.request_id
+""",
+    ),
+    Migration(
+        "0865_view_adapters_daily",
+        """
+CREATE VIEW IF NOT EXISTS {db}.adapters_daily AS
+SELECT user_id, toDate(published_at) AS day, count() AS published, countIf(revoked) AS revoked
+FROM {db}.adapters FINAL
+GROUP BY user_id, day
+""",
+    ),
+    # An answer counts once per kind of feedback its own user gave on it, on the day it was served.
+    Migration(
+        "0866_view_answer_outcomes_daily",
+        """
+CREATE VIEW IF NOT EXISTS {db}.answer_outcomes_daily AS
+SELECT l.user_id AS user_id, toDate(l.served_at) AS day, l.arm AS arm, l.adapter_version AS adapter_version,
+       uniqExact(l.answer_id) AS answers,
+       uniqExactIf(l.answer_id, f.feedback_type = 'correction') AS corrected,
+       uniqExactIf(l.answer_id, f.feedback_type = 'thumbs_down') AS thumbs_down,
+       uniqExactIf(l.answer_id, f.feedback_type = 'thumbs_up') AS thumbs_up
+FROM {db}.inference_log AS l FINAL
+LEFT JOIN (SELECT answer_id, user_id, feedback_type FROM {db}.answer_feedback FINAL) AS f
+    ON f.answer_id = l.answer_id AND f.user_id = l.user_id
+GROUP BY user_id, day, arm, adapter_version
+""",
+    ),
+    # projected_at is kept when a pair is deactivated or reweighted (the update copies the row), so
+    # the lag is to the pair's first visibility; a replay past the dedup window sets it again.
+    Migration(
+        "0867_view_pair_ingestion_lag",
+        """
+CREATE VIEW IF NOT EXISTS {db}.pair_ingestion_lag AS
+SELECT user_id, pair_id, created_at, projected_at, dateDiff('millisecond', created_at, projected_at) AS lag_ms
+FROM {db}.preference_pairs FINAL
+""",
+    ),
 )

@@ -2,7 +2,9 @@
 
     SchemaError
     ├── EventDecodeError      bytes on a topic are not a known, valid event
-    └── ConfigError           samtuner.yaml is unreadable or invalid (names the bad keys)
+    ├── ConfigError           samtuner.yaml is unreadable or invalid (names the bad keys)
+    └── AnalyticsError        an analytic's parameters are invalid (a time that does not parse, an empty period)
+        └── UnknownAnalytic   no analytic of that name in the catalogue (names the known ones)
 """
 
 from __future__ import annotations
@@ -23,3 +25,11 @@ class EventDecodeError(SchemaError):
 
 class ConfigError(SchemaError):
     """The configuration is invalid; the message names every offending key."""
+
+
+class AnalyticsError(SchemaError):
+    """The parameters of an analytic are invalid; the message says which and what is accepted."""
+
+
+class UnknownAnalytic(AnalyticsError):
+    """No analytic of that name; the message lists the catalogue."""

@@ -139,6 +139,25 @@ class PairReweighted(Event):
     command_id: uuid.UUID
 
 
+class PairsDeactivated(Event):
+    """Every listed pair is no longer trained on (a bulk DeactivatePairs; unknown ids are left out)."""
+
+    event_type: Literal["PairsDeactivated"] = "PairsDeactivated"
+    pair_ids: tuple[uuid.UUID, ...] = Field(min_length=1)
+    command_id: uuid.UUID
+    filter: str = ""
+
+
+class PairsReweighted(Event):
+    """Every listed pair now has this training weight (a bulk ReweightPairs; unknown ids are left out)."""
+
+    event_type: Literal["PairsReweighted"] = "PairsReweighted"
+    pair_ids: tuple[uuid.UUID, ...] = Field(min_length=1)
+    training_weight: float = Field(ge=0.0)
+    command_id: uuid.UUID
+    filter: str = ""
+
+
 class UserErased(Event):
     """All of a user's data was erased; projections drop the user's rows, adapters are revoked."""
 
@@ -168,6 +187,8 @@ class TrainingThresholdReached(Event):
     trigger: Literal["threshold", "manual"] = "threshold"
     triggered_at: AwareDatetime = Field(description="When the triggering feedback (or command) happened.")
     through: SourceRef = Field(description="The feedback event that crossed the threshold.")
+    dpo_overrides: dict[str, int | float] = Field(
+        default_factory=dict, description="RequestTraining's training.dpo values for this job only.")
 
 
 # --- training -------------------------------------------------------------------------------------
@@ -191,6 +212,8 @@ class TrainingRequested(Event):
     trigger: Literal["threshold", "manual"]
     triggered_at: AwareDatetime
     dataset: DatasetRef
+    dpo_overrides: dict[str, int | float] = Field(
+        default_factory=dict, description="training.dpo values for this job only (from RequestTraining).")
 
 
 class TrainingQueued(Event):
@@ -386,6 +409,8 @@ AnyEvent = Annotated[
     | LabelledExampleAccepted
     | PairDeactivated
     | PairReweighted
+    | PairsDeactivated
+    | PairsReweighted
     | UserErased
     | CommandRejected
     | TrainingThresholdReached

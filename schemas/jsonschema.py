@@ -11,11 +11,11 @@ from schemas import events as E
 EXPORTED = (
     E.FeedbackReceived, E.PairAccepted, E.PairRejected, E.TrainingThresholdReached, E.TrainingRequested,
     E.TrainingStarted, E.TrainingProgressed, E.TrainingSucceeded, E.TrainingFailed, E.AdapterPublished,
-    E.LabelledExampleAccepted, E.PairDeactivated, E.PairReweighted, E.UserErased, E.TrainingQueued,
-    E.TrainingCancelled, E.TrainingRejected, E.AdapterActivated, E.AdapterDeactivated, E.AdapterRevoked,
-    E.AdapterLoadFailed, E.AnswerServed, E.CommandRejected,
+    E.LabelledExampleAccepted, E.PairDeactivated, E.PairReweighted, E.PairsDeactivated, E.PairsReweighted,
+    E.UserErased, E.TrainingQueued, E.TrainingCancelled, E.TrainingRejected, E.AdapterActivated,
+    E.AdapterDeactivated, E.AdapterRevoked, E.AdapterLoadFailed, E.AnswerServed, E.CommandRejected,
     C.RequestTraining, C.CancelTraining, C.ActivateAdapter, C.DeactivateAdapter, C.DeactivatePair,
-    C.ReweightPair, C.EraseUser,
+    C.ReweightPair, C.DeactivatePairs, C.ReweightPairs, C.EraseUser,
 )
 
 

@@ -16,7 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from schemas.commands import Command, DeactivatePair, EraseUser, RequestTraining, ReweightPair
+from schemas.commands import (
+    Command,
+    DeactivatePair,
+    DeactivatePairs,
+    EraseUser,
+    RequestTraining,
+    ReweightPair,
+    ReweightPairs,
+)
 from schemas.config import QualitySettings
 from schemas.events import (
     CommandRejected,
@@ -27,6 +35,8 @@ from schemas.events import (
     PairDeactivated,
     PairRejected,
     PairReweighted,
+    PairsDeactivated,
+    PairsReweighted,
     RejectionReason,
     SourceRef,
     TrainingThresholdReached,
@@ -178,25 +188,32 @@ def _with(state: UserState, **changes: Any) -> UserState:
 # --- commands ---------------------------------------------------------------------------------------
 
 
+OWN_COMMANDS = (RequestTraining, DeactivatePair, ReweightPair, DeactivatePairs, ReweightPairs, EraseUser)
+
+
 def decide_command(
     cmd: Command, source: SourceRef, state: UserState, pair: Sighting | None, settings: DecideSettings,
-    seen_before: bool = False,
+    seen_before: bool = False, known_pairs: frozenset[uuid.UUID] = frozenset(),
 ) -> Decision:
-    """Commands the decider owns: RequestTraining, DeactivatePair, ReweightPair, EraseUser.
+    """Commands the decider owns: RequestTraining, DeactivatePair(s), ReweightPair(s), EraseUser.
 
-    ``pair`` is the sighting of the command's pair (current epoch), for the pair commands;
+    ``pair`` is the sighting of the command's pair (current epoch), for the pair commands; for the
+    bulk ones ``known_pairs`` holds those of the listed ids that the user has in the current epoch.
     ``seen_before`` says this command id was carried out already (a repeated command is a no-op).
     Other commands (for trainers or the adapter registry) change nothing here.
     """
     cid = str(cmd.command_id)
-    if seen_before or not isinstance(cmd, RequestTraining | DeactivatePair | ReweightPair | EraseUser):
+    if seen_before or not isinstance(cmd, OWN_COMMANDS):
         return Decision((), state)
     done = ((seen_key(cmd.user_id, "c", cid), Sighting(source.partition, source.offset, cid, 0)),)
     common: dict[str, Any] = {"user_id": cmd.user_id, "correlation_id": cmd.command_id, "occurred_at": cmd.issued_at}
     if isinstance(cmd, RequestTraining):
         generation = state.generation + 1
-        event = _threshold(cmd.user_id, cmd.command_id, generation, state.new_pairs, "manual", cmd.issued_at, source)
+        event = _threshold(cmd.user_id, cmd.command_id, generation, state.new_pairs, "manual", cmd.issued_at, source,
+                           cmd.dpo_overrides)
         return Decision((event,), _with(state, generation=generation, new_pairs=0), done)
+    if isinstance(cmd, DeactivatePairs | ReweightPairs):
+        return Decision(_bulk(cmd, known_pairs, common), state, done)
     if isinstance(cmd, DeactivatePair | ReweightPair):
         if pair is None:
             rejected = CommandRejected(event_id=derived_event_id("command-rejected", cid), command_id=cmd.command_id,
@@ -261,9 +278,33 @@ def _rejected(fb: FeedbackReceived, source: SourceRef, reasons: list[RejectionRe
     )
 
 
+def _bulk(cmd: DeactivatePairs | ReweightPairs, known: frozenset[uuid.UUID],
+          common: dict[str, Any]) -> tuple[Event, ...]:
+    """One event for the known pairs (in the command's order), one CommandRejected naming the unknown ones."""
+    cid = str(cmd.command_id)
+    ids = tuple(dict.fromkeys(p for p in cmd.pair_ids if p in known))
+    unknown = [p for p in dict.fromkeys(cmd.pair_ids) if p not in known]
+    out: list[Event] = []
+    if isinstance(cmd, DeactivatePairs) and ids:
+        out.append(PairsDeactivated(event_id=derived_event_id("pairs-deactivated", cid), pair_ids=ids,
+                                    command_id=cmd.command_id, filter=cmd.filter, **common))
+    elif isinstance(cmd, ReweightPairs) and ids:
+        out.append(PairsReweighted(event_id=derived_event_id("pairs-reweighted", cid), pair_ids=ids,
+                                   training_weight=cmd.training_weight, command_id=cmd.command_id, filter=cmd.filter,
+                                   **common))
+    if unknown:
+        shown = ", ".join(str(p) for p in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        out.append(CommandRejected(event_id=derived_event_id("command-rejected", cid), command_id=cmd.command_id,
+                                   command_type=cmd.command_type,
+                                   reason=f"{len(unknown)} of {len(cmd.pair_ids)} pairs unknown for this user: {shown}",
+                                   **common))
+    return tuple(out)
+
+
 def _threshold(user_id: str, correlation_id: uuid.UUID, generation: int, new_pairs: int,
                trigger: Literal["threshold", "manual"],
-               at: Any, source: SourceRef) -> TrainingThresholdReached:
+               at: Any, source: SourceRef, dpo_overrides: dict[str, int | float] | None = None,
+               ) -> TrainingThresholdReached:
     return TrainingThresholdReached(
         event_id=threshold_event_id(user_id, generation),
         occurred_at=at,
@@ -274,4 +315,5 @@ def _threshold(user_id: str, correlation_id: uuid.UUID, generation: int, new_pai
         trigger=trigger,
         triggered_at=at,
         through=source,
+        dpo_overrides=dpo_overrides or {},
     )

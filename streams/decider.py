@@ -21,13 +21,14 @@ Faust they are done.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from infra.kafka import RawMessage
 from schemas.codec import decode_as, decode_command, encode_headers, encode_key, encode_value
-from schemas.commands import Command, DeactivatePair, ReweightPair
+from schemas.commands import Command, DeactivatePair, DeactivatePairs, ReweightPair, ReweightPairs
 from schemas.errors import EventDecodeError
 from schemas.events import Event, FeedbackReceived, SourceRef
 from schemas.topics import Topics
@@ -131,7 +132,7 @@ class BatchDecider:
             state = part.user(cmd.user_id)
             seen_before = part.sighting(seen_key(cmd.user_id, "c", str(cmd.command_id))) is not None
             decision = decide_command(cmd, source, state, self._command_pair(cmd, state, part), self.settings,
-                                      seen_before)
+                                      seen_before, self._known_pairs(cmd, state, part))
             self._apply(part, cmd.user_id, state, decision, None, result, source)
             return
         try:
@@ -149,6 +150,16 @@ class BatchDecider:
             pair = part.sighting(seen_key(cmd.user_id, "p", str(cmd.pair_id)))
             return pair if pair is not None and pair.epoch == state.epoch else None
         return None
+
+    def _known_pairs(self, cmd: Command, state: UserState, part: PartitionState) -> frozenset[uuid.UUID]:
+        if not isinstance(cmd, DeactivatePairs | ReweightPairs):
+            return frozenset()
+        known = set()
+        for pid in cmd.pair_ids:
+            pair = part.sighting(seen_key(cmd.user_id, "p", str(pid)))
+            if pair is not None and pair.epoch == state.epoch:
+                known.add(pid)
+        return frozenset(known)
 
     def _lookups(self, fb: FeedbackReceived, state: UserState, part: PartitionState) -> tuple[Lookups, Any]:
         user, epoch = fb.user_id, state.epoch

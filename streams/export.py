@@ -17,7 +17,7 @@ from infra.clickhouse import ClickHouseStore
 from infra.kafka import RawMessage
 from schemas.codec import decode
 from schemas.errors import EventDecodeError
-from schemas.events import PairAccepted, PairDeactivated, PairReweighted, UserErased
+from schemas.events import PairAccepted, PairDeactivated, PairReweighted, PairsDeactivated, PairsReweighted, UserErased
 
 Format = Literal["jsonl", "parquet"]
 EXPORT_COLUMNS = ("prompt", "chosen", "rejected", "pair_id", "user_id", "training_weight", "quality_score",
@@ -56,6 +56,13 @@ def from_log(messages: Iterable[RawMessage], user_id: str | None) -> list[dict[s
             row["active"] = False
         elif isinstance(event, PairReweighted) and (row := pairs.get((event.user_id, str(event.pair_id)))):
             row["training_weight"] = event.training_weight
+        elif isinstance(event, PairsDeactivated | PairsReweighted):
+            for pid in event.pair_ids:
+                if row := pairs.get((event.user_id, str(pid))):
+                    if isinstance(event, PairsDeactivated):
+                        row["active"] = False
+                    else:
+                        row["training_weight"] = event.training_weight
         elif isinstance(event, UserErased):
             for key in [k for k in pairs if k[0] == event.user_id]:
                 del pairs[key]
@@ -68,13 +75,22 @@ def write(rows: list[dict[str, Any]], out: Path, fmt: Format) -> int:
     if fmt == "jsonl":
         with out.open("w", encoding="utf-8") as fh:
             for row in _ordered(rows):
-                fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+                fh.write(jsonl_line(row))
     else:
-        table = pa.Table.from_pylist(list(_ordered(rows)), schema=_SCHEMA)
-        sink = io.BytesIO()
-        pq.write_table(table, sink, compression="zstd")
-        out.write_bytes(sink.getvalue())
+        out.write_bytes(parquet_bytes(rows))
     return len(rows)
+
+
+def jsonl_line(row: dict[str, Any]) -> str:
+    """One exported pair as a JSONL line (TRL's columns first, in order)."""
+    return json.dumps({k: row[k] for k in EXPORT_COLUMNS}, ensure_ascii=False, default=str) + "\n"
+
+
+def parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
+    table = pa.Table.from_pylist(list(_ordered(rows)), schema=_SCHEMA)
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
 
 
 def _ordered(rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -8,7 +8,8 @@ first flush every earlier row of the batch, so they see exactly the log before t
 * ``TrainingThresholdReached`` -> the user's active pairs as a content-addressed Parquet snapshot,
   and one ``TrainingRequested`` per (user, generation) (requests already in the log are not sent
   again);
-* ``PairDeactivated`` / ``PairReweighted`` -> the pair's row again, changed, with a higher version;
+* ``PairDeactivated`` / ``PairReweighted`` (and the bulk ``PairsDeactivated`` / ``PairsReweighted``)
+  -> the pairs' rows again, changed, with a higher version, in one statement;
 * ``UserErased`` -> the user's rows deleted, their snapshots and adapter files removed, their adapters
   marked revoked and ``AdapterRevoked`` published.
 
@@ -46,7 +47,11 @@ from schemas.events import (
     PairDeactivated,
     PairRejected,
     PairReweighted,
+    PairsDeactivated,
+    PairsReweighted,
+    TrainingProgressed,
     TrainingRequested,
+    TrainingStarted,
     TrainingThresholdReached,
     UserErased,
 )
@@ -68,8 +73,8 @@ class ProjectionSink(Protocol):
 
     def active_pairs(self, user_id: str) -> list[dict[str, Any]]: ...
 
-    def update_pair(self, user_id: str, pair_id: uuid.UUID, version: int, is_active: bool | None = None,
-                    training_weight: float | None = None) -> None: ...
+    def update_pairs(self, user_id: str, pair_ids: Sequence[uuid.UUID], version: int, is_active: bool | None = None,
+                     training_weight: float | None = None) -> None: ...
 
     def dataset_uris(self, user_id: str) -> list[str]: ...
 
@@ -94,12 +99,12 @@ class ClickHouseSink:
             {"user": user_id},
         )
 
-    def update_pair(self, user_id: str, pair_id: uuid.UUID, version: int, is_active: bool | None = None,
-                    training_weight: float | None = None) -> None:
-        # A ReplacingMergeTree update: the row again, changed, with a higher version. Server-side, so
+    def update_pairs(self, user_id: str, pair_ids: Sequence[uuid.UUID], version: int, is_active: bool | None = None,
+                     training_weight: float | None = None) -> None:
+        # A ReplacingMergeTree update: the rows again, changed, with a higher version. Server-side, so
         # the texts never travel. Columns of the SELECT are the table's, in order.
         changes = ["{version:UInt64} AS version", "now64(3) AS updated_at"]
-        params: dict[str, Any] = {"user": user_id, "pair": str(pair_id), "version": version}
+        params: dict[str, Any] = {"user": user_id, "pairs": [str(p) for p in pair_ids], "version": version}
         if is_active is not None:
             changes.append("{active:Bool} AS is_active")
             params["active"] = is_active
@@ -111,7 +116,7 @@ class ClickHouseSink:
         self.store.command(
             f"INSERT INTO {self.db}.preference_pairs SELECT * REPLACE ({', '.join(changes)}) FROM "
             f"(SELECT * FROM {self.db}.preference_pairs FINAL WHERE user_id = {{user:String}} "
-            "AND pair_id = {pair:UUID} AND version < {version:UInt64})",
+            "AND pair_id IN {pairs:Array(UUID)} AND version < {version:UInt64})",
             params,
         )
 
@@ -180,10 +185,13 @@ COLUMNS = {
     "dead_letters": R.DEAD_LETTER_COLUMNS,
     "training_requests": R.TRAINING_REQUEST_COLUMNS,
     "training_jobs": R.JOB_COLUMNS,
+    "training_attempts": R.ATTEMPT_COLUMNS,
     "adapters": R.ADAPTER_COLUMNS,
     "inference_log": R.INFERENCE_LOG_COLUMNS,
     "answer_feedback": R.ANSWER_FEEDBACK_COLUMNS,
+    "training_progress": R.PROGRESS_COLUMNS,
 }
+ACTING = (TrainingThresholdReached, PairDeactivated, PairReweighted, PairsDeactivated, PairsReweighted, UserErased)
 
 
 class Projector:
@@ -224,7 +232,7 @@ class Projector:
                 self._dead_letter(msg, exc.reason, exc.detail)
                 result.dead_letters += 1
                 continue
-            if isinstance(event, TrainingThresholdReached | PairDeactivated | PairReweighted | UserErased):
+            if isinstance(event, ACTING):
                 self._flush(pending, result)
                 self._act(event, msg, result)
                 continue
@@ -250,12 +258,16 @@ class Projector:
             out.append(("adapters", R.adapter_row(event)))
         elif isinstance(event, AnswerServed):
             out.append(("inference_log", R.inference_log_row(event)))
+        elif isinstance(event, TrainingProgressed):
+            out.append(("training_progress", R.progress_row(event, msg.partition, msg.offset)))
         elif isinstance(event, FeedbackReceived):
             answer_row = R.answer_feedback_row(event)
             if answer_row is not None:
                 out.append(("answer_feedback", answer_row))
         if isinstance(event, TrainingRequested):
             out.append(("training_requests", R.training_request_row(event)))
+        elif isinstance(event, TrainingStarted):
+            out.append(("training_attempts", R.attempt_row(event)))
         job = R.job_row(event, version=msg.offset)
         if job is not None:
             out.append(("training_jobs", job))
@@ -293,11 +305,17 @@ class Projector:
             if request is not None:
                 result.training_requests.append(request)
         elif isinstance(event, PairDeactivated):
-            self._retrying("deactivate a pair", lambda: self.sink.update_pair(
-                event.user_id, event.pair_id, msg.offset, is_active=False))
+            self._retrying("deactivate a pair", lambda: self.sink.update_pairs(
+                event.user_id, [event.pair_id], msg.offset, is_active=False))
         elif isinstance(event, PairReweighted):
-            self._retrying("reweight a pair", lambda: self.sink.update_pair(
-                event.user_id, event.pair_id, msg.offset, training_weight=event.training_weight))
+            self._retrying("reweight a pair", lambda: self.sink.update_pairs(
+                event.user_id, [event.pair_id], msg.offset, training_weight=event.training_weight))
+        elif isinstance(event, PairsDeactivated):
+            self._retrying("deactivate pairs", lambda: self.sink.update_pairs(
+                event.user_id, event.pair_ids, msg.offset, is_active=False))
+        elif isinstance(event, PairsReweighted):
+            self._retrying("reweight pairs", lambda: self.sink.update_pairs(
+                event.user_id, event.pair_ids, msg.offset, training_weight=event.training_weight))
         elif isinstance(event, UserErased):
             self._erase(event)
             result.erased_users += 1
@@ -320,6 +338,7 @@ class Projector:
             triggered_at=event.triggered_at,
             dataset=DatasetRef(uri=uri, sha256=sha, rows=len(pairs),
                                pair_ids=tuple(uuid.UUID(str(p["pair_id"])) for p in pairs)),
+            dpo_overrides=event.dpo_overrides,
         )
         self.publisher.publish(self.topics.training, request)
         self.known_requests.add(str(request_id))

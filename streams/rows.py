@@ -84,14 +84,30 @@ def dead_letter_row(headers: dict[str, str], key: bytes | None, value: bytes | N
 
 TRAINING_REQUEST_COLUMNS = (
     "request_id", "user_id", "generation", "trigger", "triggered_at", "dataset_uri", "dataset_sha256",
-    "dataset_rows", "requested_at",
+    "dataset_rows", "requested_at", "pair_ids", "dpo_overrides",
 )
 
 
 def training_request_row(e: TrainingRequested) -> list[Any]:
     return [
         e.request_id, e.user_id, e.generation, e.trigger, e.triggered_at, e.dataset.uri, e.dataset.sha256,
-        e.dataset.rows, e.occurred_at,
+        e.dataset.rows, e.occurred_at, list(e.dataset.pair_ids), json.dumps(e.dpo_overrides, sort_keys=True),
+    ]
+
+
+PROGRESS_COLUMNS = (
+    "request_id", "user_id", "attempt", "step", "total_steps", "epoch", "loss", "eval_loss", "reward_accuracy",
+    "reward_margin", "metrics", "eta_s", "occurred_at", "source_partition", "source_offset",
+)
+
+
+def progress_row(e: TrainingProgressed, partition: int, offset: int) -> list[Any]:
+    """One point of a job's curve; a held-out evaluation has no loss and an ``eval_loss``."""
+    m = e.metrics
+    return [
+        e.request_id, e.user_id, e.attempt, e.step, e.total_steps, e.epoch, e.loss, m.get("eval_loss"),
+        m.get("rewards/accuracies", m.get("eval_rewards/accuracies")), m.get("rewards/margins",
+        m.get("eval_rewards/margins")), json.dumps(m, sort_keys=True), e.eta_s, e.occurred_at, partition, offset,
     ]
 
 
@@ -132,6 +148,14 @@ def job_row(e: Event, version: int) -> list[Any] | None:
         request_id, e.user_id, status, attempt, step, total, loss, adapter_version, cause,
         json.dumps(metrics, sort_keys=True), e.occurred_at, version, worker, epoch, eta_s,
     ]
+
+
+ATTEMPT_COLUMNS = ("request_id", "attempt", "user_id", "worker", "resumed_from_step", "started_at")
+
+
+def attempt_row(e: TrainingStarted) -> list[Any]:
+    """When an attempt at a job started: the job ledger's row keeps only the job's last state."""
+    return [e.request_id, e.attempt, e.user_id, e.worker, e.resumed_from_step, e.occurred_at]
 
 
 ADAPTER_COLUMNS = (

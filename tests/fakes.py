@@ -53,20 +53,24 @@ class FakeSink:
         store = self.tables.setdefault(table, {})
         for row in rows:
             record = dict(zip(columns, row, strict=True))
+            if table == "training_progress":
+                store[(record["request_id"], record["source_partition"], record["source_offset"])] = record
+                continue
             key = (record.get("pair_id") or record.get("example_id") or record.get("request_id")
                    or record.get("feedback_event_id") or len(store))
             store[key] = record
 
-    def update_pair(self, user_id: str, pair_id: Any, version: int, is_active: bool | None = None,
-                    training_weight: float | None = None) -> None:
-        row = self.tables.get("preference_pairs", {}).get(pair_id)
-        if row is None or row["user_id"] != user_id or row["version"] >= version:
-            return
-        row.update(version=version)
-        if is_active is not None:
-            row["is_active"] = is_active
-        if training_weight is not None:
-            row["training_weight"] = training_weight
+    def update_pairs(self, user_id: str, pair_ids: Sequence[Any], version: int, is_active: bool | None = None,
+                     training_weight: float | None = None) -> None:
+        for pair_id in pair_ids:
+            row = self.tables.get("preference_pairs", {}).get(pair_id)
+            if row is None or row["user_id"] != user_id or row["version"] >= version:
+                continue
+            row.update(version=version)
+            if is_active is not None:
+                row["is_active"] = is_active
+            if training_weight is not None:
+                row["training_weight"] = training_weight
 
     def dataset_uris(self, user_id: str) -> list[str]:
         return [r["dataset_uri"] for r in self.tables.get("training_requests", {}).values() if r["user_id"] == user_id]

@@ -259,7 +259,8 @@ class TrainerWorker:
             context = self._context(request)
         except TrainerError as exc:
             return self._fail(request, job.attempt + 1, str(exc), type(exc).__name__)
-        overrides: dict[str, Any] = dict(job.overrides)
+        # The request's own overrides (RequestTraining), then what retries changed.
+        overrides: dict[str, Any] = {**request.dpo_overrides, **job.overrides}
         failures, attempt = job.failures, job.attempt
         while True:
             attempt += 1
