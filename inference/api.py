@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -135,8 +135,12 @@ def _refusal(exc: LimitExceeded) -> JSONResponse:
                         headers=headers)
 
 
-def _invalid(message: str, param: str | None = None, code: str = "invalid_request") -> HTTPException:
-    return HTTPException(400, detail=error_body(message, 400, code, param))
+def _invalid(message: str, param: str | None = None, code: str = "invalid_request") -> JSONResponse:
+    return _error(400, message, code, param)
+
+
+def _error(status: int, message: str, code: str, param: str | None = None) -> JSONResponse:
+    return JSONResponse(error_body(message, status, code, param), status_code=status)
 
 
 def create_api(
@@ -162,11 +166,6 @@ def create_api(
         return JSONResponse(error_body(f"{param or 'request'}: {first.get('msg', 'invalid request')}", 400,
                                        "invalid_request", param), status_code=400)
 
-    @api.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        if isinstance(exc.detail, dict) and "error" in exc.detail:  # ours: an OpenAI-style error body
-            return JSONResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
-        return await http_exception_handler(request, exc)
 
     @api.get("/healthz")
     def healthz() -> dict[str, Any]:
@@ -218,33 +217,32 @@ def create_api(
     @api.post(_CHAT_PATH, response_model=None)
     async def chat(req: ChatCompletionRequest) -> dict[str, Any] | Response:
         if req.n not in (None, 1):
-            raise _invalid("n must be 1: a node returns one answer per request", "n")
+            return _invalid("n must be 1: a node returns one answer per request", "n")
         last = req.messages[-1]
         if last.role != "user":
-            raise _invalid("the last message must be the user's", "messages")
+            return _invalid("the last message must be the user's", "messages")
         context = [{"role": m.role, "content": m.text()} for m in req.messages[:-1]]
         limit = req.max_completion_tokens or req.max_tokens
         if req.min_tokens and req.min_tokens > (limit or node.cfg.model.max_new_tokens):
-            raise _invalid(f"min_tokens ({req.min_tokens}) is more than max_tokens "
-                           f"({limit or node.cfg.model.max_new_tokens})", "min_tokens")
+            return _invalid(f"min_tokens ({req.min_tokens}) is more than max_tokens "
+                            f"({limit or node.cfg.model.max_new_tokens})", "min_tokens")
         try:
             pending: PendingAnswer = await run_in_threadpool(
                 node.submit, last.text(), req.user, context, bool(req.stream), max_new_tokens=limit,
                 min_new_tokens=req.min_tokens, temperature=req.temperature, top_p=req.top_p)
         except NodeClosed as exc:
-            raise HTTPException(503, error_body(str(exc), 503, "node_closed")) from exc
+            return _error(503, str(exc), "node_closed")
         except GenerationError as exc:
-            raise HTTPException(500, error_body(str(exc), 500, "generation_error")) from exc
+            return _error(500, str(exc), "generation_error")
         if req.stream:
             return StreamingResponse(_sse(pending, req.model), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         try:
-            answer = await pending.aresult()
-        except LimitExceeded:
-            raise
-        except (GenerationError, NodeClosed) as exc:
-            status = 503 if isinstance(exc, NodeClosed) else 500
-            raise HTTPException(status, error_body(str(exc), status, type(exc).__name__)) from exc
+            answer = await pending.aresult()  # a LimitExceeded (the time bound) goes to its handler
+        except NodeClosed as exc:
+            return _error(503, str(exc), "node_closed")
+        except GenerationError as exc:
+            return _error(500, str(exc), "generation_error")
         finally:
             if not pending.done:
                 pending.cancel()  # this handler was cancelled: the row leaves the batch
