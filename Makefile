@@ -42,7 +42,7 @@ bench-streams: venv jars
 	$(BIN)/python benchmarks/bench_streams.py
 
 bench-inference: venv jars
-	$(BIN)/python benchmarks/bench_inference.py
+	$(BIN)/python benchmarks/bench_inference.py $(BENCH_ARGS)
 
 bench-console: venv jars browser
 	$(BIN)/python benchmarks/bench_console.py

@@ -3,7 +3,11 @@
 * ``POST /v1/chat/completions``: the request's ``user`` field selects the user's adapter; the last
   message must be the user's, earlier ones are the conversation's context. The response is an OpenAI
   ``chat.completion`` plus a ``samtuner`` object: answer id, arm, adapter version used, or the reason
-  the base model answered. Streaming and ``n > 1`` are refused with a clear error.
+  the base model answered. ``stream: true`` answers with server-sent ``chat.completion.chunk`` events:
+  the first carries ``samtuner`` (who answers), the last the finish reason, usage and the full
+  ``samtuner`` object. ``n > 1`` is refused.
+* Limits (``inference.limits``): ``max_tokens``, prompt tokens, body bytes (413), time per request, queue
+  depth (429 with ``Retry-After``). Every refusal is an OpenAI-style error whose ``limit`` names the key.
 * ``POST /v1/users/{id}/activate`` (``{"version": null, "new_share": 0.5}``) and ``.../deactivate``
   publish ActivateAdapter / DeactivateAdapter commands; the registrar turns them into registry events
   that every node honours (202 Accepted, with the command id).
@@ -17,21 +21,28 @@ chat ``infer`` (and a key restricted to some users answers only them), reads ``r
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import json
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
-from fastapi import FastAPI, HTTPException, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inference.errors import GenerationError
+from inference.errors import GenerationError, LimitExceeded, NodeClosed, QueueFull
 from inference.metrics import CONTENT_TYPE
 from inference.node import InferenceNode
+from inference.openai_wire import ChunkStream, completion, error_body
+from inference.pending import PendingAnswer
 from infra.auth import Authenticator
 from schemas.commands import ActivateAdapter, Command, DeactivateAdapter
 
 MODEL_ID = "sam-tuner"
+_CHAT_PATH = "/v1/chat/completions"
 
 
 class ContentPart(BaseModel):
@@ -57,17 +68,84 @@ class ChatCompletionRequest(BaseModel):
     model: str = MODEL_ID
     messages: list[ChatMessage] = Field(min_length=1)
     user: str | None = Field(None, min_length=1, max_length=256)
-    max_tokens: int | None = Field(None, ge=1, le=4096)
-    max_completion_tokens: int | None = Field(None, ge=1, le=4096)
+    max_tokens: int | None = Field(None, ge=1)  # capped by inference.limits.max_tokens, with an error naming it
+    max_completion_tokens: int | None = Field(None, ge=1)
+    min_tokens: int | None = Field(None, ge=0, description="vLLM's extension: no stop token before this many.")
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     n: int | None = None
     stream: bool | None = None
+    stream_options: dict[str, Any] | None = None
 
 
 class ActivateRequest(BaseModel):
     version: int | None = Field(None, ge=1, description="The latest or the previous version; None = the latest.")
     new_share: float | None = Field(None, ge=0.0, le=1.0, description="A/B share of requests to the latest version.")
+
+
+class BodyLimit:
+    """Refuses request bodies over ``max_bytes`` with a 413 before the app reads them (chunked bodies too)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send, int(declared))
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away while sending
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(send, size)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # later messages: the disconnect a streaming response listens for
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send, size: int) -> None:
+        body = json.dumps(error_body(
+            f"the request body is {'at least ' if size > self.max_bytes else ''}{size} bytes, more than this node "
+            f"accepts (inference.limits.max_body_bytes = {self.max_bytes})", 413, "request_too_large",
+            limit="inference.limits.max_body_bytes")).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _refusal(exc: LimitExceeded) -> JSONResponse:
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFull) else None
+    return JSONResponse(error_body(str(exc), exc.status, exc.code, exc.param, exc.limit), status_code=exc.status,
+                        headers=headers)
+
+
+def _invalid(message: str, param: str | None = None, code: str = "invalid_request") -> JSONResponse:
+    return _error(400, message, code, param)
+
+
+def _error(status: int, message: str, code: str, param: str | None = None) -> JSONResponse:
+    return JSONResponse(error_body(message, status, code, param), status_code=status)
 
 
 def create_api(
@@ -80,11 +158,29 @@ def create_api(
     # No /docs from a CDN: the console serves its own API page (console/static/docs.html).
     api = FastAPI(title="sam-tuner inference node", version="1", docs_url=None, redoc_url=None)
     auth = auth or Authenticator()  # no keys: open, and the server binds loopback only (service.py)
+    api.add_middleware(BodyLimit, max_bytes=node.cfg.inference.limits.max_body_bytes)
+
+    @api.exception_handler(LimitExceeded)
+    async def limit_exceeded(request: Request, exc: LimitExceeded) -> JSONResponse:
+        return _refusal(exc)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        if request.url.path != _CHAT_PATH:
+            return await request_validation_exception_handler(request, exc)
+        first = exc.errors()[0] if exc.errors() else {}
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return JSONResponse(error_body(f"{param or 'request'}: {first.get('msg', 'invalid request')}", 400,
+                                       "invalid_request", param), status_code=400)
+
 
     @api.get("/healthz")
     def healthz() -> dict[str, Any]:
+        batch = node.scheduler.stats()
         return {"status": "ok", "node_id": node.node_id, "registry_ready": bool(ready()) if ready else True,
-                "registry_users": len(node.registry), "resident_adapters": node.cache.stats().entries}
+                "registry_users": len(node.registry), "resident_adapters": node.cache.stats().entries,
+                "requests_running": batch.running, "requests_queued": batch.queued,
+                "max_batch_size": batch.max_rows, "max_queue": batch.max_queue}
 
     @api.get("/metrics", dependencies=[auth.require("read")])
     def metrics() -> Response:
@@ -127,33 +223,59 @@ def create_api(
     def deactivate(user_id: str) -> dict[str, Any]:
         return command(DeactivateAdapter(user_id=user_id, issued_by=f"http:{node.node_id}"))
 
-    @api.post("/v1/chat/completions", dependencies=[auth.require("infer", user="body")])
-    async def chat(req: ChatCompletionRequest) -> dict[str, Any]:
-        if req.stream:
-            raise HTTPException(400, "streaming is not supported by this node; send stream=false")
+    @api.post(_CHAT_PATH, response_model=None, dependencies=[auth.require("infer", user="body")])
+    async def chat(req: ChatCompletionRequest) -> dict[str, Any] | Response:
         if req.n not in (None, 1):
-            raise HTTPException(400, "n must be 1: a node returns one answer per request")
+            return _invalid("n must be 1: a node returns one answer per request", "n")
         last = req.messages[-1]
         if last.role != "user":
-            raise HTTPException(400, "the last message must be the user's")
+            return _invalid("the last message must be the user's", "messages")
         context = [{"role": m.role, "content": m.text()} for m in req.messages[:-1]]
         limit = req.max_completion_tokens or req.max_tokens
+        if req.min_tokens and req.min_tokens > (limit or node.cfg.model.max_new_tokens):
+            return _invalid(f"min_tokens ({req.min_tokens}) is more than max_tokens "
+                            f"({limit or node.cfg.model.max_new_tokens})", "min_tokens")
         try:
-            answer = await run_in_threadpool(node.generate_personalized_response, last.text(), req.user, context,
-                                             max_new_tokens=limit, temperature=req.temperature, top_p=req.top_p)
+            pending: PendingAnswer = await run_in_threadpool(
+                node.submit, last.text(), req.user, context, bool(req.stream), max_new_tokens=limit,
+                min_new_tokens=req.min_tokens, temperature=req.temperature, top_p=req.top_p)
+        except NodeClosed as exc:
+            return _error(503, str(exc), "node_closed")
         except GenerationError as exc:
-            raise HTTPException(500, str(exc)) from exc
-        finish = "length" if answer.completion_tokens >= (limit or node.generator.default_max_new_tokens) else "stop"
-        return {
-            "id": f"chatcmpl-{answer.answer_id.hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": req.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
-                         "finish_reason": finish, "logprobs": None}],
-            "usage": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
-                      "total_tokens": answer.prompt_tokens + answer.completion_tokens},
-            "samtuner": answer.describe(),
-        }
+            return _error(500, str(exc), "generation_error")
+        if req.stream:
+            return StreamingResponse(_sse(pending, req.model), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        try:
+            answer = await pending.aresult()  # a LimitExceeded (the time bound) goes to its handler
+        except NodeClosed as exc:
+            return _error(503, str(exc), "node_closed")
+        except GenerationError as exc:
+            return _error(500, str(exc), "generation_error")
+        finally:
+            if not pending.done:
+                pending.cancel()  # this handler was cancelled: the row leaves the batch
+        return completion(answer, req.model)
 
     return api
+
+
+async def _sse(pending: PendingAnswer, model: str) -> AsyncIterator[str]:
+    """The answer as server-sent events; a client that goes away cancels its row."""
+    chunks = ChunkStream(pending.answer_id.hex, model)
+    try:
+        yield chunks.first(pending.head)
+        async for piece in pending.apieces():
+            yield chunks.piece(piece)
+        try:
+            answer = await pending.aresult()
+        except LimitExceeded as exc:
+            yield chunks.error(error_body(str(exc), exc.status, exc.code, exc.param, exc.limit))
+        except Exception as exc:  # the error goes to the client as OpenAI's streams send one
+            yield chunks.error(error_body(f"{type(exc).__name__}: {exc}", 500, "generation_error"))
+        else:
+            yield chunks.last(answer)
+        yield chunks.done()
+    finally:
+        if not pending.done:
+            pending.cancel()

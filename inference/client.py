@@ -46,6 +46,8 @@ class NodeClient:
                                 "user": user_id}
         if kw.get("max_new_tokens") is not None:
             body["max_tokens"] = kw["max_new_tokens"]
+        if kw.get("min_new_tokens") is not None:
+            body["min_tokens"] = kw["min_new_tokens"]
         for name in ("temperature", "top_p"):
             if kw.get(name) is not None:
                 body[name] = kw[name]
@@ -62,7 +64,8 @@ class NodeClient:
             adapter_version=meta["adapter_version"], fallback_reason=meta["fallback_reason"],
             latency_ms=float(meta["latency_ms"]), arm=meta["arm"], fallback_detail=meta.get("fallback_detail", ""),
             answer_id=uuid.UUID(meta["answer_id"]), completion_tokens=int(data["usage"]["completion_tokens"]),
-            prompt_tokens=int(data["usage"]["prompt_tokens"]))
+            prompt_tokens=int(data["usage"]["prompt_tokens"]), ttft_ms=float(meta.get("ttft_ms") or 0.0),
+            finish_reason=data["choices"][0].get("finish_reason") or "stop", stopped_by=meta.get("stopped_by"))
 
     def close(self) -> None:
         self._http.close()
@@ -88,7 +91,8 @@ def generate_personalized_response(
 
     ``context``: earlier messages of the conversation (``{"role", "content"}``). ``node``: an
     :class:`InferenceNode` in this process; otherwise the node at ``url`` (default: ``SAMTUNER_NODE_URL``,
-    else the config's ``inference.host:port``). ``kw``: ``max_new_tokens``, ``temperature``, ``top_p``.
+    else the config's ``inference.host:port``). ``kw``: ``max_new_tokens``, ``min_new_tokens``, ``temperature``,
+    ``top_p``.
     """
     if node is not None:
         return node.generate_personalized_response(prompt, user_id, context, **kw)

@@ -3,6 +3,10 @@
     InferenceError
     ├── AdapterRejected     an adapter failed validation or loading; ``reason`` is a stable code
     ├── GenerationError     the model failed to answer
+    ├── LimitExceeded       a request asked more than a limit allows (``limit`` names the config key)
+    │   ├── QueueFull       every batch row busy and the queue full: retry after ``retry_after_s``
+    │   └── RequestTimedOut the request's time ran out before it got a batch row
+    ├── NodeClosed          the node is shutting down and takes no more requests
     ├── CacheError          the adapter cache refused an operation (unknown key, over its bounds)
     └── NodeUnavailable     a node could not be reached or answered with an error (client side)
 
@@ -36,4 +40,31 @@ class CacheError(InferenceError):
 
 
 class NodeUnavailable(InferenceError):
+    pass
+
+
+class LimitExceeded(InferenceError):
+    """A refusal that names its limit: ``limit`` is the config key, ``param`` the request field (if any),
+    ``code`` a stable OpenAI-style error code, ``status`` the HTTP status it maps to."""
+
+    def __init__(self, limit: str, message: str, *, code: str, param: str | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.code = code
+        self.param = param
+        self.status = status
+
+
+class QueueFull(LimitExceeded):
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__("inference.limits.max_queue", message, code="queue_full", status=429)
+        self.retry_after_s = retry_after_s
+
+
+class RequestTimedOut(LimitExceeded):
+    def __init__(self, message: str) -> None:
+        super().__init__("inference.limits.request_timeout_s", message, code="request_timeout", status=503)
+
+
+class NodeClosed(InferenceError):
     pass

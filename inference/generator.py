@@ -1,4 +1,9 @@
-"""Text generation with the shared base model (whatever adapter is bound): chat template in, text out."""
+"""Text in and out of the shared model: chat template to token ids, stop tokens, token ids back to text.
+
+The decoding loop itself is the scheduler's (:mod:`inference.scheduler`): it runs many requests in one
+batch. :class:`Detokenizer` turns a row's tokens into text pieces as they come, for streaming; the pieces
+always add up to the text a non-streamed answer has.
+"""
 
 from __future__ import annotations
 
@@ -7,36 +12,56 @@ from typing import Any
 
 from inference.errors import GenerationError
 
-GENERATION_OPTIONS = ("max_new_tokens", "temperature", "top_p")
+GENERATION_OPTIONS = ("max_new_tokens", "min_new_tokens", "temperature", "top_p")
 
 
-class Generator:
-    def __init__(self, model: Any, tokenizer: Any, default_max_new_tokens: int) -> None:
-        self.model = model
+class ChatEncoder:
+    def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
-        self.default_max_new_tokens = default_max_new_tokens
-        self._device = next(model.parameters()).device
 
-    def complete(self, messages: Sequence[Mapping[str, str]], max_new_tokens: int | None = None,
-                 temperature: float | None = None, top_p: float | None = None) -> tuple[str, int, int]:
-        """(answer text, tokens generated, prompt tokens). Greedy unless ``temperature`` > 0."""
-        import torch
-
-        options: dict[str, Any] = {"max_new_tokens": max_new_tokens or self.default_max_new_tokens,
-                                   "pad_token_id": self.tokenizer.pad_token_id, "do_sample": False}
-        if temperature is not None and temperature > 0:
-            options.update(do_sample=True, temperature=float(temperature))
-            if top_p is not None:
-                options["top_p"] = float(top_p)
+    def encode(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         try:
-            inputs = self.tokenizer.apply_chat_template(
-                [dict(m) for m in messages], add_generation_prompt=True, return_tensors="pt", return_dict=True)
-            inputs = {k: v.to(self._device) for k, v in inputs.items()}
-            with torch.no_grad():
-                out = self.model.generate(**inputs, **options)
-            prompt_tokens = int(inputs["input_ids"].shape[1])
-            new_tokens = out[0][prompt_tokens:]
-            text = str(self.tokenizer.decode(new_tokens, skip_special_tokens=True))
-            return text, int(new_tokens.shape[0]), prompt_tokens
-        except Exception as exc:  # torch/transformers errors of every kind: translated once, here
-            raise GenerationError(f"generation failed: {type(exc).__name__}: {exc}") from exc
+            ids = self.tokenizer.apply_chat_template([dict(m) for m in messages], add_generation_prompt=True,
+                                                     tokenize=True, return_dict=True)["input_ids"]
+        except Exception as exc:  # template or tokenizer errors of every kind: translated once, here
+            raise GenerationError(f"cannot apply the chat template: {type(exc).__name__}: {exc}") from exc
+        return [int(i) for i in ids]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    """The tokens that end an answer: the generation config's eos ids and the tokenizer's."""
+    found: set[int] = set()
+    for source in (getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+                   getattr(tokenizer, "eos_token_id", None)):
+        if isinstance(source, int):
+            found.add(source)
+        elif isinstance(source, list | tuple):
+            found.update(int(i) for i in source)
+    return frozenset(found)
+
+
+class Detokenizer:
+    """A row's text so far; :meth:`push` returns the new piece (held back while a character is incomplete)."""
+
+    def __init__(self, encoder: ChatEncoder) -> None:
+        self._encoder = encoder
+        self._ids: list[int] = []
+        self.sent = ""
+
+    def push(self, token: int) -> str:
+        self._ids.append(token)
+        text = self._encoder.decode(self._ids)
+        if text.endswith("\ufffd") or not text.startswith(self.sent):
+            return ""  # a multi-byte character not complete yet (or a re-spacing that later tokens settle)
+        piece, self.sent = text[len(self.sent):], text
+        return piece
+
+    def rest(self, final: str) -> str:
+        """What is left to send once the answer is ``final``."""
+        if final.startswith(self.sent):
+            piece, self.sent = final[len(self.sent):], final
+            return piece
+        return ""

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from inference.cache import CacheStats
+
+if TYPE_CHECKING:
+    from inference.scheduler import SchedulerStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -34,10 +38,27 @@ class _CacheCollector(Collector):
                                 value=self._users())
 
 
+class _SchedulerCollector(Collector):
+    def __init__(self, stats: Callable[[], SchedulerStats]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        s = self._stats()
+        yield GaugeMetricFamily("samtuner_requests_queued", "Requests waiting for a batch row.", value=s.queued)
+        yield GaugeMetricFamily("samtuner_requests_running", "Requests being generated (batch rows taken).",
+                                value=s.running)
+        yield CounterMetricFamily("samtuner_decode_steps", "Forward passes over the running batch.", value=s.steps)
+        yield CounterMetricFamily("samtuner_decode_rows", "Rows of every decode step (/ steps = the mean batch).",
+                                  value=s.rows_stepped)
+
+
 class NodeMetrics:
-    def __init__(self, cache_stats: Callable[[], CacheStats], registry_users: Callable[[], int]) -> None:
+    def __init__(self, cache_stats: Callable[[], CacheStats], registry_users: Callable[[], int],
+                 scheduler_stats: Callable[[], SchedulerStats] | None = None) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_CacheCollector(cache_stats, registry_users))
+        if scheduler_stats is not None:
+            self.registry.register(_SchedulerCollector(scheduler_stats))
         r = self.registry
         self.evictions = Counter("samtuner_adapter_cache_evictions", "Adapters unloaded, by reason.", ["reason"],
                                  registry=r)
@@ -53,6 +74,8 @@ class NodeMetrics:
         self.switch_seconds = Histogram("samtuner_adapter_switch_seconds",
                                         "Time from a request to its adapter bound (routing, cache, bind).",
                                         buckets=_LATENCY_BUCKETS, registry=r)
+        self.refusals = Counter("samtuner_refusals", "Requests refused or failed, by error code (the limit hit).",
+                                ["code"], registry=r)
         self.registry_events = Counter("samtuner_registry_events", "Registry events applied.", registry=r)
         self.event_failures = Counter("samtuner_event_publish_failures", "Events the broker did not acknowledge.",
                                       registry=r)

@@ -1,14 +1,15 @@
 """An inference node: one base model, every user's adapter state, a bounded cache of loaded adapters.
 
-A request is routed (:mod:`inference.routing`) to a version, leased from the cache (loaded and
-validated on a miss, once), bound to the model (:mod:`inference.lora`) and answered; the lease ends
-when the answer is done, so a request finishes on the version it started with whatever is published
-or evicted meanwhile. Generation is serialized (one request binds the model at a time), so every
-answer uses its own user's adapter and no other.
+A request is checked against the limits (``inference.limits``), routed (:mod:`inference.routing`) to a
+version, leased from the cache (loaded and validated on a miss, once) and queued with its lease for a
+row of the running batch (:mod:`inference.scheduler`): requests of many users are decoded together,
+each row with its own user's adapter. The lease ends when the answer is done, so a request finishes on
+the version it was routed to whatever is published or evicted meanwhile.
 
 When the routed version cannot serve (it failed validation, or loading it failed), the previous
 version answers, else the base model; the answer carries the reason, an ``AdapterLoadFailed`` event
-is published once per version, and the node keeps serving. Every answer publishes ``AnswerServed``.
+is published once per version, and the node keeps serving. Every answer that was generated publishes
+``AnswerServed`` once (refused requests publish nothing; they get an error naming the limit).
 
 Registry events come from :class:`inference.follow.RegistryFollower`; a newly published version is
 loaded at once (before anything is evicted for it) when its user asked recently, and the user's
@@ -23,18 +24,24 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, cast
 
+import torch
+
 from inference.cache import AdapterCache, Lease
-from inference.errors import AdapterRejected, CacheError
-from inference.generator import GENERATION_OPTIONS, Generator
+from inference.errors import AdapterRejected, CacheError, GenerationError, LimitExceeded
+from inference.generator import GENERATION_OPTIONS, ChatEncoder, Detokenizer, stop_token_ids
 from inference.loader import AdapterLoader
 from inference.lora import LoRARuntime, LoRAWeights
 from inference.metrics import NodeMetrics
+from inference.pending import PendingAnswer
 from inference.policies import make_policy
 from inference.registry import Change, Registry
 from inference.response import PersonalizedResponse
 from inference.routing import Arm, Route, draw, route
+from inference.sampling import Sampling
+from inference.scheduler import EndReason, Job, Scheduler
 from infra.artifacts import ArtifactStore
 from infra.errors import PublishError
 from infra.kafka import EventPublisher
@@ -47,6 +54,26 @@ log = logging.getLogger("samtuner.inference")
 
 ANONYMOUS = "<anonymous>"  # the user id of AnswerServed for requests that name no user
 CacheKey = tuple[str, int]  # (user id, adapter version)
+_RESULT_MARGIN_S = 30.0  # a blocking caller waits this much past the request's deadline before giving up
+_STOPPED_BY = {"length": "max_tokens", "timeout": "inference.limits.request_timeout_s", "cancelled": "cancelled"}
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What the node decided for a request before it was queued, kept for its answer."""
+
+    user_id: str | None
+    lease: Lease[CacheKey, LoRAWeights] | None
+    arm: Arm
+    reason: str | None
+    detail: str
+    started: float  # perf_counter at arrival
+    resolve_s: float  # routing and the cache lease (a load on a miss)
+    prompt_tokens: int
+    served: bool = True  # an answer to the user (metrics, AnswerServed); False: the console's compare view
+
+
+_Pick = Callable[[], tuple[Lease[CacheKey, LoRAWeights] | None, Arm]]
 
 
 class InferenceNode:
@@ -80,8 +107,14 @@ class InferenceNode:
         model = model or load_base_model(cfg.model, cfg.quantization)
         model.requires_grad_(False)
         model.eval()
-        self.runtime = LoRARuntime(model, cfg.inference.lora_serving)
-        self.generator = Generator(model, tokenizer, cfg.model.max_new_tokens)
+        serving = cfg.inference
+        self.runtime = LoRARuntime(model, serving.lora_serving, int(serving.merge_scratch_mb * 2**20),
+                                   max_rows=serving.max_batch_size)
+        self.encoder = ChatEncoder(tokenizer)
+        context = getattr(model.config, "max_position_embeddings", None)
+        self._context_tokens = int(context) if isinstance(context, int) else None
+        self.scheduler = Scheduler(model, self.runtime, stop_token_ids(model, tokenizer), serving.max_batch_size,
+                                   serving.limits.max_queue, pad_id=int(tokenizer.pad_token_id or 0))
         self.base_sha256 = base_sha256 or weights_sha256(cfg.model.base)
         cache_cfg = cfg.inference.cache
         self.loader = AdapterLoader(ArtifactStore(cfg.artifact_root), self.base_sha256, self.runtime.shapes,
@@ -91,13 +124,13 @@ class InferenceNode:
             make_policy(cache_cfg.policy, cache_cfg.max_adapters, frequency_key=lambda k: k[0]),  # type: ignore[index]
             max_entries=cache_cfg.max_adapters, max_bytes=cache_cfg.max_bytes, ttl_s=cache_cfg.ttl_s,
             size_of=lambda w: w.nbytes, on_evict=self._evicted, clock=clock)
-        self.metrics = NodeMetrics(self.cache.stats, lambda: len(self.registry))
+        self.metrics = NodeMetrics(self.cache.stats, lambda: len(self.registry), self.scheduler.stats)
         self._pinned_users = frozenset(cache_cfg.pinned_users)
-        self._generate_lock = threading.Lock()
         self._lock = threading.Lock()  # guards the two maps below
         self._failures: dict[CacheKey, AdapterRejected] = {}
         self._last_seen: dict[str, float] = {}
         self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        self._reporter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="answers")  # AnswerServed, off the model
 
     # -- the registry --------------------------------------------------------------------------
 
@@ -159,49 +192,141 @@ class InferenceNode:
         **kw: Any,
     ) -> PersonalizedResponse:
         """Answer ``prompt`` as ``user_id``'s adapter would; ``context`` holds the conversation's earlier
-        messages (``{"role", "content"}``). ``kw``: ``max_new_tokens``, ``temperature``, ``top_p``."""
+        messages (``{"role", "content"}``). ``kw``: ``max_new_tokens``, ``min_new_tokens`` (stop tokens are
+        not chosen before), ``temperature``, ``top_p``.
+
+        The request joins the running batch; this call blocks until its answer is done."""
+        pending = self.submit(prompt, user_id, context, **kw)
+        try:
+            return pending.result(timeout=self.cfg.inference.limits.request_timeout_s + _RESULT_MARGIN_S)
+        except TimeoutError as exc:
+            pending.cancel()
+            raise GenerationError(f"no answer from the scheduler within the request's time bound: {exc}") from exc
+
+    def submit(
+        self,
+        prompt: str,
+        user_id: str | None = None,
+        context: Sequence[Mapping[str, str]] | None = None,
+        stream: bool = False,
+        **kw: Any,
+    ) -> PendingAnswer:
+        """Check the request against the limits, route it and lease its adapter, and queue it for a batch row.
+
+        Raises LimitExceeded (naming the limit; QueueFull when the queue is full) or GenerationError (the
+        chat template failed) before anything is queued. ``stream``: the handle yields text pieces as they come.
+        """
         unknown = set(kw) - set(GENERATION_OPTIONS)
         if unknown:
             raise TypeError(f"unknown generation options {sorted(unknown)}; valid: {', '.join(GENERATION_OPTIONS)}")
-        started = time.perf_counter()
-        answer_id = uuid.uuid4()
-        if user_id:
-            with self._lock:
-                self._last_seen[user_id] = self._clock()
-        state = self.registry.get(user_id) if user_id else None
-        planned = route(user_id, state, self.cfg.inference.ab_new_share, draw(answer_id))
-        lease, arm, reason, detail = self._resolve(user_id, planned, state)
-        weights = lease.value if lease is not None else None
-        resolved_s = time.perf_counter() - started
         try:
-            with self._generate_lock:
-                bind_started = time.perf_counter()
-                self.runtime.bind(weights)
-                switch_s = resolved_s + time.perf_counter() - bind_started
-                generate_started = time.perf_counter()
-                text, tokens, prompt_tokens = self.generator.complete([*(dict(m) for m in context or ()),
-                                                        {"role": "user", "content": prompt}], **kw)
-                generate_s = time.perf_counter() - generate_started
-        finally:
+            return self._submit(prompt, user_id, context, stream, kw)
+        except LimitExceeded as exc:
+            self.metrics.refusals.labels(exc.code).inc()
+            log.info("request refused (%s): %s", exc.limit, exc)
+            raise
+
+    def _submit(self, prompt: str, user_id: str | None, context: Sequence[Mapping[str, str]] | None, stream: bool,
+                kw: Mapping[str, Any], pick: _Pick | None = None) -> PendingAnswer:
+        """``pick``: the lease and arm to answer with, instead of the user's routing (not a served answer)."""
+        started, arrived = time.perf_counter(), time.monotonic()
+        limits = self.cfg.inference.limits
+        max_new = kw.get("max_new_tokens") or self.cfg.model.max_new_tokens
+        if max_new > limits.max_tokens:
+            raise LimitExceeded("inference.limits.max_tokens", f"max_tokens is {max_new}, more than this node allows "
+                                f"(inference.limits.max_tokens = {limits.max_tokens})", code="max_tokens_exceeded",
+                                param="max_tokens")
+        min_new = int(kw.get("min_new_tokens") or 0)
+        if min_new > max_new:
+            raise ValueError(f"min_new_tokens ({min_new}) is more than max_new_tokens ({max_new})")
+        ids = self.encoder.encode([*(dict(m) for m in context or ()), {"role": "user", "content": prompt}])
+        if len(ids) > limits.max_prompt_tokens:
+            raise LimitExceeded("inference.limits.max_prompt_tokens", f"the prompt is {len(ids)} tokens (chat template "
+                                f"and conversation included), more than this node allows "
+                                f"(inference.limits.max_prompt_tokens = {limits.max_prompt_tokens})",
+                                code="context_length_exceeded", param="messages")
+        if self._context_tokens is not None and len(ids) + max_new > self._context_tokens:
+            raise LimitExceeded("max_position_embeddings", f"the model's context is {self._context_tokens} tokens, "
+                                f"and this request asks for {len(ids) + max_new} ({len(ids)} in the messages, "
+                                f"{max_new} in the completion)", code="context_length_exceeded", param="messages")
+        answer_id = uuid.uuid4()
+        routing = time.perf_counter()
+        if pick is not None:
+            (lease, arm), reason, detail = pick(), None, ""
+        else:
+            if user_id:
+                with self._lock:
+                    self._last_seen[user_id] = self._clock()
+            state = self.registry.get(user_id) if user_id else None
+            planned = route(user_id, state, self.cfg.inference.ab_new_share, draw(answer_id))
+            lease, arm, reason, detail = self._resolve(user_id, planned, state)
+        request = _Request(user_id, lease, arm, reason, detail, started, time.perf_counter() - routing, len(ids),
+                           served=pick is None)
+        pending = PendingAnswer(answer_id, {
+            "answer_id": str(answer_id), "user": user_id, "source": "adapter" if lease is not None else "base",
+            "arm": arm, "adapter_version": lease.value.version if lease is not None else None,
+            "fallback_reason": reason, "fallback_detail": detail})
+        temperature = kw.get("temperature")
+        sampling = Sampling(temperature=temperature, top_p=kw.get("top_p"))
+        job = Job(answer_id=answer_id, prompt=ids, weights=lease.value if lease is not None else None,
+                  max_new_tokens=int(max_new), min_new_tokens=min_new, sampling=sampling,
+                  deadline=arrived + limits.request_timeout_s, submitted=arrived,
+                  pending=pending, on_end=lambda j, why, error: self._ended(request, j, why, error),
+                  detokenizer=Detokenizer(self.encoder) if stream else None,
+                  generator=None if sampling.greedy else torch.Generator().manual_seed(int(answer_id.hex[:12], 16)))
+        try:
+            self.scheduler.submit(job)
+        except BaseException:
             if lease is not None:
                 lease.release()
-        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+            raise
+        return pending
+
+    def _ended(self, request: _Request, job: Job, why: EndReason, error: BaseException | None) -> None:
+        """The scheduler is done with ``job`` (on its thread): give the lease back, report off its thread."""
+        if request.lease is not None:
+            request.lease.release()
+        try:
+            self._reporter.submit(self._report, request, job, why, error)
+        except RuntimeError:  # the node is closing: report here
+            self._report(request, job, why, error)
+
+    def _report(self, request: _Request, job: Job, why: EndReason, error: BaseException | None) -> None:
+        if error is not None:
+            self.metrics.refusals.labels(getattr(error, "code", "generation_error")).inc()
+            job.pending.fail(error)
+            return
+        now = time.perf_counter()
+        weights = job.weights
+        text = self.encoder.decode(job.tokens)
+        if job.detokenizer is not None:
+            job.pending.push(job.detokenizer.rest(text))
+        submitted = request.started
         answer = PersonalizedResponse(
-            text=text, user_id=user_id, source="adapter" if weights is not None else "base",
-            adapter_version=weights.version if weights is not None else None, fallback_reason=reason,
-            fallback_detail=detail, latency_ms=latency_ms, arm=arm, answer_id=answer_id, completion_tokens=tokens,
-            prompt_tokens=prompt_tokens, switch_ms=round(switch_s * 1000, 4))
-        self._served(answer, generate_s, switch_s)
-        return answer
+            text=text, user_id=request.user_id, source="adapter" if weights is not None else "base",
+            adapter_version=weights.version if weights is not None else None, fallback_reason=request.reason,
+            fallback_detail=request.detail, latency_ms=round((now - submitted) * 1000, 3), arm=request.arm,
+            answer_id=job.answer_id, completion_tokens=len(job.tokens), prompt_tokens=request.prompt_tokens,
+            switch_ms=round((request.resolve_s + job.bind_s) * 1000, 4),
+            ttft_ms=round(((job.first_token or job.submitted) - job.submitted) * 1000, 3),
+            queue_ms=round(((job.admitted or job.submitted) - job.submitted) * 1000, 3),
+            finish_reason="stop" if why == "stop" else "length", stopped_by=_STOPPED_BY.get(why))
+        if request.served:
+            generate_s = time.monotonic() - (job.admitted or job.submitted)
+            self._served(answer, generate_s, request.resolve_s + job.bind_s)
+        job.pending.finish(answer)
 
     def answer_with_version(self, prompt: str, user_id: str, version: int | None, **kw: Any) -> PersonalizedResponse:
         """Answer with exactly this version of the user's adapter (None = the base model), whatever the
-        user's routing says: the console's compare view. Not an answer served to the user, so no
-        AnswerServed is published and the user's pointer does not move."""
-        started = time.perf_counter()
-        lease = None
-        arm: Arm = "base"
-        if version is not None:
+        user's routing says: the console's compare view. It runs in the batch like any request, but it is not
+        an answer served to the user, so no AnswerServed is published and the user's pointer does not move."""
+        unknown = set(kw) - set(GENERATION_OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown generation options {sorted(unknown)}; valid: {', '.join(GENERATION_OPTIONS)}")
+
+        def pick() -> tuple[Lease[CacheKey, LoRAWeights] | None, Arm]:
+            if version is None:
+                return None, "base"
             state = self.registry.get(user_id)
             arms: list[tuple[Arm, AdapterRef | None]] = [("new", state.latest), ("previous", state.previous)] \
                 if state is not None else []
@@ -210,20 +335,12 @@ class InferenceNode:
                 known = sorted(r.version for _, r in arms if r is not None)
                 raise AdapterRejected("unknown_version", f"this node knows no version {version} of the user's "
                                       f"adapter (known: {known or 'none'})")
-            arm, ref = found[0][0], found[0][1]
+            arm, ref = found[0]
             assert ref is not None
-            lease = self._load(user_id, ref)  # AdapterRejected propagates: the caller shows why
-        try:
-            with self._generate_lock:
-                self.runtime.bind(lease.value if lease is not None else None)
-                text, tokens, prompt_tokens = self.generator.complete([{"role": "user", "content": prompt}], **kw)
-        finally:
-            if lease is not None:
-                lease.release()
-        return PersonalizedResponse(
-            text=text, user_id=user_id, source="adapter" if lease is not None else "base", adapter_version=version,
-            fallback_reason=None, fallback_detail="", arm=arm, answer_id=uuid.uuid4(), completion_tokens=tokens,
-            prompt_tokens=prompt_tokens, latency_ms=round((time.perf_counter() - started) * 1000, 3), switch_ms=0.0)
+            return self._load(user_id, ref), arm  # AdapterRejected propagates: the caller shows why
+
+        pending = self._submit(prompt, user_id, None, False, kw, pick=pick)
+        return pending.result(timeout=self.cfg.inference.limits.request_timeout_s + _RESULT_MARGIN_S)
 
     def _resolve(self, user_id: str | None, planned: Route, state: AdapterRegistryState | None,
                  ) -> tuple[Lease[CacheKey, LoRAWeights] | None, Arm, str | None, str]:
@@ -368,6 +485,8 @@ class InferenceNode:
         }
 
     def close(self) -> None:
+        self.scheduler.close()
+        self._reporter.shutdown(wait=True)
         self._prefetcher.shutdown(wait=True, cancel_futures=True)
         if self.publisher is not None:
             try:

@@ -28,6 +28,10 @@ class PersonalizedResponse:
     completion_tokens: int = 0
     prompt_tokens: int = 0
     switch_ms: float = 0.0
+    ttft_ms: float = 0.0  # arrival to the first token
+    queue_ms: float = 0.0  # arrival to a batch row
+    finish_reason: Literal["stop", "length"] = "stop"
+    stopped_by: str | None = None  # why a "length" answer ended: max_tokens, a limit's config key, cancelled
 
     @property
     def personalized(self) -> bool:
@@ -44,4 +48,7 @@ class PersonalizedResponse:
             "fallback_reason": self.fallback_reason,
             "fallback_detail": self.fallback_detail,
             "latency_ms": self.latency_ms,
+            "ttft_ms": self.ttft_ms,
+            "finish_reason": self.finish_reason,
+            "stopped_by": self.stopped_by,
         }

@@ -475,6 +475,8 @@ def ask(
     user: Annotated[str | None, typer.Option(help="The user whose adapter should answer")] = None,
     url: Annotated[str | None, typer.Option(help="Node URL (default: from the config)")] = None,
     api_key: ApiKeyOpt = None,
+    stream: Annotated[bool, typer.Option(help="Print the answer as it is generated")] = False,
+    max_tokens: Annotated[int | None, typer.Option(help="Tokens to generate at most")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Ask a running node a question; prints the answer and who answered."""
@@ -482,15 +484,35 @@ def ask(
 
     cfg = _config(config)
     base = url or f"http://{cfg.inference.host}:{cfg.inference.port}"
+    body: dict[str, object] = {"messages": [{"role": "user", "content": prompt}], "user": user, "stream": stream}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
     try:
-        r = httpx.post(f"{base}/v1/chat/completions", json={"messages": [{"role": "user", "content": prompt}],
-                                                             "user": user}, timeout=120, headers=_bearer(api_key))
-        r.raise_for_status()
+        with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=300,
+                          headers=_bearer(api_key)) as r:
+            if r.status_code != 200:
+                r.read()
+                error = r.json().get("error", {}) if "json" in r.headers.get("content-type", "") else {}
+                raise _fail(f"the node refused ({r.status_code}): {error.get('message') or r.text[:500]}")
+            if not stream:
+                r.read()
+                answer = r.json()
+                typer.echo(answer["choices"][0]["message"]["content"])
+                typer.echo(json.dumps(answer["samtuner"]), err=True)
+                return
+            for line in r.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[len("data: "):])
+                if "error" in chunk:
+                    raise _fail(f"the answer failed: {chunk['error'].get('message')}")
+                for choice in chunk.get("choices", []):
+                    typer.echo(choice.get("delta", {}).get("content") or "", nl=False)
+                if chunk.get("choices") and chunk["choices"][0].get("finish_reason"):
+                    typer.echo("")
+                    typer.echo(json.dumps(chunk.get("samtuner")), err=True)
     except httpx.HTTPError as exc:
         raise _fail(f"cannot reach the node at {base}: {exc}") from exc
-    body = r.json()
-    typer.echo(body["choices"][0]["message"]["content"])
-    typer.echo(json.dumps(body["samtuner"]), err=True)
 
 
 # -- pairs and users: data management (commands -> events) and export ---------------------------

@@ -464,6 +464,26 @@ class AdapterCacheSettings(Section):
     pinned_users: tuple[str, ...] = Field((), description="Users whose current adapter is never evicted.")
 
 
+class ServingLimits(Section):
+    """What one request may ask of a node, so that no request can starve the others; each refusal names its limit."""
+
+    max_tokens: int = Field(
+        512, ge=1, le=32768, description="Largest max_tokens / max_completion_tokens a request may ask for (more is "
+        "refused with a 400 naming this limit).",
+    )
+    max_prompt_tokens: int = Field(
+        2048, ge=1, description="Longest prompt, in tokens after the chat template (conversation included).",
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest HTTP request body (413 beyond).")
+    request_timeout_s: float = Field(
+        120.0, gt=0.0, description="Time a request may take, queue wait included: an answer still generating then "
+        "ends (finish_reason 'length', samtuner.stopped_by says why); one still queued is refused (503).",
+    )
+    max_queue: int = Field(
+        64, ge=0, description="Requests waiting for a batch row at most; beyond, a 429 with Retry-After.",
+    )
+
+
 class InferenceSettings(Section):
     node_id: str = Field(default_factory=socket.gethostname, description="This node's id (its consumer group).")
     host: str = Field("127.0.0.1", description="HTTP bind address.")
@@ -471,9 +491,18 @@ class InferenceSettings(Section):
     cache: AdapterCacheSettings = Field(default_factory=AdapterCacheSettings)
     lora_serving: Literal["merged", "unmerged"] = Field(
         "merged",
-        description="'merged': the adapter's delta is added into a copy of the target weights for the request "
-        "(no per-token cost); 'unmerged': base(x) + B(A(x)) per layer. Quantized layers are always unmerged.",
+        description="Batches of several users always add each row's own B(A(x)) per layer (one forward pass for "
+        "all). 'merged': once a batch whose rows all have one adapter ran 4 decode steps with 32 or more tokens "
+        "still to go, that adapter is added into a scratch copy of the target weights (no per-token cost; bounded "
+        "by merge_scratch_mb). 'unmerged': never merge. Quantized layers are always unmerged.",
     )
+    merge_scratch_mb: float = Field(
+        128.0, ge=0.0, description="Scratch memory of merged serving; target layers past it stay unmerged.",
+    )
+    max_batch_size: int = Field(
+        8, ge=1, le=256, description="Requests decoded together, one row each (a new request joins between steps).",
+    )
+    limits: ServingLimits = Field(default_factory=ServingLimits)
     max_rank: int = Field(256, ge=1, description="Adapters with a larger LoRA rank are refused.")
     ab_new_share: float = Field(
         1.0, ge=0.0, le=1.0,
@@ -574,6 +603,9 @@ class Config(Section):
                 f"training.dpo.loss_weights {lw} has {len(lw)} entries but training.dpo.loss_type {types} has "
                 f"{len(types)}: give one weight per loss type (or set loss_weights to null for equal weights)"
             )
+        if self.model.max_new_tokens > self.inference.limits.max_tokens:
+            raise ValueError(f"model.max_new_tokens ({self.model.max_new_tokens}) is above "
+                             f"inference.limits.max_tokens ({self.inference.limits.max_tokens})")
         problems = training_conflicts(self)
         if problems:
             raise ValueError("; ".join(problems))

@@ -24,13 +24,52 @@ def node_config(tmp_path: Path, tiny_model: Path, **inference: Any) -> Config:
     })
 
 
+class Gate:
+    """Holds every forward pass of a model until opened: a torch forward pre-hook, so tests can fill a node's
+    batch rows and queue deterministically (the model stays the real one)."""
+
+    def __init__(self, model: Any) -> None:
+        import threading
+
+        self.opened = threading.Event()
+        self.waiting = threading.Semaphore(0)  # released once per forward pass that reached the gate
+        self._handle = model.register_forward_pre_hook(self._hold)
+
+    def _hold(self, module: Any, args: Any) -> None:
+        self.waiting.release()
+        self.opened.wait()
+
+    def open(self) -> None:
+        self.opened.set()
+
+    def close(self) -> None:
+        """Hold forward passes again (call while the model is idle); earlier passes are forgotten."""
+        import threading
+
+        self.waiting = threading.Semaphore(0)
+        self.opened.clear()
+
+    def wait_for_forward(self, timeout: float = 60.0) -> None:
+        assert self.waiting.acquire(timeout=timeout), "no forward pass reached the gate"
+
+    def remove(self) -> None:
+        self.open()
+        self._handle.remove()
+
+
+def load_tiny(tiny_model: Path) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(tiny_model))
+
+
 class NodeKit:
     """A node with a fake publisher, and a way to publish synthetic adapters to it."""
 
-    def __init__(self, tmp_path: Path, tiny_model: Path, **inference: Any) -> None:
+    def __init__(self, tmp_path: Path, tiny_model: Path, model: Any = None, **inference: Any) -> None:
         self.cfg = node_config(tmp_path, tiny_model, **inference)
         self.publisher = FakePublisher()
-        self.node = InferenceNode(self.cfg, self.publisher)
+        self.node = InferenceNode(self.cfg, self.publisher, model=model)
         self.store = ArtifactStore(self.cfg.artifact_root)
 
     def adapter(self, user: str, version: int, seed: int | None = None) -> AdapterPublished:

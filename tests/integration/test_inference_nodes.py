@@ -5,9 +5,12 @@ and answers + feedback per A/B arm in ClickHouse."""
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import threading
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +73,27 @@ def test_the_openai_client_gets_answers_and_activation_commands_reach_the_node(m
         assert completion.choices[0].message.content is not None
         meta = completion.model_extra["samtuner"]  # type: ignore[index]
         assert (meta["source"], meta["adapter_version"], meta["fallback_reason"]) == ("adapter", 1, None)
+        chunks = list(client.chat.completions.create(model="sam-tuner", user="alice", max_tokens=6, stream=True,
+                                                     messages=[{"role": "user", "content": PROMPT}]))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks) == completion.choices[0].message.content
+        assert chunks[0].model_extra["samtuner"]["adapter_version"] == 1  # type: ignore[index]
+        assert chunks[-1].choices[0].finish_reason == completion.choices[0].finish_reason
+        streamed = subprocess.run([sys.executable, "-m", "samtuner.cli", "ask", "--url", node.url, "--user", "alice",
+                                   "--stream", "--max-tokens", "6", PROMPT], capture_output=True, text=True,
+                                  timeout=120, check=True)
+        assert streamed.stdout.rstrip("\n") == completion.choices[0].message.content
+        assert '"adapter_version": 1' in streamed.stderr
 
         assert httpx.post(f"{node.url}/v1/users/alice/deactivate", timeout=10).status_code == 202
         off = wait_for(lambda: (a := ask(node, "alice"))["source"] == "base" and a, 20, "the deactivation")
         assert off["fallback_reason"] == "deactivated"
         assert httpx.post(f"{node.url}/v1/users/alice/activate", json={}, timeout=10).status_code == 202
         wait_for(lambda: ask(node, "alice")["adapter_version"] == 1, 20, "the activation")
+
+        # Eight users at once over HTTP: one batch, each answered by their own model.
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            eight = list(pool.map(lambda i: node.ask(PROMPT, "alice" if i == 0 else f"visitor-{i}"), range(8)))
+        assert [a["samtuner"]["source"] for a in eight] == ["adapter"] + ["base"] * 7
 
         metrics = httpx.get(f"{node.url}/metrics", timeout=10).text
         assert 'samtuner_fallbacks_total{reason="deactivated"}' in metrics
