@@ -10,13 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inference.generator import Generator
-from infra.models import load_base_model, load_tokenizer
 from samtuner.demo import run_demo
 from samtuner.demo_answers import base_answers
 from samtuner.demo_plan import DemoPlan, DemoUser
 from samtuner.demo_styles import ADDS_CAVEAT, CLOSES_WITH_LINE
-from schemas.config import Config
+from tests.nodes import NodeKit
 
 pytestmark = pytest.mark.integration
 
@@ -68,13 +66,15 @@ def test_the_demo_trains_both_styles_on_the_models_own_answers_and_measures_them
 
 def test_sams_original_answers_are_what_the_node_would_answer(tiny_model: Path, tmp_path: Path) -> None:
     """On-policy: the corrected 'original' answers are the base model's own greedy answers, as served."""
-    cfg = Config.model_validate({"model": {"base": str(tiny_model), "max_new_tokens": 8},
-                                 "quantization": {"mode": "none"}})
+    kit = NodeKit(tmp_path, tiny_model)  # a real node, answering through its batch scheduler
+    cfg = kit.cfg
     prompts = [u.prompts[i] for u in PLAN.users for i in range(3)]
-    originals = base_answers(cfg, prompts, say=lambda _: None, cache_dir=tmp_path / "cache")
-    node = Generator(load_base_model(cfg.model, cfg.quantization), load_tokenizer(cfg.model.base), 8)
-    for prompt in prompts:
-        served, _, _ = node.complete([{"role": "user", "content": prompt}])
-        assert originals[prompt] == served.strip()
+    try:
+        originals = base_answers(cfg, prompts, say=lambda _: None, cache_dir=tmp_path / "cache")
+        for prompt in prompts:
+            served = kit.ask(None, prompt)
+            assert served.source == "base" and originals[prompt] == served.text.strip()
+    finally:
+        kit.close()
     again = base_answers(cfg, prompts, say=lambda _: None, cache_dir=tmp_path / "cache")
     assert again == originals and len(list((tmp_path / "cache").glob("*.json"))) == 1
