@@ -34,7 +34,7 @@ def _tiny_recipe(tmp_path: Path) -> Path:
         "training": {"dpo": {"num_train_epochs": 1, "per_device_train_batch_size": 4, "learning_rate": 1e-3,
                              "max_length": 64, "gradient_accumulation_steps": 1}},
         "streams": {"app_id": f"demo-{uuid.uuid4().hex[:8]}", "batch_timeout_s": 0.1},
-        "evaluation": {"enabled": False, "control_prompts": []},
+        "evaluation": {"enabled": False, "controls": []},
         "inference": {"torch_threads": 1},
     }
     path = tmp_path / "recipe.yaml"
