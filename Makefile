@@ -63,7 +63,7 @@ bench-analytics: venv
 	$(BIN)/python benchmarks/bench_analytics.py
 
 # Personalization on SmolLM2-135M-Instruct (fetched on first use): 2 styles x 3 seeds, KTO, job_wall_ratio.
-# Long on CPU (about an hour on 2 idle cores); BENCH_QUALITY_ARGS passes options (see --help).
+# Long on CPU (28.5 minutes on 2 idle cores); BENCH_QUALITY_ARGS passes options (see --help).
 bench-quality: venv
 	$(BIN)/python benchmarks/bench_quality.py --kto $(BENCH_QUALITY_ARGS)
 
