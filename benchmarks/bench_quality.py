@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.quality_data import STYLES, Prompt, Style, prompts  # noqa: E402
 from infra.artifacts import ArtifactStore  # noqa: E402
 from schemas.config import Config, default_cache_dir  # noqa: E402
-from schemas.events import Event, TrainingFailed, TrainingRejected, TrainingSucceeded  # noqa: E402
+from schemas.events import Event, TrainingFailed, TrainingProgressed, TrainingRejected, TrainingSucceeded  # noqa: E402
 from streams.quality import similarity  # noqa: E402
 from trainer import gate  # noqa: E402
 from trainer.local import example_rows, local_request, pair_rows  # noqa: E402
@@ -73,6 +73,9 @@ class Recorder:
 
     def publish(self, topic: str, event: Event) -> None:
         self.events.append(event)
+        if isinstance(event, TrainingProgressed) and event.loss is not None:  # a job is minutes long: show it
+            eta = f", about {event.eta_s:.0f}s left" if event.eta_s is not None else ""
+            say(f"  training step {event.step}/{event.total_steps}, loss {event.loss:.3f}{eta}")
 
     def publish_raw(self, *args: Any, **kwargs: Any) -> None:
         pass
