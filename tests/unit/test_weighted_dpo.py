@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from trainer.weighted import WEIGHT, weighted_dpo_trainer_class  # noqa: E402
+from trainer.weighted import WEIGHT, weighted_dpo_trainer_class
 
 PAIRS = [("What is 2 plus 2?", "2 plus 2 is 4. Hope this helps!", "2 plus 2 is 4."),
          ("What color is snow?", "Snow is white. Hope this helps!", "Snow is white.")]
