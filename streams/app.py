@@ -123,10 +123,13 @@ class DeciderApp(faust.App):
     fence: PartitionFence | None = None
 
     def on_rebalance_start(self) -> None:
-        if self.should_stop and self.fence is not None:
-            self.fence.close()
-            log.info("fence: worker %s leaves the group during a rebalance; it publishes nothing more",
-                     self.fence.worker)
+        if self.fence is not None:
+            if self.should_stop:
+                self.fence.close()
+                log.info("fence: worker %s leaves the group during a rebalance; it publishes nothing more",
+                         self.fence.worker)
+            else:
+                log.info("fence: worker %s: a rebalance started", self.fence.worker)
         super().on_rebalance_start()
 
 
