@@ -129,6 +129,7 @@ class PartitionFence:
     def __init__(self, worker: str) -> None:
         self.worker = worker
         self._owned: dict[int, int] = {}
+        self._revoked: set[int] = set()  # until the next assignment: never adopted again
         self._closed = False
         self._lock = threading.Lock()
 
@@ -138,11 +139,13 @@ class PartitionFence:
             if self._closed:
                 return
             self._owned = dict.fromkeys(partitions, generation)
+            self._revoked = set()
 
     def revoked(self, partitions: Iterable[int]) -> None:
         with self._lock:
             for p in partitions:
                 self._owned.pop(p, None)
+                self._revoked.add(p)
 
     def close(self) -> None:
         """This worker leaves the group without waiting for its batch: it owns nothing from now on."""
@@ -162,7 +165,8 @@ class PartitionFence:
         """The tenures of ``partitions`` now; ``held``: the partitions Faust's consumer is assigned,
         ``generation``: the group generation it joined last."""
         with self._lock:
-            ticket = tenures(set(partitions), self._owned, held, generation, self._closed)
+            # The consumer still lists revoked partitions until the group's next assignment.
+            ticket = tenures(set(partitions), self._owned, set(held) - self._revoked, generation, self._closed)
             for p, tenure in ticket.items():
                 if tenure is not None:
                     self._owned.setdefault(p, tenure)

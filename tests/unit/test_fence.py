@@ -57,6 +57,15 @@ def test_a_partition_held_before_the_assignment_signal_is_adopted_under_the_curr
     assert fence.lost(ticket) == frozenset()
 
 
+def test_a_revoked_partition_is_not_adopted_while_the_consumer_still_lists_it() -> None:
+    fence = PartitionFence("w1")
+    fence.assigned({0, 1}, generation=4)
+    fence.revoked({0, 1})
+    assert fence.ticket({1}, held={0, 1}, generation=4) == {1: None}  # between revocation and assignment
+    fence.assigned({1}, generation=5)
+    assert fence.ticket({1}, held={1}, generation=5) == {1: 5}
+
+
 def test_a_worker_that_leaves_during_a_rebalance_owns_nothing_more() -> None:
     fence = PartitionFence("w1")
     fence.assigned({0, 1}, generation=4)
