@@ -32,7 +32,13 @@ Why Faust's own rebalance is not enough, and why the rest is safe:
   (``streams/watermarks.py``: the last output on the pairs topic per source partition, read when it
   first handles the partition) suppress the outputs that already landed. The publish calls and the
   check of step 2 run on the event loop with no await in between, so a loss seen by the loop is
-  either before the check (fenced) or after every publish call (covered by the flush).
+  either before the check (fenced) or after every publish call (covered by the flush). ``close``
+  comes from Faust's consumer thread and can land between the check and the publish calls; it
+  precedes the consumer's leaving, the group's rebalance and the new owner's first read of the
+  watermarks, so those outputs are the same case as a flush under way. Outside Faust's wait (a
+  worker leaving while it stops) this rests on timing, not on an order the broker enforces: the
+  flush takes milliseconds, while the new owner's first read follows a group round trip and the
+  table's recovery. Only transactional producers with fencing would make it strict.
 * Not covered: a worker frozen past the session timeout (SIGSTOP, a swapped-out machine) learns of
   its loss only when it wakes; then it is the watermarks alone that keep duplicates off the wire.
 
