@@ -346,7 +346,10 @@ def streams(
     config: ConfigOpt = None,
     log_level: LogOpt = "INFO",
 ) -> None:
-    """The stream processors alone (the projector owns the ClickHouse store)."""
+    """The stream processors alone (the projector owns the ClickHouse store).
+
+    Any number of ``--role decider`` processes may run at once (one consumer group); give each its
+    own ``metrics.decider_port`` (or 0: any free port)."""
     roles = {"all": frozenset({"decider", "projector"}), "decider": frozenset({"decider"}),
              "projector": frozenset({"projector"})}
     if role not in roles:

@@ -7,6 +7,10 @@ only then does Faust ack the batch. Every exception is handled inside the loop (
 message even when an agent raises) and the agent runs with ``concurrency=1`` (more can commit
 offsets past unprocessed events).
 
+Any number of decider processes can run at once (same app id, same consumer group). Each is fenced
+(``streams/fence.py``): it decides, publishes and journals nothing for a partition it lost since it
+took the batch, and stamps every output with its worker id and the group generation of its tenure.
+
 The projector (ClickHouse writer) is not a Faust agent: see ``streams/projector_consumer.py``.
 """
 
@@ -16,6 +20,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 import weakref
@@ -36,6 +41,7 @@ from schemas.topics import Topics
 from streams.decide import DecideSettings
 from streams.decider import BatchDecider, BatchResult
 from streams.faust_guards import guard_commit_holes, mark_acked, repair_acks
+from streams.fence import Fenced, PartitionFence, fence_off, stamped
 from streams.journal import DeciderMemory
 from streams.similarity import MinHasher, UserIndexes
 from streams.stall import StallDetector, lagging_partitions
@@ -63,6 +69,8 @@ class StreamsStats:
     crashed: str | None = None  # why the worker stopped itself, when it did
     in_batch: bool = False  # a batch is being decided, sent or journalled (or retried)
     recovered: int = 0  # events Faust fetched but never delivered, read from the log (streams/decider.py)
+    fenced_events: int = 0  # events not decided: their partition was lost before the batch was decided
+    fenced_outputs: int = 0  # outputs dropped: their partition was lost before they were published
 
 
 def raw_message(event: EventT) -> RawMessage:
@@ -104,11 +112,32 @@ def faust_credentials(kafka: KafkaSettings) -> Any:
     return faust.SSLCredentials(context)
 
 
+class DeciderApp(faust.App):
+    """The deciders' Faust app: its fence closes when a rebalance starts while the worker stops.
+
+    Faust then closes the consumer at once (``App._on_partitions_revoked``) instead of waiting for
+    the batch in flight, so another worker can be given its partitions while it still runs; the
+    closed fence keeps that batch off the wire (``streams/fence.py``). ``on_rebalance_start`` is
+    called from Faust's consumer thread, as early as a rebalance is known."""
+
+    fence: PartitionFence | None = None
+
+    def on_rebalance_start(self) -> None:
+        if self.fence is not None:
+            if self.should_stop:
+                self.fence.close()
+                log.info("fence: worker %s leaves the group during a rebalance; it publishes nothing more",
+                         self.fence.worker)
+            else:
+                log.info("fence: worker %s: a rebalance started", self.fence.worker)
+        super().on_rebalance_start()
+
+
 def create_app(cfg: Config, stats: StreamsStats | None = None, metrics: RoleMetrics | None = None) -> faust.App:
     stats = stats if stats is not None else StreamsStats()
     metrics = metrics if metrics is not None else RoleMetrics("decider")
     topics = Topics(cfg.kafka.topic_prefix)
-    app = faust.App(
+    app = DeciderApp(
         cfg.streams.app_id,
         broker=[f"kafka://{hp}" for hp in cfg.kafka.bootstrap_servers.split(",")],
         broker_credentials=faust_credentials(cfg.kafka),
@@ -286,8 +315,12 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
     kafka = cfg.kafka
     decider = BatchDecider(settings, memory, topics, hasher, indexes, watermarks,
                            lambda topic, partition, start, end: read_range(kafka, topic, partition, start, end))
-    producer = KafkaEventPublisher(cfg.kafka, client_id="samtuner-decider")
+    fence = PartitionFence(f"{socket.gethostname()}-{os.getpid()}")
+    cast(DeciderApp, app).fence = fence
+    # The client id names the worker: several deciders run side by side (the broker's logs tell them apart).
+    producer = KafkaEventPublisher(cfg.kafka, client_id=f"samtuner-decider-{fence.worker}")
     io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decider-io")
+    source_topics = {topics.feedback, topics.control}
 
     def forget(*_: Any, **__: Any) -> None:
         # Another worker may have answered these partitions meanwhile: reload state, re-read the log.
@@ -295,15 +328,47 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
         watermarks.clear()
         indexes.clear()
 
-    app.on_partitions_assigned.connect(forget)
-    app.on_partitions_revoked.connect(forget)
+    def on_assigned(*args: Any, **_: Any) -> None:
+        assigned: set[TP] = args[1]  # (sender, assigned)
+        generation = int(app.consumer_generation_id or 0)
+        fence.assigned({tp.partition for tp in assigned if tp.topic in source_topics}, generation)
+        # The integration test reads this line: which partitions this worker held in which generation.
+        log.info("fence: worker %s generation %d owns partitions %s", fence.worker, generation,
+                 sorted(fence.owned()))
+        forget()
+
+    def on_revoked(*args: Any, **_: Any) -> None:
+        revoked: set[TP] = args[1]  # (sender, revoked)
+        fence.revoked({tp.partition for tp in revoked if tp.topic in source_topics})
+        forget()
+
+    app.on_partitions_assigned.connect(on_assigned)
+    app.on_partitions_revoked.connect(on_revoked)
+
+    def fenced(what: str, dropped: Fenced, events: int = 0) -> None:
+        stats.fenced_events += events
+        stats.fenced_outputs += dropped.outputs
+        metrics.skips({"fenced": events})
+        log.warning("fence: worker %s lost partitions %s since the batch was taken; %s: %d events, %d outputs "
+                    "and %d journal entries dropped (the new owner decides them again)", fence.worker,
+                    sorted(dropped.partitions), what, events, dropped.outputs, dropped.journal_entries)
+        forget()  # the state moved on for partitions another worker now decides
 
     @app.agent(sources, concurrency=1, name="decide")
     async def decide_agent(stream: StreamT) -> None:
         loop = asyncio.get_running_loop()
         batches = cast(Any, stream).take_events(cfg.streams.batch_size, within=cfg.streams.batch_timeout_s)
         async for events in batches:
-            batch = [raw_message(event) for event in events]
+            consumer = cast(Any, app.consumer)
+            held = {tp.partition for tp in consumer.assignment() if tp.topic in source_topics}
+            ticket = fence.ticket({event.message.partition for event in events}, held,
+                                  int(app.consumer_generation_id or 0))
+            stale = fence.lost(ticket)
+            batch = [raw_message(event) for event in events if event.message.partition not in stale]
+            if stale:  # delivered after their partition was revoked: not ours to decide
+                fenced("not decided", Fenced(stale), len(events) - len(batch))
+            if not batch:
+                continue
             by_partition = {event.message.partition: event for event in events}
             stats.in_batch = True
             while True:
@@ -313,10 +378,20 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
                     t0 = time.perf_counter()
                     result = await loop.run_in_executor(io, decider.decide, batch)
                     t1 = time.perf_counter()
-                    for topic, key, value, headers in result.outgoing:
+                    # No await from this check to the last publish call: a loss the loop sees is either
+                    # fenced here or comes after every output was handed to the producer (streams/fence.py).
+                    lost = fence.lost(ticket)
+                    if lost:
+                        result, dropped = fence_off(result, lost)
+                        fenced("not published", dropped, sum(1 for m in batch if m.partition in lost))
+                    for topic, key, value, headers in stamped(result.outgoing, fence.worker, ticket):
                         producer.publish_raw(topic, key, value, headers)
                     await loop.run_in_executor(io, producer.flush)
                     t2 = time.perf_counter()
+                    late = fence.lost(ticket) - lost
+                    if late:  # outputs acked, state not: the new owner's watermarks suppress them
+                        result, dropped = fence_off(result, late)
+                        fenced("published, not journalled", dropped)
                     for partition, rewritten in result.rewrites.items():
                         with bound_to(by_partition[partition]):  # an erasure: the past without the user
                             for entry_key, entries in rewritten:
