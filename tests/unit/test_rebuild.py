@@ -3,6 +3,9 @@ asked for; a table that is not a projection is refused by name."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,3 +120,46 @@ def test_the_merge_releases_in_time_order_and_waits_for_every_open_partition() -
 def test_a_fresh_database_takes_the_first_free_number() -> None:
     assert fresh_database_name({"sam"}, "sam") == "sam_rebuild_1"
     assert fresh_database_name({"sam", "sam_rebuild_1", "sam_rebuild_2"}, "sam") == "sam_rebuild_3"
+
+
+SWAP_STORY = """
+import json, sys
+from infra.clickhouse import ClickHouseStore
+from infra.errors import StoreError
+store = ClickHouseStore(sys.argv[1], "live")
+for db, rows in (("live", [[1]]), ("live_rebuild_1", [[2], [3]])):
+    store.command(f"CREATE DATABASE {db}")
+    for t in ("a", "b"):
+        store.command(f"CREATE TABLE {db}.{t} (n UInt32) ENGINE = MergeTree ORDER BY n")
+        store.command(f"INSERT INTO {db}.{t} VALUES " + ", ".join(f"({r[0]})" for r in rows))
+out = {}
+try:
+    store.swap_tables("live", "live_rebuild_1", ["a", "missing", "b"])
+except StoreError as exc:
+    out["failed"] = str(exc)[:200]
+out["after_failure"] = [store.query(f"SELECT groupArray(n) FROM (SELECT n FROM live.{t} ORDER BY n)")[0][0]
+                        for t in ("a", "b")]
+out["how"] = store.swap_tables("live", "live_rebuild_1", ["a", "b"])
+out["after_swap"] = [store.query(f"SELECT groupArray(n) FROM (SELECT n FROM live.{t} ORDER BY n)")[0][0]
+                     for t in ("a", "b")]
+store.drop_database("live_rebuild_1")
+out["databases"] = sorted(d for d in store.databases() if d.startswith("live"))
+try:
+    store.drop_database("live")
+except StoreError as exc:
+    out["refused"] = str(exc)
+print(json.dumps(out))
+"""
+
+
+def test_a_swap_that_fails_half_way_is_swapped_back(tmp_path: Path) -> None:
+    # chDB is one engine per process, and this test process may hold another: the story runs in its own.
+    done = subprocess.run([sys.executable, "-c", SWAP_STORY, f"chdb://{tmp_path / 'ch'}"], capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "missing" in out["failed"]
+    assert out["after_failure"] == [[1], [1]], "a failed swap leaves the live tables as they were"
+    assert out["how"] == "exchange" and out["after_swap"] == [[2, 3], [2, 3]]
+    assert out["databases"] == ["live"]
+    assert "own database" in out["refused"]
