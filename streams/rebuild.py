@@ -205,6 +205,8 @@ def replay(consumer: Consumer, ranges: Ranges, batch_size: int, timeout_s: float
         return
     merge = TimeOrderedMerge(todo, cap)
     paused: set[Partition] = set()
+    # The next offset wanted per partition: a resume seeks there, and anything below it is a repeat.
+    wanted = {tp: start for tp, (start, _) in todo.items()}
 
     def pause(tp: Partition) -> None:
         consumer.pause([TopicPartition(*tp)])
@@ -218,6 +220,7 @@ def replay(consumer: Consumer, ranges: Ranges, batch_size: int, timeout_s: float
             tp = (msg.topic, msg.partition)
             if tp in paused and tp in merge.open and len(merge.buffers[tp]) <= merge.cap // 2:
                 consumer.resume([TopicPartition(*tp)])
+                consumer.seek(TopicPartition(tp[0], tp[1], wanted[tp]))
                 paused.discard(tp)
             if len(batch) >= batch_size:
                 yield batch
@@ -241,6 +244,9 @@ def replay(consumer: Consumer, ranges: Ranges, batch_size: int, timeout_s: float
         if tp not in merge.open:
             continue
         offset = polled.offset() or 0
+        if offset < wanted[tp]:
+            continue  # fetched before a pause, and again after its seek
+        wanted[tp] = offset + 1
         if offset < todo[tp][1]:
             merge.add(to_raw_message(polled))
         if offset + 1 >= todo[tp][1]:

@@ -7,8 +7,10 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError as CKafkaError
 from typer.testing import CliRunner
 
 from infra.artifacts import ArtifactStore
@@ -22,7 +24,7 @@ from schemas.ids import user_key
 from schemas.topics import Topics
 from streams.errors import RebuildError, UnknownProjection
 from streams.projector import COLUMNS, Projector
-from streams.rebuild import PROJECTIONS, RefusingPublisher, SelectedSink, TimeOrderedMerge, select_tables
+from streams.rebuild import PROJECTIONS, RefusingPublisher, SelectedSink, TimeOrderedMerge, replay, select_tables
 from tests.fakes import FakeSink
 from tests.unit.test_decide import Decider, fb
 from tests.unit.test_projector import as_messages
@@ -163,3 +165,115 @@ def test_a_swap_that_fails_half_way_is_swapped_back(tmp_path: Path) -> None:
     assert out["how"] == "exchange" and out["after_swap"] == [[2, 3], [2, 3]]
     assert out["databases"] == ["live"]
     assert "own database" in out["refused"]
+
+
+class _Msg:
+    """A confluent-kafka message (or a partition-EOF event) as the consumer hands it out."""
+
+    def __init__(self, topic: str, partition: int, offset: int, ts: int = 0, eof: bool = False) -> None:
+        self._at, self._ts, self._eof = (topic, partition, offset), ts, eof
+
+    def topic(self) -> str:
+        return self._at[0]
+
+    def partition(self) -> int:
+        return self._at[1]
+
+    def offset(self) -> int:
+        return self._at[2]
+
+    def error(self) -> Any:
+        return _Eof() if self._eof else None
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return b"{}"
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return []
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._ts)
+
+
+class _Eof:
+    def code(self) -> int:
+        return CKafkaError._PARTITION_EOF
+
+    def str(self) -> str:
+        return "end of partition"
+
+
+class FakeConsumer:
+    """Partitions' logs served round-robin, like a consumer after assign(): pause stops a partition, except
+    for one message already fetched (as librdkafka may hand out); seek moves its position; a partition
+    whose last offsets hold no message (transaction markers) ends with a partition-EOF event."""
+
+    def __init__(self, logs: dict[tuple[str, int], dict[int, int]], high: dict[tuple[str, int], int]) -> None:
+        self.logs, self.high = logs, high  # {tp: {offset: timestamp}}
+        self.position: dict[tuple[str, int], int] = {}
+        self.paused: dict[tuple[str, int], int] = {}  # tp -> prefetched messages it may still hand out
+        self.eof_sent: set[tuple[str, int]] = set()
+        self.turn = 0
+
+    def assign(self, parts: list[Any]) -> None:
+        self.position = {(tp.topic, tp.partition): tp.offset for tp in parts}
+
+    def pause(self, parts: list[Any]) -> None:
+        for tp in parts:
+            self.paused[(tp.topic, tp.partition)] = 1
+
+    def resume(self, parts: list[Any]) -> None:
+        for tp in parts:
+            self.paused.pop((tp.topic, tp.partition), None)
+
+    def seek(self, tp: Any) -> None:
+        self.position[(tp.topic, tp.partition)] = tp.offset
+
+    def poll(self, timeout: float) -> _Msg | None:
+        order = sorted(self.position)
+        for i in range(len(order)):
+            tp = order[(self.turn + i) % len(order)]
+            if self.paused.get(tp, 1) == 0:
+                continue
+            found = self._next(tp)
+            if found is not None:
+                self.turn += i + 1
+                if tp in self.paused:
+                    self.paused[tp] -= 1
+                return found
+        return None
+
+    def _next(self, tp: tuple[str, int]) -> _Msg | None:
+        log = self.logs[tp]
+        while self.position[tp] < self.high[tp]:
+            offset = self.position[tp]
+            self.position[tp] += 1
+            if offset in log:
+                return _Msg(tp[0], tp[1], offset, log[offset])
+        if tp not in self.eof_sent:
+            self.eof_sent.add(tp)
+            return _Msg(tp[0], tp[1], self.high[tp], eof=True)
+        return None
+
+
+def test_a_replay_yields_every_message_once_in_time_order_through_pauses() -> None:
+    logs = {("a", 0): {o: 10 * o for o in range(12)},  # early and steady
+            ("b", 0): {0: 5, 1: 200},  # offset 2 is a transaction marker: the partition ends on EOF
+            ("c", 1): {o: 100 + o for o in range(9)}}  # late: its buffer fills and it is paused
+    high = {("a", 0): 12, ("b", 0): 3, ("c", 1): 9}
+    ranges = {tp: (0, h) for tp, h in high.items()}
+    consumer = FakeConsumer(logs, high)
+    batches = list(replay(consumer, ranges, batch_size=4, cap=2))  # type: ignore[arg-type]
+    got = [(m.topic, m.partition, m.offset) for b in batches for m in b]
+    expected = sorted(((t, p, o) for (t, p), log in logs.items() for o in log), key=lambda x: (logs[x[:2]][x[2]], x))
+    assert got == expected
+    assert all(len(b) <= 4 for b in batches)
+
+
+def test_a_replay_reads_nothing_past_the_end_taken() -> None:
+    logs = {("a", 0): {o: o for o in range(10)}}
+    batches = list(replay(FakeConsumer(logs, {("a", 0): 10}), {("a", 0): (3, 6)}, batch_size=100))  # type: ignore[arg-type]
+    assert [m.offset for b in batches for m in b] == [3, 4, 5]
