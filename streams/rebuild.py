@@ -212,7 +212,9 @@ def replay(consumer: Consumer, ranges: Ranges, batch_size: int, timeout_s: float
         consumer.pause([TopicPartition(*tp)])
         paused.add(tp)
 
-    consumer.assign([TopicPartition(t, p, start) for (t, p), (start, _) in todo.items()])
+    parts = [TopicPartition(t, p, start) for (t, p), (start, _) in todo.items()]
+    consumer.assign(parts)
+    consumer.resume(parts)  # a consumer used before (the catch-up's) may hold them paused
     batch: list[RawMessage] = []
     while not merge.done:
         while (msg := merge.pop()) is not None:
@@ -341,6 +343,14 @@ def rebuild(cfg: Config, tables: Iterable[str] | None = None, on_progress: Progr
     chosen = select_tables(tables)
     started = time.monotonic()
     live = _open(cfg)
+    try:
+        return _rebuild(cfg, live, chosen, started, on_progress, every_s, timeout_s)
+    finally:
+        live.close()
+
+
+def _rebuild(cfg: Config, live: ClickHouseStore, chosen: tuple[str, ...], started: float, on_progress: Progress,
+             every_s: float, timeout_s: float) -> RebuildReport:
     fresh: ClickHouseStore | None = None
     consumer = _reader(cfg)
     try:
@@ -364,7 +374,7 @@ def rebuild(cfg: Config, tables: Iterable[str] | None = None, on_progress: Progr
         except SwapIncomplete as exc:
             keep = True  # it holds live tables now
             raise RebuildError(str(exc)) from exc
-        except (InfraError, KafkaException) as exc:
+        except (InfraError, KafkaException, RebuildError) as exc:
             raise RebuildError(f"the rebuild failed before the swap; the live tables are untouched: {exc}") from exc
         finally:
             # Before the swap it holds the half-built tables; after it, the old ones.
@@ -380,7 +390,7 @@ def rebuild(cfg: Config, tables: Iterable[str] | None = None, on_progress: Progr
             catch_up = RebuildProgress("catch-up", gap)
             _project_all(replaying_projector(ClickHouseSink(live), cfg, chosen),
                          replay(consumer, gap, cfg.streams.batch_size, timeout_s), catch_up, on_progress, every_s)
-        except (InfraError, KafkaException) as exc:
+        except (InfraError, KafkaException, RebuildError) as exc:
             raise RebuildError(f"the tables were swapped in, but catching up with the messages that arrived during "
                                f"the rebuild failed (the live projector, if running, writes them too): {exc}") from exc
         return RebuildReport(
@@ -389,4 +399,3 @@ def rebuild(cfg: Config, tables: Iterable[str] | None = None, on_progress: Progr
             caught_up=sum(end - start for start, end in gap.values()), seconds=time.monotonic() - started)
     finally:
         consumer.close()
-        live.close()
