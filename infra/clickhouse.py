@@ -10,6 +10,11 @@ writes. The session matters on chDB: it runs ``SELECT 1; DROP TABLE t; SELECT 2`
 and puts a per-query setting on the last one only, and a refused write leaves ``readonly`` set on the
 session it was tried on (so never on the projector's). A failed query closes that client (chDB leaves
 the rest of a failed multi-statement query pending on it); the next one opens a fresh one.
+
+Rebuilds (``streams/rebuild.py``) use :func:`fresh_database_name`, :meth:`ClickHouseStore.swap_tables`
+and :meth:`ClickHouseStore.drop_database`: tables are built in a database of their own, then swapped
+in with ``EXCHANGE TABLES`` (Atomic databases: chDB's default and a server's), or by renames where the
+engine has no exchange (Ordinary databases).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import Any, cast
 import clickhouse_connect
 
 from infra.credentials import read_secret
-from infra.errors import QueryFailed, QueryRefused, StoreError, StoreLocked, StoreUnreachable
+from infra.errors import QueryFailed, QueryRefused, StoreError, StoreLocked, StoreUnreachable, SwapIncomplete
 from schemas.config import Config
 from schemas.ddl import MIGRATIONS, Migration
 from schemas.secrets import Masker, redact_url
@@ -110,11 +115,24 @@ def _cause(text: str, exc: Exception) -> str:
     return first[:200]
 
 
-def open_store(cfg: Config) -> ClickHouseStore:
-    """The store of a config: its DSN, with the password from clickhouse.password_env/_file if set."""
+NOT_IMPLEMENTED = 48  # e.g. EXCHANGE TABLES in an Ordinary database
+
+
+def fresh_database_name(existing: set[str], base: str) -> str:
+    """``<base>_rebuild_<n>``, the first ``n`` not taken."""
+    n = 1
+    while f"{base}_rebuild_{n}" in existing:
+        n += 1
+    return f"{base}_rebuild_{n}"
+
+
+def open_store(cfg: Config, database: str | None = None) -> ClickHouseStore:
+    """The store of a config: its DSN, with the password from clickhouse.password_env/_file if set;
+    on ``database`` instead of the config's where given (a rebuild's own)."""
     ch = cfg.clickhouse
     password = read_secret(ch.password_env, ch.password_file, "clickhouse")
-    return ClickHouseStore(cfg.clickhouse_dsn, ch.database, password=password, connect_timeout_s=ch.connect_timeout_s)
+    return ClickHouseStore(cfg.clickhouse_dsn, database or ch.database, password=password,
+                           connect_timeout_s=ch.connect_timeout_s)
 
 
 class ClickHouseStore:
@@ -276,6 +294,61 @@ class ClickHouseStore:
             self.insert("schema_migrations", [[migration.id]], ["id"])
             applied.append(migration.id)
         return applied
+
+    def databases(self) -> set[str]:
+        return {str(row[0]) for row in self.query("SELECT name FROM system.databases")}
+
+    def tables(self, database: str) -> dict[str, str]:
+        """The tables of a database: name -> engine (views included, engine 'View')."""
+        rows = self.query("SELECT name, engine FROM system.tables WHERE database = {db:String}", {"db": database})
+        return {str(name): str(engine) for name, engine in rows}
+
+    def swap_tables(self, live: str, rebuilt: str, tables: Sequence[str]) -> str:
+        """Put ``rebuilt.t`` in place of ``live.t`` for each table, and ``live.t`` in ``rebuilt``.
+
+        Each table is swapped in one statement; if one fails, the ones already swapped are swapped back
+        (the live database is as it was) and the error is raised. Returns how: 'exchange' or 'rename'.
+        """
+        done: list[str] = []
+        how = "exchange"
+        try:
+            for table in tables:
+                try:
+                    if how == "exchange":
+                        self.command(f"EXCHANGE TABLES {live}.{table} AND {rebuilt}.{table}")
+                    else:
+                        self._rename_swap(live, rebuilt, table)
+                except StoreError as exc:
+                    if how != "exchange" or _error_code(exc) != NOT_IMPLEMENTED:
+                        raise
+                    how = "rename"  # an Ordinary database: three renames in one statement instead
+                    self._rename_swap(live, rebuilt, table)
+                done.append(table)
+        except StoreError as exc:
+            stuck = []
+            for table in reversed(done):
+                try:
+                    if how == "exchange":
+                        self.command(f"EXCHANGE TABLES {live}.{table} AND {rebuilt}.{table}")
+                    else:
+                        self._rename_swap(live, rebuilt, table)
+                except StoreError:
+                    stuck.append(table)
+            if stuck:
+                raise SwapIncomplete(
+                    f"swapping {rebuilt} into {live} failed ({exc}) and swapping back failed for {', '.join(stuck)}: "
+                    f"the old {', '.join(stuck)} are in {rebuilt} (keep it; EXCHANGE TABLES them back)") from exc
+            raise
+        return how
+
+    def _rename_swap(self, a: str, b: str, table: str) -> None:
+        self.command(f"RENAME TABLE {a}.{table} TO {b}.{table}__swap, {b}.{table} TO {a}.{table}, "
+                     f"{b}.{table}__swap TO {b}.{table}")
+
+    def drop_database(self, name: str) -> None:
+        if name == self.database:
+            raise StoreError(f"refusing to drop {name}: it is this store's own database")
+        self.command(f"DROP DATABASE IF EXISTS {name} SYNC")
 
     def close(self) -> None:
         with self._lock:  # closing is best effort; nothing to recover

@@ -9,6 +9,7 @@
     ├── StoreError            a ClickHouse call failed (translated from clickhouse-connect / chDB)
     │   ├── StoreUnreachable  the ClickHouse server cannot be reached
     │   ├── StoreLocked       the embedded store's data directory is open in another process
+    │   ├── SwapIncomplete    a table swap failed and swapping back failed too (says where each table is)
     │   └── QueryFailed       ClickHouse rejected an analyst's query (syntax, unknown table, ...): its message
     │       └── QueryRefused  the query writes, and ClickHouse refused it under readonly=1 (READONLY, code 164)
     ├── AuthError             the HTTP API keys cannot be loaded, or a server would be open to anyone
@@ -61,6 +62,11 @@ class AuthError(InfraError):
     pass
 class StoreLocked(StoreError):
     """Another process holds the embedded chDB store (``samtuner run`` does); go through its HTTP API."""
+
+
+class SwapIncomplete(StoreError):
+    """A swap of rebuilt tables failed half way and could not be undone: the message says which tables
+    are where; the database holding the old ones must not be dropped."""
 
 
 class QueryFailed(StoreError):

@@ -357,6 +357,57 @@ def streams(
     _run(config, roles[role], log_level)
 
 
+# -- projections --------------------------------------------------------------------------------
+
+projections_app = typer.Typer(no_args_is_help=True, help="The ClickHouse projections (the topics are the truth).")
+app.add_typer(projections_app, name="projections")
+
+
+# One string per paragraph: typer reflows a help paragraph only when it is one line.
+REBUILD_HELP = "\n\n".join((
+    "Rebuild the projection tables from the topics: replay every source topic from its start to the end offsets "
+    "taken at the start into a fresh database (<database>_rebuild_<n>), through the projector's code but with no "
+    "side effects (no snapshot, no file, nothing published, no consumer offset committed), then swap the tables in "
+    "(EXCHANGE TABLES) and drop the old ones. Progress goes to stderr every second; the report (JSON) to stdout. A "
+    "failure before the swap leaves the live tables untouched.",
+    "The embedded chDB store opens in one process only: stop `samtuner run` first (the command says which process "
+    "holds it).",
+    "With a ClickHouse server the pipeline may keep running: the live projector writes the old tables until the "
+    "swap and the rebuilt ones after it; what arrived on the topics during the rebuild is replayed into the "
+    "swapped tables right after the swap (every write is idempotent).",
+))
+
+
+@projections_app.command("rebuild", help=REBUILD_HELP)
+def projections_rebuild(
+    table: Annotated[list[str] | None, typer.Option(
+        "--table", help="Rebuild this table only (repeatable; default: every projection table)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Rebuild the projection tables from the topics (help: REBUILD_HELP)."""
+    from streams.errors import RebuildError, UnknownProjection
+    from streams.rebuild import RebuildProgress, rebuild, select_tables
+
+    try:
+        tables = select_tables(table)
+    except UnknownProjection as exc:
+        raise _fail(str(exc), 2) from exc
+    cfg = _kafka_config(config)
+
+    def show(progress: RebuildProgress) -> None:
+        typer.echo(f"rebuild {progress.line()}", err=True)
+
+    try:
+        report = rebuild(cfg, tables, on_progress=show)
+    except RebuildError as exc:
+        raise _fail(f"rebuild failed: {exc}") from exc
+    typer.echo(f"rebuilt {len(report.tables)} table(s) from {sum(report.messages.values())} messages in "
+               f"{report.seconds:.1f}s ({report.swap})", err=True)
+    typer.echo(json.dumps({"tables": report.tables, "database": report.database, "swap": report.swap,
+                           "messages": report.messages, "rows": report.rows, "caught_up": report.caught_up,
+                           "seconds": round(report.seconds, 3)}))
+
+
 @app.command("trainer")
 def trainer(config: ConfigOpt = None, log_level: LogOpt = "INFO") -> None:
     """A trainer worker alone (needs Kafka and the artifact store, no database)."""

@@ -54,6 +54,15 @@ USER_DATA: tuple[UserData, ...] = (
 )
 
 
+# Columns that say when a row was written, not what the log holds: a rebuild from the topics
+# (``samtuner projections rebuild``) sets them anew, and its check compares every other column.
+# ``projected_at`` is the insert's now64(3); ``updated_at`` is the event's time until a deactivation
+# or a reweight rewrites the row, and that statement's now64(3) after.
+INSERT_TIME_COLUMNS: dict[str, frozenset[str]] = {
+    "preference_pairs": frozenset({"projected_at", "updated_at"}),
+}
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         "0001_preference_pairs",

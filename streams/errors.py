@@ -2,7 +2,9 @@
 
     StreamsError
     ├── DeadLetterError       one message cannot be processed; it goes to the dead-letter topic
-    └── ProjectionError       writing a projection failed after retries (the batch is not acked)
+    ├── ProjectionError       writing a projection failed after retries (the batch is not acked)
+    └── RebuildError          ``samtuner projections rebuild`` failed (the live tables are as they were)
+        └── UnknownProjection a ``--table`` that is not a projection table (the message lists them)
 """
 
 from __future__ import annotations
@@ -20,4 +22,12 @@ class DeadLetterError(StreamsError):
 
 
 class ProjectionError(StreamsError):
+    pass
+
+
+class RebuildError(StreamsError):
+    pass
+
+
+class UnknownProjection(RebuildError):
     pass

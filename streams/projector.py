@@ -16,6 +16,10 @@ first flush every earlier row of the batch, so they see exactly the log before t
 
 Everything here is synchronous; it runs in the projector's consumer thread, which commits a batch's
 offsets only after this returns.
+
+``effects=False`` (``samtuner projections rebuild``, ``streams/rebuild.py``) writes rows only: no
+snapshot is cut, nothing is published, no file is removed. What those effects produced is in the log
+already (``TrainingRequested``, ``AdapterRevoked``, the projector's dead letters), and replays from there.
 """
 
 from __future__ import annotations
@@ -247,6 +251,7 @@ class Projector:
         sleep: Callable[[float], None] = time.sleep,
         max_attempts: int = 4,
         known_requests: Iterable[str] = (),
+        effects: bool = True,
     ) -> None:
         self.sink = sink
         self.artifacts = artifacts
@@ -256,6 +261,8 @@ class Projector:
         self._max_attempts = max_attempts
         # Requests already in the training log: a threshold processed again does not send its twin.
         self.known_requests: set[str] = set(known_requests)
+        # False: a rebuild from the log, which must leave the log and the artifact root as they are.
+        self.effects = effects
 
     def project(self, messages: Sequence[RawMessage]) -> BatchResult:
         """Project a batch read from any of the event topics, in order; then flush the publisher."""
@@ -272,7 +279,8 @@ class Projector:
             except EventDecodeError as exc:
                 if msg.topic == self.topics.feedback:
                     continue  # the decider dead-letters bad feedback
-                self._dead_letter(msg, exc.reason, exc.detail)
+                if self.effects:  # else its dead letter is on the dlq topic already, and replays from there
+                    self._dead_letter(msg, exc.reason, exc.detail)
                 result.dead_letters += 1
                 continue
             if isinstance(event, ACTING):
@@ -285,7 +293,8 @@ class Projector:
             for table, row in self._rows_for(event, msg):
                 pending.add(table, row, msg)
         self._flush(pending, result)
-        self.publisher.flush()
+        if self.effects:
+            self.publisher.flush()
         return result
 
     # -- rows ----------------------------------------------------------------------------------
@@ -345,6 +354,8 @@ class Projector:
 
     def _act(self, event: Event, msg: RawMessage, result: BatchResult) -> None:
         if isinstance(event, TrainingThresholdReached):
+            if not self.effects:
+                return  # its TrainingRequested, if one was sent, is on the training topic
             request = self._cut_snapshot(event)
             if request is not None:
                 result.training_requests.append(request)
@@ -399,6 +410,10 @@ class Projector:
 
     def _erase(self, event: UserForgotten | UserErased, report: bool = True) -> None:
         user = event.user_id
+        if not self.effects:
+            # Rows only: the files went at the time, and AdapterRevoked / UserErased are in the log.
+            self._retrying("erase the user's rows", lambda: self.sink.erase_user(user))
+            return
         uris = self._retrying("list the user's datasets", lambda: self.sink.dataset_uris(user))
         requests = self._retrying("list the user's training requests", lambda: self.sink.request_ids(user))
         rows = self._retrying("erase the user's rows", lambda: self.sink.erase_user(user))
