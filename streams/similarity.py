@@ -70,7 +70,7 @@ class MinHasher:
         k = self.shingle_words
         if len(words) <= k:
             return [b" ".join(words)]
-        return [b" ".join(words[i:i + k]) for i in range(len(words) - k + 1)]
+        return list(map(b" ".join, zip(*(words[i:] for i in range(k)), strict=False)))  # k-word windows
 
     def _permuted(self, hashes: list[int]) -> np.ndarray:
         """(len(hashes), num_perm): every permutation of every (pre-mixed) shingle hash."""
