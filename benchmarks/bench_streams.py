@@ -10,7 +10,8 @@ N feedback events (500 users, ~10% duplicates, ~5% malformed) are generated; the
    first event is handed to the producer, so it includes the time to the first visible pair
    (`preference_pairs.projected_at`, the insert's time in ClickHouse). `trigger.min_new_pairs` is
    low enough (BENCH_MIN_PAIRS, default 20; ~34 pairs per user) that training thresholds fire inside
-   this phase; thresholds_in_phase counts those on the wire before its end.
+   this phase; thresholds_in_phase counts those on the wire before its end. decided_per_s is the
+   deciders' own rate: N / (their last output on the pairs topic - first event produced).
    worker_cpu_us_per_event = the decider process's CPU time / N, projector_cpu_us_per_event the
    projector's (robust to a busy machine, unlike rates);
 4. with them running, M more events are offered at 1,000 events/s; latency = projected_at -
@@ -297,8 +298,8 @@ def phase_configs(raw: dict[str, Any], work: Path, name: str, deciders: int) -> 
     return Config.model_validate(yaml.safe_load(paths[0].read_text())), paths
 
 
-def thresholds_before(cfg: Config, end: datetime) -> int:
-    """TrainingThresholdReached events on the pairs topic appended before ``end``."""
+def decider_outputs(cfg: Config) -> list[tuple[float, bytes]]:
+    """(append time in s, event type) of every message on the pairs topic: what the deciders emitted."""
     from confluent_kafka import Consumer, TopicPartition
 
     topic = Topics(cfg.kafka.topic_prefix).pairs
@@ -312,7 +313,7 @@ def thresholds_before(cfg: Config, end: datetime) -> int:
             if high > low:
                 ends[p] = high
         consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        count, cut = 0, end.timestamp() * 1000
+        out = []
         while ends:
             for msg in consumer.consume(1000, timeout=5):
                 if msg.error() is not None:
@@ -320,10 +321,9 @@ def thresholds_before(cfg: Config, end: datetime) -> int:
                 partition, offset = msg.partition(), msg.offset()
                 if partition is not None and offset is not None and offset + 1 >= ends.get(partition, 0):
                     ends.pop(partition, None)
-                headers = dict(msg.headers() or [])
-                if headers.get("event_type") == b"TrainingThresholdReached" and msg.timestamp()[1] <= cut:
-                    count += 1
-        return count
+                kind = dict(msg.headers() or []).get("event_type")
+                out.append((msg.timestamp()[1] / 1000, kind if isinstance(kind, bytes) else b""))
+        return out
     finally:
         consumer.close()
 
@@ -368,9 +368,14 @@ def throughput(raw: dict[str, Any], work: Path, name: str, deciders: int, values
         store.close()
     end = last.replace(tzinfo=UTC) if last.tzinfo is None else last
     span = (end - started).total_seconds()
+    # The deciders' own rate: to their last output of this phase (on the wire, before the projector).
+    emitted = [(at, kind) for at, kind in decider_outputs(cfg) if at <= (marker or datetime.now(UTC)).timestamp()]
+    decided = max(at for at, _ in emitted) - started.timestamp()
     out.update(pairs=int(pairs), rate=len(values) / span if span > 0 else float("nan"),
+               decided_rate=len(values) / decided if decided > 0 else float("nan"),
                first_pair_s=((first.replace(tzinfo=UTC) if first.tzinfo is None else first) - started).total_seconds(),
-               thresholds=thresholds_before(cfg, end))
+               thresholds=sum(1 for at, kind in emitted
+                              if kind == b"TrainingThresholdReached" and at <= end.timestamp()))
     return out
 
 
@@ -437,7 +442,9 @@ def main() -> None:
             "projector_cpu_us_per_event": round(one["projector_cpu_s"] / n * 1e6, 1),
             "noop_faust_per_s": round(noop, 1),
             "ratio": round(one["rate"] / noop, 3),
+            "decided_per_s": round(one["decided_rate"], 1),
             "events_per_s_2_deciders": round(two["rate"], 1),
+            "decided_per_s_2_deciders": round(two["decided_rate"], 1),
             "pairs_visible_2_deciders": two["pairs"],
             "thresholds_in_phase_2_deciders": two["thresholds"],
             "ratio_2_deciders": round(two["rate"] / noop, 3),
