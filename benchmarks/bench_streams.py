@@ -1,21 +1,33 @@
-"""make bench-streams: throughput and latency of one stream worker (deciders + projector), against
-Faust's own ceiling (a no-op agent) and a bare aiokafka consumer, on the same broker in the same run.
+"""make bench-streams: throughput and latency of the deciders, against Faust's own ceiling (a no-op
+agent) and a bare aiokafka consumer, on the same broker in the same run.
 
-N feedback events (mixed users, ~10% duplicates, ~5% malformed) are generated; then:
+N feedback events (500 users, ~10% duplicates, ~5% malformed) are generated; then:
 1. a bare aiokafka consumer reads them from a topic of their own (bare_consume_per_s, for context);
 2. a no-op Faust agent decodes and counts them there (noop_faust_per_s: the framework's ceiling);
-3. `samtuner streams` starts idle, then the N events are produced to its feedback topic;
-   events_per_s = N / (last pair visible - first pair visible), from `preference_pairs.projected_at`
-   (the insert's time in ClickHouse); worker_cpu_us_per_event = the worker's CPU time / N (robust to
-   a busy machine, unlike rates);
-4. with the worker running, M more events are offered at 1,000 events/s; latency = projected_at -
-   created_at (the produce time) of each pair: p50 and p99.
-The last stdout line is one JSON object. Environment: BENCH_N (default 20000), BENCH_M (5000).
+3. one decider process (`samtuner streams --role decider`) and one projector process (`--role
+   projector`), as the product runs them, start idle; then the N events are produced to the feedback
+   topic. events_per_s = N / (last pair visible - first event produced): the clock starts when the
+   first event is handed to the producer, so it includes the time to the first visible pair
+   (`preference_pairs.projected_at`, the insert's time in ClickHouse). `trigger.min_new_pairs` is
+   low enough (BENCH_MIN_PAIRS, default 20; ~34 pairs per user) that training thresholds fire inside
+   this phase; thresholds_in_phase counts those on the wire before its end. decided_per_s is the
+   deciders' own rate: N / (their last output on the pairs topic - first event produced).
+   worker_cpu_us_per_event = the decider process's CPU time / N, projector_cpu_us_per_event the
+   projector's (robust to a busy machine, unlike rates);
+4. with them running, M more events are offered at 1,000 events/s; latency = projected_at -
+   created_at (the produce time) of each pair: p50, p99 and max;
+5. the same as 3 with two decider processes (and one projector) on fresh topics:
+   events_per_s_2_deciders (both deciders hold partitions before the events are produced).
+The last stdout line is one JSON object. Environment: BENCH_N (default 20000), BENCH_M (5000),
+BENCH_MIN_PAIRS (20), BENCH_BATCH_SIZE and BENCH_BATCH_TIMEOUT_S (streams.batch_size and
+batch_timeout_s, default the config's), BENCH_PROFILE (a path: record the decider with py-spy, raw collapsed stacks),
+BENCH_KEEP (keep the work folder).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -29,6 +41,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 from confluent_kafka import Producer
@@ -177,7 +190,7 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
-def _worker_pid(proc: subprocess.Popen[bytes], profiled: str | None) -> int:
+def _worker_pid(proc: subprocess.Popen[bytes], profiled: bool) -> int:
     if not profiled:
         return proc.pid
     children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
@@ -193,20 +206,187 @@ def lag(cfg: Config) -> int:
                         [t.pairs, t.training, t.adapters, t.dlq, t.inference, t.feedback]))
 
 
-def wait_caught_up(cfg: Config, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    quiet = 0
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("the stream worker exited")
-        try:
-            quiet = quiet + 1 if lag(cfg) == 0 else 0
-        except Exception:
-            quiet = 0
-        if quiet >= 2:
-            return
-        time.sleep(0.5)
-    raise RuntimeError("the stream worker did not catch up")
+def members_with_partitions(cfg: Config) -> int:
+    """How many members of the deciders' group hold at least one partition."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(client_config(cfg.kafka.bootstrap_servers))
+    group = admin.describe_consumer_groups([cfg.streams.app_id])[cfg.streams.app_id].result(timeout=10)
+    return sum(1 for member in group.members if member.assignment and member.assignment.topic_partitions)
+
+
+class Workers:
+    """The deciders and the projector of one phase, each `samtuner streams --role ...` in its own process."""
+
+    def __init__(self, cfg: Config, configs: list[Path], work: Path, profile: str | None) -> None:
+        self.cfg = cfg
+        self.procs: list[tuple[str, subprocess.Popen[bytes], bool]] = []
+        for i, path in enumerate(configs):
+            role = "projector" if i == 0 else "decider"
+            command = [sys.executable, "-m", "samtuner.cli", "streams", "--role", role, "-c", str(path),
+                       "--log-level", "INFO"]
+            profiled = bool(profile) and i == 1
+            if profiled:  # the first decider under py-spy; it writes the profile when it stops
+                command = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "-r", "200",
+                           "-o", str(profile), "--subprocesses", "--", *command]
+            log = (work / f"{path.stem}.log").open("wb")
+            self.procs.append((role, subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT),
+                               profiled))
+
+    def pids(self, role: str) -> list[int]:
+        return [_worker_pid(proc, profiled) for r, proc, profiled in self.procs if r == role]
+
+    def cpu(self, role: str) -> float:
+        return sum(cpu_seconds(pid) for pid in self.pids(role))
+
+    def check(self) -> None:
+        for role, proc, _ in self.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"a {role} process exited ({proc.returncode})")
+
+    def wait_caught_up(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        quiet = 0
+        while time.monotonic() < deadline:
+            self.check()
+            try:
+                quiet = quiet + 1 if lag(self.cfg) == 0 else 0
+            except Exception:
+                quiet = 0
+            if quiet >= 2:
+                return
+            time.sleep(0.5)
+        raise RuntimeError("the stream workers did not catch up")
+
+    def wait_assigned(self, deciders: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check()
+            try:
+                if members_with_partitions(self.cfg) >= deciders:
+                    return
+            except Exception:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"{deciders} deciders did not all get partitions")
+
+    def stop(self) -> None:
+        for _, proc, profiled in self.procs:
+            with contextlib.suppress(ProcessLookupError):  # under py-spy, it then writes the profile
+                os.kill(_worker_pid(proc, profiled), signal.SIGTERM)
+        for _, proc, _ in self.procs:
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def phase_configs(raw: dict[str, Any], work: Path, name: str, deciders: int) -> tuple[Config, list[Path]]:
+    """One projector's and ``deciders`` deciders' configs: one group and topics per phase, a state folder
+    per process (the projector's holds the embedded ClickHouse)."""
+    paths = []
+    for i in range(deciders + 1):
+        state = work / name / f"state-{i}"
+        state.mkdir(parents=True, exist_ok=True)
+        mine = {**raw, "state_dir": str(state),
+                "kafka": {**raw["kafka"], "topic_prefix": f"{name}."},
+                "streams": {**raw["streams"], "app_id": f"{name}-streams"}}
+        path = work / f"{name}-{'projector' if i == 0 else f'decider{i}'}.yaml"
+        path.write_text(yaml.safe_dump(mine))
+        paths.append(path)
+    return Config.model_validate(yaml.safe_load(paths[0].read_text())), paths
+
+
+def decider_outputs(cfg: Config) -> list[tuple[float, bytes]]:
+    """(append time in s, event type) of every message on the pairs topic: what the deciders emitted."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    topic = Topics(cfg.kafka.topic_prefix).pairs
+    consumer = Consumer(client_config(cfg.kafka.bootstrap_servers, **{"group.id": f"count-{uuid.uuid4().hex[:6]}",
+                                                                       "enable.auto.commit": False}))
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        ends = {}
+        for p in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        out = []
+        while ends:
+            for msg in consumer.consume(1000, timeout=5):
+                if msg.error() is not None:
+                    continue
+                partition, offset = msg.partition(), msg.offset()
+                if partition is not None and offset is not None and offset + 1 >= ends.get(partition, 0):
+                    ends.pop(partition, None)
+                kind = dict(msg.headers() or []).get("event_type")
+                out.append((msg.timestamp()[1] / 1000, kind if isinstance(kind, bytes) else b""))
+        return out
+    finally:
+        consumer.close()
+
+
+def throughput(raw: dict[str, Any], work: Path, name: str, deciders: int, values: list[tuple[bytes, bytes]],
+               m: int, rng: random.Random, profile: str | None = None) -> dict[str, Any]:
+    """Feed ``values`` to idle workers (and then, if ``m``, offer ``m`` more at 1,000/s): the phase's figures."""
+    cfg, paths = phase_configs(raw, work, name, deciders)
+    ensure_topics(cfg.kafka)
+    topic = Topics(cfg.kafka.topic_prefix).feedback
+    workers = Workers(cfg, paths, work, profile)
+    out: dict[str, Any] = {}
+    marker = None
+    try:
+        workers.wait_assigned(deciders, 300)
+        workers.wait_caught_up(300)  # the groups are formed, nothing to do yet
+        cpu0 = {role: workers.cpu(role) for role in ("decider", "projector")}
+        started = datetime.now(UTC)
+        produce(cfg.kafka.bootstrap_servers, topic, values)
+        workers.wait_caught_up(900)
+        out.update({f"{role}_cpu_s": workers.cpu(role) - cpu0[role] for role in cpu0})
+        if m:
+            say(f"offering {m} events at 1,000/s")
+            marker = datetime.now(UTC)
+            produce(cfg.kafka.bootstrap_servers, topic, feedback_values(m, users=500, rng=rng, now=True), rate=1000)
+            workers.wait_caught_up(300)
+    finally:
+        workers.stop()
+    store = ClickHouseStore(cfg.clickhouse_dsn, cfg.clickhouse.database)
+    try:
+        first, last, pairs = store.query(
+            "SELECT min(projected_at), max(projected_at), count() FROM sam.preference_pairs "
+            "WHERE created_at < {m:DateTime64(3)}", {"m": marker or datetime.now(UTC)})[0]
+        if marker is not None:
+            p50, p99, top, offered = store.query(
+                "SELECT quantile(0.5)(dateDiff('millisecond', created_at, projected_at)), "
+                "quantile(0.99)(dateDiff('millisecond', created_at, projected_at)), "
+                "max(dateDiff('millisecond', created_at, projected_at)), count() "
+                "FROM sam.preference_pairs WHERE created_at >= {m:DateTime64(3)}", {"m": marker})[0]
+            out.update(p50=float(p50), p99=float(p99), max=float(top), latency_pairs=int(offered))
+    finally:
+        store.close()
+    end = last.replace(tzinfo=UTC) if last.tzinfo is None else last
+    span = (end - started).total_seconds()
+    # The deciders' own rate: to their last output of this phase (on the wire, before the projector).
+    emitted = [(at, kind) for at, kind in decider_outputs(cfg) if at <= (marker or datetime.now(UTC)).timestamp()]
+    decided = max(at for at, _ in emitted) - started.timestamp()
+    out.update(pairs=int(pairs), rate=len(values) / span if span > 0 else float("nan"),
+               decided_rate=len(values) / decided if decided > 0 else float("nan"),
+               first_pair_s=((first.replace(tzinfo=UTC) if first.tzinfo is None else first) - started).total_seconds(),
+               thresholds=sum(1 for at, kind in emitted
+                              if kind == b"TrainingThresholdReached" and at <= end.timestamp()))
+    return out
+
+
+def _streams_overrides() -> dict[str, Any]:
+    """BENCH_BATCH_SIZE / BENCH_BATCH_TIMEOUT_S: try other streams.batch_size / batch_timeout_s."""
+    out: dict[str, Any] = {}
+    if os.environ.get("BENCH_BATCH_SIZE"):
+        out["batch_size"] = int(os.environ["BENCH_BATCH_SIZE"])
+    if os.environ.get("BENCH_BATCH_TIMEOUT_S"):
+        out["batch_timeout_s"] = float(os.environ["BENCH_BATCH_TIMEOUT_S"])
+    return out
 
 
 def main() -> None:
@@ -220,17 +400,17 @@ def main() -> None:
         from infra.demo_model import build_model
 
         build_model(model, "tiny")
-    raw = {"state_dir": str(work / "state"), "model": {"base": str(model)},
-           "kafka": {"bootstrap_servers": "", "topic_prefix": "bench.", "partitions": 6},
-           "trigger": {"min_new_pairs": 50}, "streams": {"session_timeout_s": 10},
-           "metrics": {"decider_port": 0, "projector_port": 0, "trainer_port": 0}}
+    raw: dict[str, Any] = {"model": {"base": str(model)},
+                           "kafka": {"bootstrap_servers": "", "topic_prefix": "bench.", "partitions": 6},
+                           "trigger": {"min_new_pairs": int(os.environ.get("BENCH_MIN_PAIRS", "20"))},
+                           "streams": {"session_timeout_s": 10, **_streams_overrides()},
+                           "metrics": {"decider_port": 0, "projector_port": 0, "trainer_port": 0},
+                           "console": {"enabled": False}}
     try:
         broker.start()
-        raw["kafka"]["bootstrap_servers"] = broker.bootstrap  # type: ignore[index]
-        cfg = Config.model_validate(raw)
-        (work / "samtuner.yaml").write_text(yaml.safe_dump(raw))
+        raw["kafka"]["bootstrap_servers"] = broker.bootstrap
+        cfg = Config.model_validate({**raw, "state_dir": str(work / "state")})
         ensure_topics(cfg.kafka)
-        topic = Topics(cfg.kafka.topic_prefix).feedback
         noop_topic = f"{cfg.kafka.topic_prefix}noop.feedback"
         from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -243,53 +423,34 @@ def main() -> None:
         bare = bare_consume(broker.bootstrap, noop_topic, n)
         say(f"  {bare:,.0f} msg/s; no-op Faust agent")
         noop = noop_faust(broker.bootstrap, noop_topic, n, work)
-        say(f"  {noop:,.0f} events/s; samtuner streams (started idle, then fed)")
-        log = (work / "streams.log").open("wb")
-        command = [sys.executable, "-m", "samtuner.cli", "streams", "-c", str(work / "samtuner.yaml"),
-                   "--log-level", "INFO"]
-        profile = os.environ.get("BENCH_PROFILE")  # a path: record the worker with py-spy (collapsed stacks)
-        if profile:
-            command = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "-r", "200",
-                       "-o", profile, "--subprocesses", "--", *command]
-        proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            time.sleep(3)
-            wait_caught_up(cfg, proc, 300)  # the groups are formed, nothing to do yet
-            cpu0 = cpu_seconds(_worker_pid(proc, profile))
-            produce(broker.bootstrap, topic, values)
-            wait_caught_up(cfg, proc, 900)
-            worker_cpu = cpu_seconds(_worker_pid(proc, profile)) - cpu0
-            say(f"offering {m} events at 1,000/s")
-            marker = datetime.now(UTC)
-            produce(broker.bootstrap, topic, feedback_values(m, users=500, rng=rng, now=True), rate=1000)
-            wait_caught_up(cfg, proc, 300)
-        finally:
-            os.kill(_worker_pid(proc, profile), signal.SIGTERM)  # under py-spy, it then writes the profile
-            proc.wait(timeout=120)
-        store = ClickHouseStore(cfg.clickhouse_dsn, cfg.clickhouse.database)
-        try:
-            first, last, pairs = store.query(
-                "SELECT min(projected_at), max(projected_at), count() FROM sam.preference_pairs "
-                "WHERE created_at < {m:DateTime64(3)}", {"m": marker})[0]
-            p50, p99, offered = store.query(
-                "SELECT quantile(0.5)(dateDiff('millisecond', created_at, projected_at)), "
-                "quantile(0.99)(dateDiff('millisecond', created_at, projected_at)), count() "
-                "FROM sam.preference_pairs WHERE created_at >= {m:DateTime64(3)}", {"m": marker})[0]
-        finally:
-            store.close()
-        span = (last - first).total_seconds()
-        rate = n / span if span > 0 else float("nan")
+        say(f"  {noop:,.0f} events/s; one decider and one projector (started idle, then fed)")
+        one = throughput(raw, work, "one", 1, values, m, rng, os.environ.get("BENCH_PROFILE"))
+        say(f"  {one['rate']:,.0f} events/s; two deciders and one projector")
+        two = throughput(raw, work, "two", 2, values, 0, rng)
+        say(f"  {two['rate']:,.0f} events/s")
         result = {
             "events": n,
-            "pairs_visible": int(pairs),
-            "events_per_s": round(rate, 1),
-            "latency_ms_p50": round(float(p50), 1),
-            "latency_ms_p99": round(float(p99), 1),
-            "latency_pairs": int(offered),
-            "worker_cpu_us_per_event": round(worker_cpu / n * 1e6, 1),
+            "pairs_visible": one["pairs"],
+            "thresholds_in_phase": one["thresholds"],
+            "events_per_s": round(one["rate"], 1),
+            "first_pair_s": round(one["first_pair_s"], 2),
+            "latency_ms_p50": round(one["p50"], 1),
+            "latency_ms_p99": round(one["p99"], 1),
+            "latency_ms_max": round(one["max"], 1),
+            "latency_pairs": one["latency_pairs"],
+            "worker_cpu_us_per_event": round(one["decider_cpu_s"] / n * 1e6, 1),
+            "projector_cpu_us_per_event": round(one["projector_cpu_s"] / n * 1e6, 1),
             "noop_faust_per_s": round(noop, 1),
-            "ratio": round(rate / noop, 3),
+            "ratio": round(one["rate"] / noop, 3),
+            "decided_per_s": round(one["decided_rate"], 1),
+            "events_per_s_2_deciders": round(two["rate"], 1),
+            "decided_per_s_2_deciders": round(two["decided_rate"], 1),
+            "pairs_visible_2_deciders": two["pairs"],
+            "thresholds_in_phase_2_deciders": two["thresholds"],
+            "ratio_2_deciders": round(two["rate"] / noop, 3),
             "bare_consume_per_s": round(bare, 1),
+            "batch_size": cfg.streams.batch_size,
+            "batch_timeout_s": cfg.streams.batch_timeout_s,
         }
         print(json.dumps(result))
         if not os.environ.get("BENCH_KEEP"):

@@ -22,15 +22,19 @@ def encode_key(event: Event) -> bytes:
 
 
 def encode_value(event: Event) -> bytes:
-    return event.model_dump_json().encode("utf-8")
+    # pydantic-core's bytes as they are: model_dump_json() decodes them to str, and we encoded them back.
+    return event.__pydantic_serializer__.to_json(event)
 
 
 def encode_headers(event: Event) -> Headers:
+    event_id = str(event.event_id)
     return [
         ("event_type", str(getattr(event, "event_type", type(event).__name__)).encode()),
         ("schema_version", str(event.schema_version).encode()),
-        ("event_id", str(event.event_id).encode()),
-        ("correlation_id", str(event.correlation_id).encode()),
+        ("event_id", event_id.encode()),
+        # Most events of a chain share the id that started it: one str() less.
+        ("correlation_id", (event_id if event.correlation_id == event.event_id
+                            else str(event.correlation_id)).encode()),
     ]
 
 
@@ -77,7 +81,7 @@ def encode_command(command: Command) -> tuple[bytes, bytes, Headers]:
     """(key, value, headers) of a command for the control topic."""
     headers = [("command_type", str(getattr(command, "command_type", "")).encode()),
                ("command_id", str(command.command_id).encode())]
-    return command.user_id.encode("utf-8"), command.model_dump_json().encode("utf-8"), headers
+    return command.user_id.encode("utf-8"), command.__pydantic_serializer__.to_json(command), headers
 
 
 def decode_as(value: bytes | None, kind: type[E]) -> E:

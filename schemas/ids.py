@@ -10,8 +10,26 @@ import uuid
 NAMESPACE = uuid.UUID("6f1d8c62-3f0e-5b7a-9a43-2f6d1c0b9e55")
 
 
+_NAMESPACE_BYTES = NAMESPACE.bytes
+_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))  # the variant and version bits
+_SET = (0x8000 << 48) | (5 << 76)  # RFC 4122 variant, version 5
+_new = object.__new__
+_set = object.__setattr__
+_UNKNOWN = uuid.SafeUUID.unknown
+
+
 def _uuid(*parts: str) -> uuid.UUID:
-    return uuid.uuid5(NAMESPACE, "\x1f".join(parts))
+    """``uuid.uuid5(NAMESPACE, "\x1f".join(parts))``, bit for bit, at about a third of its cost.
+
+    ``uuid5`` builds the UUID through ``UUID.__init__``, which re-checks its arguments; ids are made
+    several times per event, so the same sha1 and bit settings are done here and the (immutable,
+    slotted) UUID is filled in directly. ``tests/unit/test_ids.py`` compares it with ``uuid.uuid5``.
+    """
+    digest = hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode("utf-8"), usedforsecurity=False).digest()
+    out = _new(uuid.UUID)
+    _set(out, "int", (int.from_bytes(digest[:16], "big") & _CLEAR) | _SET)
+    _set(out, "is_safe", _UNKNOWN)
+    return out
 
 
 def normalize_text(text: str) -> str:

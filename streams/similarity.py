@@ -1,92 +1,164 @@
-"""Near-duplicate detection with MinHash-LSH (datasketch): signatures of a pair's text, and a
-per-user LSH index rebuilt from the signatures kept in a Faust table."""
+"""Near-duplicate detection with MinHash-LSH: signatures of a pair's text, and a per-user LSH index
+rebuilt from the signatures kept in the decider's state.
+
+The signatures are datasketch's (``MinHash(num_perm, seed, hashfunc=xxh32)``, scheme ``affine32``)
+bit for bit, so signatures stored by earlier versions stay comparable: no version marker is needed,
+and ``tests/unit/test_similarity.py`` fails if a datasketch upgrade changes its values. They are
+computed here with a few whole-array numpy operations (datasketch's own MinHash object and its
+``MinHashLSH`` cost tens of microseconds per event in argument checks and per-band byte swaps).
+The LSH is datasketch's banding (the same ``(bands, rows)`` from ``_optimal_param``), so the
+candidates and the near-duplicate decisions are the same.
+"""
 
 from __future__ import annotations
 
 import re
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import xxhash
-from datasketch import MinHash, MinHashLSH
+from datasketch import MinHash
 from datasketch.lsh import _optimal_param
 
 _WORDS = re.compile(r"\w+")
+# For ASCII text, ``\w`` is [A-Za-z0-9_]: mapping every other byte to a space and splitting gives the
+# same words as the regex, several times faster.
+_ASCII_WORD = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+_ASCII_SPLIT = bytes.maketrans(bytes(range(256)), bytes(c if c in _ASCII_WORD else 0x20 for c in range(256)))
+_hash32 = xxhash.xxh32_intdigest
+# MurmurHash3's 32-bit finalizer: datasketch's affine32 scheme pre-mixes every input hash with it.
+_S16, _S13 = np.uint32(16), np.uint32(13)
+_M1, _M2 = np.uint32(0x85EBCA6B), np.uint32(0xC2B2AE35)
+
+
+class Signature:
+    """A MinHash signature: ``hashvalues`` (numpy uint32, ``num_perm`` values)."""
+
+    __slots__ = ("hashvalues",)
+
+    def __init__(self, hashvalues: np.ndarray) -> None:
+        self.hashvalues = hashvalues
+
+    def jaccard(self, other: Signature) -> float:
+        """Estimated Jaccard similarity: the share of equal hash values (as datasketch computes it)."""
+        return float(np.count_nonzero(self.hashvalues == other.hashvalues)) / len(self.hashvalues)
 
 
 class MinHasher:
-    """MinHash signatures over word shingles; permutations are computed once (seeded, so stable)."""
+    """MinHash signatures over word shingles; permutations are datasketch's (seeded, so stable)."""
 
     def __init__(self, num_perm: int = 64, shingle_words: int = 3, seed: int = 1) -> None:
         self.num_perm = num_perm
         self.shingle_words = shingle_words
         self.seed = seed
-        # xxhash instead of datasketch's default sha1: the same 32-bit contract, several times faster.
-        template = MinHash(num_perm=num_perm, seed=seed, hashfunc=xxhash.xxh32_intdigest)
-        self._template = template
-        self._permutations = template.permutations
-        self._scheme = template.scheme
+        template = MinHash(num_perm=num_perm, seed=seed, hashfunc=_hash32)
+        if template.scheme != "affine32":  # the arithmetic below is that scheme's
+            raise RuntimeError(f"datasketch's default MinHash scheme is {template.scheme!r}, not 'affine32'")
+        a, b = template.permutations
+        self._a = np.asarray(a, dtype=np.uint32)
+        self._b = np.asarray(b, dtype=np.uint32)
 
     def _shingles(self, text: str) -> list[bytes]:
         # Words only: punctuation and spacing must not make a near-duplicate look new.
-        words = _WORDS.findall(unicodedata.normalize("NFC", text).casefold())
+        text = unicodedata.normalize("NFC", text).casefold()
+        if text.isascii():
+            words = text.encode().translate(_ASCII_SPLIT).split()
+        else:
+            words = [w.encode() for w in _WORDS.findall(text)]
         k = self.shingle_words
         if len(words) <= k:
-            return [" ".join(words).encode()]
-        return [" ".join(words[i:i + k]).encode() for i in range(len(words) - k + 1)]
+            return [b" ".join(words)]
+        return list(map(b" ".join, zip(*(words[i:] for i in range(k)), strict=False)))  # k-word windows
 
-    def minhash(self, text: str) -> MinHash:
-        m = self._blank()
-        m.update_batch(self._shingles(text))
-        return m
+    def _permuted(self, hashes: list[int]) -> np.ndarray:
+        """(len(hashes), num_perm): every permutation of every (pre-mixed) shingle hash."""
+        hv = np.array(hashes, dtype=np.uint32)
+        hv ^= hv >> _S16
+        hv *= _M1
+        hv ^= hv >> _S13
+        hv *= _M2
+        hv ^= hv >> _S16
+        out: np.ndarray = np.multiply.outer(hv, self._a)  # uint32: the wrap-around is the scheme's modulo
+        out += self._b
+        return out
 
-    def _blank(self) -> MinHash:
-        """An empty MinHash sharing the template's permutations.
+    def minhash(self, text: str) -> Signature:
+        return Signature(self._permuted([_hash32(s) for s in self._shingles(text)]).min(axis=0))
 
-        MinHash's constructor re-validates the permutations every time (tens of microseconds, per
-        event); a shallow copy of an initialized one with fresh hash values is the same object. A
-        unit test checks the two agree, so an upgrade of datasketch that breaks this fails loudly.
-        """
-        m: MinHash = object.__new__(MinHash)
-        m.__dict__.update(self._template.__dict__)
-        m.hashvalues = self._template.hashvalues.copy()
-        return m
+    def minhash_many(self, texts: Sequence[str]) -> list[Signature]:
+        """The signatures of several texts with one pass of numpy (a batch's pairs)."""
+        if not texts:
+            return []
+        hashes: list[int] = []
+        starts: list[int] = []
+        for text in texts:
+            starts.append(len(hashes))
+            hashes.extend(_hash32(s) for s in self._shingles(text))
+        mins = np.minimum.reduceat(self._permuted(hashes), starts, axis=0)
+        return [Signature(row) for row in mins]
 
-    def from_signature(self, signature: np.ndarray) -> MinHash:
-        return MinHash(num_perm=self.num_perm, seed=self.seed, hashvalues=signature, scheme=self._scheme,
-                       permutations=self._permutations, hashfunc=xxhash.xxh32_intdigest)
+    def from_signature(self, signature: np.ndarray) -> Signature:
+        return Signature(np.asarray(signature, dtype=np.uint32))
 
 
 def pair_text(prompt: str, chosen: str, rejected: str) -> str:
     return f"{prompt}\n{chosen}\n{rejected}"
 
 
-class UserIndexes:
-    """A bounded cache of per-user LSH indexes (datasketch MinHashLSH), loaded on first use.
+class BandIndex:
+    """LSH by banding: ``bands`` buckets of ``rows`` hash values each; a candidate shares a bucket."""
 
-    The durable truth is the signatures table; an index is rebuilt from it whenever the cached one
-    does not match the user's state (another epoch or count), e.g. after a rebalance or a restart.
+    __slots__ = ("_rows", "_tables")
+
+    def __init__(self, bands: int, rows: int) -> None:
+        self._rows = rows
+        self._tables: list[dict[bytes, list[str]]] = [{} for _ in range(bands)]
+
+    def _keys(self, m: Signature) -> Iterable[tuple[dict[bytes, list[str]], bytes]]:
+        data = m.hashvalues.tobytes()
+        width = self._rows * 4
+        return ((table, data[i * width:(i + 1) * width]) for i, table in enumerate(self._tables))
+
+    def insert(self, key: str, m: Signature) -> None:
+        for table, band in self._keys(m):
+            table.setdefault(band, []).append(key)
+
+    def query(self, m: Signature) -> set[str]:
+        out: set[str] = set()
+        for table, band in self._keys(m):
+            hit = table.get(band)
+            if hit:
+                out.update(hit)
+        return out
+
+
+class UserIndexes:
+    """A bounded cache of per-user LSH indexes, loaded on first use.
+
+    The durable truth is the signatures in the state; an index is rebuilt from them whenever the
+    cached one does not match the user's state (another epoch or count), e.g. after a rebalance or a
+    restart.
     """
 
     def __init__(self, hasher: MinHasher, threshold: float, capacity: int = 10_000) -> None:
         self.hasher = hasher
         self.threshold = threshold
         # Choosing (bands, rows) integrates a probability curve: milliseconds, so once, not per user.
-        self._params = _optimal_param(threshold, hasher.num_perm, 0.5, 0.5)
+        self._params: tuple[int, int] = _optimal_param(threshold, hasher.num_perm, 0.5, 0.5)
         self._capacity = capacity
-        self._cache: OrderedDict[str, tuple[tuple[int, int], MinHashLSH, dict[str, MinHash]]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[tuple[int, int], BandIndex, dict[str, Signature]]] = OrderedDict()
 
     def get(self, user_id: str, stamp: tuple[int, int],
-            load: Callable[[], Iterable[tuple[str, np.ndarray]]]) -> tuple[MinHashLSH, dict[str, MinHash]]:
+            load: Callable[[], Iterable[tuple[str, np.ndarray]]]) -> tuple[BandIndex, dict[str, Signature]]:
         """The user's (index, signatures by pair key); ``stamp`` = (epoch, signature count)."""
         hit = self._cache.get(user_id)
         if hit is not None and hit[0] == stamp:
             self._cache.move_to_end(user_id)
             return hit[1], hit[2]
-        lsh = MinHashLSH(threshold=self.threshold, num_perm=self.hasher.num_perm, params=self._params)
-        members: dict[str, MinHash] = {}
+        lsh = BandIndex(*self._params)
+        members: dict[str, Signature] = {}
         for key, signature in load():
             m = self.hasher.from_signature(signature)
             if key not in members:
@@ -97,7 +169,7 @@ class UserIndexes:
             self._cache.popitem(last=False)
         return lsh, members
 
-    def add(self, user_id: str, new_stamp: tuple[int, int], key: str, m: MinHash) -> None:
+    def add(self, user_id: str, new_stamp: tuple[int, int], key: str, m: Signature) -> None:
         hit = self._cache.get(user_id)
         if hit is None:
             return
@@ -114,14 +186,14 @@ class UserIndexes:
         self._cache.clear()
 
 
-def nearest(lsh: MinHashLSH, members: dict[str, MinHash], m: MinHash, threshold: float,
+def nearest(lsh: BandIndex, members: dict[str, Signature], m: Signature, threshold: float,
             exclude: str | None = None) -> tuple[str, float] | None:
     """The most similar earlier pair at or above ``threshold`` (estimated Jaccard), if any."""
     best: tuple[str, float] | None = None
     for key in lsh.query(m):
         if key == exclude:
             continue
-        j = float(m.jaccard(members[key]))
-        if j >= threshold and (best is None or j > best[1]):
-            best = (str(key), j)
+        j = members[key].jaccard(m)
+        if j >= threshold and (best is None or j > best[1] or (j == best[1] and key < best[0])):
+            best = (key, j)
     return best

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 
@@ -49,3 +50,26 @@ def test_decode_as_refuses_another_event_type() -> None:
         decode_as(encode_value(fb(1)), PairAccepted)
     assert info.value.reason == "unexpected_event_type"
     assert isinstance(decode_as(encode_value(fb(1)), FeedbackReceived), FeedbackReceived)
+
+
+def test_the_wire_bytes_are_pydantics_json_of_every_decided_event() -> None:
+    """encode_value skips a str round trip; the bytes must stay model_dump_json's (the JSON Schemas' form)."""
+    from schemas.codec import encode_command, encode_headers
+    from schemas.commands import EraseUser, RequestTraining
+    from tests.unit.test_decide import Decider
+
+    decider = Decider(min_new_pairs=2)
+    events = decider.feed(fb(1), fb(2), fb(3, user="zoë", prompt="Qu'est-ce que c'est ? 東京 😀"), fb(1, fid="again"),
+                          fb(4, kind="thumbs_up"), fb(5, corrected="short"))
+    erase = EraseUser(command_id=uuid.uuid4(), user_id="alice")
+    events += decider.feed(RequestTraining(command_id=uuid.uuid4(), user_id="zoë"), erase)
+    assert {type(e).__name__ for e in events} >= {"PairAccepted", "PairRejected", "TrainingThresholdReached",
+                                                  "LabelledExampleAccepted", "UserForgotten"}
+    for event in events:
+        assert encode_value(event) == event.model_dump_json().encode("utf-8")
+        assert decode(encode_value(event)) == event
+        headers = dict(encode_headers(event))
+        assert headers["event_id"] == str(event.event_id).encode()
+        assert headers["correlation_id"] == str(event.correlation_id).encode()
+    key, value, _ = encode_command(erase)
+    assert key == b"alice" and value == erase.model_dump_json().encode("utf-8")
