@@ -29,7 +29,7 @@ from schemas.ids import feedback_event_id
 from schemas.topics import Topics
 from streams.decide import DecideSettings
 from streams.decider import BatchDecider
-from streams.journal import DeciderMemory
+from streams.journal import DeciderMemory, apply_writes
 from streams.similarity import MinHasher, UserIndexes
 
 TOPICS = Topics()
@@ -89,11 +89,8 @@ class Decider:
             batch.append(msg)
             self.log[(msg.topic, msg.partition, msg.offset)] = msg
         result = self.decider.decide(batch)
-        for rewritten in result.rewrites.values():
-            for key, entries in rewritten:
-                self.journal[key] = entries
-        for key, entries in result.journal.values():
-            self.journal[key] = entries
+        for writes in result.journal.values():
+            apply_writes(self.journal, writes)
         self.last = result
         return [decode(value) for topic, _, value, _ in result.outgoing if topic == TOPICS.pairs]
 
