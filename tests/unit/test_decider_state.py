@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from schemas.commands import EraseUser
 from schemas.events import Event, PairAccepted
+from streams.errors import JournalFormatError
 from streams.journal import SEP, StateLimits, head_key, old_entry_key, user_value_key
 from streams.state import encode_signature
 from tests.unit.test_decide import TOPICS, Decider, codes, fb
@@ -126,3 +129,10 @@ def test_a_journal_of_the_old_form_is_folded_into_the_keyed_form_once() -> None:
     d.memory.forget()
     (third,) = d.feed(fb(3, user="bob"))  # bob's count came through: his second pair
     assert isinstance(third, PairAccepted) and d.memory.partition(0).user("bob").new_pairs == 2
+
+
+def test_a_state_of_another_form_is_refused_with_the_fix_named() -> None:
+    d = Decider()
+    d.journal[head_key(0)] = {"v": 99, "t": {}}
+    with pytest.raises(JournalFormatError, match="decider-journal-changelog"):
+        d.memory.partition(0)
