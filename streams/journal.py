@@ -149,11 +149,15 @@ SignatureEntry = tuple[int, str, np.ndarray, int]
 
 def _sighting_out(entry: SightingEntry) -> list[Any]:
     name, s = entry
-    return [name, s.partition, s.offset, s.feedback_event_id, s.epoch, s.content]
+    # An event's or command's own sighting names its id already: not stored twice
+    fid = "" if name.partition(SEP)[2] == s.feedback_event_id else s.feedback_event_id
+    return [name, s.partition, s.offset, fid, s.epoch, s.content]
 
 
 def _sighting_in(raw: list[Any]) -> SightingEntry:
-    return str(raw[0]), Sighting(int(raw[1]), int(raw[2]), str(raw[3]), int(raw[4]), str(raw[5]))
+    name = str(raw[0])
+    fid = str(raw[3]) or name.partition(SEP)[2]
+    return name, Sighting(int(raw[1]), int(raw[2]), fid, int(raw[4]), str(raw[5]))
 
 
 def _signature_out(entry: SignatureEntry) -> list[Any]:
