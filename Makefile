@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv jars browser demo test bench-console test-unit lint bench-streams bench-trainer bench-quality bench-inference bench-analytics kafka-up kafka-down lock clean
+.PHONY: venv jars browser demo test bench-console test-unit lint bench-streams bench-restore bench-trainer bench-quality bench-inference bench-analytics kafka-up kafka-down lock clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,9 @@ lint: venv
 
 bench-streams: venv jars
 	$(BIN)/python benchmarks/bench_streams.py
+
+bench-restore: venv jars
+	$(BIN)/python benchmarks/bench_restore.py
 
 bench-inference: venv jars
 	$(BIN)/python benchmarks/bench_inference.py $(BENCH_ARGS)

@@ -399,6 +399,31 @@ class EvaluationSettings(Section):
     )
 
 
+class StateSettings(Section):
+    """How much the decider remembers per user (``streams/journal.py``): the changelog of its state
+    keeps one value per key, so its size, and a restart's restore time, follow the number of users times these bounds.
+
+    Counts, not a time window: the state must be a function of the log alone (a batch decided again
+    after a crash must decide as the first time), and a clock would make it depend on when it ran.
+    """
+
+    max_sightings_per_user: int = Field(
+        128, ge=1, le=100_000,
+        description="Ids and fingerprints remembered per user: each feedback event leaves its event id and, when "
+        "accepted, its pair or example fingerprint; each command its id. At least the last N are kept (the "
+        "oldest go 16 at a time). Within them, the same event (or command) delivered again at a new offset is "
+        "a counted redelivery and "
+        "the same pair or example is a duplicate; beyond them, it is decided as new (its ids are deterministic, "
+        "so an accepted pair comes back with the same pair id and the projection keeps one row). An event "
+        "delivered again at an offset the decider already handled is skipped whatever its age.",
+    )
+    max_signatures_per_user: int = Field(
+        32, ge=1, le=10_000,
+        description="MinHash signatures kept per user for near-duplicate search: the last N accepted pairs "
+        "(at least; the oldest go 4 at a time). An older pair is no longer anyone's near duplicate.",
+    )
+
+
 class StreamsSettings(Section):
     app_id: str = Field("samtuner-streams", description="Faust app id (consumer group and changelog prefix).")
     batch_size: int = Field(1000, ge=1, description="Max events per processing batch.")
@@ -414,6 +439,7 @@ class StreamsSettings(Section):
         "back to the committed offsets (Faust can drop fetched messages around a rebalance); after three "
         "fruitless seeks the worker stops so that it is restarted.",
     )
+    state: StateSettings = Field(default_factory=StateSettings)
 
 
 class FaultInjection(Section):

@@ -2,9 +2,9 @@
 
 One agent reads the feedback and control topics (co-partitioned by user id, so a user's state has
 one owner) in batches. For each batch it decides every event, sends the outputs and waits for the
-broker's acks, then writes the batch's journal entry per partition (see ``streams/journal.py``);
-only then does Faust ack the batch. Every exception is handled inside the loop (Faust acks a
-message even when an agent raises) and the agent runs with ``concurrency=1`` (more can commit
+broker's acks, then writes the batch's state per partition, user values then the partition's head
+(see ``streams/journal.py``); only then does Faust ack the batch. Every exception is handled inside
+the loop (Faust acks a message even when an agent raises) and the agent runs with ``concurrency=1`` (more can commit
 offsets past unprocessed events).
 
 Any number of decider processes can run at once (same app id, same consumer group). Each is fenced
@@ -42,7 +42,7 @@ from streams.decide import DecideSettings
 from streams.decider import BatchDecider, BatchResult
 from streams.faust_guards import guard_commit_holes, mark_acked, repair_acks
 from streams.fence import Fenced, PartitionFence, fence_off, stamped
-from streams.journal import DeciderMemory
+from streams.journal import DeciderMemory, StateLimits, apply_writes
 from streams.similarity import MinHasher, UserIndexes
 from streams.stall import StallDetector, lagging_partitions
 from streams.tokens import token_counter
@@ -51,6 +51,11 @@ from streams.watermarks import OutputWatermarks
 log = logging.getLogger("samtuner.streams")
 
 MAX_MESSAGE = 17 * 1024 * 1024
+# The state table is keyed by user (streams/journal.py): its changelog must compact for a restore to
+# read users, not history. Small segments (the active one is never cleaned), a low dirty ratio, and
+# tombstones (erased users) kept one minute after cleaning.
+JOURNAL_TOPIC_CONFIGS = {"segment.bytes": str(1024 * 1024), "segment.ms": str(60_000),
+                         "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": str(60_000)}
 
 
 @dataclass
@@ -299,11 +304,10 @@ def _add_watchdog(app: faust.App, stats: StreamsStats, sources: tuple[str, ...],
 def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStats, metrics: RoleMetrics) -> None:
     sources = app.topic(topics.feedback, topics.control, key_serializer="raw", value_serializer="raw")
     schema: faust.Schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
-    # An erasure rewrites journal entries; compaction then drops the old values: roll segments hourly
-    # so that it can (the active segment is never compacted).
     journal = app.Table("decider-journal", partitions=cfg.kafka.partitions, schema=schema,
-                        extra_topic_configs={"segment.ms": str(3_600_000), "min.cleanable.dirty.ratio": "0.1"})
-    memory = DeciderMemory(journal)
+                        extra_topic_configs=JOURNAL_TOPIC_CONFIGS)
+    limits = cfg.streams.state
+    memory = DeciderMemory(journal, StateLimits(limits.max_sightings_per_user, limits.max_signatures_per_user))
     quality = cfg.quality
     hasher = MinHasher(quality.minhash_num_perm, quality.shingle_words)
     indexes = UserIndexes(hasher, quality.near_duplicate_jaccard)
@@ -392,13 +396,9 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
                     if late:  # outputs acked, state not: the new owner's watermarks suppress them
                         result, dropped = fence_off(result, late)
                         fenced("published, not journalled", dropped)
-                    for partition, rewritten in result.rewrites.items():
-                        with bound_to(by_partition[partition]):  # an erasure: the past without the user
-                            for entry_key, entries in rewritten:
-                                journal[entry_key] = entries
-                    for partition, (entry_key, entries) in result.journal.items():
+                    for partition, writes in result.journal.items():
                         with bound_to(by_partition[partition]):
-                            journal[entry_key] = entries
+                            apply_writes(journal, writes)
                     stats.decide_s += t1 - t0
                     stats.send_s += t2 - t1
                     stats.journal_s += time.perf_counter() - t2

@@ -1,21 +1,26 @@
 """One batch of the decider: decide every event in order against the partitions' state, and hand
-back what to send and the journal entries to write.
+back what to send and the state writes to make.
 
 The order of effects is what makes emission exactly-once on the wire: the agent sends the outputs
-and waits for the broker's acks, and only then writes the batch's journal entries (one atomic value
-per partition). So a state that holds an event implies its outputs are durable (such an event is
-skipped when it is delivered again), and an event delivered again whose journal entry was lost is
-decided again with the outputs the output log already holds suppressed (``watermark``: the last
-output on the pairs topic, as source offset and index among that event's outputs).
+and waits for the broker's acks, and only then writes the batch's state (per partition: the users'
+values, then the partition's head, in its changelog partition, which keeps order; see
+``streams/journal.py``). So a state that holds an event implies its outputs are durable, and such an
+event is skipped when it is delivered again: by position when the head holds its offset, or as a
+redelivery when only its user's value was written (the value holds the user's state and the
+sighting of the event together, so it is never half applied). An event delivered again whose state
+was lost is decided again with the outputs the output log already holds suppressed
+(``watermark``: the last output on the pairs topic, as source offset and index among that event's
+outputs). Deciding again gives the same outputs because the state, bounded rings included, is a
+function of the events it holds: what a ring drops is dropped at the same event in both runs, and a
+user's cached LSH index is rebuilt when their ring drops signatures.
 
 Both rules assume that a partition's events are handled in offset order with none left out, and
 Faust does not guarantee that: around a rebalance its fetcher can drop a fetched message (and
 seeking back is no cure, as a seek races with the records its fetcher is still handing out). So the
-journal records, per partition and source topic, the offset of the last event handled, and when an
-event arrives past the next one, the decider reads the missing offsets straight from the log
-(``read_range``) and decides them first. Offsets the log does not hold (transaction markers,
-retention) are stepped over. ``BatchResult.recovered`` names them, so that the caller can tell
-Faust they are done.
+head records, per source topic, the offset of the last event handled, and when an event arrives
+past the next one, the decider reads the missing offsets straight from the log (``read_range``) and
+decides them first. Offsets the log does not hold (transaction markers, retention) are stepped over.
+``BatchResult.recovered`` names them, so that the caller can tell Faust they are done.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from streams.decide import (
     is_pair,
     pair_keys_for,
 )
-from streams.journal import DeciderMemory, PartitionState
+from streams.journal import DeciderMemory, PartitionState, Write
 from streams.similarity import MinHasher, UserIndexes, nearest, pair_text
 from streams.state import UserState, seen_key
 from streams.watermarks import source_headers
@@ -68,10 +73,9 @@ class BatchResult:
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)
     # (topic, partition) -> offsets Faust never delivered, read from the log and handled here
     recovered: dict[tuple[str, int], list[int]] = field(default_factory=dict)
-    # partition -> (journal key, entries), written after the outputs are acked
-    journal: dict[int, tuple[str, list[list[Any]]]] = field(default_factory=dict)
-    # partition -> earlier journal entries rewritten without an erased user (written before ``journal``)
-    rewrites: dict[int, list[tuple[str, list[list[Any]]]]] = field(default_factory=dict)
+    # partition -> the state writes (key, value or None for a tombstone), in order, made after the
+    # outputs are acked
+    journal: dict[int, list[Write]] = field(default_factory=dict)
 
 
 class BatchDecider:
@@ -106,9 +110,6 @@ class BatchDecider:
                         log.exception("decider failed on %s/%d@%d", msg.topic, msg.partition, msg.offset)
                         self._dead_letter(msg, "internal_error", f"{type(exc).__name__}: {exc}", result)
         for state in self.memory.touched():
-            rewrites = self.memory.rewrites(state)
-            if rewrites:
-                result.rewrites[state.partition] = rewrites
             result.journal[state.partition] = self.memory.written(state)
         return result
 
@@ -147,7 +148,7 @@ class BatchDecider:
             cid = str(cmd.command_id)
             seen = part.sighting(seen_key(cmd.user_id, "c", cid))
             decision = decide_command(cmd, source, state, self._command_pair(cmd, state, part), self.settings,
-                                      seen_before=seen is not None or part.is_spent("c", cid),
+                                      seen_before=seen is not None or part.is_spent(cmd.user_id, "c", cid),
                                       seen_content=seen.content if seen else "",
                                       held=part.holdings(cmd.user_id) if isinstance(cmd, EraseUser) else None,
                                       known_pairs=self._known_pairs(cmd, state, part))
@@ -185,7 +186,7 @@ class BatchDecider:
         feedback = part.sighting(seen_key(user, "f", str(fb.event_id)))
         if feedback is not None:
             return Lookups(feedback=feedback), None  # a replay (or a conflict): nothing else matters
-        if part.is_spent("f", str(fb.event_id)):
+        if part.is_spent(user, "f", str(fb.event_id)):
             return Lookups(spent=True), None
         if not is_pair(fb):
             return Lookups(example=part.sighting(seen_key(user, "x", example_key_for(fb)))), None
@@ -225,8 +226,10 @@ class BatchDecider:
             self.indexes.forget(user)
             return
         if decision.signature_for is not None and minhash is not None:
-            part.put_signature(user, after.sig_count - 1, decision.signature_for, minhash.hashvalues, after.epoch)
-            self.indexes.add(user, (after.epoch, after.sig_count), decision.signature_for, minhash)
+            if part.put_signature(user, after.sig_count - 1, decision.signature_for, minhash.hashvalues, after.epoch):
+                self.indexes.forget(user)  # the ring dropped older signatures: rebuilt from it when next needed
+            else:
+                self.indexes.add(user, (after.epoch, after.sig_count), decision.signature_for, minhash)
         elif after.epoch != before.epoch:
             self.indexes.forget(user)
         if after != before:

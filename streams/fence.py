@@ -100,7 +100,7 @@ def source_partition(headers: Iterable[tuple[str, bytes]]) -> int | None:
 
 
 def fence_off(result: BatchResult, lost: frozenset[int]) -> tuple[BatchResult, Fenced]:
-    """``result`` without the outputs, journal entries, rewrites and recovered offsets of ``lost``.
+    """``result`` without the outputs, journal entries and recovered offsets of ``lost``.
 
     An output that names no source partition is kept: every decider output names one (decisions
     through ``src.*`` headers, dead letters through ``dlq.source.*``), so none is expected."""
@@ -108,11 +108,10 @@ def fence_off(result: BatchResult, lost: frozenset[int]) -> tuple[BatchResult, F
         return result, Fenced(lost)
     kept = [out for out in result.outgoing if source_partition(out[3]) not in lost]
     journal = {p: entry for p, entry in result.journal.items() if p not in lost}
-    rewrites = {p: entries for p, entries in result.rewrites.items() if p not in lost}
     recovered = {tp: offsets for tp, offsets in result.recovered.items() if tp[1] not in lost}
     dropped = Fenced(lost, outputs=len(result.outgoing) - len(kept),
                      journal_entries=len(result.journal) - len(journal))
-    return replace(result, outgoing=kept, journal=journal, rewrites=rewrites, recovered=recovered), dropped
+    return replace(result, outgoing=kept, journal=journal, recovered=recovered), dropped
 
 
 def stamped(outgoing: list[Outgoing], worker: str, ticket: Ticket) -> list[Outgoing]:

@@ -1,4 +1,5 @@
-"""The decider's per-user state and sightings, as stored in Faust tables (plain JSON values)."""
+"""The decider's per-user state and sightings, as stored in its Faust table (plain JSON values; the
+keys and the bounded form they are kept in: ``streams/journal.py``)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ class UserState:
     """What the decider knows about one user (one value per user: its changelog message is atomic).
 
     Which events are already applied is the partition's business, not the user's: see
-    ``PartitionState.through`` in ``streams/journal.py``. ``epoch`` grows when the user is erased:
-    sightings and signatures of an older epoch are ignored. ``sig_count`` is how many MinHash
-    signatures the user has stored.
+    ``PartitionState.through`` (the partition's head) in ``streams/journal.py``. ``epoch`` grows when
+    the user is erased: sightings and signatures of an older epoch are ignored. ``sig_count`` is how
+    many MinHash signatures the user has stored (the last ``streams.state.max_signatures_per_user``
+    of them are kept).
     """
 
     generation: int = 0
@@ -77,10 +79,6 @@ def seen_key(user_id: str, kind: str, ident: str) -> str:
 def spent_key(kind: str, ident: str) -> str:
     """What is kept of an erased user's event or command id: a one-way hash, no user id, no content."""
     return hashlib.sha256(f"spent\x1f{kind}\x1f{ident}".encode()).hexdigest()[:32]
-
-
-def signature_key(user_id: str, index: int) -> str:
-    return f"{user_id}\x1f{index}"
 
 
 def encode_signature(pair_key: str, signature: np.ndarray, epoch: int) -> dict[str, Any]:

@@ -85,8 +85,11 @@ def _progressing(cfg: Config, worker: RunningProcess) -> Callable[[], bool]:
 
 
 def test_kill_dash_nine_during_a_replay_loses_and_duplicates_nothing(make_config) -> None:
+    # Duplicates are drawn from the whole replay, so the decider's horizon (streams.state) must cover a
+    # user's whole history here (~200 events each): what is tested is crashes, not the horizon.
     cfg, cfg_path = make_config(trigger={"min_new_pairs": THRESHOLD},
-                                streams={"session_timeout_s": 6, "batch_size": 500})
+                                streams={"session_timeout_s": 6, "batch_size": 500,
+                                         "state": {"max_sightings_per_user": 1024}})
     rng = random.Random(20261125)
     messages, expected, per_user = generate(rng)
     topics = Topics(cfg.kafka.topic_prefix)

@@ -29,7 +29,7 @@ from schemas.ids import feedback_event_id
 from schemas.topics import Topics
 from streams.decide import DecideSettings
 from streams.decider import BatchDecider
-from streams.journal import DeciderMemory
+from streams.journal import DeciderMemory, StateLimits, apply_writes
 from streams.similarity import MinHasher, UserIndexes
 
 TOPICS = Topics()
@@ -54,9 +54,9 @@ class Decider:
     """BatchDecider over a dict journal: what the Faust agent does, minus Faust."""
 
     def __init__(self, min_new_pairs: int = 3, quality: QualitySettings | None = None,
-                 min_new_examples: int = 0) -> None:
+                 min_new_examples: int = 0, limits: StateLimits | None = None) -> None:
         self.journal: dict[str, Any] = {}
-        self.memory = DeciderMemory(self.journal)
+        self.memory = DeciderMemory(self.journal, limits)
         hasher = MinHasher(64, 3)
         settings = DecideSettings(min_new_pairs=min_new_pairs, quality=quality or QualitySettings(),
                                   min_new_examples=min_new_examples)
@@ -89,11 +89,8 @@ class Decider:
             batch.append(msg)
             self.log[(msg.topic, msg.partition, msg.offset)] = msg
         result = self.decider.decide(batch)
-        for rewritten in result.rewrites.values():
-            for key, entries in rewritten:
-                self.journal[key] = entries
-        for key, entries in result.journal.values():
-            self.journal[key] = entries
+        for writes in result.journal.values():
+            apply_writes(self.journal, writes)
         self.last = result
         return [decode(value) for topic, _, value, _ in result.outgoing if topic == TOPICS.pairs]
 

@@ -17,9 +17,9 @@ def dead_letter(partition: int) -> Outgoing:
 
 def batch_result() -> BatchResult:
     return BatchResult(outgoing=[decision(0, 5), decision(1, 7), dead_letter(1), decision(2, 9)],
-                       journal={0: ("k0", [["t", "feedback", 5]]), 1: ("k1", [["t", "feedback", 7]]),
-                                2: ("k2", [["t", "feedback", 9]])},
-                       rewrites={1: [("old", [])]}, recovered={("feedback", 1): [6], ("feedback", 2): [8]},
+                       journal={0: [("k0", {"t": 5})], 1: [("k1", {"t": 7}), ("k1u", None)],
+                                2: [("k2", {"t": 9})]},
+                       recovered={("feedback", 1): [6], ("feedback", 2): [8]},
                        decided=3)
 
 
@@ -80,11 +80,10 @@ def test_lost_since_compares_tenures() -> None:
     assert lost_since({0: 3, 1: 3, 2: None}, {0: 3, 1: 4}) == {1, 2}
 
 
-def test_fencing_drops_outputs_journal_rewrites_and_recovered_offsets_of_lost_partitions_only() -> None:
+def test_fencing_drops_outputs_journal_and_recovered_offsets_of_lost_partitions_only() -> None:
     result, dropped = fence_off(batch_result(), frozenset({1}))
     assert [source_partition(o[3]) for o in result.outgoing] == [0, 2]
     assert set(result.journal) == {0, 2}
-    assert result.rewrites == {}
     assert result.recovered == {("feedback", 2): [8]}
     assert (dropped.outputs, dropped.journal_entries) == (2, 1)
     assert result.decided == 3  # counters describe the work done, not what was sent
