@@ -226,10 +226,10 @@ class BatchDecider:
             self.indexes.forget(user)
             return
         if decision.signature_for is not None and minhash is not None:
-            if part.put_signature(user, after.sig_count - 1, decision.signature_for, minhash.hashvalues, after.epoch):
-                self.indexes.forget(user)  # the ring dropped older signatures: rebuilt from it when next needed
-            else:
-                self.indexes.add(user, (after.epoch, after.sig_count), decision.signature_for, minhash)
+            left = part.put_signature(user, after.sig_count - 1, decision.signature_for, minhash.hashvalues,
+                                      after.epoch, after)
+            # The cached index follows the ring: the signatures it dropped leave the index too.
+            self.indexes.add(user, (after.epoch, after.sig_count), decision.signature_for, minhash, removed=left)
         elif after.epoch != before.epoch:
             self.indexes.forget(user)
         if after != before:

@@ -309,14 +309,20 @@ class PartitionState:
         self.through[topic] = offset
         self.moved_through = True
 
-    def put_signature(self, user_id: str, index: int, pair_key: str, signature: np.ndarray, epoch: int) -> bool:
-        """Store a signature; True when older ones were dropped (a cached index of the user is stale)."""
+    def put_signature(self, user_id: str, index: int, pair_key: str, signature: np.ndarray, epoch: int,
+                      state: UserState | None = None) -> list[str]:
+        """Store a signature; returns the pair keys that left the user's signatures (as
+        ``user_signatures(user_id, state)`` yields them) because the ring dropped older ones."""
         mem = self._memory(user_id)
         closed, dropped = mem.signatures.append((index, pair_key, signature, epoch))
         if closed is not None:
             self._close(user_id, "g", mem.signatures, closed[0], [_signature_out(e) for e in closed[1]])
         self.dirty.add(user_id)
-        return bool(dropped)
+        if not dropped or state is None:
+            return []
+        live = lambda e: e[0] >= state.sig_base and e[3] == state.epoch  # noqa: E731
+        kept = {e[1] for e in mem.signatures.entries() if live(e)}
+        return sorted({e[1] for e in dropped if live(e)} - kept)
 
     def _close(self, user_id: str, ring: str, chunks: Ring[Any], number: int, entries: list[Any]) -> None:
         self.closed[chunk_key(self.partition, ring, user_id, number % chunks.slots)] = {"n": number, "e": entries}

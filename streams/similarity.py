@@ -125,6 +125,14 @@ class BandIndex:
         for table, band in self._keys(m):
             table.setdefault(band, []).append(key)
 
+    def remove(self, key: str, m: Signature) -> None:
+        for table, band in self._keys(m):
+            hit = table.get(band)
+            if hit is not None and key in hit:
+                hit.remove(key)
+                if not hit:
+                    del table[band]
+
     def query(self, m: Signature) -> set[str]:
         out: set[str] = set()
         for table, band in self._keys(m):
@@ -169,11 +177,17 @@ class UserIndexes:
             self._cache.popitem(last=False)
         return lsh, members
 
-    def add(self, user_id: str, new_stamp: tuple[int, int], key: str, m: Signature) -> None:
+    def add(self, user_id: str, new_stamp: tuple[int, int], key: str, m: Signature,
+            removed: Iterable[str] = ()) -> None:
+        """Add a signature to a cached index; ``removed``: pair keys that left the user's signatures."""
         hit = self._cache.get(user_id)
         if hit is None:
             return
         _, lsh, members = hit
+        for gone in removed:
+            old = members.pop(gone, None)
+            if old is not None:
+                lsh.remove(gone, old)
         if key not in members:
             lsh.insert(key, m)
             members[key] = m
