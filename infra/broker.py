@@ -1,4 +1,5 @@
-"""A single-node Apache Kafka 4.x broker in KRaft mode on 127.0.0.1, started from Maven Central jars.
+"""Apache Kafka 4.x in KRaft mode on 127.0.0.1, started from Maven Central jars: one node, or a
+:class:`Cluster` of several (``samtuner kafka up --brokers 3``).
 
 ``fetch_jars`` resolves the broker's classpath with Maven (``infra/kafka/pom.xml``) into a cache
 outside the repo; ``Broker`` formats its storage once (KRaft needs a cluster id and a formatted log
@@ -10,6 +11,11 @@ without an ACL) and the admin user is the only super user. The admin's SCRAM cre
 at format time (``--add-scram``); other users and their ACLs are added through the admin client
 (``infra/acls.py``, ``samtuner kafka users|acls``). The controller listener (127.0.0.1) takes SASL
 PLAIN with the admin's login only.
+
+A ``Cluster`` is N combined broker+controller nodes that share a cluster id and one static quorum of
+N voters; every topic gets replication factor ``min(N, 3)``, ``min.insync.replicas`` 2 and no unclean
+leader election (``Broker._replication_properties``). Its nodes start together (a voter answers only
+once a majority is up) and stop together (the last one alone would wait for a quorum that has gone).
 """
 
 from __future__ import annotations
