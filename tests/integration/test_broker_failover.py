@@ -27,7 +27,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from infra.broker import Broker, Cluster
+from infra.broker import Broker, Cluster, free_port
 from infra.clickhouse import ClickHouseStore
 from infra.errors import NotEnoughReplicas
 from infra.kafka import PRODUCER_DEFAULTS, KafkaEventPublisher, client_config, read_topic
@@ -157,7 +157,8 @@ def test_leader_bounces_under_the_pipeline_lose_and_duplicate_nothing(cluster: C
                                                                      tiny_model: Path, tmp_path: Path) -> None:
     cfg, cfg_path = make_config_at(tmp_path, cluster.bootstrap, tiny_model, kafka={"replication_factor": 3},
                                    trigger={"min_new_pairs": THRESHOLD},
-                                   streams={"session_timeout_s": 10, "batch_size": 200})
+                                   streams={"session_timeout_s": 10, "batch_size": 200},
+                                   console={"port": free_port()})  # not 8100: tests run side by side
     topics = Topics(cfg.kafka.topic_prefix)
     from infra.topics import ensure_topics
 
@@ -219,7 +220,8 @@ def test_leader_bounces_under_the_pipeline_lose_and_duplicate_nothing(cluster: C
         b.stop()
     for user, _, value in probes[1:]:
         publisher.publish_raw(topics.feedback, user.encode(), value)
-    with pytest.raises(NotEnoughReplicas, match=r"NOT_ENOUGH_REPLICAS: .*feedback.*ISR \[3\].*min\.insync\.replicas=2"):
+    cause = r"NOT_ENOUGH_REPLICAS: .*feedback.*ISR \[3\].*min\.insync\.replicas=2"
+    with pytest.raises(NotEnoughReplicas, match=cause) as refused:
         publisher.flush(15)
     cluster.start()
     publisher.flush(120)  # the queued messages go out once the partitions have their replicas again
@@ -272,7 +274,8 @@ def test_leader_bounces_under_the_pipeline_lose_and_duplicate_nothing(cluster: C
         assert set(thresholds) == expected_generations
     assert set(thresholds) >= expected_generations
 
-    print(f"\nbroker failover: {replay.produced + len(probes)} feedback events, {len(acked)} acked, "
+    print(f"\ntwo brokers down: {type(refused.value).__name__}: {refused.value}")
+    print(f"broker failover: {replay.produced + len(probes)} feedback events, {len(acked)} acked, "
           f"{len(replay.failed)} not acked, {len(projected_events)} pairs projected once each; "
           f"stream worker restarts: {len(workers) - 1}")
     for i, (kind, leader, seconds) in enumerate(recoveries, 1):
