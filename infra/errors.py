@@ -5,6 +5,7 @@
     ├── CredentialsError      a password could not be read from its environment variable or file
     ├── KafkaError            a Kafka call failed (translated from confluent-kafka / aiokafka)
     │   ├── PublishError      a message was not acknowledged by the broker
+    │   │   └── NotEnoughReplicas  acks=all cannot be met: too few in-sync (or reachable) replicas
     │   └── KafkaUnreachable  no broker answered, or it refused our credentials (one line, names the cause)
     ├── StoreError            a ClickHouse call failed (translated from clickhouse-connect / chDB)
     │   ├── StoreUnreachable  the ClickHouse server cannot be reached
@@ -46,6 +47,12 @@ class PublishError(KafkaError):
     pass
 
 
+class NotEnoughReplicas(PublishError):
+    """Kafka's NOT_ENOUGH_REPLICAS, or its cause seen in the metadata: a partition has fewer in-sync
+    (or reachable) replicas than ``min.insync.replicas``, so no acks=all write to it can be acknowledged.
+    The unacknowledged messages stay queued in the producer and go out if the brokers come back."""
+
+
 class KafkaUnreachable(KafkaError):
     pass
 
@@ -60,6 +67,8 @@ class StoreUnreachable(StoreError):
 
 class AuthError(InfraError):
     pass
+
+
 class StoreLocked(StoreError):
     """Another process holds the embedded chDB store (``samtuner run`` does); go through its HTTP API."""
 

@@ -8,12 +8,17 @@ own log lines go to the ``samtuner.kafka.client`` logger at DEBUG: failures are 
 code, once, with their cause (:func:`check_reachable`), never as raw client lines on the terminal.
 
 Producers use ``acks=all`` with idempotence, and the murmur2 partitioner (Java's and aiokafka's
-default), so every producer in the system puts a user's events in the same partition.
+default), so every producer in the system puts a user's events in the same partition. When a
+delivery fails, :func:`replication_shortfall` looks at the metadata for the cause librdkafka hides
+behind "message timed out" (it retries NOT_ENOUGH_REPLICAS until the message times out): partitions
+with fewer in-sync, reachable replicas than ``min.insync.replicas``; that failure is raised as
+:class:`NotEnoughReplicas`.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -24,7 +29,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka import KafkaError as CKafkaError
 
 from infra.credentials import read_secret
-from infra.errors import KafkaError, KafkaUnreachable, PublishError
+from infra.errors import KafkaError, KafkaUnreachable, NotEnoughReplicas, PublishError
 from schemas.codec import encode_command, encode_headers, encode_key, encode_value
 from schemas.commands import Command
 from schemas.config import KafkaSettings
@@ -160,6 +165,76 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 }
 
 
+@dataclass(frozen=True)
+class PartitionReplicas:
+    """One partition as the metadata shows it: its replicas and which of them are in sync."""
+
+    topic: str
+    partition: int
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+
+
+def shortfall_lines(partitions: Sequence[PartitionReplicas], min_isr: Mapping[str, int],
+                    unreachable: Mapping[int, str]) -> list[str]:
+    """One line per topic whose partitions cannot take an acks=all write: fewer in-sync replicas on
+    brokers that answer than the topic's ``min.insync.replicas``. ``unreachable``: broker id -> address."""
+    short: dict[str, list[PartitionReplicas]] = {}
+    for p in partitions:
+        usable = [r for r in p.isr if r not in unreachable]
+        if len(usable) < min_isr.get(p.topic, 1):
+            short.setdefault(p.topic, []).append(p)
+    lines = []
+    for topic, parts in sorted(short.items()):
+        worst = parts[0]
+        down = sorted(set(worst.isr) & set(unreachable))
+        isr = f"ISR {list(worst.isr)}" + (f", of which broker(s) {down} do not answer" if down else "")
+        lines.append(f"{topic} partition(s) {sorted(p.partition for p in parts)}: {isr}, "
+                     f"{len(worst.isr) - len(down)} in-sync replica(s) of {len(worst.replicas)}, "
+                     f"below min.insync.replicas={min_isr.get(topic, 1)}")
+    return lines
+
+
+def _answers(address: str, timeout_s: float = 1.0) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def replication_shortfall(connection: Connection, topics: Collection[str], timeout_s: float = 3.0) -> str | None:
+    """Why acks=all writes to ``topics`` cannot be acknowledged now (one line), or None when the
+    metadata shows no such cause or cannot be read."""
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    admin = AdminClient(client_config(connection, **{"socket.connection.setup.timeout.ms": 2000}))
+    try:
+        meta = admin.list_topics(timeout=timeout_s)
+    except KafkaException:
+        return None
+    # A broker killed while the quorum is lost stays in the metadata (nobody fences it): ask it directly.
+    unreachable = {b.id: f"{b.host}:{b.port}" for b in meta.brokers.values() if not _answers(f"{b.host}:{b.port}")}
+    partitions = [PartitionReplicas(t, p.id, tuple(p.replicas), tuple(p.isrs))
+                  for t in topics if (tm := meta.topics.get(t)) is not None and tm.error is None
+                  for p in tm.partitions.values()]
+    min_isr: dict[str, int] = {}
+    for resource, future in admin.describe_configs([ConfigResource("TOPIC", t) for t in topics],
+                                                   request_timeout=timeout_s).items():
+        try:
+            entry = future.result().get("min.insync.replicas")
+        except KafkaException:
+            continue
+        if entry is not None and entry.value is not None:
+            min_isr[resource.name] = int(entry.value)
+    lines = shortfall_lines(partitions, min_isr, unreachable)
+    if not lines:
+        return None
+    return "NOT_ENOUGH_REPLICAS: " + "; ".join(lines) + ". Start the stopped brokers; the unacknowledged messages " \
+        "stay queued and are sent when the partitions have enough in-sync replicas again"
+
+
 class EventPublisher(Protocol):
     """The seam every role publishes events through (tests pass a fake)."""
 
@@ -181,9 +256,12 @@ class KafkaEventPublisher:
     """Publishes events with an idempotent confluent-kafka producer; ``flush`` raises on any failure."""
 
     def __init__(self, connection: Connection, client_id: str = "samtuner", **overrides: Any) -> None:
+        self._connection = connection
         self._producer = Producer(client_config(connection, **{"client.id": client_id, **PRODUCER_DEFAULTS,
                                                                **overrides}))
         self._errors: list[str] = []
+        self._failed_topics: set[str] = set()
+        self._sent_topics: set[str] = set()  # since the last flush: where an undelivered message may be
         self._lock = threading.Lock()
 
     def _on_delivery(self, err: CKafkaError | None, msg: Any) -> None:
@@ -193,6 +271,7 @@ class KafkaEventPublisher:
                 hint = " (a timestamp more than an hour in the future is refused by the broker)"
             with self._lock:
                 self._errors.append(f"{msg.topic()}: {err.str()}{hint}")
+                self._failed_topics.add(msg.topic())
 
     def publish(self, topic: str, event: Event) -> None:
         self.publish_raw(topic, encode_key(event), encode_value(event), encode_headers(event))
@@ -207,6 +286,7 @@ class KafkaEventPublisher:
     ) -> None:
         kwargs: dict[str, Any] = {"key": key, "value": value, "headers": list(headers or []),
                                   "on_delivery": self._on_delivery}
+        self._sent_topics.add(topic)
         if timestamp_ms is not None:
             kwargs["timestamp"] = timestamp_ms
         while True:
@@ -223,10 +303,18 @@ class KafkaEventPublisher:
         remaining = self._producer.flush(timeout_s)
         with self._lock:
             errors, self._errors = self._errors, []
+            failed, self._failed_topics = self._failed_topics, set()
+        sent, self._sent_topics = self._sent_topics, set()  # for the diagnosis only: a race costs a name
+        if not remaining and not errors:
+            return
+        message = (f"{remaining} message(s) not delivered within {timeout_s}s" if remaining
+                   else "delivery failed: " + "; ".join(errors[:5]))
         if remaining:
-            raise PublishError(f"{remaining} message(s) not delivered within {timeout_s}s")
-        if errors:
-            raise PublishError("delivery failed: " + "; ".join(errors[:5]))
+            self._sent_topics = sent  # still queued: a later flush may deliver them
+        cause = replication_shortfall(self._connection, sorted(failed | sent if remaining else failed))
+        if cause is not None:
+            raise NotEnoughReplicas(f"{message}: {cause}")
+        raise PublishError(message)
 
 
 @dataclass(frozen=True)

@@ -89,14 +89,22 @@ def kafka_fetch() -> None:
 
 
 @kafka_app.command("up")
-def kafka_up(config: ConfigOpt = None) -> None:
-    """Start the broker (formatting its storage once) and create the declared topics."""
-    from infra.broker import BrokerSasl, broker_for
+def kafka_up(
+    brokers: Annotated[int, typer.Option(min=1, max=9, help="Nodes (KRaft broker+controller each, one quorum); "
+                                         "with more than 1, kafka.replication_factor must be min(brokers, 3)")] = 1,
+    config: ConfigOpt = None,
+) -> None:
+    """Start the broker, or a cluster of --brokers nodes (formatting storage once), and create the topics."""
+    from infra.broker import BrokerSasl, broker_for, cluster_for
     from infra.errors import InfraError
     from infra.kafka import kafka_password
     from infra.topics import ensure_topics
 
     cfg = _config(config)
+    if brokers > 1 and cfg.kafka.replication_factor != min(brokers, 3):
+        # min.insync.replicas is 2 on a cluster: topics with fewer replicas would refuse every write.
+        raise _fail(f"a {brokers}-broker cluster replicates every topic {min(brokers, 3)} times; "
+                    f"kafka.replication_factor is {cfg.kafka.replication_factor}: set it to {min(brokers, 3)}", 2)
     try:
         sec = cfg.kafka.security
         # With SASL in the config, the broker's client listener is SASL_PLAINTEXT with ACLs, and this
@@ -106,22 +114,33 @@ def kafka_up(config: ConfigOpt = None) -> None:
         if sasl is not None and not sasl.mechanism.startswith("SCRAM"):
             raise _fail("the local broker takes SCRAM-SHA-256 or SCRAM-SHA-512 logins; set "
                         "kafka.security.sasl_mechanism", 2)
-        broker = broker_for(cfg.kafka.bootstrap_servers, cfg.state_path, sasl)
-        broker.start()
+        if brokers == 1:
+            broker = broker_for(cfg.kafka.bootstrap_servers, cfg.state_path, sasl)
+            broker.start()
+            where = f"{broker.bootstrap} (pid {broker.pid()})"
+        else:
+            cluster = cluster_for(cfg.kafka.bootstrap_servers, cfg.state_path, brokers, sasl)
+            cluster.start()
+            where = f"{cluster.bootstrap} ({brokers} brokers, pids {', '.join(str(b.pid()) for b in cluster.brokers)})"
         created = ensure_topics(cfg.kafka)
     except InfraError as exc:
         raise _fail(str(exc)) from exc
-    typer.echo(f"kafka up on {broker.bootstrap} (pid {broker.pid()}); topics created: {len(created)}")
+    typer.echo(f"kafka up on {where}; topics created: {len(created)}")
 
 
 @kafka_app.command("down")
 def kafka_down(config: ConfigOpt = None) -> None:
-    """Stop the broker."""
-    from infra.broker import broker_for
+    """Stop the broker, or every node of the cluster."""
+    from infra.broker import broker_for, local_cluster
 
     cfg = _config(config)
     stopped = broker_for(cfg.kafka.bootstrap_servers, cfg.state_path).stop()
-    typer.echo("kafka stopped" if stopped else "kafka was not running")
+    cluster = local_cluster(cfg.state_path)
+    nodes = cluster.stop() if cluster is not None else 0
+    if nodes:
+        typer.echo(f"kafka stopped ({nodes} cluster node(s){' and the single broker' if stopped else ''})")
+    else:
+        typer.echo("kafka stopped" if stopped else "kafka was not running")
 
 
 @kafka_app.command("user")
@@ -179,12 +198,17 @@ def kafka_acls(
 
 @kafka_app.command("status")
 def kafka_status(config: ConfigOpt = None) -> None:
-    """Is the broker running? (exit 1 when not)"""
-    from infra.broker import broker_for
+    """Is the broker (or are the cluster's nodes) running? (exit 1 when none is)"""
+    from infra.broker import broker_for, local_cluster
 
     cfg = _config(config)
     broker = broker_for(cfg.kafka.bootstrap_servers, cfg.state_path)
-    if broker.running():
+    cluster = local_cluster(cfg.state_path)
+    if cluster is not None and (up := cluster.running()):
+        typer.echo(f"cluster: {len(up)} of {len(cluster.brokers)} nodes running ("
+                   + ", ".join(f"node {b.node_id} on {b.bootstrap}" + ("" if b.node_id in up else " DOWN")
+                               for b in cluster.brokers) + ")")
+    elif broker.running():
         typer.echo(f"running on {broker.bootstrap} (pid {broker.pid()})")
     else:
         typer.echo("not running")
