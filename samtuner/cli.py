@@ -313,8 +313,9 @@ def model_import_gguf(
 
 def _run(config: Path | None, roles: frozenset[str], loglevel: str) -> None:
     from infra.errors import InfraError
+    from samtuner.errors import RoleFailed, StreamsCrashed
     from samtuner.logs import process_secrets, setup_logging
-    from samtuner.run import StreamsCrashed, run_roles
+    from samtuner.run import run_roles
     from trainer.errors import TrainingConfigError
 
     cfg = _config(config)
@@ -327,6 +328,8 @@ def _run(config: Path | None, roles: frozenset[str], loglevel: str) -> None:
         raise _fail(f"config error: {exc}", 2) from exc
     except StreamsCrashed as exc:
         raise _fail(f"stream worker crashed: {exc}", 3) from exc
+    except RoleFailed as exc:
+        raise _fail(f"stopped: {exc}", 3) from exc
 
 
 LogOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING")]
