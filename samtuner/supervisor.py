@@ -115,8 +115,11 @@ class DeciderProcess:
         fcntl.fcntl(read_fd, fcntl.F_SETFL, fcntl.fcntl(read_fd, fcntl.F_GETFL) | os.O_NONBLOCK)
         self._status = read_fd
         assert self.proc.stdin is not None
-        self.proc.stdin.write(self.cfg.model_dump_json().encode())
-        self.proc.stdin.close()
+        try:
+            self.proc.stdin.write(self.cfg.model_dump_json().encode())
+            self.proc.stdin.close()
+        except BrokenPipeError:  # it died at once: ended() reports how
+            pass
         log.info("decider process started (pid %d)", self.proc.pid)
 
     def _reason(self) -> str | None:

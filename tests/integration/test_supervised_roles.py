@@ -123,3 +123,21 @@ def _running(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_decider_that_cannot_start_says_why_and_the_supervisor_repeats_it(tmp_path) -> None:
+    from infra.broker import free_port
+    from samtuner.supervisor import DeciderProcess
+
+    # Nothing listens there: the child's own start (ensure_topics) fails and reports it on the pipe.
+    cfg = Config.model_validate({"state_dir": str(tmp_path / "state"),
+                                 "kafka": {"bootstrap_servers": f"127.0.0.1:{free_port()}"},
+                                 "metrics": {"decider_port": 0}})
+    decider = DeciderProcess(cfg, "warn")
+    decider.start()
+    try:
+        how = wait_for(decider.ended, 60, "the decider to give up on Kafka")
+    finally:
+        decider.stop(10)
+    assert how.startswith(f"pid {decider.pid} exited with code 1: ")
+    assert cfg.kafka.bootstrap_servers in how
