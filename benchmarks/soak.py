@@ -275,6 +275,8 @@ def main() -> None:
             sample = {"minute": round(at / 60, 2), "produced": produced[0], "decider": usage(decider),
                       "run": usage(parent), "lag": lags(cfg), "chats_ok": chats["ok"],
                       "chats_failed": chats["failed"], "decider_restarts": restarts}
+            if sample["lag"]["decider"] is not None:  # the control topic holds next to nothing
+                sample["decider_consumed"] = produced[0] - sample["lag"]["decider"]
             samples.append(sample)
             d, r = sample["decider"], sample["run"]
             say(f"min {sample['minute']:5.1f}: produced {produced[0]:,}; decider pid {d['pid']} rss {d['rss_mib']} MiB "
