@@ -337,7 +337,7 @@ LogOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING")
 
 @app.command("run")
 def run(config: ConfigOpt = None, log_level: LogOpt = "INFO") -> None:
-    """All roles in one process: deciders, projector, trainer, inference node (+ HTTP API)."""
+    """All roles: projector, trainer, inference node (+ HTTP API); the decider in a supervised child process."""
     from samtuner.run import ALL_ROLES
 
     _run(config, ALL_ROLES, log_level)
