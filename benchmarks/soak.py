@@ -117,7 +117,7 @@ def offer(bootstrap: str, topic: str, feedback: Feedback, rate: float, until: fl
     producer.flush(60)
 
 
-def chat(url: str, per_s: float, stop: threading.Event, results: dict[str, int]) -> None:
+def chat(url: str, per_s: float, stop: threading.Event, results: dict[str, int], why: list[str]) -> None:
     with httpx.Client(timeout=60) as client:
         while not stop.wait(1.0 / per_s):
             try:
@@ -125,8 +125,12 @@ def chat(url: str, per_s: float, stop: threading.Event, results: dict[str, int])
                     "messages": [{"role": "user", "content": "What is 3 plus 1?"}],
                     "user": f"user-{random.randrange(1000):05d}"})
                 results["ok" if r.status_code == 200 else "failed"] += 1
-            except httpx.HTTPError:
+                if r.status_code != 200 and len(why) < 10:
+                    why.append(f"HTTP {r.status_code}: {r.text[:200]}")
+            except httpx.HTTPError as exc:
                 results["failed"] += 1
+                if len(why) < 10:
+                    why.append(repr(exc))
 
 
 def decider_process(parent: psutil.Process) -> psutil.Process | None:
@@ -257,7 +261,8 @@ def main() -> None:
                                                         produced), daemon=True)
         chats = {"ok": 0, "failed": 0}
         chat_stop = threading.Event()
-        chatter = threading.Thread(target=chat, args=(url, chat_per_s, chat_stop, chats), daemon=True)
+        chat_failures: list[str] = []
+        chatter = threading.Thread(target=chat, args=(url, chat_per_s, chat_stop, chats, chat_failures), daemon=True)
         producer.start()
         chatter.start()
         samples: list[dict[str, Any]] = []
@@ -317,7 +322,7 @@ def main() -> None:
             "drained_in_s": drained_in,
             "latency_per_minute": latency,
             "latency_ms_p99_max": max((v["p99_ms"] for v in latency.values()), default=None),
-            "chats": chats,
+            "chats": chats, "chat_failures": chat_failures,
             "totals": {k: totals.get(k) for k in ("pairs_accepted", "pairs_rejected", "dead_letters",
                                                    "training_requests", "jobs_succeeded", "jobs_failed",
                                                    "answers_logged", "restarts_decider")},
