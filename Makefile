@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv jars browser demo test test-cluster bench-console test-unit lint bench-streams bench-restore bench-trainer bench-quality bench-inference bench-analytics kafka-up kafka-down lock clean
+.PHONY: venv jars browser demo test test-cluster bench-console test-unit lint bench-streams bench-restore bench-trainer bench-quality bench-inference bench-analytics soak kafka-up kafka-down lock clean
 
 venv: $(STAMP)
 
@@ -69,6 +69,11 @@ bench-trainer: venv
 
 bench-analytics: venv
 	$(BIN)/python benchmarks/bench_analytics.py
+
+# Not in CI: `samtuner run` at 1,000 events/s offered for SOAK_MINUTES (default 30); samples the decider's
+# RSS, FDs, threads, lag and p99 every minute (see benchmarks/soak.py for the other SOAK_* knobs).
+soak: venv jars
+	$(BIN)/python benchmarks/soak.py
 
 # Personalization on SmolLM2-135M-Instruct (fetched on first use): 2 styles x 3 seeds, KTO, job_wall_ratio.
 # Long on CPU (28.5 minutes on 2 idle cores); BENCH_QUALITY_ARGS passes options (see --help).

@@ -337,8 +337,9 @@ def model_import_gguf(
 
 def _run(config: Path | None, roles: frozenset[str], loglevel: str) -> None:
     from infra.errors import InfraError
+    from samtuner.errors import RoleFailed, StreamsCrashed
     from samtuner.logs import process_secrets, setup_logging
-    from samtuner.run import StreamsCrashed, run_roles
+    from samtuner.run import run_roles
     from trainer.errors import TrainingConfigError
 
     cfg = _config(config)
@@ -351,6 +352,8 @@ def _run(config: Path | None, roles: frozenset[str], loglevel: str) -> None:
         raise _fail(f"config error: {exc}", 2) from exc
     except StreamsCrashed as exc:
         raise _fail(f"stream worker crashed: {exc}", 3) from exc
+    except RoleFailed as exc:
+        raise _fail(f"stopped: {exc}", 3) from exc
 
 
 LogOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING")]
@@ -358,7 +361,7 @@ LogOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING")
 
 @app.command("run")
 def run(config: ConfigOpt = None, log_level: LogOpt = "INFO") -> None:
-    """All roles in one process: deciders, projector, trainer, inference node (+ HTTP API)."""
+    """All roles: projector, trainer, inference node (+ HTTP API); the decider in a supervised child process."""
     from samtuner.run import ALL_ROLES
 
     _run(config, ALL_ROLES, log_level)

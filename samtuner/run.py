@@ -1,5 +1,10 @@
-"""Run roles: all in one process (``samtuner run``; the embedded chDB can be open in one process
-only), or one alone (``samtuner streams|trainer|inference``)."""
+"""Run roles: all of them (``samtuner run``), or one alone (``samtuner streams|trainer|inference``).
+
+With other roles, the decider runs as a supervised child process (``samtuner/supervisor.py``): its
+watchdog or a crash ends only it. Everything that needs the embedded chDB store (projector, console,
+analytics API, the node's stats) stays in this process, the store's only owner. Alone
+(``samtuner streams --role decider``), the decider is this process.
+"""
 
 from __future__ import annotations
 
@@ -16,14 +21,14 @@ from infra.clickhouse import ClickHouseStore, open_store
 from infra.kafka import KafkaEventPublisher
 from infra.metrics import CountingPublisher, MetricsServer, RoleMetrics
 from infra.topics import ensure_topics
+from samtuner.errors import RoleFailed, StreamsCrashed
+from samtuner.supervisor import DECIDER_POLICY, THREAD_POLICY, DeciderProcess, Supervisor, ThreadRole
 from schemas.config import Config
 from schemas.topics import Topics
 
+__all__ = ["ALL_ROLES", "RoleFailed", "StreamsCrashed", "run_roles", "store_stats"]
+
 log = logging.getLogger("samtuner.run")
-
-
-class StreamsCrashed(RuntimeError):
-    """The stream worker stopped itself after a crash (see the log); exit non-zero to be restarted."""
 
 
 ALL_ROLES = frozenset({"decider", "projector", "trainer", "inference", "registrar"})
@@ -61,6 +66,7 @@ def run_roles(cfg: Config, roles: frozenset[str] = ALL_ROLES, loglevel: str = "w
     unknown = roles - ALL_ROLES
     if unknown:
         raise ValueError(f"unknown roles {sorted(unknown)}; valid: {sorted(ALL_ROLES)}")
+    decider_child = "decider" in roles and roles != {"decider"}
     # Everything that can refuse to start does so before anything starts: servers open to anyone, Kafka.
     auth = Authenticator.from_settings(cfg.auth)
     if "inference" in roles:
@@ -68,10 +74,13 @@ def run_roles(cfg: Config, roles: frozenset[str] = ALL_ROLES, loglevel: str = "w
     ports = _metrics_ports(cfg, roles)
     if ports:
         auth.check_bind(cfg.metrics.host, "the metrics servers' address (metrics.host)")
+    if decider_child:
+        ports.pop("decider", None)  # the decider process serves its own
     ensure_topics(cfg.kafka)
     metrics = {role: RoleMetrics(role) for role in ("decider", "projector", "trainer")}
     stop = threading.Event()
     threads: list[threading.Thread] = []
+    supervisor = Supervisor(stop)
     store: ClickHouseStore | None = None
     server: Any = None
     metric_servers = [MetricsServer(metrics[role], cfg.metrics.host, port, auth) for role, port in ports.items()]
@@ -83,37 +92,43 @@ def run_roles(cfg: Config, roles: frozenset[str] = ALL_ROLES, loglevel: str = "w
             applied = store.migrate()
             if applied:
                 log.info("migrations applied: %s", ", ".join(applied))
-        if "projector" in roles:
-            assert store is not None
-            threads.append(_projector_thread(cfg, store, stop, metrics["projector"]))
+            supervisor.add(ThreadRole("projector", _projector_role(cfg, store, metrics["projector"]), stop),
+                           THREAD_POLICY)
         if "trainer" in roles:
             from trainer.library_config import validate_training_config
             from trainer.worker import run_trainer
 
             validate_training_config(cfg)  # a bad training config stops the start, not every job
 
-            threads.append(threading.Thread(target=run_trainer, args=(cfg, stop), name="trainer", daemon=True,
-                                            kwargs={"metrics": metrics["trainer"]}))
+            def trainer(stop: threading.Event) -> None:
+                run_trainer(cfg, stop, metrics=metrics["trainer"])
+
+            supervisor.add(ThreadRole("trainer", trainer, stop), THREAD_POLICY)
+        if decider_child:
+            supervisor.add(DeciderProcess(cfg, loglevel), DECIDER_POLICY)
         if "inference" in roles:
-            server = _start_inference(cfg, stop, threads, store)
+            server = _start_inference(cfg, stop, threads, store, supervisor)
         elif store is not None and cfg.console.enabled:
             server = _start_console(cfg, stop, threads, store)
         if "registrar" in roles:
             from inference.service import start_registrar
 
             start_registrar(cfg, stop, threads)
+        supervisor.start()
         for thread in threads:
             thread.start()
-        if "decider" in roles:
+        if roles == {"decider"}:
             _run_faust(cfg, loglevel, metrics["decider"])
         else:
-            _wait_for_signal(stop)
+            _on_signal_stop(stop)
+            supervisor.run()
     finally:
         stop.set()
         for metric_server in metric_servers:
             metric_server.stop()
         if server is not None:
             server.stop()
+        supervisor.shutdown(timeout_s=30)
         for thread in threads:
             thread.join(timeout=30)
         if store is not None:
@@ -121,7 +136,7 @@ def run_roles(cfg: Config, roles: frozenset[str] = ALL_ROLES, loglevel: str = "w
 
 
 def _start_inference(cfg: Config, stop: threading.Event, threads: list[threading.Thread],
-                     store: ClickHouseStore | None) -> Any:
+                     store: ClickHouseStore | None, supervisor: Supervisor) -> Any:
     from inference.service import start_node
 
     def with_console(app: Any, node: Any, send: Callable[[Any], None]) -> None:
@@ -134,14 +149,20 @@ def _start_inference(cfg: Config, stop: threading.Event, threads: list[threading
 
     if store is None:
         return start_node(cfg, stop, threads, extend=with_console if cfg.console.enabled else None)
+    from_store = store_stats(store)
+
+    def stats() -> dict[str, Any]:
+        restarts = {f"restarts_{role}": n for role, n in supervisor.restarts().items()}
+        return {**from_store(), **restarts}
+
     if cfg.console.enabled:  # the console brings the store's routers (the analytics API) along
-        return start_node(cfg, stop, threads, stats=store_stats(store), extend=with_console)
+        return start_node(cfg, stop, threads, stats=stats, extend=with_console)
     from console.analytics_api import analytics_router
     from infra.auth import Authenticator
 
     # The store's owner serves the analytics API, so `samtuner sql` works while this process holds chDB.
     read = Authenticator.from_settings(cfg.auth).require("read", "all")
-    return start_node(cfg, stop, threads, stats=store_stats(store),
+    return start_node(cfg, stop, threads, stats=stats,
                       routers=[analytics_router(store, dependencies=[read])])
 
 
@@ -170,16 +191,17 @@ class _ServerHandle:
         self.server.should_exit = True
 
 
-def _projector_thread(cfg: Config, store: ClickHouseStore, stop: threading.Event,
-                      metrics: RoleMetrics) -> threading.Thread:
+def _projector_role(cfg: Config, store: ClickHouseStore, metrics: RoleMetrics) -> Callable[[threading.Event], None]:
     from streams.projector import ClickHouseSink, Projector
     from streams.projector_consumer import ProjectorConsumer
 
-    publisher = CountingPublisher(KafkaEventPublisher(cfg.kafka, client_id="samtuner-projector"), metrics)
-    projector = Projector(ClickHouseSink(store), ArtifactStore(cfg.artifact_root), publisher,
-                          Topics(cfg.kafka.topic_prefix))
-    return threading.Thread(target=ProjectorConsumer(cfg, projector, metrics=metrics).run, args=(stop,),
-                            name="projector", daemon=True)
+    def run(stop: threading.Event) -> None:  # a restart builds it afresh (the store stays open)
+        publisher = CountingPublisher(KafkaEventPublisher(cfg.kafka, client_id="samtuner-projector"), metrics)
+        projector = Projector(ClickHouseSink(store), ArtifactStore(cfg.artifact_root), publisher,
+                              Topics(cfg.kafka.topic_prefix))
+        ProjectorConsumer(cfg, projector, metrics=metrics).run(stop)
+
+    return run
 
 
 def _run_faust(cfg: Config, loglevel: str, metrics: RoleMetrics) -> None:
@@ -197,11 +219,9 @@ def _run_faust(cfg: Config, loglevel: str, metrics: RoleMetrics) -> None:
         raise StreamsCrashed(stats.crashed)
 
 
-def _wait_for_signal(stop: threading.Event) -> None:
+def _on_signal_stop(stop: threading.Event) -> None:
     def on_signal(signum: int, _: Any) -> None:
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    while not stop.is_set():
-        stop.wait(0.5)

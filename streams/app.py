@@ -260,7 +260,8 @@ def _add_watchdog(app: faust.App, stats: StreamsStats, sources: tuple[str, ...],
     is lost either way: offsets of unprocessed events were not committed, and every handler is
     idempotent.
     """
-    detector: StallDetector[Any] = StallDetector(after_s=stall_after_s)
+    # A rebalance or recovery ten stall timeouts long with events waiting is a hang, not a wait.
+    detector: StallDetector[Any] = StallDetector(after_s=stall_after_s, max_busy_s=10 * stall_after_s)
 
     def stop(why: str) -> None:
         stats.crashed = why
@@ -279,11 +280,16 @@ def _add_watchdog(app: faust.App, stats: StreamsStats, sources: tuple[str, ...],
         assigned = [tp for tp in consumer.assignment() if tp.topic in sources]
         for tp in assigned:
             repair_acks(consumer, tp)
-        busy = stats.in_batch or app.rebalancing or app.in_recovery or not app.flow_control.is_active()
+        settling = app.rebalancing or app.in_recovery
+        busy = stats.in_batch or settling or not app.flow_control.is_active()
         lagging = lagging_partitions({tp: consumer._committed_offset.get(tp) for tp in assigned},
                                      {tp: consumer.highwater(tp) for tp in assigned})
-        stuck = detector.observe(time.monotonic(), stats.batches, busy, lagging)
+        stuck = detector.observe(time.monotonic(), stats.batches, busy, lagging, settling=settling)
         if not stuck:
+            return
+        if detector.wedged:
+            stop(f"the decider stayed in a rebalance or recovery for {10 * stall_after_s:.0f}s with events "
+                 "waiting and none handled")
             return
         if detector.escalate:
             stop(f"the decider made no progress for {stall_after_s:.0f}s although its sources hold events, "

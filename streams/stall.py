@@ -63,22 +63,40 @@ class StallDetector(Generic[TP]):
     ``observe`` is called periodically with what the worker sees; it returns the partitions to seek
     back once the stall has lasted ``after_s``, then waits another ``after_s`` before acting again.
     ``escalate`` becomes true when seeking did not help ``max_seeks`` times in a row.
+
+    ``wedged`` becomes true when a rebalance or recovery (``settling``) lasted ``max_busy_s`` with
+    events waiting and none handled: Faust can hang in its changelog recovery (seen in the soak:
+    ``Recovery._slurp_changelogs`` waiting for good, the worker idle), and waiting looks normal then,
+    so seeking never starts; only a restart helps (``None``: wait for ever, as before).
     """
 
     after_s: float
     max_seeks: int = 3
+    max_busy_s: float | None = None
     _since: float | None = None
     _progress: int = -1
     _seeks: int = 0
+    _settling_since: float | None = None
+    wedged: bool = False
 
-    def observe(self, now: float, processed: int, busy: bool, lagging: list[Lagging[TP]]) -> list[Lagging[TP]]:
+    def observe(self, now: float, processed: int, busy: bool, lagging: list[Lagging[TP]],
+                settling: bool = False) -> list[Lagging[TP]]:
         """``processed``: a counter that grows with every handled batch; ``busy``: a batch or a
-        rebalance/recovery is under way (waiting is normal then)."""
+        rebalance/recovery is under way (waiting is normal then); ``settling``: the latter."""
         if processed != self._progress:
             self._progress = processed
             self._seeks = 0
             self._since = now
+            self._settling_since = None
             return []
+        if settling and lagging:
+            if self._settling_since is None:
+                self._settling_since = now
+            if self.max_busy_s is not None and now - self._settling_since >= self.max_busy_s:
+                self.wedged = True
+                return lagging
+        else:
+            self._settling_since = None
         if busy or not lagging:
             self._since = None
             return []

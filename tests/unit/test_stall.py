@@ -65,3 +65,34 @@ def test_a_missing_event_at_the_committed_offset_blocks_the_commit() -> None:
     assert not head_is_missing([11, 12], committed=10, covered_by_gap=True)  # a compacted or marker offset
     assert not head_is_missing([11, 12], committed=None, covered_by_gap=False)  # nothing committed yet
     assert not head_is_missing([], committed=10, covered_by_gap=False)
+
+
+def test_a_recovery_that_never_ends_with_events_waiting_is_a_hang() -> None:
+    detector: StallDetector[str] = StallDetector(after_s=10, max_busy_s=100)
+    lag = [Lagging("a", 0, 5)]
+    assert detector.observe(0.0, 1, True, lag, settling=True) == []  # the last progress
+    for t in range(5, 100, 5):
+        assert detector.observe(float(t), 1, True, lag, settling=True) == []
+    assert not detector.wedged
+    assert detector.observe(105.0, 1, True, lag, settling=True) == lag
+    assert detector.wedged
+
+
+def test_a_long_recovery_that_makes_progress_or_has_nothing_waiting_is_no_hang() -> None:
+    detector: StallDetector[str] = StallDetector(after_s=10, max_busy_s=100)
+    lag = [Lagging("a", 0, 5)]
+    for t in range(0, 300, 5):  # progress every 50 s
+        assert detector.observe(float(t), t // 50, True, lag, settling=True) == []
+    for t in range(300, 600, 5):  # caught up
+        assert detector.observe(float(t), 99, True, [], settling=True) == []
+    for t in range(600, 900, 5):  # a long batch is busy but not settling: the old rule waits
+        assert detector.observe(float(t), 100, True, lag, settling=False) == []
+    assert not detector.wedged
+
+
+def test_without_a_limit_a_recovery_may_last_for_ever() -> None:
+    detector: StallDetector[str] = StallDetector(after_s=10)
+    lag = [Lagging("a", 0, 5)]
+    for t in range(0, 10_000, 50):
+        assert detector.observe(float(t), 1, True, lag, settling=True) == []
+    assert not detector.wedged
