@@ -17,7 +17,8 @@ N feedback events (500 users, ~10% duplicates, ~5% malformed) are generated; the
 4. with them running, M more events are offered at 1,000 events/s; latency = projected_at -
    created_at (the produce time) of each pair: p50, p99 and max;
 5. the same as 3 with two decider processes (and one projector) on fresh topics:
-   events_per_s_2_deciders (both deciders hold partitions before the events are produced).
+   events_per_s_2_deciders (both deciders hold partitions before the events are produced);
+6. unless BENCH_RESTORE=0, `benchmarks/bench_restore.py` (its own broker): restore_s_20k, restore_s_200k.
 The last stdout line is one JSON object. Environment: BENCH_N (default 20000), BENCH_M (5000),
 BENCH_MIN_PAIRS (20), BENCH_BATCH_SIZE and BENCH_BATCH_TIMEOUT_S (streams.batch_size and
 batch_timeout_s, default the config's), BENCH_PROFILE (a path: record the decider with py-spy, raw collapsed stacks),
@@ -389,6 +390,14 @@ def _streams_overrides() -> dict[str, Any]:
     return out
 
 
+def restore_figures() -> dict[str, Any]:
+    """``make bench-restore``'s figures (its own broker and decider), its progress on stderr."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_restore.py")], cwd=ROOT, check=True,
+                          stdout=subprocess.PIPE, text=True)
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return {k: v for k, v in figures.items() if k.startswith(("restore_", "changelog_"))}
+
+
 def main() -> None:
     n = int(os.environ.get("BENCH_N", "20000"))
     m = int(os.environ.get("BENCH_M", "5000"))
@@ -452,6 +461,9 @@ def main() -> None:
             "batch_size": cfg.streams.batch_size,
             "batch_timeout_s": cfg.streams.batch_timeout_s,
         }
+        if os.environ.get("BENCH_RESTORE", "1") != "0":
+            say("the decider's restore after 20,000 and 200,000 events (benchmarks/bench_restore.py)")
+            result.update(restore_figures())
         print(json.dumps(result))
         if not os.environ.get("BENCH_KEEP"):
             shutil.rmtree(work, ignore_errors=True)
