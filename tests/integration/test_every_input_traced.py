@@ -60,7 +60,10 @@ def worker(kafka: str, tiny_model: Path, tmp_path_factory: pytest.TempPathFactor
     from tests.conftest import make_config_at
 
     cfg, path = make_config_at(tmp_path_factory.mktemp("traced"), kafka, tiny_model,
-                               trigger={"min_new_pairs": 1000}, metrics={"decider_port": free_port()})
+                               trigger={"min_new_pairs": 1000}, metrics={"decider_port": free_port()},
+                               # Redeliveries and reused ids are drawn from each user's whole history
+                               # (~400 events each): what is tested is the trace, not the horizon.
+                               streams={"state": {"max_sightings_per_user": 4096}})
     ensure_topics(cfg.kafka)
     proc = RunningProcess(cfg, path, command="streams", log_name="streams.log")
     yield proc
