@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -142,3 +143,48 @@ def wait_caught_up(cfg: Config, timeout_s: float = 120, proc: RunningProcess | N
         return quiet[0] >= 2
 
     wait_for(probe, timeout_s, "the stream worker to catch up", every_s=0.5)
+
+
+def projected_pairs(cfg: Config) -> tuple[int, set[str], list[tuple[Any, ...]]]:
+    """From the store, ``FINAL``: the pair count, the pair ids, and (user, generation) of each training request."""
+    from infra.clickhouse import ClickHouseStore
+
+    store = ClickHouseStore(cfg.clickhouse_dsn, cfg.clickhouse.database)
+    try:
+        (count,) = store.query("SELECT count() FROM sam.preference_pairs FINAL")[0]
+        pair_ids = {str(r[0]) for r in store.query("SELECT pair_id FROM sam.preference_pairs FINAL")}
+        requests = store.query("SELECT user_id, generation FROM sam.training_requests FINAL")
+    finally:
+        store.close()
+    return int(count), pair_ids, [tuple(r) for r in requests]
+
+
+def decisions_on_wire(messages: list[Any]) -> tuple[list[Any], Counter[tuple[str, int]]]:
+    """The ``PairAccepted`` events among ``messages`` (raw, from the pairs topic), and how many times
+    each (user, generation) threshold was emitted."""
+    from schemas.events import PairAccepted, TrainingThresholdReached
+
+    accepted: list[Any] = []
+    thresholds: Counter[tuple[str, int]] = Counter()
+    for msg in messages:
+        try:
+            event = decode(msg.value)
+        except EventDecodeError:
+            continue
+        if isinstance(event, PairAccepted):
+            accepted.append(event)
+        elif isinstance(event, TrainingThresholdReached):
+            thresholds[(event.user_id, event.generation)] += 1
+    return accepted, thresholds
+
+
+def training_requests_on_wire(cfg: Config, topic: str) -> Counter[Any]:
+    """How many times each training request id was emitted on ``topic``."""
+    from schemas.events import TrainingRequested
+
+    out: Counter[Any] = Counter()
+    for msg in read_topic(cfg.kafka.bootstrap_servers, topic):
+        event = decode(msg.value)
+        if isinstance(event, TrainingRequested):
+            out[event.request_id] += 1
+    return out

@@ -31,14 +31,12 @@ from infra.broker import Broker, Cluster, free_port
 from infra.clickhouse import ClickHouseStore
 from infra.errors import NotEnoughReplicas
 from infra.kafka import PRODUCER_DEFAULTS, KafkaEventPublisher, client_config, read_topic
-from schemas.codec import decode
 from schemas.config import Config
-from schemas.errors import EventDecodeError
-from schemas.events import FeedbackReceived, PairAccepted, TrainingThresholdReached
+from schemas.events import FeedbackReceived
 from schemas.ids import feedback_event_id
 from schemas.topics import Topics
 from tests.conftest import make_config_at
-from tests.integration.harness import RunningProcess, wait_caught_up, wait_for
+from tests.integration.harness import RunningProcess, decisions_on_wire, wait_caught_up, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.cluster]
 
@@ -253,17 +251,8 @@ def test_leader_bounces_under_the_pipeline_lose_and_duplicate_nothing(cluster: C
     # Only what was produced can be projected; an unacked message may still have landed.
     assert len(projected_events) <= replay.produced + len(probes)
 
-    accepted: collections.Counter[str] = collections.Counter()
-    thresholds: collections.Counter[tuple[str, int]] = collections.Counter()
-    for msg in read_topic(cfg.kafka, topics.pairs):
-        try:
-            event = decode(msg.value)
-        except EventDecodeError:
-            continue
-        if isinstance(event, PairAccepted):
-            accepted[str(event.feedback_event_id)] += 1
-        elif isinstance(event, TrainingThresholdReached):
-            thresholds[(event.user_id, event.generation)] += 1
+    pairs, thresholds = decisions_on_wire(list(read_topic(cfg.kafka, topics.pairs)))
+    accepted = collections.Counter(str(event.feedback_event_id) for event in pairs)
     assert set(accepted) == projected_events
     assert max(accepted.values()) == 1, "a pair was emitted twice"
     per_user = collections.Counter(acked.values())

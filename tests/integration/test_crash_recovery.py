@@ -7,21 +7,25 @@ from __future__ import annotations
 import collections
 import random
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from infra.clickhouse import ClickHouseStore
 from infra.kafka import KafkaEventPublisher, read_topic
-from schemas.codec import decode
 from schemas.config import Config
-from schemas.errors import EventDecodeError
-from schemas.events import FeedbackReceived, PairAccepted, TrainingRequested, TrainingThresholdReached
+from schemas.events import FeedbackReceived
 from schemas.ids import feedback_event_id, pair_id
 from schemas.topics import Topics
-from tests.integration.harness import RunningProcess, group_lag, wait_caught_up, wait_for
+from tests.integration.harness import (
+    RunningProcess,
+    decisions_on_wire,
+    group_lag,
+    projected_pairs,
+    training_requests_on_wire,
+    wait_caught_up,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -121,37 +125,18 @@ def test_kill_dash_nine_during_a_replay_loses_and_duplicates_nothing(make_config
     finally:
         assert final.stop() == 0, final.log()[-3000:]
 
-    store = ClickHouseStore(cfg.clickhouse_dsn, cfg.clickhouse.database)
-    try:
-        (count,) = store.query("SELECT count() FROM sam.preference_pairs FINAL")[0]
-        projected = {str(r[0]) for r in store.query("SELECT pair_id FROM sam.preference_pairs FINAL")}
-        requests = store.query("SELECT user_id, generation FROM sam.training_requests FINAL")
-    finally:
-        store.close()
+    count, projected, requests = projected_pairs(cfg)
     assert count == len(expected)
     assert projected == expected, f"missing {len(expected - projected)}, unexpected {len(projected - expected)}"
 
-    accepted: collections.Counter[str] = collections.Counter()
-    thresholds: collections.Counter[tuple[str, int]] = collections.Counter()
-    for msg in read_topic(cfg.kafka.bootstrap_servers, topics.pairs):
-        try:
-            event = decode(msg.value)
-        except EventDecodeError:
-            continue
-        if isinstance(event, PairAccepted):
-            accepted[str(event.pair_id)] += 1
-        elif isinstance(event, TrainingThresholdReached):
-            thresholds[(event.user_id, event.generation)] += 1
+    pairs, thresholds = decisions_on_wire(list(read_topic(cfg.kafka.bootstrap_servers, topics.pairs)))
+    accepted = collections.Counter(str(event.pair_id) for event in pairs)
     expected_generations = {(u, g) for u, n in per_user.items() for g in range(1, n // THRESHOLD + 1)}
     assert set(thresholds) == expected_generations
     assert max(thresholds.values()) == 1, [k for k, v in thresholds.items() if v > 1]
     assert max(accepted.values()) == 1, "a pair was emitted twice"
     assert sorted(requests) == sorted(expected_generations)
-    training: collections.Counter[uuid.UUID] = collections.Counter()
-    for msg in read_topic(cfg.kafka.bootstrap_servers, topics.training):
-        event = decode(msg.value)
-        if isinstance(event, TrainingRequested):
-            training[event.request_id] += 1
+    training = training_requests_on_wire(cfg, topics.training)
     assert len(training) == len(expected_generations) and max(training.values()) == 1
     print(f"\ncrash test: {EVENTS} events, {kills} kills (decider lag at each kill: {lags}), "
           f"{len(expected)} pairs, {len(expected_generations)} threshold events, each emitted once")

@@ -18,21 +18,23 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
-from infra.clickhouse import ClickHouseStore
 from infra.kafka import KafkaEventPublisher, RawMessage, read_topic
 from infra.topics import ensure_topics
-from schemas.codec import decode
 from schemas.config import Config
-from schemas.errors import EventDecodeError
-from schemas.events import PairAccepted, TrainingRequested, TrainingThresholdReached
 from schemas.topics import Topics
 from streams.fence import GENERATION, WORKER, source_partition
-from tests.integration.harness import ROOT, group_lag, wait_for
+from tests.integration.harness import (
+    ROOT,
+    decisions_on_wire,
+    group_lag,
+    projected_pairs,
+    training_requests_on_wire,
+    wait_for,
+)
 from tests.integration.test_crash_recovery import EVENTS, THRESHOLD, generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -169,39 +171,20 @@ def test_two_deciders_lose_and_gain_workers_mid_stream_and_emit_everything_once(
     wall_s = time.monotonic() - started
 
     # The projection: exactly the expected pairs.
-    store = ClickHouseStore(cfg.clickhouse_dsn, cfg.clickhouse.database)
-    try:
-        (count,) = store.query("SELECT count() FROM sam.preference_pairs FINAL")[0]
-        projected = {str(r[0]) for r in store.query("SELECT pair_id FROM sam.preference_pairs FINAL")}
-        requests = store.query("SELECT user_id, generation FROM sam.training_requests FINAL")
-    finally:
-        store.close()
+    count, projected, requests = projected_pairs(cfg)
     assert count == len(expected)
     assert projected == expected, f"missing {len(expected - projected)}, unexpected {len(projected - expected)}"
 
     # The wire: each pair, threshold and training request once.
     outputs = list(read_topic(cfg.kafka.bootstrap_servers, topics.pairs))
-    accepted: collections.Counter[str] = collections.Counter()
-    thresholds: collections.Counter[tuple[str, int]] = collections.Counter()
-    for msg in outputs:
-        try:
-            event = decode(msg.value)
-        except EventDecodeError:
-            continue
-        if isinstance(event, PairAccepted):
-            accepted[str(event.pair_id)] += 1
-        elif isinstance(event, TrainingThresholdReached):
-            thresholds[(event.user_id, event.generation)] += 1
+    pairs, thresholds = decisions_on_wire(outputs)
+    accepted = collections.Counter(str(event.pair_id) for event in pairs)
     expected_generations = {(u, g) for u, n in per_user.items() for g in range(1, n // THRESHOLD + 1)}
     assert set(accepted) == expected and max(accepted.values()) == 1, "a pair is missing or was emitted twice"
     assert set(thresholds) == expected_generations
     assert max(thresholds.values()) == 1, [k for k, v in thresholds.items() if v > 1]
     assert sorted(requests) == sorted(expected_generations)
-    training: collections.Counter[uuid.UUID] = collections.Counter()
-    for msg in read_topic(cfg.kafka.bootstrap_servers, topics.training):
-        event = decode(msg.value)
-        if isinstance(event, TrainingRequested):
-            training[event.request_id] += 1
+    training = training_requests_on_wire(cfg, topics.training)
     assert len(training) == len(expected_generations) and max(training.values()) == 1
 
     # The fence, on the wire: who produced each output, under which tenure.
