@@ -34,6 +34,9 @@ USERS = 100
 THRESHOLD = 7
 KILLS = 5
 WORDS = [f"v{i:04d}" for i in range(3000)]
+# generate() draws duplicates from the whole replay, so a decider's horizon (streams.state) must cover a
+# user's whole history (~200 events each) wherever it is used: what is tested is crashes, not the horizon.
+WHOLE_HISTORY_STATE = {"max_sightings_per_user": 1024}
 
 
 def generate(rng: random.Random) -> tuple[list[tuple[bytes, bytes]], set[str], dict[str, int]]:
@@ -89,11 +92,9 @@ def _progressing(cfg: Config, worker: RunningProcess) -> Callable[[], bool]:
 
 
 def test_kill_dash_nine_during_a_replay_loses_and_duplicates_nothing(make_config) -> None:
-    # Duplicates are drawn from the whole replay, so the decider's horizon (streams.state) must cover a
-    # user's whole history here (~200 events each): what is tested is crashes, not the horizon.
     cfg, cfg_path = make_config(trigger={"min_new_pairs": THRESHOLD},
                                 streams={"session_timeout_s": 6, "batch_size": 500,
-                                         "state": {"max_sightings_per_user": 1024}})
+                                         "state": WHOLE_HISTORY_STATE})
     rng = random.Random(20261125)
     messages, expected, per_user = generate(rng)
     topics = Topics(cfg.kafka.topic_prefix)

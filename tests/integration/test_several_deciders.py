@@ -35,7 +35,7 @@ from tests.integration.harness import (
     training_requests_on_wire,
     wait_for,
 )
-from tests.integration.test_crash_recovery import EVENTS, THRESHOLD, generate
+from tests.integration.test_crash_recovery import EVENTS, THRESHOLD, WHOLE_HISTORY_STATE, generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -107,7 +107,7 @@ def headers(msg: RawMessage) -> dict[str, str]:
 
 def test_two_deciders_lose_and_gain_workers_mid_stream_and_emit_everything_once(make_config) -> None:
     cfg, cfg_path = make_config(trigger={"min_new_pairs": THRESHOLD}, kafka={"partitions": PARTITIONS},
-                                streams={"session_timeout_s": 6, "batch_size": 500},
+                                streams={"session_timeout_s": 6, "batch_size": 500, "state": WHOLE_HISTORY_STATE},
                                 console={"enabled": False})  # its fixed port: tests run side by side
     topics = Topics(cfg.kafka.topic_prefix)
     messages, expected, per_user = generate(random.Random(20261202))
