@@ -17,7 +17,6 @@ import logging
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -30,6 +29,7 @@ from infra.kafka import EventPublisher, KafkaEventPublisher, RawMessage, client_
 from infra.logcontext import correlation
 from schemas.codec import decode, decode_command
 from schemas.config import Config
+from schemas.dead_letters import dead_letter_headers
 from schemas.errors import EventDecodeError
 from schemas.events import AdapterActivated, AdapterDeactivated, AdapterPublished, Event, SourceRef
 from schemas.ids import derived_event_id
@@ -38,20 +38,6 @@ from schemas.topics import Topics
 log = logging.getLogger("samtuner.inference")
 
 HOUSEKEEPING_S = 1.0
-
-
-def refusal_headers(msg: RawMessage, reason: str, detail: str) -> list[tuple[str, bytes]]:
-    """Dead-letter headers (the names the projector's ``dead_letters`` table reads) for a refused command."""
-    return [
-        *msg.headers,
-        ("dlq.stage", b"registrar"),
-        ("dlq.reason", reason.encode()),
-        ("dlq.error", detail[:4000].encode("utf-8", errors="replace")),
-        ("dlq.source.topic", msg.topic.encode()),
-        ("dlq.source.partition", str(msg.partition).encode()),
-        ("dlq.source.offset", str(msg.offset).encode()),
-        ("dlq.failed_at", datetime.now(UTC).isoformat().encode()),
-    ]
 
 
 def _registry_event(value: bytes | None) -> Event | None:
@@ -253,7 +239,8 @@ class RegistrarWorker:
             if outcome.refusal is not None:
                 log.warning("registrar refused %s: %s", type(command).__name__, outcome.refusal.detail)
                 self.publisher.publish_raw(self.topics.dlq, raw.key, raw.value,
-                                           refusal_headers(raw, outcome.refusal.reason, outcome.refusal.detail))
+                                           dead_letter_headers(raw, "registrar", outcome.refusal.reason,
+                                                               outcome.refusal.detail))
                 self.publisher.flush()
         except PublishError as exc:
             log.error("registrar could not publish (will retry the command): %s", exc)

@@ -26,6 +26,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from infra.kafka import EventPublisher
+from schemas import dead_letters as DLQ
 from schemas.events import Event, TrainingProgressed
 
 log = logging.getLogger("samtuner.metrics")
@@ -134,8 +135,9 @@ class CountingPublisher:
                     headers: Sequence[tuple[str, bytes]] | None = None, timestamp_ms: int | None = None) -> None:
         self.inner.publish_raw(topic, key, value, headers, timestamp_ms)
         self.metrics.produced(topic)
-        if dict(headers or ()).get("dlq.reason") is not None:
-            self.metrics.dead_lettered({dict(headers or ())["dlq.reason"].decode(errors="replace"): 1})
+        reason = dict(headers or ()).get(DLQ.REASON)
+        if reason is not None:
+            self.metrics.dead_lettered({reason.decode(errors="replace"): 1})
 
     def flush(self, timeout_s: float = 30.0) -> None:
         self.inner.flush(timeout_s)

@@ -36,10 +36,10 @@ from infra.kafka import RawMessage
 from infra.logcontext import correlation, mark
 from schemas.codec import decode_as, decode_command, encode_headers, encode_key, encode_value
 from schemas.commands import Command, DeactivatePair, DeactivatePairs, EraseUser, ReweightPair, ReweightPairs
+from schemas.dead_letters import dead_letter_headers
 from schemas.errors import EventDecodeError
 from schemas.events import Event, FeedbackReceived, SourceRef
 from schemas.topics import Topics
-from streams.dead_letters import dead_letter_headers
 from streams.decide import (
     DecideSettings,
     Decision,

@@ -42,6 +42,7 @@ from infra.kafka import EventPublisher, RawMessage
 from infra.logcontext import correlation
 from schemas.codec import decode
 from schemas.ddl import USER_DATA
+from schemas.dead_letters import dead_letter_headers, headers_dict
 from schemas.errors import EventDecodeError
 from schemas.events import (
     AdapterPublished,
@@ -66,10 +67,9 @@ from schemas.events import (
     UserForgotten,
 )
 from schemas.ids import derived_event_id, training_request_id, user_key
+from schemas.snapshot import EXAMPLE_COLUMNS, SNAPSHOT_COLUMNS, snapshot_bytes
 from schemas.topics import Topics
 from streams import rows as R
-from streams.dead_letters import dead_letter_headers, headers_dict
-from streams.snapshot import EXAMPLE_COLUMNS, SNAPSHOT_COLUMNS, snapshot_bytes
 
 log = logging.getLogger("samtuner.streams.projector")
 

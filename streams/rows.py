@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from schemas import dead_letters as DLQ
 from schemas.events import (
     AdapterPublished,
     AnswerServed,
@@ -79,14 +80,14 @@ def dead_letter_user(key: bytes | None, value: bytes | None) -> str:
 
 def dead_letter_row(headers: dict[str, str], key: bytes | None, value: bytes | None) -> list[Any]:
     payload = value or b""
-    failed_at = headers.get("dlq.failed_at")
+    failed_at = headers.get(DLQ.FAILED_AT)
     return [
-        headers.get("dlq.source.topic", ""),
-        int(headers.get("dlq.source.partition", "0") or 0),
-        int(headers.get("dlq.source.offset", "0") or 0),
-        headers.get("dlq.stage", ""),
-        headers.get("dlq.reason", "unknown"),
-        headers.get("dlq.error", ""),
+        headers.get(DLQ.SOURCE_TOPIC, ""),
+        int(headers.get(DLQ.SOURCE_PARTITION, "0") or 0),
+        int(headers.get(DLQ.SOURCE_OFFSET, "0") or 0),
+        headers.get(DLQ.STAGE, ""),
+        headers.get(DLQ.REASON, "unknown"),
+        headers.get(DLQ.ERROR, ""),
         (key or b"").decode("utf-8", errors="replace")[:256],
         payload[:2000].decode("utf-8", errors="replace"),
         len(payload),

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from streams.snapshot import read_snapshot
+from schemas.snapshot import read_snapshot
 from trainer.dataset import split_rows
 from trainer.runner import ProgressFn, StopFn
 from trainer.spec import ControlRecord, JobResult, JobSpec

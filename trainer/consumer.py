@@ -23,10 +23,10 @@ from infra.kafka import EventPublisher, KafkaEventPublisher, client_config, read
 from infra.metrics import CountingPublisher, RoleMetrics, consumer_lag
 from schemas.codec import decode
 from schemas.config import Config
+from schemas.dead_letters import dead_letter_headers
 from schemas.errors import EventDecodeError
 from schemas.events import Event, TrainingRequested
 from schemas.topics import Topics
-from streams.dead_letters import dead_letter_headers
 from trainer.control import ControlFollower
 from trainer.offsets import OffsetTracker, Partition
 from trainer.runner import JobRunner

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from streams.snapshot import row_kind
+from schemas.snapshot import row_kind
 from trainer.errors import DatasetError
 
 MIN_PAIRS_TO_HOLD_OUT = 5

@@ -33,7 +33,7 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 
 from infra.artifacts import sha256_bytes
 from schemas.config import Config
-from streams.snapshot import read_snapshot
+from schemas.snapshot import read_snapshot
 from trainer.dataset import (
     DatasetSplit,
     resolve_method,

@@ -14,7 +14,7 @@ from typing import Any
 from infra.artifacts import ArtifactStore
 from schemas.events import DatasetRef, TrainingRequested
 from schemas.ids import derived_event_id, example_id, pair_id
-from streams.snapshot import snapshot_bytes
+from schemas.snapshot import snapshot_bytes
 from trainer.errors import DatasetError
 
 REQUIRED = ("prompt", "chosen_response", "rejected_response")

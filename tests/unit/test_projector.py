@@ -11,9 +11,9 @@ from schemas.codec import decode, encode_value
 from schemas.commands import DeactivatePair, EraseUser, ReweightPair
 from schemas.events import AdapterRevoked, Event, PairAccepted, TrainingRequested, UserErased
 from schemas.ids import user_key
+from schemas.snapshot import read_snapshot
 from schemas.topics import Topics
 from streams.projector import Projector
-from streams.snapshot import read_snapshot
 from tests.fakes import FakePublisher, FakeSink
 from tests.unit.test_decide import Decider, fb
 

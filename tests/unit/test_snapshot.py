@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 
 from infra.artifacts import sha256_bytes
-from streams.snapshot import read_snapshot, row_kind, snapshot_bytes
+from schemas.snapshot import read_snapshot, row_kind, snapshot_bytes
 
 
 def rows(n: int) -> list[dict]:

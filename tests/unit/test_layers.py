@@ -1,0 +1,52 @@
+"""The rooms of the tree: a role's package imports only itself, ``schemas/`` (the contract) and
+``infra/`` (the edges); ``infra/`` imports only ``schemas/``; ``schemas/`` imports nothing of ours.
+``samtuner/`` is the composition root and may import every room. Imports inside functions count."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+OURS = {"schemas", "infra", "streams", "trainer", "inference", "samtuner"}
+ALLOWED = {
+    "schemas": {"schemas"},
+    "infra": {"infra", "schemas"},
+    "streams": {"streams", "schemas", "infra"},
+    "trainer": {"trainer", "schemas", "infra"},
+    "inference": {"inference", "schemas", "infra"},
+}
+
+
+def imported_packages(source: str) -> set[str]:
+    """The top-level packages of ours that a module imports, anywhere in it."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found |= {name.split(".")[0] for name in names} & OURS
+    return found
+
+
+def violations(room: str) -> list[str]:
+    bad = []
+    for path in sorted((ROOT / room).rglob("*.py")):
+        for package in sorted(imported_packages(path.read_text()) - ALLOWED[room]):
+            bad.append(f"{path.relative_to(ROOT)} imports {package}")
+    return bad
+
+
+@pytest.mark.parametrize("room", sorted(ALLOWED))
+def test_a_room_imports_only_what_its_layer_allows(room: str) -> None:
+    assert violations(room) == []
+
+
+def test_the_check_sees_imports_at_the_top_and_inside_functions() -> None:
+    source = "import os\nfrom streams.x import y\ndef f():\n    import trainer.job\n    from . import z\n"
+    assert imported_packages(source) == {"streams", "trainer"}
