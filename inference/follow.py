@@ -22,7 +22,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from inference.node import InferenceNode
-from inference.registrar import decide_command, settle
+from inference.registrar import decide_registry_command, settle
 from inference.registry import REGISTRY_EVENTS, Registry
 from infra.errors import PublishError
 from infra.kafka import EventPublisher, KafkaEventPublisher, RawMessage, client_config
@@ -227,7 +227,7 @@ class RegistrarWorker:
             consumer.commit(message=msg, asynchronous=False)
             return
         source = SourceRef(topic=raw.topic, partition=raw.partition, offset=raw.offset)
-        outcome = decide_command(self.registry.get(command.user_id), command, source)
+        outcome = decide_registry_command(self.registry.get(command.user_id), command, source)
         with correlation(command.command_id):
             self._carry_out(consumer, msg, raw, command, outcome)
 

@@ -43,7 +43,7 @@ def already_applied(state: AdapterRegistryState | None, source: SourceRef) -> bo
         and source.offset <= done.offset
 
 
-def decide_command(state: AdapterRegistryState | None, command: Command, source: SourceRef) -> CommandOutcome:
+def decide_registry_command(state: AdapterRegistryState | None, command: Command, source: SourceRef) -> CommandOutcome:
     """The registry events a command leads to (none for commands that are not the registrar's)."""
     if not isinstance(command, ActivateAdapter | DeactivateAdapter):
         return CommandOutcome()

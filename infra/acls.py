@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from infra.errors import KafkaError
+from infra.errors import KafkaCallError
 from infra.kafka import READER_GROUP, Connection, client_config
 from schemas.config import Config
 from schemas.topics import Topics
@@ -62,13 +62,13 @@ def grants_for(role: str, cfg: Config) -> list[Grant]:
             describe,
             _topic(t.feedback, r, "feedback to decide"),
             _topic(t.control, r, "RequestTraining, DeactivatePair, ReweightPair, EraseUser"),
-            _topic(t.pairs, ("READ", "WRITE"), "decisions out; the tail is read back after a restart (watermarks)"),
+            _topic(t.pairs, ("READ", "WRITE"), "decisions out; the tail is read back after a restart (output marks)"),
             _topic(t.dlq, w, "dead letters"),
             Grant("topic", f"{app}-", "prefixed", ("CREATE", "DESCRIBE", "DESCRIBE_CONFIGS", "READ", "WRITE"),
                   "Faust's own topics: the journal's changelog, the assignor's leader topic"),
             _group(app, "the deciders' consumer group (Faust)"),
             reader,
-            _group("samtuner-watermarks", "reads the pairs topic's tail (never commits)"),
+            _group("samtuner-output-marks", "reads the pairs topic's tail (never commits)"),
         ],
         "projector": [
             describe,
@@ -119,7 +119,7 @@ def grants_for(role: str, cfg: Config) -> list[Grant]:
         ],
     }
     if role not in table:
-        raise KafkaError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+        raise KafkaCallError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
     return table[role]
 
 
@@ -164,7 +164,7 @@ def apply_grants(admin_connection: Connection, principal: str, grants: Sequence[
         try:
             future.result()
         except KafkaException as exc:
-            raise KafkaError(f"cannot create the ACL {binding}: {exc}") from exc
+            raise KafkaCallError(f"cannot create the ACL {binding}: {exc}") from exc
     return len(bindings)
 
 
@@ -176,11 +176,11 @@ def upsert_user(admin_connection: Connection, user: str, password: str, mechanis
 
     kind = {"SCRAM-SHA-256": ScramMechanism.SCRAM_SHA_256, "SCRAM-SHA-512": ScramMechanism.SCRAM_SHA_512}.get(mechanism)
     if kind is None:
-        raise KafkaError(f"users can be created for SCRAM-SHA-256 or SCRAM-SHA-512 only, not {mechanism}")
+        raise KafkaCallError(f"users can be created for SCRAM-SHA-256 or SCRAM-SHA-512 only, not {mechanism}")
     admin = AdminClient(client_config(admin_connection))
     upsert = UserScramCredentialUpsertion(user, ScramCredentialInfo(kind, 8192), password.encode("utf-8"))
     for name, future in admin.alter_user_scram_credentials([upsert], request_timeout=timeout_s).items():
         try:
             future.result()
         except KafkaException as exc:
-            raise KafkaError(f"cannot create the Kafka user {name}: {exc}") from exc
+            raise KafkaCallError(f"cannot create the Kafka user {name}: {exc}") from exc

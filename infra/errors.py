@@ -3,7 +3,7 @@
     InfraError
     ├── BrokerError           fetching jars, formatting storage, starting/stopping the broker
     ├── CredentialsError      a password could not be read from its environment variable or file
-    ├── KafkaError            a Kafka call failed (translated from confluent-kafka / aiokafka)
+    ├── KafkaCallError        a Kafka call failed (translated from confluent-kafka / aiokafka)
     │   ├── PublishError      a message was not acknowledged by the broker
     │   │   └── NotEnoughReplicas  acks=all cannot be met: too few in-sync (or reachable) replicas
     │   └── KafkaUnreachable  no broker answered, or it refused our credentials (one line, names the cause)
@@ -39,11 +39,11 @@ class CredentialsError(InfraError):
     pass
 
 
-class KafkaError(InfraError):
+class KafkaCallError(InfraError):
     pass
 
 
-class PublishError(KafkaError):
+class PublishError(KafkaCallError):
     pass
 
 
@@ -53,7 +53,7 @@ class NotEnoughReplicas(PublishError):
     The unacknowledged messages stay queued in the producer and go out if the brokers come back."""
 
 
-class KafkaUnreachable(KafkaError):
+class KafkaUnreachable(KafkaCallError):
     pass
 
 

@@ -29,7 +29,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka import KafkaError as CKafkaError
 
 from infra.credentials import read_secret
-from infra.errors import KafkaError, KafkaUnreachable, NotEnoughReplicas, PublishError
+from infra.errors import KafkaCallError, KafkaUnreachable, NotEnoughReplicas, PublishError
 from schemas.codec import encode_command, encode_headers, encode_key, encode_value
 from schemas.commands import Command
 from schemas.config import KafkaSettings
@@ -354,7 +354,7 @@ def watermarks(consumer: Any, topic: str, partition: int, timeout_s: float = 30.
             error = exc.args[0] if exc.args else None
             retriable = isinstance(error, CKafkaError) and (error.retriable() or error.code() in _NOT_READY)
             if not retriable or time.monotonic() > deadline:
-                raise KafkaError(f"cannot read the offsets of {topic}[{partition}]: {exc}") from exc
+                raise KafkaCallError(f"cannot read the offsets of {topic}[{partition}]: {exc}") from exc
             time.sleep(0.2)
 
 
@@ -380,12 +380,12 @@ def _read_ranges(consumer: Consumer, topic: str, ranges: Mapping[int, tuple[int,
     while ends:
         msg = consumer.poll(timeout_s)
         if msg is None:
-            raise KafkaError(f"timed out reading {topic}; partitions left: {sorted(ends)}")
+            raise KafkaCallError(f"timed out reading {topic}; partitions left: {sorted(ends)}")
         error = msg.error()
         if error is not None:
             if error.code() == CKafkaError._PARTITION_EOF:
                 continue
-            raise KafkaError(f"reading {topic}: {error.str()}")
+            raise KafkaCallError(f"reading {topic}: {error.str()}")
         p, offset = msg.partition() or 0, msg.offset() or 0
         if p not in ends:
             continue
@@ -404,10 +404,10 @@ def read_topic(connection: Connection, topic: str, timeout_s: float = 30.0,
         try:
             meta = consumer.list_topics(topic, timeout=timeout_s)
         except KafkaException as exc:
-            raise KafkaError(f"cannot read metadata of {topic}: {exc}") from exc
+            raise KafkaCallError(f"cannot read metadata of {topic}: {exc}") from exc
         tmeta = meta.topics.get(topic)
         if tmeta is None or tmeta.error is not None:
-            raise KafkaError(f"topic {topic} does not exist")
+            raise KafkaCallError(f"topic {topic} does not exist")
         ranges = {p: watermarks(consumer, topic, p, timeout_s) for p in tmeta.partitions
                   if partitions is None or p in partitions}
         yield from _read_ranges(consumer, topic, ranges, timeout_s)
@@ -425,7 +425,7 @@ def read_range(connection: Connection, topic: str, partition: int, start: int, e
         low, high = watermarks(consumer, topic, partition, timeout_s)
         return list(_read_ranges(consumer, topic, {partition: (max(low, start), min(high, end))}, timeout_s))
     except KafkaException as exc:
-        raise KafkaError(f"could not read {topic}[{partition}] offsets {start}..{end - 1}: {exc}") from exc
+        raise KafkaCallError(f"could not read {topic}[{partition}] offsets {start}..{end - 1}: {exc}") from exc
     finally:
         consumer.close()
 
@@ -436,14 +436,14 @@ def topic_counts(connection: Connection, topic: str, timeout_s: float = 10.0) ->
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if meta is None or meta.error is not None:
-            raise KafkaError(f"topic {topic} does not exist")
+            raise KafkaCallError(f"topic {topic} does not exist")
         total = 0
         for p in meta.partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
             total += high - low
         return total
     except KafkaException as exc:
-        raise KafkaError(f"cannot read watermarks of {topic}: {exc}") from exc
+        raise KafkaCallError(f"cannot read watermarks of {topic}: {exc}") from exc
     finally:
         consumer.close()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from infra.errors import KafkaError
+from infra.errors import KafkaCallError
 from infra.kafka import check_reachable, client_config, describe
 from schemas.config import KafkaSettings
 from schemas.topics import ALL, TopicSpec
@@ -32,7 +32,7 @@ def ensure_topics(settings: KafkaSettings, specs: tuple[TopicSpec, ...] = ALL, t
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:
-        raise KafkaError(f"cannot list topics on {describe(settings)}: {exc}") from exc
+        raise KafkaCallError(f"cannot list topics on {describe(settings)}: {exc}") from exc
     wanted = [
         NewTopic(
             spec.name(settings.topic_prefix),
@@ -53,5 +53,5 @@ def ensure_topics(settings: KafkaSettings, specs: tuple[TopicSpec, ...] = ALL, t
         except KafkaException as exc:
             if exc.args and getattr(exc.args[0], "code", lambda: None)() == 36:  # TOPIC_ALREADY_EXISTS
                 continue
-            raise KafkaError(f"cannot create topic {name}: {exc}") from exc
+            raise KafkaCallError(f"cannot create topic {name}: {exc}") from exc
     return created

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from infra.errors import KafkaError
+from infra.errors import KafkaCallError
 from infra.kafka import (
     EventPublisher,
     KafkaEventPublisher,
@@ -133,9 +133,9 @@ def end_offsets(cfg: Config, topic: str) -> list[TopicPartition]:
         try:
             meta = consumer.list_topics(topic, timeout=15).topics.get(topic)
         except KafkaException as exc:
-            raise KafkaError(f"cannot reach {describe(cfg.kafka)}: {exc}") from exc
+            raise KafkaCallError(f"cannot reach {describe(cfg.kafka)}: {exc}") from exc
         if meta is None or meta.error is not None:
-            raise KafkaError(f"topic {topic} does not exist (is the broker up and `samtuner topics` run?)")
+            raise KafkaCallError(f"topic {topic} does not exist (is the broker up and `samtuner topics` run?)")
         out = []
         for p in meta.partitions:
             _, high = watermarks(consumer, topic, p, 15)

@@ -39,14 +39,14 @@ from infra.metrics import RoleMetrics
 from schemas.config import Config, KafkaSettings
 from schemas.topics import Topics
 from streams.decide import DecideSettings
-from streams.decider import BatchDecider, BatchResult
+from streams.decider import BatchDecider, DecidedBatch
 from streams.faust_guards import guard_commit_holes, mark_acked, repair_acks
 from streams.fence import Fenced, PartitionFence, fence_off, stamped
 from streams.journal import DeciderMemory, StateLimits, apply_writes
+from streams.output_marks import OutputMarks
 from streams.similarity import MinHasher, UserIndexes
 from streams.stall import StallDetector, lagging_partitions
 from streams.tokens import token_counter
-from streams.watermarks import OutputWatermarks
 
 log = logging.getLogger("samtuner.streams")
 
@@ -252,7 +252,7 @@ def _add_task_dump(app: faust.App) -> None:
 
 
 def _add_watchdog(app: faust.App, stats: StreamsStats, sources: tuple[str, ...], stall_after_s: float) -> None:
-    """Two failure modes leave a Faust worker alive but idle; both are cured here.
+    """Two failure modes leave a Faust worker alive but idle; both are acted on here.
 
     A crashed fetcher or agent: stop the worker, so it is restarted. A decider that stopped consuming
     while its sources still hold events (see ``streams/stall.py``): seek the stuck partitions back to
@@ -317,13 +317,13 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
     quality = cfg.quality
     hasher = MinHasher(quality.minhash_num_perm, quality.shingle_words)
     indexes = UserIndexes(hasher, quality.near_duplicate_jaccard)
-    watermarks = OutputWatermarks(cfg.kafka, topics.pairs)
+    output_marks = OutputMarks(cfg.kafka, topics.pairs)
     settings = DecideSettings(min_new_pairs=cfg.trigger.min_new_pairs, min_new_examples=cfg.trigger.min_new_examples,
                               quality=quality,
                               preview_chars=cfg.streams.preview_chars,
                               count_tokens=token_counter(quality.tokenizer or cfg.model.base))
     kafka = cfg.kafka
-    decider = BatchDecider(settings, memory, topics, hasher, indexes, watermarks,
+    decider = BatchDecider(settings, memory, topics, hasher, indexes, output_marks,
                            lambda topic, partition, start, end: read_range(kafka, topic, partition, start, end))
     fence = PartitionFence(f"{socket.gethostname()}-{os.getpid()}")
     cast(DeciderApp, app).fence = fence
@@ -335,7 +335,7 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
     def forget(*_: Any, **__: Any) -> None:
         # Another worker may have answered these partitions meanwhile: reload state, re-read the log.
         memory.forget()
-        watermarks.clear()
+        output_marks.clear()
         indexes.clear()
 
     def on_assigned(*args: Any, **_: Any) -> None:
@@ -399,7 +399,7 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
                     await loop.run_in_executor(io, producer.flush)
                     t2 = time.perf_counter()
                     late = fence.lost(ticket) - lost
-                    if late:  # outputs acked, state not: the new owner's watermarks suppress them
+                    if late:  # outputs acked, state not: the new owner's output marks suppress them
                         result, dropped = fence_off(result, late)
                         fenced("published, not journalled", dropped)
                     for partition, writes in result.journal.items():
@@ -411,7 +411,7 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
                     break
                 except Exception:
                     # Kafka unreachable or the like: nothing of this batch is acked; try it again from
-                    # the durable state. Part of its outputs may be durable: the watermarks say which.
+                    # the durable state. Part of its outputs may be durable: the output marks say which.
                     log.exception("a decider batch of %d events failed; retrying", len(batch))
                     forget()
                     await asyncio.sleep(2.0)
@@ -429,7 +429,7 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
             stats.dead_lettered += result.dead_letters
 
 
-def _count(metrics: RoleMetrics, batch: list[RawMessage], result: BatchResult, seconds: float) -> None:
+def _count(metrics: RoleMetrics, batch: list[RawMessage], result: DecidedBatch, seconds: float) -> None:
     for topic in {m.topic for m in batch}:
         metrics.consumed(topic, sum(1 for m in batch if m.topic == topic))
     for topic in {out[0] for out in result.outgoing}:

@@ -4,7 +4,8 @@ The agent reads what the decision needs from its tables (the user's state and th
 ``Lookups``), calls ``decide_feedback`` or ``decide_command``, and gets back the events to emit, the
 user's next state and the sightings to store. Re-delivery is handled with the state and sightings:
 
-* an event whose offset the state already holds is skipped by the agent (its outputs are durable);
+* an event at an offset its partition's head already covers is skipped by the agent (its outputs
+  are durable);
 * the same feedback event at another offset (a replay, or a producer's retry) changes nothing: a
   counted skip (``redelivery``);
 * an event id seen before with *other* content is not a redelivery: it is dead-lettered as

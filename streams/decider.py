@@ -9,7 +9,7 @@ event is skipped when it is delivered again: by position when the head holds its
 redelivery when only its user's value was written (the value holds the user's state and the
 sighting of the event together, so it is never half applied). An event delivered again whose state
 was lost is decided again with the outputs the output log already holds suppressed
-(``watermark``: the last output on the pairs topic, as source offset and index among that event's
+(``output_mark``: the last output on the pairs topic, as source offset and index among that event's
 outputs). Deciding again gives the same outputs because the state, bounded rings included, is a
 function of the events it holds: what a ring drops is dropped at the same event in both runs, and a
 user's cached LSH index is rebuilt when their ring drops signatures.
@@ -20,7 +20,7 @@ seeking back is no cure, as a seek races with the records its fetcher is still h
 head records, per source topic, the offset of the last event handled, and when an event arrives
 past the next one, the decider reads the missing offsets straight from the log (``read_range``) and
 decides them first. Offsets the log does not hold (transaction markers, retention) are stepped over.
-``BatchResult.recovered`` names them, so that the caller can tell Faust they are done.
+``DecidedBatch.recovered`` names them, so that the caller can tell Faust they are done.
 """
 
 from __future__ import annotations
@@ -51,9 +51,9 @@ from streams.decide import (
     pair_keys_for,
 )
 from streams.journal import DeciderMemory, PartitionState, Write
+from streams.output_marks import source_headers
 from streams.similarity import MinHasher, UserIndexes, nearest, pair_text
 from streams.state import UserState, seen_key
-from streams.watermarks import source_headers
 
 log = logging.getLogger("samtuner.streams.decider")
 
@@ -61,7 +61,7 @@ Outgoing = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
 
 
 @dataclass
-class BatchResult:
+class DecidedBatch:
     outgoing: list[Outgoing] = field(default_factory=list)
     suppressed: int = 0
     decided: int = 0
@@ -86,7 +86,7 @@ class BatchDecider:
         topics: Topics,
         hasher: MinHasher,
         indexes: UserIndexes,
-        watermark: Callable[[str, int], tuple[int, int]],
+        output_mark: Callable[[str, int], tuple[int, int]],
         read_range: Callable[[str, int, int, int], list[RawMessage]],
     ) -> None:
         self.settings = settings
@@ -94,13 +94,13 @@ class BatchDecider:
         self.topics = topics
         self.hasher = hasher
         self.indexes = indexes
-        self.watermark = watermark
+        self.output_mark = output_mark
         self.read_range = read_range
 
-    def decide(self, batch: list[RawMessage]) -> BatchResult:
+    def decide(self, batch: list[RawMessage]) -> DecidedBatch:
         """Decide every message of the batch in order. The in-memory state moves on; the caller
         writes ``result.journal`` once the outputs are durable, or calls ``memory.forget()``."""
-        result = BatchResult()
+        result = DecidedBatch()
         for delivered in batch:
             for msg in self._in_order(delivered, result):
                 with correlation(None):  # _one marks the event's correlation id once it is decoded
@@ -110,10 +110,10 @@ class BatchDecider:
                         log.exception("decider failed on %s/%d@%d", msg.topic, msg.partition, msg.offset)
                         self._dead_letter(msg, "internal_error", f"{type(exc).__name__}: {exc}", result)
         for state in self.memory.touched():
-            result.journal[state.partition] = self.memory.written(state)
+            result.journal[state.partition] = self.memory.drain_writes(state)
         return result
 
-    def _in_order(self, msg: RawMessage, result: BatchResult) -> list[RawMessage]:
+    def _in_order(self, msg: RawMessage, result: DecidedBatch) -> list[RawMessage]:
         """The events to handle for ``msg``, in offset order: none when it was handled before, else
         the events of its partition that were never delivered, then ``msg``."""
         part = self.memory.partition(msg.partition)
@@ -134,7 +134,7 @@ class BatchDecider:
         part.put_through(msg.topic, msg.offset)
         return todo
 
-    def _one(self, msg: RawMessage, result: BatchResult) -> None:
+    def _one(self, msg: RawMessage, result: DecidedBatch) -> None:
         source = SourceRef(topic=msg.topic, partition=msg.partition, offset=msg.offset)
         part = self.memory.partition(msg.partition)
         if msg.topic == self.topics.control:
@@ -204,7 +204,7 @@ class BatchDecider:
         return Lookups(pair=pair, reversed_pair=reversed_pair, near_duplicate=near, pair_key=key), minhash
 
     def _apply(self, msg: RawMessage, part: PartitionState, user: str, before: UserState, decision: Decision,
-               minhash: Any, result: BatchResult, source: SourceRef) -> None:
+               minhash: Any, result: DecidedBatch, source: SourceRef) -> None:
         if decision.dead_letter is not None:
             dl = decision.dead_letter
             self._dead_letter(msg, dl.reason, dl.detail, result, dl.headers)
@@ -212,7 +212,7 @@ class BatchDecider:
             result.skipped += 1
             result.skips[decision.skip] += 1
         result.decided += 1
-        durable = self.watermark(source.topic, source.partition)
+        durable = self.output_mark(source.topic, source.partition)
         for index, event in enumerate(decision.events):
             if (source.offset, index) <= durable:
                 result.suppressed += 1  # already in the output log
@@ -235,7 +235,7 @@ class BatchDecider:
         if after != before:
             part.put_user(user, after)
 
-    def _dead_letter(self, msg: RawMessage, reason: str, detail: str, result: BatchResult,
+    def _dead_letter(self, msg: RawMessage, reason: str, detail: str, result: DecidedBatch,
                      extra: tuple[tuple[str, str], ...] = ()) -> None:
         result.dead_letters += 1
         result.dead_letter_reasons[reason] += 1

@@ -1,8 +1,6 @@
 """Errors of the stream processors.
 
     StreamsError
-    ├── DeadLetterError       one message cannot be processed; it goes to the dead-letter topic
-    ├── ProjectionError       writing a projection failed after retries (the batch is not acked)
     ├── JournalFormatError    the decider's state table was written by another version of its form
     └── RebuildError          ``samtuner projections rebuild`` failed (the live tables are as they were)
         └── UnknownProjection a ``--table`` that is not a projection table (the message lists them)
@@ -13,17 +11,6 @@ from __future__ import annotations
 
 class StreamsError(Exception):
     """Base of every error raised by :mod:`streams`."""
-
-
-class DeadLetterError(StreamsError):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-class ProjectionError(StreamsError):
-    pass
 
 
 class JournalFormatError(StreamsError):

@@ -28,19 +28,19 @@ Why Faust's own rebalance is not enough, and why the rest is safe:
 * The remaining window, a loss arriving after the check of step 2 (publishing and the flush have
   begun), is safe by the order of effects: outputs are acked by the broker before the journal is
   written, and the journal is not written for a partition lost by then (step 3). The new owner then
-  finds the events not journalled, decides them again, and its output watermarks
-  (``streams/watermarks.py``: the last output on the pairs topic per source partition, read when it
+  finds the events not journalled, decides them again, and its output marks
+  (``streams/output_marks.py``: the last output on the pairs topic per source partition, read when it
   first handles the partition) suppress the outputs that already landed. The publish calls and the
   check of step 2 run on the event loop with no await in between, so a loss seen by the loop is
   either before the check (fenced) or after every publish call (covered by the flush). ``close``
   comes from Faust's consumer thread and can land between the check and the publish calls; it
   precedes the consumer's leaving, the group's rebalance and the new owner's first read of the
-  watermarks, so those outputs are the same case as a flush under way. Outside Faust's wait (a
+  output marks, so those outputs are the same case as a flush under way. Outside Faust's wait (a
   worker leaving while it stops) this rests on timing, not on an order the broker enforces: the
   flush takes milliseconds, while the new owner's first read follows a group round trip and the
   table's recovery. Only transactional producers with fencing would make it strict.
 * Not covered: a worker frozen past the session timeout (SIGSTOP, a swapped-out machine) learns of
-  its loss only when it wakes; then it is the watermarks alone that keep duplicates off the wire.
+  its loss only when it wakes; then it is the output marks alone that keep duplicates off the wire.
 
 Every output carries ``decider.worker`` and ``decider.generation`` headers (who produced it, under
 which tenure), so the wire shows the fence at work: for each source partition, generations never go
@@ -56,8 +56,8 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from streams.decider import BatchResult, Outgoing
-from streams.watermarks import SRC_PARTITION
+from streams.decider import DecidedBatch, Outgoing
+from streams.output_marks import SRC_PARTITION
 
 WORKER, GENERATION = "decider.worker", "decider.generation"
 DLQ_PARTITION = "dlq.source.partition"
@@ -99,7 +99,7 @@ def source_partition(headers: Iterable[tuple[str, bytes]]) -> int | None:
     return None
 
 
-def fence_off(result: BatchResult, lost: frozenset[int]) -> tuple[BatchResult, Fenced]:
+def fence_off(result: DecidedBatch, lost: frozenset[int]) -> tuple[DecidedBatch, Fenced]:
     """``result`` without the outputs, journal entries and recovered offsets of ``lost``.
 
     An output that names no source partition is kept: every decider output names one (decisions

@@ -454,7 +454,7 @@ class DeciderMemory:
         return [p for p in self._partitions.values()
                 if p.dirty or p.moved_through or p.tombstones or p.dirty_erased or p.old_keys]
 
-    def written(self, state: PartitionState) -> list[Write]:
+    def drain_writes(self, state: PartitionState) -> list[Write]:
         """The writes for a partition's changes, in the order they must land (see the module
         docstring); clears them."""
         out: list[Write] = []

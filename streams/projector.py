@@ -195,7 +195,7 @@ class ClickHouseSink:
 
 
 @dataclass
-class BatchResult:
+class ProjectedBatch:
     written: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     dead_letters: int = 0
     training_requests: list[TrainingRequested] = field(default_factory=list)
@@ -264,9 +264,9 @@ class Projector:
         # False: a rebuild from the log, which must leave the log and the artifact root as they are.
         self.effects = effects
 
-    def project(self, messages: Sequence[RawMessage]) -> BatchResult:
+    def project(self, messages: Sequence[RawMessage]) -> ProjectedBatch:
         """Project a batch read from any of the event topics, in order; then flush the publisher."""
-        result = BatchResult()
+        result = ProjectedBatch()
         pending = _Pending()
         for msg in messages:
             if msg.topic == self.topics.dlq:
@@ -326,7 +326,7 @@ class Projector:
             out.append(("training_jobs", job))
         return out
 
-    def _flush(self, pending: _Pending, result: BatchResult) -> None:
+    def _flush(self, pending: _Pending, result: ProjectedBatch) -> None:
         for table, rows in pending.rows.items():
             token = pending.token(table)
             insert = functools.partial(self.sink.insert, table, rows, COLUMNS[table], token)
@@ -352,7 +352,7 @@ class Projector:
 
     # -- events that act on what is already written ----------------------------------------------
 
-    def _act(self, event: Event, msg: RawMessage, result: BatchResult) -> None:
+    def _act(self, event: Event, msg: RawMessage, result: ProjectedBatch) -> None:
         if isinstance(event, TrainingThresholdReached):
             if not self.effects:
                 return  # its TrainingRequested, if one was sent, is on the training topic

@@ -3,9 +3,12 @@
 Faust can lose track of fetched messages around a rebalance: its fetcher drops a message whose offset
 is below the partition's last read offset, so a message that was fetched but never handed to the
 agent is neither processed nor acked, and the committed offset stops at it for good. The worker
-looks healthy (group stable, agent idle) while the lag never shrinks. The cure is to seek the stuck
-partitions back to their committed offsets: the fetcher reads them again, every handler is
-idempotent, and the watermarks suppress outputs that already landed.
+looks healthy (group stable, agent idle) while the lag never shrinks. The first remedy is to seek the
+stuck partitions back to their committed offsets: the fetcher reads them again, every handler is
+idempotent, and the output marks suppress outputs that already landed. It is not a cure (a seek races
+with the records the fetcher is still handing out): the decider reads a gap straight from the log
+(``streams/decider.py``), and a stall that seeking does not end stops the worker, which its
+supervisor restarts.
 
 Faust's acked-offset bookkeeping can also pick up duplicates and stale entries around a rebalance,
 which slows its commits to one offset per commit interval; ``repaired_acks`` says what to keep.

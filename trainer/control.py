@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from infra.errors import KafkaError
+from infra.errors import KafkaCallError
 from infra.kafka import client_config, watermarks
 from schemas.codec import decode_command
 from schemas.commands import CancelTraining, EraseUser
@@ -67,7 +67,7 @@ class ControlFollower:
             try:
                 meta = consumer.list_topics(self.topic, timeout=30).topics.get(self.topic)
                 if meta is None or meta.error is not None:
-                    raise KafkaError(f"topic {self.topic} does not exist (run `samtuner topics`)")
+                    raise KafkaCallError(f"topic {self.topic} does not exist (run `samtuner topics`)")
                 ends: dict[int, int] = {}
                 for p in meta.partitions:
                     low, high = watermarks(consumer, self.topic, p)
@@ -75,7 +75,7 @@ class ControlFollower:
                         ends[p] = high
                 consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in meta.partitions])
                 return ends
-            except (KafkaError, KafkaException) as exc:
+            except (KafkaCallError, KafkaException) as exc:
                 log.error("cannot follow the control topic yet, so no job starts on this worker: %s", exc)
                 stop.wait(2.0)
         return {}

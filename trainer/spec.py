@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class AdapterRef(BaseModel):
+class VerifiedAdapter(BaseModel):
     """An adapter on disk whose checksums the worker verified."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -30,8 +30,8 @@ class JobSpec(BaseModel):
     dpo_overrides: dict[str, Any] = Field(default_factory=dict, description="Set by retries (smaller batch).")
     checkpoint_dir: str | None = Field(None, description="Where resumable checkpoints go (None = no checkpoints).")
     resume_from: str | None = Field(None, description="A checkpoint of this run to resume from.")
-    baseline: AdapterRef | None = Field(None, description="What the user has now (None = the base model).")
-    parent: AdapterRef | None = Field(None, description="Train on top of this adapter (incremental training).")
+    baseline: VerifiedAdapter | None = Field(None, description="What the user has now (None = the base model).")
+    parent: VerifiedAdapter | None = Field(None, description="Train on top of this adapter (incremental training).")
 
 
 class ControlRecord(BaseModel):

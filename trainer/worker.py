@@ -44,7 +44,7 @@ from trainer.errors import TrainerError
 from trainer.manifest import config_sha256, publish_adapter_dir, published_for, read_manifest
 from trainer.retry import GiveUp, after_failure
 from trainer.runner import JobRunner, SubprocessJobRunner
-from trainer.spec import AdapterRef, JobResult, JobSpec
+from trainer.spec import JobResult, JobSpec, VerifiedAdapter
 
 log = logging.getLogger("samtuner.trainer")
 
@@ -74,7 +74,8 @@ class _Running:
     erase: bool = False  # its user was erased: remove its files once it stopped
     done: threading.Event = field(default_factory=threading.Event)
 
-    def stop(self) -> str | None:
+    def should_stop(self) -> str | None:
+        """Why the job should stop (the runner polls it), or None to go on."""
         return self.stop_reason
 
 
@@ -82,9 +83,9 @@ class _Running:
 class _Context:
     """What the user has now: the gate's baseline, and the parent of an incremental job."""
 
-    baseline: AdapterRef | None
+    baseline: VerifiedAdapter | None
     baseline_name: str
-    parent: AdapterRef | None
+    parent: VerifiedAdapter | None
 
 
 class TrainerWorker:
@@ -351,7 +352,7 @@ class TrainerWorker:
             checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
             resume_from=str(point.path) if point else None, baseline=context.baseline, parent=context.parent,
         )
-        return self.runner.run(spec, self.jobs_dir / rid, self._progress_relay(request, attempt), running.stop)
+        return self.runner.run(spec, self.jobs_dir / rid, self._progress_relay(request, attempt), running.should_stop)
 
     def _context(self, request: TrainingRequested) -> _Context:
         with self._lock:
@@ -361,7 +362,7 @@ class TrainerWorker:
         version = current.adapter_version
         try:
             read_manifest(self.artifacts, current.adapter_uri)  # checksums verified
-            ref = AdapterRef(version=version, path=str(self.artifacts.resolve(current.adapter_uri)))
+            ref = VerifiedAdapter(version=version, path=str(self.artifacts.resolve(current.adapter_uri)))
         except InfraError as exc:
             if self.cfg.training.incremental:
                 raise TrainerError(f"cannot train on top of adapter v{version}: {exc}") from exc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from inference.registrar import decide_command, settle
+from inference.registrar import decide_registry_command, settle
 from inference.registry import Registry, fold
 from inference.routing import draw, route
 from schemas.commands import ActivateAdapter, DeactivateAdapter, RequestTraining
@@ -56,7 +56,7 @@ def test_older_or_repeated_versions_change_nothing() -> None:
 
 def test_deactivation_persists_across_a_new_publication() -> None:
     state = run(published("alice", 1))
-    deactivated = decide_command(state, DeactivateAdapter(user_id="alice"), at(0)).events
+    deactivated = decide_registry_command(state, DeactivateAdapter(user_id="alice"), at(0)).events
     state = run(published("alice", 1), *deactivated, published("alice", 2))
     assert state is not None and state.latest is not None
     assert state.latest.version == 2 and state.active is False
@@ -65,35 +65,35 @@ def test_deactivation_persists_across_a_new_publication() -> None:
 def test_a_command_delivered_twice_takes_effect_once() -> None:
     state = run(published("alice", 1))
     command = DeactivateAdapter(user_id="alice")
-    (event,) = decide_command(state, command, at(5)).events
+    (event,) = decide_registry_command(state, command, at(5)).events
     after = fold(state, event)
-    assert decide_command(after, command, at(5)).events == ()  # redelivered after a crash: no-op
-    again = decide_command(state, command, at(5)).events[0]
+    assert decide_registry_command(after, command, at(5)).events == ()  # redelivered after a crash: no-op
+    again = decide_registry_command(state, command, at(5)).events[0]
     assert again.event_id == event.event_id  # the same decision gets the same id
 
 
 def test_activate_can_roll_back_to_the_previous_version_and_set_the_split() -> None:
     state = run(published("alice", 1), published("alice", 2))
-    (event,) = decide_command(state, ActivateAdapter(user_id="alice", version=1, new_share=0.25), at(1)).events
+    (event,) = decide_registry_command(state, ActivateAdapter(user_id="alice", version=1, new_share=0.25), at(1)).events
     assert isinstance(event, AdapterActivated) and event.state is not None
     assert (event.version, event.state.pinned_version, event.state.new_share) == (1, 1, 0.25)
-    latest = decide_command(fold(state, event), ActivateAdapter(user_id="alice"), at(2)).events[0]
+    latest = decide_registry_command(fold(state, event), ActivateAdapter(user_id="alice"), at(2)).events[0]
     assert isinstance(latest, AdapterActivated) and latest.state is not None
     assert (latest.state.pinned_version, latest.state.new_share) == (None, 0.25)  # the share is kept
 
 
 def test_commands_that_cannot_be_honoured_are_refused_with_a_reason() -> None:
-    assert decide_command(None, ActivateAdapter(user_id="nobody"), at(0)).refusal.reason == "no_adapter"  # type: ignore[union-attr]
+    assert decide_registry_command(None, ActivateAdapter(user_id="nobody"), at(0)).refusal.reason == "no_adapter"  # type: ignore[union-attr]
     state = run(published("alice", 1), published("alice", 2), published("alice", 3))
-    refusal = decide_command(state, ActivateAdapter(user_id="alice", version=1), at(0)).refusal
+    refusal = decide_registry_command(state, ActivateAdapter(user_id="alice", version=1), at(0)).refusal
     assert refusal is not None and refusal.reason == "unknown_version" and "known: 3, 2" in refusal.detail
-    assert decide_command(state, RequestTraining(user_id="alice"), at(0)).events == ()  # not the registrar's
+    assert decide_registry_command(state, RequestTraining(user_id="alice"), at(0)).events == ()  # not the registrar's
 
 
 def test_the_last_registry_value_alone_rebuilds_the_full_state() -> None:
     """A node that starts after compaction sees only each user's last value."""
     state = run(published("alice", 1), published("alice", 2))
-    (deactivated,) = decide_command(state, DeactivateAdapter(user_id="alice"), at(0)).events
+    (deactivated,) = decide_registry_command(state, DeactivateAdapter(user_id="alice"), at(0)).events
     fresh = run(deactivated)
     assert fresh == fold(state, deactivated)
     assert fresh is not None and fresh.previous is not None and fresh.active is False
@@ -101,7 +101,7 @@ def test_the_last_registry_value_alone_rebuilds_the_full_state() -> None:
 
 def test_a_stale_state_event_does_not_undo_a_newer_publication() -> None:
     state = run(published("alice", 1))
-    (deactivated,) = decide_command(state, DeactivateAdapter(user_id="alice"), at(0)).events
+    (deactivated,) = decide_registry_command(state, DeactivateAdapter(user_id="alice"), at(0)).events
     node_view = run(published("alice", 1), published("alice", 2), deactivated)  # v2 landed before the state
     assert node_view is not None and node_view.latest is not None
     assert (node_view.latest.version, node_view.active) == (2, False)

@@ -60,9 +60,9 @@ class Decider:
         hasher = MinHasher(64, 3)
         settings = DecideSettings(min_new_pairs=min_new_pairs, quality=quality or QualitySettings(),
                                   min_new_examples=min_new_examples)
-        self.watermark: tuple[int, int] = (-1, -1)
+        self.output_mark: tuple[int, int] = (-1, -1)
         self.decider = BatchDecider(settings, self.memory, TOPICS, hasher, UserIndexes(hasher, 0.85),
-                                    lambda topic, partition: self.watermark, self.read_range)
+                                    lambda topic, partition: self.output_mark, self.read_range)
         self.offset = 0
         self.log: dict[tuple[str, int, int], RawMessage] = {}  # what the "log" holds: every message fed
 
@@ -224,7 +224,7 @@ def test_a_lost_state_is_decided_again_and_its_durable_outputs_are_not_sent_twic
     d.journal.clear()
     d.journal.update(durable)  # the batch's journal entry was lost in a crash ...
     d.memory.forget()  # ... and the worker restarted
-    d.watermark = (2, 1)  # ... but its outputs are in the log: up to offset 2's second output
+    d.output_mark = (2, 1)  # ... but its outputs are in the log: up to offset 2's second output
     assert d.feed(fb(1), at=1) == [] and d.feed(fb(2), at=2) == []
     assert d.last.suppressed == 2 and d.last.skipped == 0  # offset 2: its pair and its threshold
     assert d.memory.partition(0).user("alice").generation == 1  # the state was rebuilt, generation 1 included
@@ -240,7 +240,7 @@ def test_an_event_whose_outputs_landed_in_part_sends_the_rest_only() -> None:
     d.journal.clear()
     d.journal.update(durable)
     d.memory.forget()
-    d.watermark = (2, 0)  # ... of which only the pair landed before the crash
+    d.output_mark = (2, 0)  # ... of which only the pair landed before the crash
     (again,) = d.feed(fb(2), at=2)
     assert isinstance(again, TrainingThresholdReached) and d.last.suppressed == 1
 
@@ -321,7 +321,7 @@ def test_replaying_events_from_before_an_erasure_does_not_bring_the_data_back() 
 
 def test_events_that_were_not_delivered_are_read_from_the_log_first() -> None:
     # Faust can drop a fetched message around a rebalance: the decider must not decide past it (its
-    # per-user positions and the output watermarks assume offset order).
+    # partition head and the output marks assume offset order).
     d = Decider()
     d.feed(fb(0))
     d.in_log(fb(1), 1)  # offset 1 is in the log, but it is not delivered ...

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from streams.decider import BatchResult, Outgoing
+from streams.decider import DecidedBatch, Outgoing
 from streams.fence import GENERATION, WORKER, PartitionFence, fence_off, lost_since, source_partition, stamped
-from streams.watermarks import source_headers
+from streams.output_marks import source_headers
 
 
 def decision(partition: int, offset: int) -> Outgoing:
@@ -15,8 +15,8 @@ def dead_letter(partition: int) -> Outgoing:
     return "dlq", b"u", b"garbage", [("dlq.reason", b"bad_json"), ("dlq.source.partition", str(partition).encode())]
 
 
-def batch_result() -> BatchResult:
-    return BatchResult(outgoing=[decision(0, 5), decision(1, 7), dead_letter(1), decision(2, 9)],
+def batch_result() -> DecidedBatch:
+    return DecidedBatch(outgoing=[decision(0, 5), decision(1, 7), dead_letter(1), decision(2, 9)],
                        journal={0: [("k0", {"t": 5})], 1: [("k1", {"t": 7}), ("k1u", None)],
                                 2: [("k2", {"t": 9})]},
                        recovered={("feedback", 1): [6], ("feedback", 2): [8]},

@@ -77,17 +77,17 @@ def test_a_bad_first_version_falls_back_to_the_base_model(kit: NodeKit, tmp_path
 
 
 def test_a_deactivated_user_gets_the_base_model_and_the_answer_says_so(kit: NodeKit) -> None:
-    from inference.registrar import decide_command
+    from inference.registrar import decide_registry_command
     from schemas.commands import ActivateAdapter, DeactivateAdapter
     from schemas.events import SourceRef
 
     kit.publish("alice", 1)
     at = SourceRef(topic="control", partition=0, offset=0)
-    (off,) = decide_command(kit.node.registry.get("alice"), DeactivateAdapter(user_id="alice"), at).events
+    (off,) = decide_registry_command(kit.node.registry.get("alice"), DeactivateAdapter(user_id="alice"), at).events
     kit.node.apply(off)
     assert (kit.ask("alice").source, kit.ask("alice").fallback_reason) == ("base", "deactivated")
     at = SourceRef(topic="control", partition=0, offset=1)
-    (on,) = decide_command(kit.node.registry.get("alice"), ActivateAdapter(user_id="alice"), at).events
+    (on,) = decide_registry_command(kit.node.registry.get("alice"), ActivateAdapter(user_id="alice"), at).events
     kit.node.apply(on)
     assert kit.ask("alice").adapter_version == 1
 

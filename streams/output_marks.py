@@ -1,8 +1,8 @@
-"""Output watermarks: the last output the pairs topic already holds, per source partition.
+"""Output marks: the last output the pairs topic already holds, per source partition.
 
 Every decider output carries ``src.topic``/``src.partition``/``src.offset`` headers and ``src.index``
 (its place among the outputs of that one source event: a pair and a threshold are two messages).
-Outputs are produced in order, so after a crash or a rebalance an output at or below the watermark
+Outputs are produced in order, so after a crash or a rebalance an output at or below the mark
 ``(offset, index)`` of its (topic, partition) is durable, and re-deciding its event must not send it
 again; the outputs after it (a threshold whose pair landed just before the crash) must be sent.
 """
@@ -14,7 +14,7 @@ from typing import cast
 
 from confluent_kafka import Consumer, TopicPartition
 
-from infra.errors import KafkaError
+from infra.errors import KafkaCallError
 from infra.kafka import Connection, client_config
 
 SRC_TOPIC, SRC_PARTITION, SRC_OFFSET, SRC_INDEX = "src.topic", "src.partition", "src.offset", "src.index"
@@ -28,7 +28,7 @@ def source_headers(topic: str, partition: int, offset: int, index: int = 0) -> l
             (SRC_INDEX, str(index).encode())]
 
 
-class OutputWatermarks:
+class OutputMarks:
     def __init__(self, connection: Connection, output_topic: str, scan: int = 5000, timeout_s: float = 10.0) -> None:
         self.connection = connection
         self.output_topic = output_topic
@@ -53,7 +53,7 @@ class OutputWatermarks:
     def _scan(self, partition: int) -> None:
         """Read the tail of the output partition with the same number (the topics are co-partitioned)."""
         consumer = Consumer(client_config(self.connection, **{
-            "group.id": "samtuner-watermarks", "enable.auto.commit": False,
+            "group.id": "samtuner-output-marks", "enable.auto.commit": False,
             "fetch.message.max.bytes": 17 * 1024 * 1024}))
         try:
             tp = TopicPartition(self.output_topic, partition)
@@ -64,7 +64,7 @@ class OutputWatermarks:
             while True:
                 msg = consumer.poll(self.timeout_s)
                 if msg is None:
-                    raise KafkaError(f"timed out reading the tail of {self.output_topic}[{partition}]")
+                    raise KafkaCallError(f"timed out reading the tail of {self.output_topic}[{partition}]")
                 if msg.error() is not None:
                     continue
                 raw_headers = cast(list[tuple[str, bytes]], msg.headers() or [])
