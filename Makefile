@@ -41,6 +41,7 @@ test-unit: venv
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 bench-streams: venv jars

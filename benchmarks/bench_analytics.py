@@ -63,46 +63,135 @@ def fill(store: ClickHouseStore, users: int, pairs: int, seed: int) -> int:
     def put(table: str, rows: list[list[Any]], columns: tuple[str, ...]) -> None:
         nonlocal written
         for i in range(0, len(rows), BATCH):
-            store.insert(table, rows[i:i + BATCH], columns, dedup_token=f"bench-{table}-{i}")
+            store.insert(table, rows[i : i + BATCH], columns, dedup_token=f"bench-{table}-{i}")
         written += len(rows)
 
     pair_rows = []
     for n in range(pairs):
         created = when()
         near = rnd.random() < 0.08
-        pair_rows.append([
-            uid(), rnd.choice(names), "What is the capital of Peru?", "The capital of Peru is Lima. Hope this helps!",
-            "Lima.", 0.95, rnd.uniform(0.5, 1.0), "correction", created, True, 1.0,
-            json.dumps({"near_identical": True, "similarity": 0.93} if near else {}), uid(), uid(),
-            "sam.feedback.v1", 0, n, n + 1, created, created + timedelta(milliseconds=rnd.lognormvariate(7, 0.5)),
-        ])
+        pair_rows.append(
+            [
+                uid(),
+                rnd.choice(names),
+                "What is the capital of Peru?",
+                "The capital of Peru is Lima. Hope this helps!",
+                "Lima.",
+                0.95,
+                rnd.uniform(0.5, 1.0),
+                "correction",
+                created,
+                True,
+                1.0,
+                json.dumps({"near_identical": True, "similarity": 0.93} if near else {}),
+                uid(),
+                uid(),
+                "sam.feedback.v1",
+                0,
+                n,
+                n + 1,
+                created,
+                created + timedelta(milliseconds=rnd.lognormvariate(7, 0.5)),
+            ]
+        )
     columns = (*R.PAIR_COLUMNS, "projected_at")
     put("preference_pairs", pair_rows, columns)
     superseded = [[*row[:9], False, *row[10:17], row[17] + pairs, *row[18:]] for row in pair_rows[: pairs // 20]]
     put("preference_pairs", superseded, columns)
-    put("rejected_feedback", [[
-        uid(), rnd.choice(names), "correction", rnd.sample(REASONS, rnd.choice((1, 1, 2))), ["detail"],
-        rnd.uniform(0.0, 1.0) if rnd.random() < 0.7 else None, "p", "c", "r", when(), uid(), "sam.feedback.v1", 0, n,
-    ] for n in range(pairs // 5)], R.REJECTED_COLUMNS)
-    put("labelled_examples", [[uid(), rnd.choice(names), "p", "r", rnd.random() < 0.5, 0.9, when(), "{}", uid(),
-                               uid(), "sam.feedback.v1", 0, n] for n in range(pairs // 20)], R.EXAMPLE_COLUMNS)
+    put(
+        "rejected_feedback",
+        [
+            [
+                uid(),
+                rnd.choice(names),
+                "correction",
+                rnd.sample(REASONS, rnd.choice((1, 1, 2))),
+                ["detail"],
+                rnd.uniform(0.0, 1.0) if rnd.random() < 0.7 else None,
+                "p",
+                "c",
+                "r",
+                when(),
+                uid(),
+                "sam.feedback.v1",
+                0,
+                n,
+            ]
+            for n in range(pairs // 5)
+        ],
+        R.REJECTED_COLUMNS,
+    )
+    put(
+        "labelled_examples",
+        [
+            [
+                uid(),
+                rnd.choice(names),
+                "p",
+                "r",
+                rnd.random() < 0.5,
+                0.9,
+                when(),
+                "{}",
+                uid(),
+                uid(),
+                "sam.feedback.v1",
+                0,
+                n,
+            ]
+            for n in range(pairs // 20)
+        ],
+        R.EXAMPLE_COLUMNS,
+    )
     jobs, attempts = [], []
     for n in range(2_000):
         request_id, user, started = uid(), rnd.choice(names), when()
         status = rnd.choice(("succeeded", "succeeded", "succeeded", "failed", "rejected", "cancelled"))
         ended = started + timedelta(seconds=rnd.uniform(10, 300))
-        jobs.append([request_id, user, status, 1, 160, 160, 0.1, 1 if status == "succeeded" else None, "", "{}",
-                     ended, n, "w1", 20.0, None])
+        jobs.append(
+            [
+                request_id,
+                user,
+                status,
+                1,
+                160,
+                160,
+                0.1,
+                1 if status == "succeeded" else None,
+                "",
+                "{}",
+                ended,
+                n,
+                "w1",
+                20.0,
+                None,
+            ]
+        )
         attempts.append([request_id, 1, user, "w1", 0, started])
     put("training_jobs", jobs, R.JOB_COLUMNS)
     put("training_attempts", attempts, R.ATTEMPT_COLUMNS)
-    put("adapters", [[name, v, uid(), "adapters/x", "{}", "base", "0" * 64, "0" * 64, "{}", when(), "", [], [], None,
-                      "{}", "{}"] for v in (1, 2) for name in names[: 750]], R.ADAPTER_COLUMNS)
-    answers = [[uid(), rnd.choice(names), "node-1", arm, 1 if arm == "new" else None, None, 20.0, 16, when()]
-               for arm in rnd.choices(("new", "previous", "base"), weights=(6, 2, 2), k=pairs)]
+    put(
+        "adapters",
+        [
+            [name, v, uid(), "adapters/x", "{}", "base", "0" * 64, "0" * 64, "{}", when(), "", [], [], None, "{}", "{}"]
+            for v in (1, 2)
+            for name in names[:750]
+        ],
+        R.ADAPTER_COLUMNS,
+    )
+    answers = [
+        [uid(), rnd.choice(names), "node-1", arm, 1 if arm == "new" else None, None, 20.0, 16, when()]
+        for arm in rnd.choices(("new", "previous", "base"), weights=(6, 2, 2), k=pairs)
+    ]
     put("inference_log", answers, R.INFERENCE_LOG_COLUMNS)
-    put("answer_feedback", [[a[0], uid(), a[1], rnd.choice(("correction", "thumbs_up", "thumbs_down")), a[8]]
-                            for a in rnd.sample(answers, pairs // 10)], R.ANSWER_FEEDBACK_COLUMNS)
+    put(
+        "answer_feedback",
+        [
+            [a[0], uid(), a[1], rnd.choice(("correction", "thumbs_up", "thumbs_down")), a[8]]
+            for a in rnd.sample(answers, pairs // 10)
+        ],
+        R.ANSWER_FEEDBACK_COLUMNS,
+    )
     return written
 
 
@@ -135,21 +224,34 @@ def main() -> None:
         for item in CATALOGUE:
             every = timed(lambda n=item.name: run_analytic(store, n, max_rows=MAX_RESULT_ROWS), args.runs)
             one = timed(lambda n=item.name: run_analytic(store, n, user=user, max_rows=MAX_RESULT_ROWS), args.runs)
-            figures[item.name] = {"all_p50": round(statistics.median(every), 1), "all_max": round(max(every), 1),
-                                  "user_p50": round(statistics.median(one), 1), "user_max": round(max(one), 1)}
+            figures[item.name] = {
+                "all_p50": round(statistics.median(every), 1),
+                "all_max": round(max(every), 1),
+                "user_p50": round(statistics.median(one), 1),
+                "user_max": round(max(one), 1),
+            }
             log(f"{item.name}: {figures[item.name]}")
-        sql = ("SELECT count() AS pairs, countIf(is_active) AS active, avg(quality_score) AS quality "
-               "FROM sam.preference_pairs FINAL WHERE user_id = 'user-0042'")
+        sql = (
+            "SELECT count() AS pairs, countIf(is_active) AS active, avg(quality_score) AS quality "
+            "FROM sam.preference_pairs FINAL WHERE user_id = 'user-0042'"
+        )
         per_user = timed(lambda: store.query_read_only(sql), args.runs)
         store.close()
-    print(json.dumps({
-        "pairs": args.pairs, "users": args.users, "runs": args.runs,
-        "analytics_ms": figures,
-        "slowest_all_p50_ms": max(f["all_p50"] for f in figures.values()),
-        "slowest_user_p50_ms": max(f["user_p50"] for f in figures.values()),
-        "sql_query_ms_p50": round(statistics.median(per_user), 2), "sql_query_ms_max": round(max(per_user), 2),
-        "load_rows_per_s": round(written / load_s),
-    }))
+    print(
+        json.dumps(
+            {
+                "pairs": args.pairs,
+                "users": args.users,
+                "runs": args.runs,
+                "analytics_ms": figures,
+                "slowest_all_p50_ms": max(f["all_p50"] for f in figures.values()),
+                "slowest_user_p50_ms": max(f["user_p50"] for f in figures.values()),
+                "sql_query_ms_p50": round(statistics.median(per_user), 2),
+                "sql_query_ms_max": round(max(per_user), 2),
+                "load_rows_per_s": round(written / load_s),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

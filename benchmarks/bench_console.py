@@ -116,8 +116,11 @@ def sql_latencies(store: ClickHouseStore) -> list[float]:
     out = []
     for i in range(30):
         started = time.perf_counter()
-        store.query("SELECT user_id, count(), avg(quality_score), countIf(is_active) FROM sam.preference_pairs FINAL "
-                    "WHERE user_id = {u:String} GROUP BY user_id", {"u": f"user-{i * 7 % USERS:04d}"})
+        store.query(
+            "SELECT user_id, count(), avg(quality_score), countIf(is_active) FROM sam.preference_pairs FINAL "
+            "WHERE user_id = {u:String} GROUP BY user_id",
+            {"u": f"user-{i * 7 % USERS:04d}"},
+        )
         out.append((time.perf_counter() - started) * 1000)
     return out
 
@@ -136,9 +139,17 @@ def progress_latencies(cfg: Config, url: str) -> tuple[list[float], float]:
         page.wait_for_selector("#job-view:not([hidden])")
         time.sleep(1.0)  # the tail is assigned at the topic's end before the first event
         for step in range(1, PROGRESS_EVENTS + 1):
-            event = TrainingProgressed(event_id=uuid.uuid4(), user_id="bench", correlation_id=rid, request_id=rid,
-                                       step=step, total_steps=PROGRESS_EVENTS, loss=1.0 / step, eta_s=1.0,
-                                       metrics={"rewards/accuracies": 0.5, "rewards/margins": step / 10})
+            event = TrainingProgressed(
+                event_id=uuid.uuid4(),
+                user_id="bench",
+                correlation_id=rid,
+                request_id=rid,
+                step=step,
+                total_steps=PROGRESS_EVENTS,
+                loss=1.0 / step,
+                eta_s=1.0,
+                metrics={"rewards/accuracies": 0.5, "rewards/margins": step / 10},
+            )
             produced[str(event.event_id)] = time.time() * 1000
             publisher.publish(topic, event)
             publisher.flush(timeout_s=10)
@@ -157,8 +168,12 @@ def main() -> None:
     try:
         say("starting a broker ...")
         broker.start()
-        cfg = Config.model_validate({"state_dir": str(work / "state"), "kafka": {
-            "bootstrap_servers": broker.bootstrap, "topic_prefix": "bench.", "partitions": 3}})
+        cfg = Config.model_validate(
+            {
+                "state_dir": str(work / "state"),
+                "kafka": {"bootstrap_servers": broker.bootstrap, "topic_prefix": "bench.", "partitions": 3},
+            }
+        )
         ensure_topics(cfg.kafka)
         store = ClickHouseStore(f"chdb://{work / 'ch'}", "sam")
         store.migrate()

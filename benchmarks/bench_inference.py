@@ -47,9 +47,16 @@ from schemas.topics import Topics
 
 REAL_MODEL = "smollm2-135m-instruct"
 PROMPT = "What is the capital of Peru?"
-PROMPTS = ["What is the capital of Peru?", "Name three primary colours.", "What is 12 times 7?",
-           "Why is the sky blue?", "Give me a synonym for happy.", "What is the boiling point of water?",
-           "Who wrote Hamlet?", "How many legs does a spider have?"]
+PROMPTS = [
+    "What is the capital of Peru?",
+    "Name three primary colours.",
+    "What is 12 times 7?",
+    "Why is the sky blue?",
+    "Give me a synonym for happy.",
+    "What is the boiling point of water?",
+    "Who wrote Hamlet?",
+    "How many legs does a spider have?",
+]
 MODES = ("merged", "unmerged")
 DEFAULT_MODE = InferenceSettings.model_fields["lora_serving"].default
 
@@ -78,9 +85,12 @@ def percentile(values: list[float], q: float) -> float:
 
 def spread(values: list[float], name: str, suffix: str = "", digits: int = 1) -> dict[str, float]:
     """``{name}_p50{suffix}``, ``_p99``, ``_max`` and ``_n`` (the number of samples)."""
-    return {f"{name}_p50{suffix}": round(percentile(values, 50), digits),
-            f"{name}_p99{suffix}": round(percentile(values, 99), digits),
-            f"{name}_max{suffix}": round(max(values), digits), f"{name}_n{suffix}": len(values)}
+    return {
+        f"{name}_p50{suffix}": round(percentile(values, 50), digits),
+        f"{name}_p99{suffix}": round(percentile(values, 99), digits),
+        f"{name}_max{suffix}": round(max(values), digits),
+        f"{name}_n{suffix}": len(values),
+    }
 
 
 class Bench:
@@ -94,20 +104,31 @@ class Bench:
         self.scale = 1 if real else 4  # the tiny model is fast: more rounds in the same time
 
     def config(self, name: str, **inference: Any) -> Config:
-        return Config.model_validate({
-            "state_dir": str(self.workdir / "state"),
-            "model": {"base": str(self.base), "max_new_tokens": 8},
-            "inference": {"node_id": name, "torch_threads": self.threads, **inference},
-        })
+        return Config.model_validate(
+            {
+                "state_dir": str(self.workdir / "state"),
+                "model": {"base": str(self.base), "max_new_tokens": 8},
+                "inference": {"node_id": name, "torch_threads": self.threads, **inference},
+            }
+        )
 
     def node(self, name: str, publisher: Any = None, **inference: Any) -> InferenceNode:
         return InferenceNode(self.config(name, **inference), publisher)
 
     def adapter(self, node: InferenceNode, user: str, version: int, seed: int | None = None) -> AdapterPublished:
         store = ArtifactStore(node.cfg.artifact_root)
-        return build_adapter(store, str(self.base), node.runtime.model, user, version,
-                             seed=seed if seed is not None else zlib.crc32(f"{user}/{version}".encode()),
-                             rank=self.rank, alpha=self.alpha, strength=self.strength, base_sha256=node.base_sha256)
+        return build_adapter(
+            store,
+            str(self.base),
+            node.runtime.model,
+            user,
+            version,
+            seed=seed if seed is not None else zlib.crc32(f"{user}/{version}".encode()),
+            rank=self.rank,
+            alpha=self.alpha,
+            strength=self.strength,
+            base_sha256=node.base_sha256,
+        )
 
 
 # -- switching, cold loads, overhead --------------------------------------------------------------
@@ -142,8 +163,11 @@ def measure_switch(bench: Bench, mode: str) -> dict[str, float]:
         runtime.bind(None)
         alice.release()
         bob.release()
-        return {"switch_ms": statistics.median(switches), "bind_ms": statistics.median(binds),
-                "row_bind_ms": statistics.median(joins[1:])}
+        return {
+            "switch_ms": statistics.median(switches),
+            "bind_ms": statistics.median(binds),
+            "row_bind_ms": statistics.median(joins[1:]),
+        }
     finally:
         node.close()
 
@@ -157,8 +181,9 @@ def measure_peft_set_adapter(bench: Bench, rounds: int = 200) -> float:
     try:
         a, b = bench.adapter(node, "peft-a", 1), bench.adapter(node, "peft-b", 1)
         store = ArtifactStore(node.cfg.artifact_root)
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(bench.base)),
-                                          str(store.resolve(a.uri)), adapter_name="a")
+        model = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(str(bench.base)), str(store.resolve(a.uri)), adapter_name="a"
+        )
         model.load_adapter(str(store.resolve(b.uri)), adapter_name="b")
         times = []
         for i in range(rounds):
@@ -210,8 +235,11 @@ def measure_overhead(bench: Bench, mode: str, tokens: int = 64) -> dict[str, flo
             ratios.append(a / b)
             base_ms.append(b)
             adapter_ms.append(a)
-        return {"ratio": statistics.median(ratios), "base_ms": statistics.median(base_ms),
-                "adapter_ms": statistics.median(adapter_ms)}
+        return {
+            "ratio": statistics.median(ratios),
+            "base_ms": statistics.median(base_ms),
+            "adapter_ms": statistics.median(adapter_ms),
+        }
     finally:
         node.close()
 
@@ -281,8 +309,9 @@ def measure_throughput(bench: Bench, rounds: int = 3, tokens: int = 32) -> dict[
             "batch_speedup_runs": [round(x, 3) for x in speedups],
             "batch_lora_overhead_ratio": round(statistics.median(lora_costs), 4),
             "batch_lora_overhead_runs": [round(x, 3) for x in lora_costs],
-            "mean_rows_per_step": round((after.rows_stepped - steps_before.rows_stepped)
-                                        / max(after.steps - steps_before.steps, 1), 2),
+            "mean_rows_per_step": round(
+                (after.rows_stepped - steps_before.rows_stepped) / max(after.steps - steps_before.steps, 1), 2
+            ),
             **spread(ttft_1, "ttft_ms", "_1_user"),
             **spread(ttft_8, "ttft_ms", "_8_users"),
             "throughput_tokens_per_answer": tokens,
@@ -306,8 +335,9 @@ def measure_row_adapters(bench: Bench, rounds: int = 12) -> dict[str, float]:
             ref = node.registry.apply(event).after.latest  # type: ignore[union-attr]
             weights.append(node.loader.load(event.user_id, ref))  # type: ignore[arg-type]
         store = ArtifactStore(node.cfg.artifact_root)
-        peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(bench.base)),
-                                         str(store.resolve(events[0].uri)), adapter_name="a0").eval()
+        peft = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(str(bench.base)), str(store.resolve(events[0].uri)), adapter_name="a0"
+        ).eval()
         for i, event in enumerate(events[1:], start=1):
             peft.load_adapter(str(store.resolve(event.uri)), adapter_name=f"a{i}")
         names = [f"a{i}" for i in range(8)]
@@ -319,8 +349,9 @@ def measure_row_adapters(bench: Bench, rounds: int = 12) -> dict[str, float]:
         ids = torch.randint(0, vocab, (8, 1), generator=gen)
 
         def step(m: Any, **kw: Any) -> tuple[float, torch.Tensor]:
-            cache = DynamicCache(ddp_cache_data=[(layer.keys, layer.values) for layer in prompt.layers],
-                                 config=model.config)
+            cache = DynamicCache(
+                ddp_cache_data=[(layer.keys, layer.values) for layer in prompt.layers], config=model.config
+            )
             started = time.perf_counter()
             with torch.no_grad():
                 logits = m(input_ids=ids, past_key_values=cache, use_cache=True, **kw).logits
@@ -341,14 +372,17 @@ def measure_row_adapters(bench: Bench, rounds: int = 12) -> dict[str, float]:
             gathered.append(step(model)[0])
             grouped.append(step(peft, adapter_names=names)[0])
         node.runtime.bind(None)
-        return {"step_ms_8_rows_base": round(statistics.median(base), 2),
-                "step_ms_8_rows_gathered": round(statistics.median(gathered), 2),
-                "step_ms_8_rows_peft_adapter_names": round(statistics.median(grouped), 2),
-                "gathered_vs_base": round(statistics.median(g / b for g, b in zip(gathered, base, strict=True)), 4),
-                "peft_adapter_names_vs_base": round(statistics.median(
-                    p / b for p, b in zip(grouped, base, strict=True)), 4),
-                "gathered_vs_peft_max_logit_diff": float(f"{agree:.3g}"),
-                "gathered_vs_base_max_logit_diff": float(f"{moved:.3g}")}
+        return {
+            "step_ms_8_rows_base": round(statistics.median(base), 2),
+            "step_ms_8_rows_gathered": round(statistics.median(gathered), 2),
+            "step_ms_8_rows_peft_adapter_names": round(statistics.median(grouped), 2),
+            "gathered_vs_base": round(statistics.median(g / b for g, b in zip(gathered, base, strict=True)), 4),
+            "peft_adapter_names_vs_base": round(
+                statistics.median(p / b for p, b in zip(grouped, base, strict=True)), 4
+            ),
+            "gathered_vs_peft_max_logit_diff": float(f"{agree:.3g}"),
+            "gathered_vs_base_max_logit_diff": float(f"{moved:.3g}"),
+        }
     finally:
         node.close()
 
@@ -372,8 +406,12 @@ def measure_publish_to_served(bench: Bench, broker: Broker, mode: str, trials: i
     thread = None
     try:
         cfg = bench.config(f"publish-to-served-{mode}", lora_serving=mode).with_overrides(
-            kafka={"bootstrap_servers": broker.bootstrap, "topic_prefix": f"bench{uuid.uuid4().hex[:6]}.",
-                   "partitions": 3})
+            kafka={
+                "bootstrap_servers": broker.bootstrap,
+                "topic_prefix": f"bench{uuid.uuid4().hex[:6]}.",
+                "partitions": 3,
+            }
+        )
         ensure_topics(cfg.kafka)
         topic = Topics(cfg.kafka.topic_prefix).adapters
         publisher = KafkaEventPublisher(broker.bootstrap, client_id="bench-trainer")
@@ -391,8 +429,9 @@ def measure_publish_to_served(bench: Bench, broker: Broker, mode: str, trials: i
             event = bench.adapter(node, "alice", version)  # files written first, as the trainer does
             flipped: list[float] = []
             watching = threading.Event()
-            watcher = threading.Thread(target=watch_pointer, args=(node, "alice", version, watching, flipped),
-                                       daemon=True)
+            watcher = threading.Thread(
+                target=watch_pointer, args=(node, "alice", version, watching, flipped), daemon=True
+            )
             watcher.start()
             produced = time.perf_counter()
             publisher.publish(topic, event)
@@ -428,9 +467,15 @@ def measure_hit_rates(capacity: int = 64, users: int = 10_000, requests: int = 1
         "independent": independent_zipf(requests, users, s=1.0, seed=0),
         "session": session_zipf(requests, users, s=1.0, mean_burst=8, concurrent=16, seed=0),
     }
-    out: dict[str, dict[str, float]] = {"hit_rate": {}, "hit_rate_vs_optimal": {}, "optimal_hit_rate": {},
-                                        "lru_hit_rate": {}, "lru_vs_optimal": {}, "static_top_hit_rate": {},
-                                        "static_top_vs_optimal": {}}
+    out: dict[str, dict[str, float]] = {
+        "hit_rate": {},
+        "hit_rate_vs_optimal": {},
+        "optimal_hit_rate": {},
+        "lru_hit_rate": {},
+        "lru_vs_optimal": {},
+        "static_top_hit_rate": {},
+        "static_top_vs_optimal": {},
+    }
     for name, trace in traces.items():
         optimum = belady_hit_rate(trace, capacity)
         ours = replay(trace, capacity, WTinyLFUPolicy(capacity))
@@ -443,8 +488,10 @@ def measure_hit_rates(capacity: int = 64, users: int = 10_000, requests: int = 1
         out["lru_vs_optimal"][name] = round(lru / optimum, 4)
         out["static_top_hit_rate"][name] = round(static, 4)
         out["static_top_vs_optimal"][name] = round(static / optimum, 4)
-        say(f"{name}: optimum {optimum:.4f}, wtinylfu {ours / optimum:.3f}, lru {lru / optimum:.3f}, "
-            f"static top-{capacity} {static / optimum:.3f} of optimum")
+        say(
+            f"{name}: optimum {optimum:.4f}, wtinylfu {ours / optimum:.3f}, lru {lru / optimum:.3f}, "
+            f"static top-{capacity} {static / optimum:.3f} of optimum"
+        )
     return out
 
 
@@ -470,12 +517,18 @@ def measure_fallbacks(bench: Bench) -> dict[str, Any]:
                     node.apply(bad)
                     want_version = None
                 answer = node.generate_personalized_response(PROMPT, user, max_new_tokens=2)
-                ok = answer.adapter_version == want_version and answer.fallback_reason == reason \
+                ok = (
+                    answer.adapter_version == want_version
+                    and answer.fallback_reason == reason
                     and "rejected" in answer.fallback_detail
+                )
                 outcomes[f"{kind}/{'previous' if previous else 'base'}"] = ok
         failed = sorted(k for k, ok in outcomes.items() if not ok)
-        return {"fallback_ok": round(sum(outcomes.values()) / len(outcomes), 4), "fallback_cases": len(outcomes),
-                "fallback_failed": failed}
+        return {
+            "fallback_ok": round(sum(outcomes.values()) / len(outcomes), 4),
+            "fallback_cases": len(outcomes),
+            "fallback_failed": failed,
+        }
     finally:
         node.close()
 
@@ -513,14 +566,21 @@ def measure_rss(bench: Bench, users: int = 10_000, cached: int = 64) -> dict[str
         for p in pending:
             p.result(timeout=600)
         slots = node.runtime.slot_bytes
-        return {"rss_mb": round(served, 1), "rss_mb_model_only": round(before, 1),
-                "rss_mb_registry_delta": round(registered - before, 1),
-                "rss_mb_cache_delta": round(served - registered, 1), "registered_users": len(node.registry),
-                "cache_entries": stats.entries, "cache_mb": round(stats.bytes / 2**20, 2),
-                "adapter_mb": round(stats.bytes / max(stats.entries, 1) / 2**20, 2),
-                "merge_scratch_mb": round(scratch / 2**20, 2), "rss_mb_merge_delta": round(merged - served, 1),
-                "merge_scratch_bound_mb": node.cfg.inference.merge_scratch_mb,
-                "slot_mb_8_rows": round(slots / 2**20, 2), "rss_mb_after_batch": round(rss_mb(), 1)}
+        return {
+            "rss_mb": round(served, 1),
+            "rss_mb_model_only": round(before, 1),
+            "rss_mb_registry_delta": round(registered - before, 1),
+            "rss_mb_cache_delta": round(served - registered, 1),
+            "registered_users": len(node.registry),
+            "cache_entries": stats.entries,
+            "cache_mb": round(stats.bytes / 2**20, 2),
+            "adapter_mb": round(stats.bytes / max(stats.entries, 1) / 2**20, 2),
+            "merge_scratch_mb": round(scratch / 2**20, 2),
+            "rss_mb_merge_delta": round(merged - served, 1),
+            "merge_scratch_bound_mb": node.cfg.inference.merge_scratch_mb,
+            "slot_mb_8_rows": round(slots / 2**20, 2),
+            "rss_mb_after_batch": round(rss_mb(), 1),
+        }
     finally:
         node.close()
 
@@ -544,8 +604,11 @@ def timed(what: str, run: Callable[[], Any]) -> Any:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default=REAL_MODEL,
-                        help=f"{REAL_MODEL} (default, fetched once), or a locally built model: tiny, demo-chat")
+    parser.add_argument(
+        "--model",
+        default=REAL_MODEL,
+        help=f"{REAL_MODEL} (default, fetched once), or a locally built model: tiny, demo-chat",
+    )
     parser.add_argument("--trials", type=int, default=60, help="publish-to-served trials per mode")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (inference.torch_threads)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the 1-vs-8-users throughput comparison")
@@ -563,63 +626,97 @@ def main() -> None:
         sys.stdout.write(json.dumps(memory) + "\n")
         return
     started = time.perf_counter()
-    result: dict[str, Any] = {"model": args.model, "torch_threads": args.threads, "default_mode": DEFAULT_MODE,
-                              "load_avg_start": round(os.getloadavg()[0], 2)}
+    result: dict[str, Any] = {
+        "model": args.model,
+        "torch_threads": args.threads,
+        "default_mode": DEFAULT_MODE,
+        "load_avg_start": round(os.getloadavg()[0], 2),
+    }
     broker: Broker | None = None
     try:
-        memory = timed("memory with 10,000 registered users and 64 cached adapters (in a fresh process)",
-                       lambda: json.loads(subprocess.run(
-                           [sys.executable, __file__, "--model", args.model, "--threads", str(args.threads),
-                            "--memory-only"], check=True, text=True,
-                           stdout=subprocess.PIPE).stdout.strip().splitlines()[-1]))
-        say(f"rss {memory['rss_mb']} MB: model {memory['rss_mb_model_only']} MB, registry of 10,000 users "
+        memory = timed(
+            "memory with 10,000 registered users and 64 cached adapters (in a fresh process)",
+            lambda: json.loads(
+                subprocess.run(
+                    [sys.executable, __file__, "--model", args.model, "--threads", str(args.threads), "--memory-only"],
+                    check=True,
+                    text=True,
+                    stdout=subprocess.PIPE,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            ),
+        )
+        say(
+            f"rss {memory['rss_mb']} MB: model {memory['rss_mb_model_only']} MB, registry of 10,000 users "
             f"+{memory['rss_mb_registry_delta']} MB, 64 cached adapters +{memory['rss_mb_cache_delta']} MB; "
-            f"merged scratch {memory['merge_scratch_mb']} MB, 8-row slots {memory['slot_mb_8_rows']} MB")
-        hits = timed("cache policies vs Belady's optimum (100,000 requests, 10,000 users, capacity 64)",
-                     measure_hit_rates)
-        switch = {mode: timed(f"switching between two cached users ({mode})", lambda m=mode: measure_switch(bench, m))
-                  for mode in MODES}
+            f"merged scratch {memory['merge_scratch_mb']} MB, 8-row slots {memory['slot_mb_8_rows']} MB"
+        )
+        hits = timed(
+            "cache policies vs Belady's optimum (100,000 requests, 10,000 users, capacity 64)", measure_hit_rates
+        )
+        switch = {
+            mode: timed(f"switching between two cached users ({mode})", lambda m=mode: measure_switch(bench, m))
+            for mode in MODES
+        }
         peft = measure_peft_set_adapter(bench)
-        say(f"switch: merged {switch['merged']['switch_ms']:.3f} ms, unmerged {switch['unmerged']['switch_ms']:.3f} "
-            f"ms; PEFT set_adapter {peft:.3f} ms")
+        say(
+            f"switch: merged {switch['merged']['switch_ms']:.3f} ms, unmerged {switch['unmerged']['switch_ms']:.3f} "
+            f"ms; PEFT set_adapter {peft:.3f} ms"
+        )
         cold = timed("cold loads", lambda: measure_cold_load(bench))
-        overhead = {mode: timed(f"LoRA overhead, one user ({mode})", lambda m=mode: measure_overhead(bench, m))
-                    for mode in MODES}
+        overhead = {
+            mode: timed(f"LoRA overhead, one user ({mode})", lambda m=mode: measure_overhead(bench, m))
+            for mode in MODES
+        }
         say(f"overhead: merged {overhead['merged']['ratio']:.3f}, unmerged {overhead['unmerged']['ratio']:.3f}")
-        many = timed("8 users on 8 adapters: one at a time vs at once",
-                     lambda: measure_throughput(bench, rounds=args.rounds))
-        say(f"tokens/s: 1 user {many['tokens_per_s_1_user']}, 8 users {many['tokens_per_s_8_users']}, "
-            f"speedup {many['batch_speedup']} (runs {many['batch_speedup_runs']})")
-        rows = timed("8 rows on 8 adapters, one decode step: gathered slots vs PEFT adapter_names",
-                     lambda: measure_row_adapters(bench))
-        say(f"decode step, 8 rows: base {rows['step_ms_8_rows_base']} ms, gathered {rows['gathered_vs_base']}x, "
-            f"PEFT adapter_names {rows['peft_adapter_names_vs_base']}x")
+        many = timed(
+            "8 users on 8 adapters: one at a time vs at once", lambda: measure_throughput(bench, rounds=args.rounds)
+        )
+        say(
+            f"tokens/s: 1 user {many['tokens_per_s_1_user']}, 8 users {many['tokens_per_s_8_users']}, "
+            f"speedup {many['batch_speedup']} (runs {many['batch_speedup_runs']})"
+        )
+        rows = timed(
+            "8 rows on 8 adapters, one decode step: gathered slots vs PEFT adapter_names",
+            lambda: measure_row_adapters(bench),
+        )
+        say(
+            f"decode step, 8 rows: base {rows['step_ms_8_rows_base']} ms, gathered {rows['gathered_vs_base']}x, "
+            f"PEFT adapter_names {rows['peft_adapter_names_vs_base']}x"
+        )
         fallbacks = timed("broken adapters", lambda: measure_fallbacks(bench))
         broker = Broker(home=workdir / "kafka", port=free_port(), controller_port=free_port())
         say(f"starting a Kafka broker on {broker.bootstrap}")
         broker.start()
-        served = {mode: timed(f"publish -> served through the broker ({args.trials} versions, {mode})",
-                              lambda m=mode: measure_publish_to_served(bench, broker, m, args.trials))  # type: ignore[arg-type]
-                  for mode in MODES}
+        served = {
+            mode: timed(
+                f"publish -> served through the broker ({args.trials} versions, {mode})",
+                lambda m=mode: measure_publish_to_served(bench, broker, m, args.trials),
+            )  # type: ignore[arg-type]
+            for mode in MODES
+        }
         d = DEFAULT_MODE
-        result.update({
-            "switch_ms": round(switch[d]["switch_ms"], 4),
-            **{f"switch_ms_{m}": round(switch[m]["switch_ms"], 4) for m in MODES},
-            **{f"bind_ms_{m}": round(switch[m]["bind_ms"], 4) for m in MODES},
-            "row_bind_ms": round(switch["unmerged"]["row_bind_ms"], 4),
-            "peft_set_adapter_ms": round(peft, 4),
-            "cold_load_ms": round(cold, 3),
-            **{k: v for k, v in served[d].items()},
-            **{f"{k}_{m}": v for m in MODES for k, v in served[m].items()},
-            "overhead_ratio": round(overhead[d]["ratio"], 4),
-            **{f"overhead_ratio_{m}": round(overhead[m]["ratio"], 4) for m in MODES},
-            "base_request_ms_64_tokens": round(overhead[d]["base_ms"], 1),
-            **many,
-            **rows,
-            **hits,
-            **fallbacks,
-            **memory,
-        })
+        result.update(
+            {
+                "switch_ms": round(switch[d]["switch_ms"], 4),
+                **{f"switch_ms_{m}": round(switch[m]["switch_ms"], 4) for m in MODES},
+                **{f"bind_ms_{m}": round(switch[m]["bind_ms"], 4) for m in MODES},
+                "row_bind_ms": round(switch["unmerged"]["row_bind_ms"], 4),
+                "peft_set_adapter_ms": round(peft, 4),
+                "cold_load_ms": round(cold, 3),
+                **{k: v for k, v in served[d].items()},
+                **{f"{k}_{m}": v for m in MODES for k, v in served[m].items()},
+                "overhead_ratio": round(overhead[d]["ratio"], 4),
+                **{f"overhead_ratio_{m}": round(overhead[m]["ratio"], 4) for m in MODES},
+                "base_request_ms_64_tokens": round(overhead[d]["base_ms"], 1),
+                **many,
+                **rows,
+                **hits,
+                **fallbacks,
+                **memory,
+            }
+        )
     finally:
         if broker is not None:
             broker.stop()

@@ -90,8 +90,10 @@ def ensure_model(path: Path) -> Path:
     say(f"no model at {path}: samtuner model fetch {MODEL_NAME}")
     done = subprocess.run([sys.executable, "-m", "samtuner.cli", "model", "fetch", MODEL_NAME], cwd=ROOT, check=False)
     if done.returncode != 0 or not (path / "config.json").exists():
-        raise SystemExit(f"bench-quality needs {MODEL_NAME} at {path}: `samtuner model fetch {MODEL_NAME}` failed "
-                         "(or pass --model DIR)")
+        raise SystemExit(
+            f"bench-quality needs {MODEL_NAME} at {path}: `samtuner model fetch {MODEL_NAME}` failed "
+            "(or pass --model DIR)"
+        )
     return path
 
 
@@ -110,12 +112,14 @@ def base_answers(model_path: Path, pool: list[Prompt], threads: int) -> dict[str
         answerer = Answerer(model_path, None, threads)
         started = time.monotonic()
         for start in range(0, len(missing), Answerer.BATCH):
-            for question, answer, finished in answerer.answer(missing[start:start + Answerer.BATCH], ANSWER_TOKENS):
+            for question, answer, finished in answerer.answer(missing[start : start + Answerer.BATCH], ANSWER_TOKENS):
                 known[question] = {"answer": answer, "finished": finished}
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps(known, indent=1, sort_keys=True))
-            say(f"  answered {min(start + Answerer.BATCH, len(missing))}/{len(missing)} "
-                f"({time.monotonic() - started:.0f}s)")
+            say(
+                f"  answered {min(start + Answerer.BATCH, len(missing))}/{len(missing)} "
+                f"({time.monotonic() - started:.0f}s)"
+            )
     return known
 
 
@@ -145,12 +149,15 @@ class Answerer:
         import torch
 
         tok = self.tokenizer
-        texts = [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
-                                         tokenize=False) for q in questions]
+        texts = [
+            tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
+            for q in questions
+        ]
         inputs = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
-            generated = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                            pad_token_id=tok.pad_token_id)
+            generated = self.model.generate(
+                **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
+            )
         width = inputs["input_ids"].shape[1]
         out = []
         for q, row in zip(questions, generated, strict=True):
@@ -162,7 +169,7 @@ class Answerer:
         out: list[tuple[str, str, bool]] = []
         started = time.monotonic()
         for start in range(0, len(questions), self.BATCH):
-            out += self.answer(questions[start:start + self.BATCH], max_new_tokens)
+            out += self.answer(questions[start : start + self.BATCH], max_new_tokens)
             say(f"  {label}: answered {len(out)}/{len(questions)} ({time.monotonic() - started:.0f}s)")
         return out
 
@@ -170,14 +177,21 @@ class Answerer:
 # -- one user -----------------------------------------------------------------------------------------
 
 
-def user_data(style: Style, seed: int, usable: list[Prompt], answers: dict[str, dict[str, Any]], n_pairs: int,
-              near_identical_at: float) -> tuple[list[dict[str, Any]], list[Prompt]]:
+def user_data(
+    style: Style,
+    seed: int,
+    usable: list[Prompt],
+    answers: dict[str, dict[str, Any]],
+    n_pairs: int,
+    near_identical_at: float,
+) -> tuple[list[dict[str, Any]], list[Prompt]]:
     """The user's pairs (on-policy: rejected = the base model's answer) and the prompts outside them."""
     rng = random.Random(1000 + seed)
     chosen = rng.sample(usable, n_pairs)
     outside = [p for p in usable if p not in chosen]
-    triples = [(p.question, style.correct(answers[p.question]["answer"]), answers[p.question]["answer"])
-               for p in chosen]
+    triples = [
+        (p.question, style.correct(answers[p.question]["answer"]), answers[p.question]["answer"]) for p in chosen
+    ]
     rows = pair_rows(f"bench-{style.name}-{seed}", triples)
     for row in rows:  # the decider's near-identical flag (streams/quality.py), so the trainer sees what it would
         sim = similarity(row["chosen_response"], row["rejected_response"])
@@ -185,24 +199,37 @@ def user_data(style: Style, seed: int, usable: list[Prompt], answers: dict[str, 
     return rows, outside
 
 
-def run_job(cfg: Config, user: str, rows: list[dict[str, Any]], examples: list[dict[str, Any]] | None = None,
-            ) -> tuple[Event, float]:
+def run_job(
+    cfg: Config,
+    user: str,
+    rows: list[dict[str, Any]],
+    examples: list[dict[str, Any]] | None = None,
+) -> tuple[Event, float]:
     recorder = Recorder()
     worker = TrainerWorker(cfg, recorder, worker_id="bench-quality")
     request = local_request(ArtifactStore(cfg.artifact_root), user, 1, rows, examples=examples or ())
     started = time.monotonic()
     worker.run_one(request)
     wall = time.monotonic() - started
-    outcome = next(e for e in reversed(recorder.events)
-                   if isinstance(e, TrainingSucceeded | TrainingRejected | TrainingFailed))
+    outcome = next(
+        e for e in reversed(recorder.events) if isinstance(e, TrainingSucceeded | TrainingRejected | TrainingFailed)
+    )
     if isinstance(outcome, TrainingFailed):
         raise RuntimeError(f"the job of {user} failed: {outcome.cause}")
     return outcome, wall
 
 
-def measure(cfg: Config, label: str, style: Style, rows: list[dict[str, Any]], outside: list[Prompt],
-            answers: dict[str, dict[str, Any]], n_unseen: int, threads: int,
-            examples: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def measure(
+    cfg: Config,
+    label: str,
+    style: Style,
+    rows: list[dict[str, Any]],
+    outside: list[Prompt],
+    answers: dict[str, dict[str, Any]],
+    n_unseen: int,
+    threads: int,
+    examples: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Train one user's adapter and measure it on prompts the user never trained on."""
     user = f"bench-{label}"
     say(f"{label}: training on {len(rows)} pairs / {len(examples or [])} labelled examples")
@@ -211,8 +238,10 @@ def measure(cfg: Config, label: str, style: Style, rows: list[dict[str, Any]], o
     store = ArtifactStore(cfg.artifact_root)
     manifest = read_manifest(store, outcome.adapter_uri)
     metrics = manifest["metrics"]
-    control = [gate.ControlAnswer(c["prompt"], c["before"], c["after"], c["base_correct"], c["adapter_correct"])
-               for c in manifest["control"]]
+    control = [
+        gate.ControlAnswer(c["prompt"], c["before"], c["after"], c["base_correct"], c["adapter_correct"])
+        for c in manifest["control"]
+    ]
     decision = gate.decide(GATE_SETTINGS, metrics, manifest["baseline"]["metrics"], "the base model", control)
 
     by_question = {p.question: p for p in prompts()}
@@ -221,8 +250,10 @@ def measure(cfg: Config, label: str, style: Style, rows: list[dict[str, Any]], o
         held += [e["prompt"] for e in examples if str(e["example_id"]) in set(manifest["example_ids"]["heldout"])]
     unseen = [by_question[q] for q in held] + [p for p in outside if p.question not in held]
     unseen = unseen[:n_unseen]
-    say(f"{label}: job {wall:.0f}s ({'published' if decision.publish else 'REJECTED: ' + decision.reason}); "
-        f"answering {len(unseen)} unseen prompts with the adapter")
+    say(
+        f"{label}: job {wall:.0f}s ({'published' if decision.publish else 'REJECTED: ' + decision.reason}); "
+        f"answering {len(unseen)} unseen prompts with the adapter"
+    )
     answerer = Answerer(Path(cfg.model.base), store.resolve(outcome.adapter_uri), threads)
     after = answerer.answer_all([p.question for p in unseen], ANSWER_TOKENS + STYLE_TOKENS, label)
     before = [answers[p.question]["answer"] for p in unseen]
@@ -236,30 +267,44 @@ def measure(cfg: Config, label: str, style: Style, rows: list[dict[str, Any]], o
         "content_judged": len(kept),
         "control_unchanged": metrics["control_unchanged"],
         "control_base_correct": int(metrics["control_base_correct"]),
-        "heldout_accuracy": metrics.get("heldout_policy_accuracy") if metrics.get("heldout_pairs")
+        "heldout_accuracy": metrics.get("heldout_policy_accuracy")
+        if metrics.get("heldout_pairs")
         else metrics.get("heldout_label_accuracy"),
-        "heldout_margin": metrics.get("heldout_policy_margin") if metrics.get("heldout_pairs")
+        "heldout_margin": metrics.get("heldout_policy_margin")
+        if metrics.get("heldout_pairs")
         else metrics.get("heldout_label_margin"),
         "heldout_accuracy_summed": metrics.get("heldout_policy_accuracy_summed"),
         "heldout_pairs": int(metrics.get("heldout_pairs", 0)) or int(metrics.get("heldout_examples", 0)),
         "base_heldout_accuracy": manifest["baseline"]["metrics"].get("heldout_policy_accuracy"),
         "base_heldout_accuracy_summed": manifest["baseline"]["metrics"].get("heldout_policy_accuracy_summed"),
-        "train_pairs": int(metrics["train_pairs"]), "validation_pairs": int(metrics["validation_pairs"]),
+        "train_pairs": int(metrics["train_pairs"]),
+        "validation_pairs": int(metrics["validation_pairs"]),
         "near_identical_pairs": sum(bool(r["metadata"]["near_identical"]) for r in rows),
-        "steps": int(metrics["steps"]), "stopped_early": bool(metrics["stopped_early"]),
+        "steps": int(metrics["steps"]),
+        "stopped_early": bool(metrics["stopped_early"]),
         "median_step_s": metrics["median_step_s"],
         "best_step": int(metrics.get("best_step", metrics["steps"])),
-        "train_s": metrics["train_s"], "job_s": round(wall, 1), "eval_s": metrics["eval_s"],
-        "gate_s": metrics["gate_s"], "load_s": metrics["load_s"], "peak_rss_mb": metrics["peak_rss_mb"],
+        "train_s": metrics["train_s"],
+        "job_s": round(wall, 1),
+        "eval_s": metrics["eval_s"],
+        "gate_s": metrics["gate_s"],
+        "load_s": metrics["load_s"],
+        "peak_rss_mb": metrics["peak_rss_mb"],
         "control_broken": [{"prompt": c.prompt, "before": c.before, "after": c.after} for c in control if c.broken],
-        "gate_publish": decision.publish, "gate_reasons": list(decision.reasons),
-        "resolved": manifest["resolved_training"], "method": manifest.get("method", "dpo"),
-        "examples": [{"prompt": p.question, "before": b, "after": a}
-                     for p, b, a in list(zip(unseen, before, after_text, strict=True))[:3]],
+        "gate_publish": decision.publish,
+        "gate_reasons": list(decision.reasons),
+        "resolved": manifest["resolved_training"],
+        "method": manifest.get("method", "dpo"),
+        "examples": [
+            {"prompt": p.question, "before": b, "after": a}
+            for p, b, a in list(zip(unseen, before, after_text, strict=True))[:3]
+        ],
     }
-    say(f"{label}: style {result['style_rate_before']} -> {result['style_rate_after']}, content kept "
+    say(
+        f"{label}: style {result['style_rate_before']} -> {result['style_rate_after']}, content kept "
         f"{result['content_kept']} ({len(kept)} judged), controls {result['control_unchanged']}, held-out accuracy "
-        f"{result['heldout_accuracy']} (summed {result['heldout_accuracy_summed']}), train {result['train_s']}s")
+        f"{result['heldout_accuracy']} (summed {result['heldout_accuracy_summed']}), train {result['train_s']}s"
+    )
     say(f"{label}: e.g. {result['examples'][0]}")
     return {**result, "_records": _records_for_plain(manifest, rows)}
 
@@ -269,19 +314,32 @@ def _records_for_plain(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> 
 
     train_ids = set(manifest["pair_ids"]["train"])
     records = to_preference_records([r for r in rows if str(r["pair_id"]) in train_ids])
-    return {"records": [{k: v for k, v in r.items() if k != "training_weight"} for r in records],
-            "dpo": manifest["resolved_training"]}
+    return {
+        "records": [{k: v for k, v in r.items() if k != "training_weight"} for r in records],
+        "dpo": manifest["resolved_training"],
+    }
 
 
 def plain_wall(cfg: Config, plain: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    settings = {"model": cfg.model.base, "seed": cfg.training.seed, "lora": cfg.lora.model_dump(mode="json"),
-                "dpo": plain["dpo"], "records": plain["records"], "save_to": str(workdir / "plain-adapter")}
+    settings = {
+        "model": cfg.model.base,
+        "seed": cfg.training.seed,
+        "lora": cfg.lora.model_dump(mode="json"),
+        "dpo": plain["dpo"],
+        "records": plain["records"],
+        "save_to": str(workdir / "plain-adapter"),
+    }
     path = workdir / "plain.json"
     path.write_text(json.dumps(settings))
     say("plain TRL script: load, train, save the same adapter on the same records")
     started = time.monotonic()
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "plain_dpo.py"), str(path)], cwd=ROOT,
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "plain_dpo.py"), str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     wall = time.monotonic() - started
     if done.returncode != 0:
         raise RuntimeError(f"the plain TRL script failed: {done.stderr[-2000:]}")
@@ -290,22 +348,32 @@ def plain_wall(cfg: Config, plain: dict[str, Any], workdir: Path) -> dict[str, A
     return {"wall_s": round(wall, 1), **result}
 
 
-def kto_data(style: Style, seed: int, usable: list[Prompt], answers: dict[str, dict[str, Any]],
-             n_examples: int) -> tuple[list[dict[str, Any]], list[Prompt]]:
+def kto_data(
+    style: Style, seed: int, usable: list[Prompt], answers: dict[str, dict[str, Any]], n_examples: int
+) -> tuple[list[dict[str, Any]], list[Prompt]]:
     """A thumbs-only user: thumbs up on answers in their style, thumbs down on plain ones, never on the same
     prompt (unpaired)."""
     rng = random.Random(2000 + seed)
     chosen = rng.sample(usable, n_examples)
     outside = [p for p in usable if p not in chosen]
-    labelled = [(p.question, style.correct(answers[p.question]["answer"]) if i % 2 == 0
-                 else answers[p.question]["answer"], i % 2 == 0) for i, p in enumerate(chosen)]
+    labelled = [
+        (
+            p.question,
+            style.correct(answers[p.question]["answer"]) if i % 2 == 0 else answers[p.question]["answer"],
+            i % 2 == 0,
+        )
+        for i, p in enumerate(chosen)
+    ]
     return example_rows(f"bench-kto-{style.name}-{seed}", labelled), outside
 
 
 def bench_config(model: Path, state: Path, sets: list[str]) -> Config:
-    raw: dict[str, Any] = {"state_dir": str(state), "model": {"base": str(model)},
-                           "evaluation": {"enabled": False},  # the bench applies the gate itself (GATE_SETTINGS)
-                           "training": {"dpo": dict(Config().training.dpo)}}  # overrides go over the recipe
+    raw: dict[str, Any] = {
+        "state_dir": str(state),
+        "model": {"base": str(model)},
+        "evaluation": {"enabled": False},  # the bench applies the gate itself (GATE_SETTINGS)
+        "training": {"dpo": dict(Config().training.dpo)},
+    }  # overrides go over the recipe
     for item in sets:
         key, _, value = item.partition("=")
         node = raw
@@ -329,8 +397,13 @@ def main() -> None:
     parser.add_argument("--kto", action="store_true", help="also a thumbs-only user trained with KTO")
     parser.add_argument("--no-ratio", action="store_true", help="skip the plain TRL run (job_wall_ratio)")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("SAMTUNER_BENCH_THREADS", "2")))
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
-                        help="a config override, e.g. training.dpo.learning_rate=0.001")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="a config override, e.g. training.dpo.learning_rate=0.001",
+    )
     args = parser.parse_args()
     started = time.monotonic()
     model = ensure_model(args.model)
@@ -348,30 +421,47 @@ def main() -> None:
             for seed in seeds:
                 label = f"{style.name}-{seed}"
                 cfg = bench_config(model, work / label, [f"training.seed={seed}", *args.set])
-                rows, outside = user_data(style, seed, usable, answers, args.pairs,
-                                          cfg.quality.near_identical_similarity)
+                rows, outside = user_data(
+                    style, seed, usable, answers, args.pairs, cfg.quality.near_identical_similarity
+                )
                 result = measure(cfg, label, style, rows, outside, answers, args.unseen, args.threads)
                 plain = result.pop("_records")
                 runs[label] = result
                 if not ratio and not args.no_ratio:
                     p = plain_wall(cfg, plain, work)
-                    ratio = {"job_wall_ratio": round(result["job_s"] / p["wall_s"], 3),
-                             "job_wall_ratio_net": round((result["job_s"] - result["eval_s"] - result["gate_s"])
-                                                         / p["wall_s"], 3),
-                             "job_wall_s": result["job_s"], "plain_wall_s": p["wall_s"],
-                             "eval_s": result["eval_s"], "gate_s": result["gate_s"],
-                             "step_time_ratio": round(result["median_step_s"] / p["median_step_s"], 3)
-                             if p["median_step_s"] else None,
-                             "ratio_of": label}
-                    say(f"job_wall_ratio {ratio['job_wall_ratio']} "
-                        f"(net of eval and gate {ratio['job_wall_ratio_net']})")
+                    ratio = {
+                        "job_wall_ratio": round(result["job_s"] / p["wall_s"], 3),
+                        "job_wall_ratio_net": round(
+                            (result["job_s"] - result["eval_s"] - result["gate_s"]) / p["wall_s"], 3
+                        ),
+                        "job_wall_s": result["job_s"],
+                        "plain_wall_s": p["wall_s"],
+                        "eval_s": result["eval_s"],
+                        "gate_s": result["gate_s"],
+                        "step_time_ratio": round(result["median_step_s"] / p["median_step_s"], 3)
+                        if p["median_step_s"]
+                        else None,
+                        "ratio_of": label,
+                    }
+                    say(
+                        f"job_wall_ratio {ratio['job_wall_ratio']} (net of eval and gate {ratio['job_wall_ratio_net']})"
+                    )
         kto: dict[str, Any] = {}
         if args.kto:
             style, seed = styles[0], seeds[0]
-            cfg = bench_config(model, work / "kto", [f"training.seed={seed}", "training.method=\"kto\"", *args.set])
+            cfg = bench_config(model, work / "kto", [f"training.seed={seed}", 'training.method="kto"', *args.set])
             examples, outside = kto_data(style, seed, usable, answers, args.pairs)
-            result = measure(cfg, f"kto-{style.name}-{seed}", style, [], outside, answers, args.unseen, args.threads,
-                             examples=examples)
+            result = measure(
+                cfg,
+                f"kto-{style.name}-{seed}",
+                style,
+                [],
+                outside,
+                answers,
+                args.unseen,
+                args.threads,
+                examples=examples,
+            )
             result.pop("_records")
             kto = {f"kto-{style.name}-{seed}": result}
 
@@ -380,7 +470,9 @@ def main() -> None:
         return pick(values) if values else None
 
     summary = {
-        "model": MODEL_NAME, "pairs_per_user": args.pairs, "overrides": args.set,
+        "model": MODEL_NAME,
+        "pairs_per_user": args.pairs,
+        "overrides": args.set,
         "style_rate_before_max": worst("style_rate_before", max),
         "style_rate_after_min": worst("style_rate_after", min),
         "content_kept_min": worst("content_kept", min),
@@ -389,10 +481,12 @@ def main() -> None:
         "train_s_max": worst("train_s", max),
         "job_s_max": worst("job_s", max),
         "peak_rss_mb_max": worst("peak_rss_mb", max),
-        "gate_published": sum(r["gate_publish"] for r in runs.values()), "runs": len(runs),
+        "gate_published": sum(r["gate_publish"] for r in runs.values()),
+        "runs": len(runs),
         **ratio,
         "train_s_median": round(statistics.median(r["train_s"] for r in runs.values()), 1) if runs else None,
-        "per_run": runs, **({"kto": kto} if kto else {}),
+        "per_run": runs,
+        **({"kto": kto} if kto else {}),
         "bench_seconds": round(time.monotonic() - started, 1),
         "load": os.getloadavg()[0],
     }

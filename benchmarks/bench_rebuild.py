@@ -37,8 +37,12 @@ def main() -> None:
     broker = Broker(home=home / "kafka", port=free_port(), controller_port=free_port())
     broker.start()
     try:
-        cfg = Config.model_validate({"state_dir": str(home / "state"), "kafka": {
-            "bootstrap_servers": broker.bootstrap, "topic_prefix": "bench.", "partitions": 3}})
+        cfg = Config.model_validate(
+            {
+                "state_dir": str(home / "state"),
+                "kafka": {"bootstrap_servers": broker.bootstrap, "topic_prefix": "bench.", "partitions": 3},
+            }
+        )
         ensure_topics(cfg.kafka)
         store = open_store(cfg)
         store.migrate()
@@ -48,16 +52,39 @@ def main() -> None:
         now = datetime.now(UTC)
         for i in range(n):
             user, eid = f"user-{i % 500}", uuid.uuid4()
-            publisher.publish(topics.feedback, FeedbackReceived(
-                event_id=eid, correlation_id=eid, user_id=user, feedback_id=f"f{i}", occurred_at=now,
-                feedback_type="correction", prompt=f"Question {i}?", original_response=f"Answer {i}.",
-                corrected_response=f"The answer to question {i}.", confidence_score=0.9))
-            publisher.publish(topics.pairs, PairAccepted(
-                event_id=uuid.uuid4(), correlation_id=eid, user_id=user, pair_id=uuid.uuid4(), feedback_event_id=eid,
-                prompt=f"Question {i}?", chosen_response=f"The answer to question {i}.",
-                rejected_response=f"Answer {i}.", confidence_score=0.9, quality_score=0.8,
-                feedback_type="correction", created_at=now, source=SourceRef(topic=topics.feedback, partition=0,
-                                                                            offset=i)))
+            publisher.publish(
+                topics.feedback,
+                FeedbackReceived(
+                    event_id=eid,
+                    correlation_id=eid,
+                    user_id=user,
+                    feedback_id=f"f{i}",
+                    occurred_at=now,
+                    feedback_type="correction",
+                    prompt=f"Question {i}?",
+                    original_response=f"Answer {i}.",
+                    corrected_response=f"The answer to question {i}.",
+                    confidence_score=0.9,
+                ),
+            )
+            publisher.publish(
+                topics.pairs,
+                PairAccepted(
+                    event_id=uuid.uuid4(),
+                    correlation_id=eid,
+                    user_id=user,
+                    pair_id=uuid.uuid4(),
+                    feedback_event_id=eid,
+                    prompt=f"Question {i}?",
+                    chosen_response=f"The answer to question {i}.",
+                    rejected_response=f"Answer {i}.",
+                    confidence_score=0.9,
+                    quality_score=0.8,
+                    feedback_type="correction",
+                    created_at=now,
+                    source=SourceRef(topic=topics.feedback, partition=0, offset=i),
+                ),
+            )
         publisher.flush()
         lines: list[str] = []
 
@@ -72,9 +99,18 @@ def main() -> None:
         store = open_store(cfg)
         pairs = int(store.query(f"SELECT count() FROM {cfg.clickhouse.database}.preference_pairs FINAL")[0][0])
         store.close()
-        print(json.dumps({"messages": messages, "pairs": pairs, "rows": sum(report.rows.values()),
-                          "seconds": round(seconds, 2), "messages_per_s": round(messages / seconds),
-                          "progress_lines": len(lines)}))
+        print(
+            json.dumps(
+                {
+                    "messages": messages,
+                    "pairs": pairs,
+                    "rows": sum(report.rows.values()),
+                    "seconds": round(seconds, 2),
+                    "messages_per_s": round(messages / seconds),
+                    "progress_lines": len(lines),
+                }
+            )
+        )
     finally:
         broker.stop()
         shutil.rmtree(home, ignore_errors=True)

@@ -64,8 +64,16 @@ def feedback(user: str, rng: random.Random) -> bytes:
     original = "It is " + " ".join(rng.choices(WORDS, k=10)) + "."
     corrected = original[:-1] + ", " + " ".join(rng.choices(WORDS, k=6)) + ". Thanks!"
     eid = uuid.uuid4()
-    event = FeedbackReceived(event_id=eid, correlation_id=eid, user_id=user, feedback_id=str(eid), prompt=prompt,
-                             original_response=original, corrected_response=corrected, confidence_score=0.9)
+    event = FeedbackReceived(
+        event_id=eid,
+        correlation_id=eid,
+        user_id=user,
+        feedback_id=str(eid),
+        prompt=prompt,
+        original_response=original,
+        corrected_response=corrected,
+        confidence_score=0.9,
+    )
     return event.model_dump_json().encode()
 
 
@@ -108,9 +116,23 @@ class Decider:
     def __init__(self, cfg_path: Path, log_path: Path) -> None:
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "samtuner.cli", "streams", "--role", "decider", "-c", str(cfg_path),
-             "--log-level", "INFO"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            [
+                sys.executable,
+                "-m",
+                "samtuner.cli",
+                "streams",
+                "--role",
+                "decider",
+                "-c",
+                str(cfg_path),
+                "--log-level",
+                "INFO",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         self.first_line: float | None = None
         self.loaded: dict[int, float] = {}
         self._log = log_path.open("ab")
@@ -190,8 +212,14 @@ def wait_compacted(broker: Broker, topic: str, timeout_s: float = 150) -> int:
 
 def count_messages(bootstrap: str, topic: str) -> tuple[int, int]:
     """(offsets ever written, messages present) over the topic's partitions."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"count-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"count-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         ends = {}
@@ -230,10 +258,13 @@ def main() -> None:
 
         build_model(model, "tiny")
     raw: dict[str, Any] = {
-        "state_dir": str(work / "state"), "model": {"base": str(model)},
+        "state_dir": str(work / "state"),
+        "model": {"base": str(model)},
         "kafka": {"bootstrap_servers": "", "topic_prefix": "bench.", "partitions": 6},
-        "trigger": {"min_new_pairs": 50}, "streams": {"session_timeout_s": 10},
-        "metrics": {"decider_port": 0, "projector_port": 0, "trainer_port": 0}}
+        "trigger": {"min_new_pairs": 50},
+        "streams": {"session_timeout_s": 10},
+        "metrics": {"decider_port": 0, "projector_port": 0, "trainer_port": 0},
+    }
     result: dict[str, Any] = {"users": users, "runs": runs}
     try:
         broker.start()
@@ -279,8 +310,10 @@ def main() -> None:
                 times.append(total)
                 worker_times.append(worker)
                 cpus.append(cpu)
-                say(f"  restore {run + 1}: {total:.2f} s from the process's start, {worker:.2f} s from its first line, "
-                    f"{cpu:.2f} s of CPU")
+                say(
+                    f"  restore {run + 1}: {total:.2f} s from the process's start, {worker:.2f} s from its first line, "
+                    f"{cpu:.2f} s of CPU"
+                )
             key = f"{stage // 1000}k"
             result[f"restore_s_{key}"] = round(statistics.median(times), 2)
             result[f"worker_restore_s_{key}"] = round(statistics.median(worker_times), 2)

@@ -83,9 +83,17 @@ def feedback_values(n: int, users: int, rng: random.Random, now: bool = False) -
             corrected = original[:-1] + ", " + " ".join(rng.choices(WORDS, k=6)) + ". Thanks!"
             earlier.append((user, prompt, original, corrected))
         eid = uuid.uuid4()
-        event = FeedbackReceived(event_id=eid, correlation_id=eid, user_id=user, feedback_id=str(eid), prompt=prompt,
-                                 original_response=original, corrected_response=corrected, confidence_score=0.9,
-                                 **({"occurred_at": datetime.now(UTC)} if now else {}))
+        event = FeedbackReceived(
+            event_id=eid,
+            correlation_id=eid,
+            user_id=user,
+            feedback_id=str(eid),
+            prompt=prompt,
+            original_response=original,
+            corrected_response=corrected,
+            confidence_score=0.9,
+            **({"occurred_at": datetime.now(UTC)} if now else {}),
+        )
         out.append((user.encode(), event.model_dump_json().encode()))
     return out
 
@@ -116,9 +124,14 @@ def bare_consume(bootstrap: str, topic: str, n: int) -> float:
     from aiokafka import AIOKafkaConsumer
 
     async def run() -> float:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                    enable_auto_commit=False, group_id=f"bare-{uuid.uuid4().hex[:6]}",
-                                    **aiokafka_auth(settings_of(bootstrap)))
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=f"bare-{uuid.uuid4().hex[:6]}",
+            **aiokafka_auth(settings_of(bootstrap)),
+        )
         await consumer.start()
         try:
             seen, start = 0, None
@@ -135,7 +148,7 @@ def bare_consume(bootstrap: str, topic: str, n: int) -> float:
     return asyncio.run(run())
 
 
-NOOP_APP = textwrap.dedent('''
+NOOP_APP = textwrap.dedent("""
     import json, os, time, faust
     bootstrap, topic, n, out = os.environ["NOOP_BOOTSTRAP"], os.environ["NOOP_TOPIC"], int(os.environ["NOOP_N"]), \
         os.environ["NOOP_OUT"]
@@ -162,7 +175,7 @@ NOOP_APP = textwrap.dedent('''
 
     if __name__ == "__main__":
         app.main()
-''')
+""")
 
 
 def noop_faust(bootstrap: str, topic: str, n: int, work: Path) -> float:
@@ -170,8 +183,13 @@ def noop_faust(bootstrap: str, topic: str, n: int, work: Path) -> float:
     script.write_text(NOOP_APP)
     result = work / "noop.rate"
     env = {**os.environ, "NOOP_BOOTSTRAP": bootstrap, "NOOP_TOPIC": topic, "NOOP_N": str(n), "NOOP_OUT": str(result)}
-    proc = subprocess.Popen([sys.executable, str(script), "worker", "-l", "warn"], cwd=work, env=env,
-                            stdout=subprocess.DEVNULL, stderr=(work / "noop.log").open("wb"))
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "worker", "-l", "warn"],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(work / "noop.log").open("wb"),
+    )
     try:
         deadline = time.monotonic() + 300
         while not result.exists():
@@ -202,9 +220,9 @@ def lag(cfg: Config) -> int:
     from tests.integration.harness import group_lag
 
     t = Topics(cfg.kafka.topic_prefix)
-    return (group_lag(cfg, cfg.streams.app_id, [t.feedback, t.control])
-            + group_lag(cfg, f"{cfg.streams.app_id}-projector",
-                        [t.pairs, t.training, t.adapters, t.dlq, t.inference, t.feedback]))
+    return group_lag(cfg, cfg.streams.app_id, [t.feedback, t.control]) + group_lag(
+        cfg, f"{cfg.streams.app_id}-projector", [t.pairs, t.training, t.adapters, t.dlq, t.inference, t.feedback]
+    )
 
 
 def members_with_partitions(cfg: Config) -> int:
@@ -224,15 +242,37 @@ class Workers:
         self.procs: list[tuple[str, subprocess.Popen[bytes], bool]] = []
         for i, path in enumerate(configs):
             role = "projector" if i == 0 else "decider"
-            command = [sys.executable, "-m", "samtuner.cli", "streams", "--role", role, "-c", str(path),
-                       "--log-level", "INFO"]
+            command = [
+                sys.executable,
+                "-m",
+                "samtuner.cli",
+                "streams",
+                "--role",
+                role,
+                "-c",
+                str(path),
+                "--log-level",
+                "INFO",
+            ]
             profiled = bool(profile) and i == 1
             if profiled:  # the first decider under py-spy; it writes the profile when it stops
-                command = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "-r", "200",
-                           "-o", str(profile), "--subprocesses", "--", *command]
+                command = [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--format",
+                    "raw",
+                    "-r",
+                    "200",
+                    "-o",
+                    str(profile),
+                    "--subprocesses",
+                    "--",
+                    *command,
+                ]
             log = (work / f"{path.stem}.log").open("wb")
-            self.procs.append((role, subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT),
-                               profiled))
+            self.procs.append(
+                (role, subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), profiled)
+            )
 
     def pids(self, role: str) -> list[int]:
         return [_worker_pid(proc, profiled) for r, proc, profiled in self.procs if r == role]
@@ -290,9 +330,12 @@ def phase_configs(raw: dict[str, Any], work: Path, name: str, deciders: int) -> 
     for i in range(deciders + 1):
         state = work / name / f"state-{i}"
         state.mkdir(parents=True, exist_ok=True)
-        mine = {**raw, "state_dir": str(state),
-                "kafka": {**raw["kafka"], "topic_prefix": f"{name}."},
-                "streams": {**raw["streams"], "app_id": f"{name}-streams"}}
+        mine = {
+            **raw,
+            "state_dir": str(state),
+            "kafka": {**raw["kafka"], "topic_prefix": f"{name}."},
+            "streams": {**raw["streams"], "app_id": f"{name}-streams"},
+        }
         path = work / f"{name}-{'projector' if i == 0 else f'decider{i}'}.yaml"
         path.write_text(yaml.safe_dump(mine))
         paths.append(path)
@@ -304,8 +347,11 @@ def decider_outputs(cfg: Config) -> list[tuple[float, bytes]]:
     from confluent_kafka import Consumer, TopicPartition
 
     topic = Topics(cfg.kafka.topic_prefix).pairs
-    consumer = Consumer(client_config(cfg.kafka.bootstrap_servers, **{"group.id": f"count-{uuid.uuid4().hex[:6]}",
-                                                                       "enable.auto.commit": False}))
+    consumer = Consumer(
+        client_config(
+            cfg.kafka.bootstrap_servers, **{"group.id": f"count-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False}
+        )
+    )
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         ends = {}
@@ -329,8 +375,16 @@ def decider_outputs(cfg: Config) -> list[tuple[float, bytes]]:
         consumer.close()
 
 
-def throughput(raw: dict[str, Any], work: Path, name: str, deciders: int, values: list[tuple[bytes, bytes]],
-               m: int, rng: random.Random, profile: str | None = None) -> dict[str, Any]:
+def throughput(
+    raw: dict[str, Any],
+    work: Path,
+    name: str,
+    deciders: int,
+    values: list[tuple[bytes, bytes]],
+    m: int,
+    rng: random.Random,
+    profile: str | None = None,
+) -> dict[str, Any]:
     """Feed ``values`` to idle workers (and then, if ``m``, offer ``m`` more at 1,000/s): the phase's figures."""
     cfg, paths = phase_configs(raw, work, name, deciders)
     ensure_topics(cfg.kafka)
@@ -357,13 +411,17 @@ def throughput(raw: dict[str, Any], work: Path, name: str, deciders: int, values
     try:
         first, last, pairs = store.query(
             "SELECT min(projected_at), max(projected_at), count() FROM sam.preference_pairs "
-            "WHERE created_at < {m:DateTime64(3)}", {"m": marker or datetime.now(UTC)})[0]
+            "WHERE created_at < {m:DateTime64(3)}",
+            {"m": marker or datetime.now(UTC)},
+        )[0]
         if marker is not None:
             p50, p99, top, offered = store.query(
                 "SELECT quantile(0.5)(dateDiff('millisecond', created_at, projected_at)), "
                 "quantile(0.99)(dateDiff('millisecond', created_at, projected_at)), "
                 "max(dateDiff('millisecond', created_at, projected_at)), count() "
-                "FROM sam.preference_pairs WHERE created_at >= {m:DateTime64(3)}", {"m": marker})[0]
+                "FROM sam.preference_pairs WHERE created_at >= {m:DateTime64(3)}",
+                {"m": marker},
+            )[0]
             out.update(p50=float(p50), p99=float(p99), max=float(top), latency_pairs=int(offered))
     finally:
         store.close()
@@ -372,11 +430,13 @@ def throughput(raw: dict[str, Any], work: Path, name: str, deciders: int, values
     # The deciders' own rate: to their last output of this phase (on the wire, before the projector).
     emitted = [(at, kind) for at, kind in decider_outputs(cfg) if at <= (marker or datetime.now(UTC)).timestamp()]
     decided = max(at for at, _ in emitted) - started.timestamp()
-    out.update(pairs=int(pairs), rate=len(values) / span if span > 0 else float("nan"),
-               decided_rate=len(values) / decided if decided > 0 else float("nan"),
-               first_pair_s=((first.replace(tzinfo=UTC) if first.tzinfo is None else first) - started).total_seconds(),
-               thresholds=sum(1 for at, kind in emitted
-                              if kind == b"TrainingThresholdReached" and at <= end.timestamp()))
+    out.update(
+        pairs=int(pairs),
+        rate=len(values) / span if span > 0 else float("nan"),
+        decided_rate=len(values) / decided if decided > 0 else float("nan"),
+        first_pair_s=((first.replace(tzinfo=UTC) if first.tzinfo is None else first) - started).total_seconds(),
+        thresholds=sum(1 for at, kind in emitted if kind == b"TrainingThresholdReached" and at <= end.timestamp()),
+    )
     return out
 
 
@@ -392,8 +452,13 @@ def _streams_overrides() -> dict[str, Any]:
 
 def restore_figures() -> dict[str, Any]:
     """``make bench-restore``'s figures (its own broker and decider), its progress on stderr."""
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_restore.py")], cwd=ROOT, check=True,
-                          stdout=subprocess.PIPE, text=True)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_restore.py")],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return {k: v for k, v in figures.items() if k.startswith(("restore_", "changelog_"))}
 
@@ -409,12 +474,14 @@ def main() -> None:
         from infra.demo_model import build_model
 
         build_model(model, "tiny")
-    raw: dict[str, Any] = {"model": {"base": str(model)},
-                           "kafka": {"bootstrap_servers": "", "topic_prefix": "bench.", "partitions": 6},
-                           "trigger": {"min_new_pairs": int(os.environ.get("BENCH_MIN_PAIRS", "20"))},
-                           "streams": {"session_timeout_s": 10, **_streams_overrides()},
-                           "metrics": {"decider_port": 0, "projector_port": 0, "trainer_port": 0},
-                           "console": {"enabled": False}}
+    raw: dict[str, Any] = {
+        "model": {"base": str(model)},
+        "kafka": {"bootstrap_servers": "", "topic_prefix": "bench.", "partitions": 6},
+        "trigger": {"min_new_pairs": int(os.environ.get("BENCH_MIN_PAIRS", "20"))},
+        "streams": {"session_timeout_s": 10, **_streams_overrides()},
+        "metrics": {"decider_port": 0, "projector_port": 0, "trainer_port": 0},
+        "console": {"enabled": False},
+    }
     try:
         broker.start()
         raw["kafka"]["bootstrap_servers"] = broker.bootstrap

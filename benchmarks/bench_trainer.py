@@ -66,8 +66,14 @@ class Recorder:
     def publish(self, topic: str, event: Event) -> None:
         self.events.append(event)
 
-    def publish_raw(self, topic: str, key: bytes | None, value: bytes | None,
-                    headers: Sequence[tuple[str, bytes]] | None = None, timestamp_ms: int | None = None) -> None:
+    def publish_raw(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None:
         pass
 
     def flush(self, timeout_s: float = 30.0) -> None:
@@ -95,18 +101,22 @@ def style_data(user: str, fraction: float, seed: int) -> tuple[list[dict[str, An
     return train + held, unseen
 
 
-def run_job(cfg: Config, user: str, generation: int, rows: list[dict[str, Any]],
-            history: Sequence[Event] = ()) -> tuple[Event, list[Event]]:
+def run_job(
+    cfg: Config, user: str, generation: int, rows: list[dict[str, Any]], history: Sequence[Event] = ()
+) -> tuple[Event, list[Event]]:
     recorder = Recorder()
     worker = TrainerWorker(cfg, recorder, worker_id="bench")
     worker.fold(history)
     request = local_request(ArtifactStore(cfg.artifact_root), user, generation, rows)
     started = time.monotonic()
     worker.run_one(request)
-    outcome = next(e for e in reversed(recorder.events)
-                   if isinstance(e, TrainingSucceeded | TrainingRejected | TrainingFailed))
-    say(f"{user} v{generation}: {type(outcome).__name__} in {time.monotonic() - started:.0f}s "
-        f"{getattr(outcome, 'reason', '') or getattr(outcome, 'cause', '')}")
+    outcome = next(
+        e for e in reversed(recorder.events) if isinstance(e, TrainingSucceeded | TrainingRejected | TrainingFailed)
+    )
+    say(
+        f"{user} v{generation}: {type(outcome).__name__} in {time.monotonic() - started:.0f}s "
+        f"{getattr(outcome, 'reason', '') or getattr(outcome, 'cause', '')}"
+    )
     if isinstance(outcome, TrainingFailed):
         raise RuntimeError(f"the job failed: {outcome.cause}")
     return outcome, [request, *recorder.events]
@@ -115,14 +125,21 @@ def run_job(cfg: Config, user: str, generation: int, rows: list[dict[str, Any]],
 def plain_step_time(cfg: Config, manifest: dict[str, Any], rows: list[dict[str, Any]], workdir: Path) -> float:
     train_ids = set(manifest["pair_ids"]["train"])
     settings = {
-        "model": cfg.model.base, "seed": cfg.training.seed, "lora": cfg.lora.model_dump(mode="json"),
+        "model": cfg.model.base,
+        "seed": cfg.training.seed,
+        "lora": cfg.lora.model_dump(mode="json"),
         "dpo": manifest["resolved_training"],
         "records": to_preference_records([r for r in rows if str(r["pair_id"]) in train_ids]),
     }
     path = workdir / f"plain-{time.monotonic_ns()}.json"
     path.write_text(json.dumps(settings))
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "plain_dpo.py"), str(path)], cwd=ROOT,
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "plain_dpo.py"), str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"the plain TRL script failed: {done.stderr[-2000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -130,8 +147,9 @@ def plain_step_time(cfg: Config, manifest: dict[str, Any], rows: list[dict[str, 
     return float(result["median_step_s"])
 
 
-def step_time_ratio(cfg: Config, first: Event, rows: list[dict[str, Any]], rounds: int, workdir: Path,
-                    label: str) -> tuple[float, list[float], list[float]]:
+def step_time_ratio(
+    cfg: Config, first: Event, rows: list[dict[str, Any]], rounds: int, workdir: Path, label: str
+) -> tuple[float, list[float], list[float]]:
     """Median over rounds of (ours / plain), each round a fresh job and a plain run back to back, the order
     alternating (ours first, then plain first, ...) so that a machine getting busier or quieter evens out."""
     assert isinstance(first, TrainingSucceeded)
@@ -152,8 +170,10 @@ def step_time_ratio(cfg: Config, first: Event, rows: list[dict[str, Any]], round
             plain.append(plain_step_time(cfg, manifest, rows, workdir))
             run_ours(n)
     ratios = [o / p for o, p in zip(ours, plain, strict=True)]
-    say(f"{label}: ours {[round(x * 1000, 1) for x in ours]} ms/step, plain {[round(x * 1000, 1) for x in plain]}, "
-        f"ratios {[round(r, 3) for r in ratios]}")
+    say(
+        f"{label}: ours {[round(x * 1000, 1) for x in ours]} ms/step, plain {[round(x * 1000, 1) for x in plain]}, "
+        f"ratios {[round(r, 3) for r in ratios]}"
+    )
     return statistics.median(ratios), ours, plain
 
 
@@ -165,8 +185,9 @@ def style_rates(cfg: Config, adapter_uri: str, unseen: list[Fact]) -> tuple[floa
     from trainer.evaluate import generate_answers
 
     tokenizer = load_tokenizer(cfg.model.base)
-    model = PeftModel.from_pretrained(load_base_model(cfg.model, cfg.quantization),
-                                      str(ArtifactStore(cfg.artifact_root).resolve(adapter_uri)))
+    model = PeftModel.from_pretrained(
+        load_base_model(cfg.model, cfg.quantization), str(ArtifactStore(cfg.artifact_root).resolve(adapter_uri))
+    )
     model.eval()
     prompts = [f.question for f in unseen]
     after = generate_answers(model, tokenizer, prompts, cfg.model.max_new_tokens)
@@ -174,10 +195,10 @@ def style_rates(cfg: Config, adapter_uri: str, unseen: list[Fact]) -> tuple[floa
         before = generate_answers(model, tokenizer, prompts, cfg.model.max_new_tokens)
     styled = lambda text: text.strip().endswith(SIGN_OFF)  # noqa: E731
     kept = sum(a.strip().startswith(f.answer) for a, f in zip(after, unseen, strict=True))
-    examples = [{"prompt": p, "before": b, "after": a} for p, b, a in list(zip(prompts, before, after,
-                                                                                strict=True))[:4]]
-    return (sum(map(styled, before)) / len(before), sum(map(styled, after)) / len(after), kept / len(after),
-            examples)
+    examples = [
+        {"prompt": p, "before": b, "after": a} for p, b, a in list(zip(prompts, before, after, strict=True))[:4]
+    ]
+    return (sum(map(styled, before)) / len(before), sum(map(styled, after)) / len(after), kept / len(after), examples)
 
 
 def main() -> None:
@@ -211,13 +232,18 @@ def main() -> None:
         tiny: dict[str, Any] = {}
         if not args.skip_tiny:
             tiny_path = build_model(default_cache_dir() / "models" / "tiny", "tiny")
-            tiny_cfg = Config.model_validate({"state_dir": str(work / "tiny"), "model": {"base": str(tiny_path)},
-                                              "evaluation": {"enabled": False}})
+            tiny_cfg = Config.model_validate(
+                {"state_dir": str(work / "tiny"), "model": {"base": str(tiny_path)}, "evaluation": {"enabled": False}}
+            )
             first, _ = run_job(tiny_cfg, "bench-user", 1, rows)
             tiny_ratio, tiny_ours, tiny_plain = step_time_ratio(tiny_cfg, first, rows, args.rounds, work, "tiny")
-            tiny = {"step_time_ratio_tiny": round(tiny_ratio, 3),
-                    "step_ms_tiny": {"ours": [round(x * 1000, 1) for x in tiny_ours],
-                                     "plain": [round(x * 1000, 1) for x in tiny_plain]}}
+            tiny = {
+                "step_time_ratio_tiny": round(tiny_ratio, 3),
+                "step_ms_tiny": {
+                    "ours": [round(x * 1000, 1) for x in tiny_ours],
+                    "plain": [round(x * 1000, 1) for x in tiny_plain],
+                },
+            }
 
     result = {
         "step_time_ratio": round(ratio, 3),

@@ -46,12 +46,28 @@ def main(path: str) -> None:
     model = AutoModelForCausalLM.from_pretrained(settings["model"], dtype=torch.float32)
     lora = settings["lora"]
     with tempfile.TemporaryDirectory() as out:
-        args = DPOConfig(output_dir=out, report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True,
-                         seed=settings["seed"], **settings["dpo"])
+        args = DPOConfig(
+            output_dir=out,
+            report_to=[],
+            save_strategy="no",
+            use_cpu=True,
+            disable_tqdm=True,
+            seed=settings["seed"],
+            **settings["dpo"],
+        )
         trainer = DPOTrainer(
-            model=model, args=args, train_dataset=Dataset.from_list(settings["records"]), processing_class=tokenizer,
-            peft_config=LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                                   target_modules=list(lora["target_modules"]), bias="none", task_type="CAUSAL_LM"),
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(settings["records"]),
+            processing_class=tokenizer,
+            peft_config=LoraConfig(
+                r=lora["r"],
+                lora_alpha=lora["alpha"],
+                lora_dropout=lora["dropout"],
+                target_modules=list(lora["target_modules"]),
+                bias="none",
+                task_type="CAUSAL_LM",
+            ),
             callbacks=[Timer()],
         )
         output = trainer.train()

@@ -88,9 +88,17 @@ class Feedback:
             else:
                 self.earlier[rng.randrange(len(self.earlier))] = (user, prompt, original, corrected)
         eid = uuid.uuid4()
-        event = FeedbackReceived(event_id=eid, correlation_id=eid, user_id=user, feedback_id=str(eid), prompt=prompt,
-                                 original_response=original, corrected_response=corrected, confidence_score=0.9,
-                                 occurred_at=datetime.now(UTC))
+        event = FeedbackReceived(
+            event_id=eid,
+            correlation_id=eid,
+            user_id=user,
+            feedback_id=str(eid),
+            prompt=prompt,
+            original_response=original,
+            corrected_response=corrected,
+            confidence_score=0.9,
+            occurred_at=datetime.now(UTC),
+        )
         return user.encode(), event.model_dump_json().encode()
 
 
@@ -121,9 +129,13 @@ def chat(url: str, per_s: float, stop: threading.Event, results: dict[str, int],
     with httpx.Client(timeout=60) as client:
         while not stop.wait(1.0 / per_s):
             try:
-                r = client.post(f"{url}/v1/chat/completions", json={
-                    "messages": [{"role": "user", "content": "What is 3 plus 1?"}],
-                    "user": f"user-{random.randrange(1000):05d}"})
+                r = client.post(
+                    f"{url}/v1/chat/completions",
+                    json={
+                        "messages": [{"role": "user", "content": "What is 3 plus 1?"}],
+                        "user": f"user-{random.randrange(1000):05d}",
+                    },
+                )
                 results["ok" if r.status_code == 200 else "failed"] += 1
                 if r.status_code != 200 and len(why) < 10:
                     why.append(f"HTTP {r.status_code}: {r.text[:200]}")
@@ -147,18 +159,26 @@ def usage(proc: psutil.Process | None) -> dict[str, Any]:
     if proc is None:
         return {"pid": None, "rss_mib": None, "fds": None, "threads": None}
     try:
-        return {"pid": proc.pid, "rss_mib": round(proc.memory_info().rss / 2**20, 1),
-                "fds": len(os.listdir(f"/proc/{proc.pid}/fd")), "threads": proc.num_threads()}
+        return {
+            "pid": proc.pid,
+            "rss_mib": round(proc.memory_info().rss / 2**20, 1),
+            "fds": len(os.listdir(f"/proc/{proc.pid}/fd")),
+            "threads": proc.num_threads(),
+        }
     except (psutil.NoSuchProcess, FileNotFoundError):
         return {"pid": proc.pid, "rss_mib": None, "fds": None, "threads": None}
 
 
 def lags(cfg: Config) -> dict[str, int | None]:
     t = Topics(cfg.kafka.topic_prefix)
-    groups = {"decider": (cfg.streams.app_id, [t.feedback, t.control]),
-              "projector": (f"{cfg.streams.app_id}-projector",
-                            [t.pairs, t.training, t.adapters, t.dlq, t.inference, t.feedback]),
-              "trainer": (cfg.trainer.group_id, [t.training])}
+    groups = {
+        "decider": (cfg.streams.app_id, [t.feedback, t.control]),
+        "projector": (
+            f"{cfg.streams.app_id}-projector",
+            [t.pairs, t.training, t.adapters, t.dlq, t.inference, t.feedback],
+        ),
+        "trainer": (cfg.trainer.group_id, [t.training]),
+    }
     out: dict[str, int | None] = {}
     for role, (group, topics) in groups.items():
         try:
@@ -176,13 +196,18 @@ def sql(url: str, query: str) -> list[list[Any]]:
 
 
 def p99_per_minute(url: str, since: datetime) -> dict[str, dict[str, float]]:
-    rows = sql(url, "SELECT toStartOfMinute(created_at) AS m, count(), "
-                    "quantile(0.5)(dateDiff('millisecond', created_at, projected_at)), "
-                    "quantile(0.99)(dateDiff('millisecond', created_at, projected_at)) "
-                    f"FROM sam.preference_pairs WHERE created_at >= toDateTime64('{since:%Y-%m-%d %H:%M:%S}', 3) "
-                    "GROUP BY m ORDER BY m")
-    return {str(m): {"pairs": int(n), "p50_ms": round(float(p50), 1), "p99_ms": round(float(p99), 1)}
-            for m, n, p50, p99 in rows}
+    rows = sql(
+        url,
+        "SELECT toStartOfMinute(created_at) AS m, count(), "
+        "quantile(0.5)(dateDiff('millisecond', created_at, projected_at)), "
+        "quantile(0.99)(dateDiff('millisecond', created_at, projected_at)) "
+        f"FROM sam.preference_pairs WHERE created_at >= toDateTime64('{since:%Y-%m-%d %H:%M:%S}', 3) "
+        "GROUP BY m ORDER BY m",
+    )
+    return {
+        str(m): {"pairs": int(n), "p50_ms": round(float(p50), 1), "p99_ms": round(float(p99), 1)}
+        for m, n, p50, p99 in rows
+    }
 
 
 def drift(series: list[float | None]) -> dict[str, float | None]:
@@ -191,8 +216,10 @@ def drift(series: list[float | None]) -> dict[str, float | None]:
     if len(values) < 2 or not values[0]:
         return {"last_pct": None, "max_abs_pct": None}
     base = values[0]
-    return {"last_pct": round((values[-1] - base) / base * 100, 1),
-            "max_abs_pct": round(max(abs(v - base) for v in values) / base * 100, 1)}
+    return {
+        "last_pct": round((values[-1] - base) / base * 100, 1),
+        "max_abs_pct": round(max(abs(v - base) for v in values) / base * 100, 1),
+    }
 
 
 def main() -> None:
@@ -218,10 +245,20 @@ def main() -> None:
         "model": {"base": str(model), "max_new_tokens": 8},
         "trigger": {"min_new_pairs": min_new_pairs},
         # A job is capped at a few steps: the trainer runs every request without owning the machine.
-        "training": {"dpo": {"num_train_epochs": 1, "max_steps": 4, "per_device_train_batch_size": 4,
-                             "learning_rate": 1e-3, "max_length": 64, "bf16": False,
-                             "gradient_checkpointing": False, "logging_steps": 1, "loss_type": ["sigmoid"],
-                             "gradient_accumulation_steps": 1}},
+        "training": {
+            "dpo": {
+                "num_train_epochs": 1,
+                "max_steps": 4,
+                "per_device_train_batch_size": 4,
+                "learning_rate": 1e-3,
+                "max_length": 64,
+                "bf16": False,
+                "gradient_checkpointing": False,
+                "logging_steps": 1,
+                "loss_type": ["sigmoid"],
+                "gradient_accumulation_steps": 1,
+            }
+        },
         "evaluation": {"enabled": False, "controls": []},
         "streams": {"session_timeout_s": 10},
         "inference": {"port": port, "torch_threads": 1},
@@ -235,9 +272,13 @@ def main() -> None:
         (work / "samtuner.yaml").write_text(yaml.safe_dump(raw))
         url = f"http://127.0.0.1:{port}"
         log = (work / "run.log").open("wb")
-        run = subprocess.Popen([sys.executable, "-m", "samtuner.cli", "run", "-c", str(work / "samtuner.yaml")],
-                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        run = subprocess.Popen(
+            [sys.executable, "-m", "samtuner.cli", "run", "-c", str(work / "samtuner.yaml")],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         parent = psutil.Process(run.pid)
         deadline = time.monotonic() + 300
         while True:
@@ -250,15 +291,26 @@ def main() -> None:
                 pass
             time.sleep(0.5)
         time.sleep(5)  # the groups form
-        say(f"offering {rate:.0f} events/s for {minutes:g} min ({users} users, {hot_share:.0%} from hot users, "
-            f"min_new_pairs {min_new_pairs}, {chat_per_s:g} chats/s); work dir {work}")
+        say(
+            f"offering {rate:.0f} events/s for {minutes:g} min ({users} users, {hot_share:.0%} from hot users, "
+            f"min_new_pairs {min_new_pairs}, {chat_per_s:g} chats/s); work dir {work}"
+        )
         started_wall = datetime.now(UTC).replace(microsecond=0)
         start = time.monotonic()
         until = start + minutes * 60
         produced = [0]
-        producer = threading.Thread(target=offer, args=(broker.bootstrap, Topics(cfg.kafka.topic_prefix).feedback,
-                                                        Feedback(users, 3, hot_share, random.Random(7)), rate, until,
-                                                        produced), daemon=True)
+        producer = threading.Thread(
+            target=offer,
+            args=(
+                broker.bootstrap,
+                Topics(cfg.kafka.topic_prefix).feedback,
+                Feedback(users, 3, hot_share, random.Random(7)),
+                rate,
+                until,
+                produced,
+            ),
+            daemon=True,
+        )
         chats = {"ok": 0, "failed": 0}
         chat_stop = threading.Event()
         chat_failures: list[str] = []
@@ -277,17 +329,26 @@ def main() -> None:
                 restarts = httpx.get(f"{url}/v1/stats", timeout=30).json().get("restarts_decider")
             except httpx.HTTPError:
                 restarts = None
-            sample = {"minute": round(at / 60, 2), "produced": produced[0], "decider": usage(decider),
-                      "run": usage(parent), "lag": lags(cfg), "chats_ok": chats["ok"],
-                      "chats_failed": chats["failed"], "decider_restarts": restarts}
+            sample = {
+                "minute": round(at / 60, 2),
+                "produced": produced[0],
+                "decider": usage(decider),
+                "run": usage(parent),
+                "lag": lags(cfg),
+                "chats_ok": chats["ok"],
+                "chats_failed": chats["failed"],
+                "decider_restarts": restarts,
+            }
             if sample["lag"]["decider"] is not None:  # the control topic holds next to nothing
                 sample["decider_consumed"] = produced[0] - sample["lag"]["decider"]
             samples.append(sample)
             d, r = sample["decider"], sample["run"]
-            say(f"min {sample['minute']:5.1f}: produced {produced[0]:,}; decider pid {d['pid']} rss {d['rss_mib']} MiB "
+            say(
+                f"min {sample['minute']:5.1f}: produced {produced[0]:,}; decider pid {d['pid']} rss {d['rss_mib']} MiB "
                 f"fds {d['fds']} threads {d['threads']}; run rss {r['rss_mib']} MiB fds {r['fds']} threads "
                 f"{r['threads']}; lag {sample['lag']}; chats {chats['ok']} ok {chats['failed']} failed; "
-                f"decider restarts {restarts}")
+                f"decider restarts {restarts}"
+            )
             next_at += sample_s
             if next_at > until + 1:
                 break
@@ -313,19 +374,36 @@ def main() -> None:
         flat = lambda d: d["max_abs_pct"] is not None and d["max_abs_pct"] <= FLAT_PCT  # noqa: E731
         lag_bounded = bool(after) and max(pipeline_lag) <= rate * 30 and drained_in is not None
         result = {
-            "minutes": minutes, "warmup_minutes": warmup, "rate_offered": rate,
-            "produced": produced[0], "achieved_rate": round(produced[0] / (minutes * 60), 1),
+            "minutes": minutes,
+            "warmup_minutes": warmup,
+            "rate_offered": rate,
+            "produced": produced[0],
+            "achieved_rate": round(produced[0] / (minutes * 60), 1),
             "samples": samples,
-            "decider_rss_drift_pct": rss, "decider_fd_drift_pct": fds,
-            "run_rss_drift_pct": run_rss, "run_fd_drift_pct": run_fds,
-            "lag_max": lag_max, "lag_max_after_warmup": max(pipeline_lag) if pipeline_lag else None,
+            "decider_rss_drift_pct": rss,
+            "decider_fd_drift_pct": fds,
+            "run_rss_drift_pct": run_rss,
+            "run_fd_drift_pct": run_fds,
+            "lag_max": lag_max,
+            "lag_max_after_warmup": max(pipeline_lag) if pipeline_lag else None,
             "drained_in_s": drained_in,
             "latency_per_minute": latency,
             "latency_ms_p99_max": max((v["p99_ms"] for v in latency.values()), default=None),
-            "chats": chats, "chat_failures": chat_failures,
-            "totals": {k: totals.get(k) for k in ("pairs_accepted", "pairs_rejected", "dead_letters",
-                                                   "training_requests", "jobs_succeeded", "jobs_failed",
-                                                   "answers_logged", "restarts_decider")},
+            "chats": chats,
+            "chat_failures": chat_failures,
+            "totals": {
+                k: totals.get(k)
+                for k in (
+                    "pairs_accepted",
+                    "pairs_rejected",
+                    "dead_letters",
+                    "training_requests",
+                    "jobs_succeeded",
+                    "jobs_failed",
+                    "answers_logged",
+                    "restarts_decider",
+                )
+            },
             "goals": {"decider_rss_flat": flat(rss), "decider_fds_flat": flat(fds), "lag_bounded": lag_bounded},
         }
         result["goals_held"] = all(result["goals"].values())  # type: ignore[union-attr]

@@ -6,5 +6,14 @@ from console.auth import Authorizer, TokenAuthorizer
 from console.deps import ConsoleDeps
 from console.wiring import build_console, start_console_server
 
-__all__ = ["Authorizer", "ConsoleDeps", "TokenAuthorizer", "build_console", "console_app", "console_router",
-           "mount_console", "start_console_server", "store_routers"]
+__all__ = [
+    "Authorizer",
+    "ConsoleDeps",
+    "TokenAuthorizer",
+    "build_console",
+    "console_app",
+    "console_router",
+    "mount_console",
+    "start_console_server",
+    "store_routers",
+]

@@ -35,10 +35,12 @@ class SqlRequest(BaseModel):
 
 def _query_error(exc: QueryFailed) -> HTTPException:
     if isinstance(exc, QueryRefused):
-        return HTTPException(400, {"error": "readonly", "message": refusal(exc),
-                                   "clickhouse_message": exc.clickhouse_message})
-    return HTTPException(400, {"error": "query", "message": exc.clickhouse_message,
-                               "clickhouse_message": exc.clickhouse_message})
+        return HTTPException(
+            400, {"error": "readonly", "message": refusal(exc), "clickhouse_message": exc.clickhouse_message}
+        )
+    return HTTPException(
+        400, {"error": "query", "message": exc.clickhouse_message, "clickhouse_message": exc.clickhouse_message}
+    )
 
 
 def _store_error(exc: StoreError) -> HTTPException:
@@ -54,10 +56,13 @@ def analytics_router(store: ClickHouseStore, dependencies: Sequence[Any] = ()) -
         return {"analytics": describe()}
 
     @router.get("/analytics/{name}")
-    def one(name: str, user: str | None = Query(None, description="Only this user's rows."),
-            since: str | None = Query(None, description="ISO date/time (UTC) or an age: 90m, 12h, 7d, 2w."),
-            until: str | None = Query(None, description="End of the period (exclusive), same forms."),
-            max_rows: int = Query(DEFAULT_MAX_ROWS, ge=1, le=MAX_RESULT_ROWS)) -> dict[str, Any]:
+    def one(
+        name: str,
+        user: str | None = Query(None, description="Only this user's rows."),
+        since: str | None = Query(None, description="ISO date/time (UTC) or an age: 90m, 12h, 7d, 2w."),
+        until: str | None = Query(None, description="End of the period (exclusive), same forms."),
+        max_rows: int = Query(DEFAULT_MAX_ROWS, ge=1, le=MAX_RESULT_ROWS),
+    ) -> dict[str, Any]:
         try:
             return run_analytic(store, name, user=user, since=since, until=until, max_rows=max_rows)
         except UnknownAnalytic as exc:

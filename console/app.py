@@ -52,8 +52,9 @@ def console_router(deps: ConsoleDeps) -> APIRouter:
         path = ASSETS.get(name)  # only files shipped in the package: a name never becomes a path
         if path is None:
             raise NotFound(f"no asset {name!r}")
-        return FileResponse(path, media_type=MEDIA.get(path.suffix, "application/octet-stream"),
-                            headers={"Cache-Control": "no-cache"})
+        return FileResponse(
+            path, media_type=MEDIA.get(path.suffix, "application/octet-stream"), headers={"Cache-Control": "no-cache"}
+        )
 
     @r.get("/docs", include_in_schema=False)
     def docs() -> FileResponse:
@@ -66,9 +67,15 @@ def console_router(deps: ConsoleDeps) -> APIRouter:
             deps.authorizer.require_admin(request)
         except (ConsoleError, HTTPException):  # the token's refusal, or the API keys'
             admin = False
-        return {"admin": admin, "admin_configured": deps.authorizer.configured,
-                "store": deps.queries is not None, "node": deps.nodes is not None, "live": deps.feed is not None,
-                "commands": deps.send_command is not None, "threshold": deps.cfg.trigger.min_new_pairs}
+        return {
+            "admin": admin,
+            "admin_configured": deps.authorizer.configured,
+            "store": deps.queries is not None,
+            "node": deps.nodes is not None,
+            "live": deps.feed is not None,
+            "commands": deps.send_command is not None,
+            "threshold": deps.cfg.trigger.min_new_pairs,
+        }
 
     r.include_router(pairs_router(deps))
     r.include_router(training_router(deps))

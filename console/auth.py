@@ -69,8 +69,11 @@ class TokenAuthorizer:
 
     @classmethod
     def from_settings(cls, settings: ConsoleSettings) -> TokenAuthorizer:
-        hint = (f"put it in {settings.admin_token_file}" if settings.admin_token_file
-                else f"set the environment variable {settings.admin_token_env} before starting")
+        hint = (
+            f"put it in {settings.admin_token_file}"
+            if settings.admin_token_file
+            else f"set the environment variable {settings.admin_token_env} before starting"
+        )
         return cls(load_admin_token(settings), settings.open_reads_on_loopback, hint)
 
     @property

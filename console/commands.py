@@ -35,8 +35,13 @@ BulkAction = Literal["deactivate", "reweight"]
 ISSUER = "console"
 
 
-def bulk_commands(action: BulkAction, rows: Sequence[tuple[str, uuid.UUID, int]], filter_text: str,
-                  weight: float | None = None, issued_by: str = ISSUER) -> list[DeactivatePairs | ReweightPairs]:
+def bulk_commands(
+    action: BulkAction,
+    rows: Sequence[tuple[str, uuid.UUID, int]],
+    filter_text: str,
+    weight: float | None = None,
+    issued_by: str = ISSUER,
+) -> list[DeactivatePairs | ReweightPairs]:
     """Commands for ``rows`` = (user id, pair id, row version): per user, ids sorted, in chunks."""
     if action == "reweight" and weight is None:
         raise BadRequest("a reweight needs a weight", field="weight")
@@ -47,17 +52,26 @@ def bulk_commands(action: BulkAction, rows: Sequence[tuple[str, uuid.UUID, int]]
     for user in sorted(by_user):
         pairs = sorted(set(by_user[user]))
         for start in range(0, len(pairs), MAX_BULK_PAIRS):
-            chunk = pairs[start:start + MAX_BULK_PAIRS]
+            chunk = pairs[start : start + MAX_BULK_PAIRS]
             basis = hashlib.sha256("\n".join(f"{p}:{v}" for p, v in chunk).encode()).hexdigest()
             cid = derived_event_id("console-bulk", action, repr(weight), user, basis)
             ids = tuple(p for p, _ in chunk)
             if action == "deactivate":
-                out.append(DeactivatePairs(command_id=cid, user_id=user, pair_ids=ids, filter=filter_text,
-                                           issued_by=issued_by))
+                out.append(
+                    DeactivatePairs(command_id=cid, user_id=user, pair_ids=ids, filter=filter_text, issued_by=issued_by)
+                )
             else:
                 assert weight is not None
-                out.append(ReweightPairs(command_id=cid, user_id=user, pair_ids=ids, training_weight=weight,
-                                         filter=filter_text, issued_by=issued_by))
+                out.append(
+                    ReweightPairs(
+                        command_id=cid,
+                        user_id=user,
+                        pair_ids=ids,
+                        training_weight=weight,
+                        filter=filter_text,
+                        issued_by=issued_by,
+                    )
+                )
     return out
 
 
@@ -88,8 +102,11 @@ def check_overrides(cfg: Config, overrides: Mapping[str, Any]) -> dict[str, str]
     from trainer.library_config import validate_training_config
 
     keys = list(overrides)
-    bad = {k: f"training.dpo.{k}: a number is expected, got {v!r}" for k, v in overrides.items()
-           if isinstance(v, bool) or not isinstance(v, int | float)}
+    bad = {
+        k: f"training.dpo.{k}: a number is expected, got {v!r}"
+        for k, v in overrides.items()
+        if isinstance(v, bool) or not isinstance(v, int | float)
+    }
     if bad:
         return bad
     try:
@@ -105,8 +122,7 @@ def check_overrides(cfg: Config, overrides: Mapping[str, Any]) -> dict[str, str]
     return {}
 
 
-def request_training(cfg: Config, user: str, overrides: Mapping[str, Any],
-                     issued_by: str = ISSUER) -> RequestTraining:
+def request_training(cfg: Config, user: str, overrides: Mapping[str, Any], issued_by: str = ISSUER) -> RequestTraining:
     problems = check_overrides(cfg, overrides)
     if problems:
         raise BadRequest("; ".join(problems.values()), field="overrides", fields=problems)

@@ -33,8 +33,9 @@ class ConsoleDeps:
 
     def need_queries(self) -> ConsoleQueries:
         if self.queries is None:
-            raise Unavailable("this process does not own the projections store (the console runs in samtuner run "
-                              "or samtuner streams)")
+            raise Unavailable(
+                "this process does not own the projections store (the console runs in samtuner run or samtuner streams)"
+            )
         return self.queries
 
     def need_nodes(self) -> NodeView:
@@ -56,13 +57,27 @@ class ConsoleDeps:
         self.authorizer.require_admin(request)
 
 
-def pair_filter(user: str | None = None, feedback_type: str | None = None, quality_min: float | None = None,
-                quality_max: float | None = None, since: str | None = None, until: str | None = None,
-                active: bool | None = None, near_identical: bool | None = None) -> PairFilter:
+def pair_filter(
+    user: str | None = None,
+    feedback_type: str | None = None,
+    quality_min: float | None = None,
+    quality_max: float | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    active: bool | None = None,
+    near_identical: bool | None = None,
+) -> PairFilter:
     """The filter from query parameters; a bad value is a 400 that names the parameter."""
-    raw: dict[str, Any] = {"user": user or None, "feedback_type": feedback_type or None, "quality_min": quality_min,
-                           "quality_max": quality_max, "since": since or None, "until": until or None,
-                           "active": active, "near_identical": near_identical}
+    raw: dict[str, Any] = {
+        "user": user or None,
+        "feedback_type": feedback_type or None,
+        "quality_min": quality_min,
+        "quality_max": quality_max,
+        "since": since or None,
+        "until": until or None,
+        "active": active,
+        "near_identical": near_identical,
+    }
     return parse_filter({k: v for k, v in raw.items() if v is not None})
 
 

@@ -1,11 +1,11 @@
 """Errors of the console. The routes turn each into an HTTP answer that names the cause.
 
-    ConsoleError
-    ├── BadRequest          the request cannot be honoured as asked (400; ``field`` names the input)
-    │   └── TooManyPairs    a bulk action over more pairs than console.bulk_max_pairs
-    ├── NotFound            nothing with that id (404)
-    ├── Unauthorized        no or a wrong admin token (401)
-    └── Unavailable         a part this process does not have: no node, no Kafka publisher (503)
+ConsoleError
+├── BadRequest          the request cannot be honoured as asked (400; ``field`` names the input)
+│   └── TooManyPairs    a bulk action over more pairs than console.bulk_max_pairs
+├── NotFound            nothing with that id (404)
+├── Unauthorized        no or a wrong admin token (401)
+└── Unavailable         a part this process does not have: no node, no Kafka publisher (503)
 """
 
 from __future__ import annotations

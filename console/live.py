@@ -36,8 +36,16 @@ from schemas.events import (
 
 log = logging.getLogger("samtuner.console.live")
 
-JOB_EVENTS = (TrainingRequested, TrainingQueued, TrainingStarted, TrainingProgressed, TrainingSucceeded,
-              TrainingFailed, TrainingCancelled, TrainingRejected)
+JOB_EVENTS = (
+    TrainingRequested,
+    TrainingQueued,
+    TrainingStarted,
+    TrainingProgressed,
+    TrainingSucceeded,
+    TrainingFailed,
+    TrainingCancelled,
+    TrainingRejected,
+)
 QUEUE_LIMIT = 10_000
 
 
@@ -45,15 +53,26 @@ def feed_item(event: Event) -> dict[str, Any] | None:
     """What a browser gets for one training-topic event (pure); None for events that are not about a job."""
     if not isinstance(event, JOB_EVENTS):
         return None
-    item: dict[str, Any] = {"type": event.event_type, "request_id": str(event.request_id), "user": event.user_id,
-                            "at": event.occurred_at.isoformat()}
+    item: dict[str, Any] = {
+        "type": event.event_type,
+        "request_id": str(event.request_id),
+        "user": event.user_id,
+        "at": event.occurred_at.isoformat(),
+    }
     if isinstance(event, TrainingProgressed):
         m = event.metrics
-        item.update(step=event.step, total_steps=event.total_steps, epoch=event.epoch, loss=event.loss,
-                    attempt=event.attempt, eta_s=event.eta_s, eval_loss=m.get("eval_loss"),
-                    reward_accuracy=m.get("rewards/accuracies", m.get("eval_rewards/accuracies")),
-                    reward_margin=m.get("rewards/margins", m.get("eval_rewards/margins")),
-                    event_id=str(event.event_id))
+        item.update(
+            step=event.step,
+            total_steps=event.total_steps,
+            epoch=event.epoch,
+            loss=event.loss,
+            attempt=event.attempt,
+            eta_s=event.eta_s,
+            eval_loss=m.get("eval_loss"),
+            reward_accuracy=m.get("rewards/accuracies", m.get("eval_rewards/accuracies")),
+            reward_margin=m.get("rewards/margins", m.get("eval_rewards/margins")),
+            event_id=str(event.event_id),
+        )
     elif isinstance(event, TrainingSucceeded):
         item.update(adapter_version=event.adapter_version, duration_s=event.duration_s)
     elif isinstance(event, TrainingFailed):
@@ -122,8 +141,13 @@ class LiveFeed:
 class TrainingTail:
     """Reads the training topic from its end and offers every event to the feed (a thread's target)."""
 
-    def __init__(self, connection: Connection, topic: str, feed: LiveFeed,
-                 consumer_factory: Callable[[dict[str, Any]], Any] | None = None) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        topic: str,
+        feed: LiveFeed,
+        consumer_factory: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> None:
         self.connection = connection  # a bootstrap address, or the config's kafka settings (security too)
         self.topic = topic
         self.feed = feed
@@ -131,9 +155,16 @@ class TrainingTail:
         self._factory = consumer_factory
 
     def _consumer(self) -> Any:
-        conf = client_config(self.connection, **{
-            "group.id": f"samtuner-console-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
-            "auto.offset.reset": "latest", "fetch.wait.max.ms": 20, "enable.partition.eof": False})
+        conf = client_config(
+            self.connection,
+            **{
+                "group.id": f"samtuner-console-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "latest",
+                "fetch.wait.max.ms": 20,
+                "enable.partition.eof": False,
+            },
+        )
         if self._factory is not None:
             return self._factory(conf)
         from confluent_kafka import Consumer

@@ -36,36 +36,54 @@ def models_router(deps: ConsoleDeps) -> APIRouter:
     def models() -> dict[str, Any]:
         return {"rows": deps.need_queries().adapter_users()}
 
-    @r.get("/models/{user:path}/detail", summary="A user's adapter versions (metrics, lineage), registry state, "
-                                                 "correction rate per arm and version")
+    @r.get(
+        "/models/{user:path}/detail",
+        summary="A user's adapter versions (metrics, lineage), registry state, correction rate per arm and version",
+    )
     def detail(user: str) -> dict[str, Any]:
         queries = deps.need_queries()
         versions = queries.adapters(user)
         if not versions:
             raise NotFound(f"user {user!r} has no adapter")
-        return {"user": user, "versions": versions, "state": deps.nodes.user_state(user) if deps.nodes else None,
-                "correction_rates": queries.correction_rates(user)}
+        return {
+            "user": user,
+            "versions": versions,
+            "state": deps.nodes.user_state(user) if deps.nodes else None,
+            "correction_rates": queries.correction_rates(user),
+        }
 
     def _activate(user: str, body: ActivateBody) -> dict[str, Any]:
         command = ActivateAdapter(user_id=user, version=body.version, new_share=body.new_share, issued_by="console")
         deps.send([command])
         return {"status": "accepted", "command_id": str(command.command_id), "command": "ActivateAdapter"}
 
-    @r.post("/models/{user:path}/activate", status_code=202, dependencies=[Depends(deps.admin)],
-            summary="ActivateAdapter (a version, and/or the A/B share)")
+    @r.post(
+        "/models/{user:path}/activate",
+        status_code=202,
+        dependencies=[Depends(deps.admin)],
+        summary="ActivateAdapter (a version, and/or the A/B share)",
+    )
     def activate(user: str, body: ActivateBody | None = None) -> dict[str, Any]:
         return _activate(user, body or ActivateBody())
 
-    @r.post("/models/{user:path}/rollback", status_code=202, dependencies=[Depends(deps.admin)],
-            summary="Serve the previous version to every request (ActivateAdapter of the previous version)")
+    @r.post(
+        "/models/{user:path}/rollback",
+        status_code=202,
+        dependencies=[Depends(deps.admin)],
+        summary="Serve the previous version to every request (ActivateAdapter of the previous version)",
+    )
     def rollback(user: str) -> dict[str, Any]:
         live = [a for a in deps.need_queries().adapters(user) if not a["revoked"]]
         if len(live) < 2:
             raise BadRequest(f"user {user!r} has no previous version to roll back to", field="version")
         return _activate(user, ActivateBody(version=int(live[1]["version"])))
 
-    @r.post("/models/{user:path}/deactivate", status_code=202, dependencies=[Depends(deps.admin)],
-            summary="DeactivateAdapter: the base model answers, and says so")
+    @r.post(
+        "/models/{user:path}/deactivate",
+        status_code=202,
+        dependencies=[Depends(deps.admin)],
+        summary="DeactivateAdapter: the base model answers, and says so",
+    )
     def deactivate(user: str) -> dict[str, Any]:
         command = DeactivateAdapter(user_id=user, issued_by="console")
         deps.send([command])
@@ -96,8 +114,11 @@ def models_router(deps: ConsoleDeps) -> APIRouter:
     def nodes() -> dict[str, Any]:
         return {"nodes": deps.need_nodes().holdings()}
 
-    @r.get("/trace/{ident}", summary="The chain from a feedback, an answer or a pair: pair or rejection, "
-                                      "threshold, job, adapter, answers served with it")
+    @r.get(
+        "/trace/{ident}",
+        summary="The chain from a feedback, an answer or a pair: pair or rejection, "
+        "threshold, job, adapter, answers served with it",
+    )
     def trace(ident: str, user: str | None = None) -> dict[str, Any]:
         return deps.need_queries().trace(ident, user or None)
 

@@ -22,8 +22,13 @@ class NodeView(Protocol):
 
 
 def _answer_dict(answer: Any) -> dict[str, Any]:
-    return {"text": answer.text, "source": answer.source, "adapter_version": answer.adapter_version,
-            "latency_ms": answer.latency_ms, "completion_tokens": answer.completion_tokens}
+    return {
+        "text": answer.text,
+        "source": answer.source,
+        "adapter_version": answer.adapter_version,
+        "latency_ms": answer.latency_ms,
+        "completion_tokens": answer.completion_tokens,
+    }
 
 
 class LocalNode:
@@ -78,8 +83,9 @@ class RemoteNodes:
         if not self.urls:
             return None
         try:
-            state: dict[str, Any] = httpx.get(f"{self._first()}/v1/users/{user}/state",
-                                              timeout=5).raise_for_status().json()
+            state: dict[str, Any] = (
+                httpx.get(f"{self._first()}/v1/users/{user}/state", timeout=5).raise_for_status().json()
+            )
             return state
         except (httpx.HTTPError, ValueError):
             return None
@@ -87,8 +93,11 @@ class RemoteNodes:
     def answer(self, prompt: str, user: str, version: int | None) -> dict[str, Any]:
         url = self._first()
         try:
-            r = httpx.post(f"{url}/api/v1/compare/answer", timeout=self.timeout_s,
-                           json={"prompt": prompt, "user": user, "version": version})
+            r = httpx.post(
+                f"{url}/api/v1/compare/answer",
+                timeout=self.timeout_s,
+                json={"prompt": prompt, "user": user, "version": version},
+            )
         except httpx.HTTPError as exc:
             raise Unavailable(f"node {url} cannot be reached: {exc}") from exc
         if r.status_code == 400:

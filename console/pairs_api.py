@@ -28,11 +28,11 @@ def pairs_router(deps: ConsoleDeps) -> APIRouter:
     r = APIRouter(prefix="/api/v1", tags=["preference data"], dependencies=[Depends(deps.reader)])
 
     @r.get("/pairs", summary="A page of pairs matching the filter, with scores and a word diff")
-    def pairs(f: Filter, page: int = Query(0, ge=0),
-              size: int = Query(50, ge=1)) -> dict[str, Any]:
+    def pairs(f: Filter, page: int = Query(0, ge=0), size: int = Query(50, ge=1)) -> dict[str, Any]:
         if size > deps.cfg.console.page_size_max:
-            raise BadRequest(f"size {size} is above console.page_size_max {deps.cfg.console.page_size_max}",
-                             field="size")
+            raise BadRequest(
+                f"size {size} is above console.page_size_max {deps.cfg.console.page_size_max}", field="size"
+            )
         return deps.need_queries().pairs_page(f, page, size)
 
     @r.get("/pairs/export", summary="The filtered pairs in TRL's preference format (JSONL or Parquet)")
@@ -47,8 +47,12 @@ def pairs_router(deps: ConsoleDeps) -> APIRouter:
     def pair(pair_id: str) -> dict[str, Any]:
         return deps.need_queries().pair(pair_id)
 
-    @r.post("/pairs/bulk", status_code=202, dependencies=[Depends(deps.admin)],
-            summary="Deactivate or reweight every pair matching the filter (commands, so they become events)")
+    @r.post(
+        "/pairs/bulk",
+        status_code=202,
+        dependencies=[Depends(deps.admin)],
+        summary="Deactivate or reweight every pair matching the filter (commands, so they become events)",
+    )
     def bulk(body: BulkRequest) -> dict[str, Any]:
         f = parse_filter(body.filter)
         queries = deps.need_queries()
@@ -60,25 +64,40 @@ def pairs_router(deps: ConsoleDeps) -> APIRouter:
             extra, params = "training_weight != {b_weight:Float64}", {"b_weight": body.weight}
         matched = queries.count(f)
         if body.expect is not None and body.expect != matched:
-            raise BadRequest(f"the filter now matches {matched} pairs, not the {body.expect} shown: look again",
-                             field="expect")
+            raise BadRequest(
+                f"the filter now matches {matched} pairs, not the {body.expect} shown: look again", field="expect"
+            )
         rows = queries.matching_keys(f, extra, params)
         if len(rows) > deps.cfg.console.bulk_max_pairs:
-            raise TooManyPairs(f"{len(rows)} pairs match, above console.bulk_max_pairs "
-                               f"{deps.cfg.console.bulk_max_pairs}: narrow the filter", field="filter")
+            raise TooManyPairs(
+                f"{len(rows)} pairs match, above console.bulk_max_pairs "
+                f"{deps.cfg.console.bulk_max_pairs}: narrow the filter",
+                field="filter",
+            )
         commands = bulk_commands(body.action, rows, f.canonical(), body.weight)
         sent = deps.send(list(commands))
-        return {"status": "accepted", "matched": matched, "changing": len(rows), "commands": sent,
-                "users": len({c.user_id for c in commands}), "filter": f.model_dump(mode="json", exclude_none=True)}
+        return {
+            "status": "accepted",
+            "matched": matched,
+            "changing": len(rows),
+            "commands": sent,
+            "users": len({c.user_id for c in commands}),
+            "filter": f.model_dump(mode="json", exclude_none=True),
+        }
 
     @r.get("/rejected", summary="Rejected feedback with its reason codes, filterable by reason and user")
-    def rejected(reason: str | None = None, user: str | None = None, page: int = Query(0, ge=0),
-                 size: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
+    def rejected(
+        reason: str | None = None,
+        user: str | None = None,
+        page: int = Query(0, ge=0),
+        size: int = Query(50, ge=1, le=500),
+    ) -> dict[str, Any]:
         return deps.need_queries().rejected(reason or None, user or None, page, size)
 
     @r.get("/dead-letters", summary="Dead letters with their reasons, filterable by reason")
-    def dead_letters(reason: str | None = None, page: int = Query(0, ge=0),
-                     size: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
+    def dead_letters(
+        reason: str | None = None, page: int = Query(0, ge=0), size: int = Query(50, ge=1, le=500)
+    ) -> dict[str, Any]:
         return deps.need_queries().dead_letters(reason or None, page, size)
 
     return r

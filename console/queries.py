@@ -28,8 +28,13 @@ class Store(Protocol):
 
     def query_dicts(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]: ...
 
-    def raw_query(self, sql: str, parameters: dict[str, Any] | None = None, fmt: str = "JSONEachRow",
-                  settings: dict[str, Any] | None = None) -> bytes: ...
+    def raw_query(
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        fmt: str = "JSONEachRow",
+        settings: dict[str, Any] | None = None,
+    ) -> bytes: ...
 
 
 PAIR_FIELDS = (
@@ -79,16 +84,25 @@ class ConsoleQueries:
     def pairs_page(self, f: PairFilter, page: int, size: int) -> dict[str, Any]:
         where, params = f.where()
         # Page the keys first, then read the texts of that page only: the sort never carries the texts.
-        keys = (f"SELECT user_id, pair_id FROM {self.db}.preference_pairs FINAL WHERE {where} "
-                "ORDER BY created_at DESC, pair_id LIMIT {size:UInt32} OFFSET {offset:UInt64}")
+        keys = (
+            f"SELECT user_id, pair_id FROM {self.db}.preference_pairs FINAL WHERE {where} "
+            "ORDER BY created_at DESC, pair_id LIMIT {size:UInt32} OFFSET {offset:UInt64}"
+        )
         rows = self.store.query_dicts(
             f"SELECT {PAIR_FIELDS} FROM {self.db}.preference_pairs FINAL WHERE (user_id, pair_id) IN ({keys}) "
             "ORDER BY created_at DESC, pair_id",
-            {**params, "size": size, "offset": page * size})
-        total = int(self.store.query(f"SELECT count() FROM {self.db}.preference_pairs FINAL WHERE {where}",
-                                     params)[0][0])
-        return {"total": total, "page": page, "size": size, "rows": [self._pair(r) for r in rows],
-                "filter": f.model_dump(mode="json", exclude_none=True)}
+            {**params, "size": size, "offset": page * size},
+        )
+        total = int(
+            self.store.query(f"SELECT count() FROM {self.db}.preference_pairs FINAL WHERE {where}", params)[0][0]
+        )
+        return {
+            "total": total,
+            "page": page,
+            "size": size,
+            "rows": [self._pair(r) for r in rows],
+            "filter": f.model_dump(mode="json", exclude_none=True),
+        }
 
     def _pair(self, r: dict[str, Any]) -> dict[str, Any]:
         out = _clean(r)
@@ -101,26 +115,34 @@ class ConsoleQueries:
 
     def pair(self, pair_id: str) -> dict[str, Any]:
         rows = self.store.query_dicts(
-            f"SELECT {PAIR_FIELDS} FROM {self.db}.preference_pairs FINAL WHERE pair_id = {{pid:UUID}}",
-            {"pid": pair_id})
+            f"SELECT {PAIR_FIELDS} FROM {self.db}.preference_pairs FINAL WHERE pair_id = {{pid:UUID}}", {"pid": pair_id}
+        )
         if not rows:
             raise NotFound(f"no pair {pair_id}")
         return self._pair(rows[0])
 
-    def matching_keys(self, f: PairFilter, extra: str = "", extra_params: dict[str, Any] | None = None,
-                      ) -> list[tuple[str, uuid.UUID, int]]:
+    def matching_keys(
+        self,
+        f: PairFilter,
+        extra: str = "",
+        extra_params: dict[str, Any] | None = None,
+    ) -> list[tuple[str, uuid.UUID, int]]:
         """(user, pair id, row version) of every pair matching ``f`` (and ``extra``): a bulk action's rows."""
         where, params = f.where()
         if extra:
             where = f"({where}) AND ({extra})"
-        rows = self.store.query(f"SELECT user_id, pair_id, version FROM {self.db}.preference_pairs FINAL "
-                                f"WHERE {where} ORDER BY user_id, pair_id", {**params, **(extra_params or {})})
+        rows = self.store.query(
+            f"SELECT user_id, pair_id, version FROM {self.db}.preference_pairs FINAL "
+            f"WHERE {where} ORDER BY user_id, pair_id",
+            {**params, **(extra_params or {})},
+        )
         return [(str(u), p if isinstance(p, uuid.UUID) else uuid.UUID(str(p)), int(v)) for u, p, v in rows]
 
     def count(self, f: PairFilter) -> int:
         where, params = f.where()
-        return int(self.store.query(f"SELECT count() FROM {self.db}.preference_pairs FINAL WHERE {where}",
-                                    params)[0][0])
+        return int(
+            self.store.query(f"SELECT count() FROM {self.db}.preference_pairs FINAL WHERE {where}", params)[0][0]
+        )
 
     def export(self, f: PairFilter, fmt: str, batch: int = 50_000) -> Iterator[bytes]:
         """The filtered pairs in TRL's preference columns, formatted by ClickHouse itself: JSONL in
@@ -130,18 +152,25 @@ class ConsoleQueries:
         if fmt == "parquet":
             yield self.store.raw_query(
                 f"SELECT {EXPORT_FIELDS} FROM (SELECT * FROM {self.db}.preference_pairs FINAL WHERE {where} "
-                "ORDER BY user_id, pair_id)", params, fmt="Parquet",
-                settings={"output_format_parquet_compression_method": "zstd"})
+                "ORDER BY user_id, pair_id)",
+                params,
+                fmt="Parquet",
+                settings={"output_format_parquet_compression_method": "zstd"},
+            )
             return
         after: dict[str, str] | None = None
         while True:
-            cond = where if after is None else (
-                f"({where}) AND (user_id, pair_id) > ({{a_user:String}}, {{a_pair:UUID}})")
+            cond = (
+                where if after is None else (f"({where}) AND (user_id, pair_id) > ({{a_user:String}}, {{a_pair:UUID}})")
+            )
             extra = {} if after is None else {"a_user": after["user_id"], "a_pair": after["pair_id"]}
             data = self.store.raw_query(
                 f"SELECT {EXPORT_FIELDS} FROM (SELECT * FROM {self.db}.preference_pairs FINAL WHERE {cond} "
-                "ORDER BY user_id, pair_id LIMIT {size:UInt32})", {**params, **extra, "size": batch},
-                fmt="JSONEachRow", settings={"output_format_json_quote_64bit_integers": 0})
+                "ORDER BY user_id, pair_id LIMIT {size:UInt32})",
+                {**params, **extra, "size": batch},
+                fmt="JSONEachRow",
+                settings={"output_format_json_quote_64bit_integers": 0},
+            )
             if not data:
                 return
             yield data
@@ -164,14 +193,23 @@ class ConsoleQueries:
             "SELECT feedback_event_id, user_id, feedback_type, reason_codes, "
             "reason_details, quality_score, prompt, chosen_response, rejected_response, created_at "
             f"FROM {self.db}.rejected_feedback FINAL WHERE {where} ORDER BY created_at DESC, feedback_event_id "
-            "LIMIT {size:UInt32} OFFSET {offset:UInt64}", params)
-        total = int(self.store.query(f"SELECT count() FROM {self.db}.rejected_feedback FINAL WHERE {where}",
-                                     params)[0][0])
+            "LIMIT {size:UInt32} OFFSET {offset:UInt64}",
+            params,
+        )
+        total = int(
+            self.store.query(f"SELECT count() FROM {self.db}.rejected_feedback FINAL WHERE {where}", params)[0][0]
+        )
         reasons = self.store.query(
             f"SELECT reason, count() FROM {self.db}.rejected_feedback FINAL ARRAY JOIN reason_codes AS reason "
-            "GROUP BY reason ORDER BY count() DESC, reason")
-        return {"total": total, "page": page, "size": size, "rows": [_clean(r) for r in rows],
-                "reasons": [{"reason": r, "count": int(n)} for r, n in reasons]}
+            "GROUP BY reason ORDER BY count() DESC, reason"
+        )
+        return {
+            "total": total,
+            "page": page,
+            "size": size,
+            "rows": [_clean(r) for r in rows],
+            "reasons": [{"reason": r, "count": int(n)} for r, n in reasons],
+        }
 
     def dead_letters(self, reason: str | None, page: int, size: int) -> dict[str, Any]:
         params: dict[str, Any] = {"size": size, "offset": page * size}
@@ -181,13 +219,20 @@ class ConsoleQueries:
         rows = self.store.query_dicts(
             "SELECT source_topic, source_partition, source_offset, stage, reason, error, key, payload_preview, "
             f"payload_bytes, payload_sha256, failed_at FROM {self.db}.dead_letters FINAL WHERE {where} "
-            "ORDER BY failed_at DESC, payload_sha256 LIMIT {size:UInt32} OFFSET {offset:UInt64}", params)
-        total = int(self.store.query(f"SELECT count() FROM {self.db}.dead_letters FINAL WHERE {where}",
-                                     params)[0][0])
-        reasons = self.store.query(f"SELECT reason, count() FROM {self.db}.dead_letters FINAL GROUP BY reason "
-                                   "ORDER BY count() DESC, reason")
-        return {"total": total, "page": page, "size": size, "rows": [_clean(r) for r in rows],
-                "reasons": [{"reason": r, "count": int(n)} for r, n in reasons]}
+            "ORDER BY failed_at DESC, payload_sha256 LIMIT {size:UInt32} OFFSET {offset:UInt64}",
+            params,
+        )
+        total = int(self.store.query(f"SELECT count() FROM {self.db}.dead_letters FINAL WHERE {where}", params)[0][0])
+        reasons = self.store.query(
+            f"SELECT reason, count() FROM {self.db}.dead_letters FINAL GROUP BY reason ORDER BY count() DESC, reason"
+        )
+        return {
+            "total": total,
+            "page": page,
+            "size": size,
+            "rows": [_clean(r) for r in rows],
+            "reasons": [{"reason": r, "count": int(n)} for r, n in reasons],
+        }
 
     # -- training ----------------------------------------------------------------------------------
 
@@ -199,9 +244,12 @@ class ConsoleQueries:
             f"FROM (SELECT user_id, created_at, is_active FROM {self.db}.preference_pairs FINAL) AS p "
             "LEFT JOIN (SELECT user_id, max(triggered_at) AS last_at, max(generation) AS generation "
             f"FROM {self.db}.training_requests FINAL GROUP BY user_id) AS r ON r.user_id = p.user_id "
-            "GROUP BY p.user_id ORDER BY p.user_id")
-        return [{**_clean(r), "threshold": min_new_pairs,
-                 "progress": f"{int(r['new_pairs'])} / {min_new_pairs}"} for r in rows]
+            "GROUP BY p.user_id ORDER BY p.user_id"
+        )
+        return [
+            {**_clean(r), "threshold": min_new_pairs, "progress": f"{int(r['new_pairs'])} / {min_new_pairs}"}
+            for r in rows
+        ]
 
     def jobs(self, user: str | None, limit: int = 200, request_id: str | None = None) -> list[dict[str, Any]]:
         conds: list[str] = ["1"]
@@ -221,9 +269,10 @@ class ConsoleQueries:
             "r.dataset_rows AS dataset_rows, r.dpo_overrides AS dpo_overrides "
             f"FROM {self.db}.training_jobs AS j FINAL "
             f"LEFT JOIN (SELECT * FROM {self.db}.training_requests FINAL) AS r ON r.request_id = j.request_id "
-            f"WHERE {' AND '.join(conds)} ORDER BY r.requested_at DESC, j.updated_at DESC LIMIT {int(limit)}", params)
-        return [{**_clean(r), "metrics": _json(r["metrics"]), "dpo_overrides": _json(r["dpo_overrides"])}
-                for r in rows]
+            f"WHERE {' AND '.join(conds)} ORDER BY r.requested_at DESC, j.updated_at DESC LIMIT {int(limit)}",
+            params,
+        )
+        return [{**_clean(r), "metrics": _json(r["metrics"]), "dpo_overrides": _json(r["dpo_overrides"])} for r in rows]
 
     def job(self, request_id: str) -> dict[str, Any]:
         rows = self.jobs(None, limit=1, request_id=request_id)
@@ -235,7 +284,9 @@ class ConsoleQueries:
         rows = self.store.query_dicts(
             "SELECT attempt, step, total_steps, epoch, loss, eval_loss, reward_accuracy, reward_margin, eta_s, "
             f"occurred_at FROM {self.db}.training_progress FINAL WHERE request_id = {{rid:UUID}} "
-            "ORDER BY attempt, step, source_partition, source_offset", {"rid": request_id})
+            "ORDER BY attempt, step, source_partition, source_offset",
+            {"rid": request_id},
+        )
         return [_clean(r) for r in rows]
 
     # -- models ------------------------------------------------------------------------------------
@@ -245,14 +296,23 @@ class ConsoleQueries:
             "SELECT user_id, version, request_id, uri, base_model, dataset_sha256, metrics, "
             "baseline_metrics, published_at, config_sha256, train_pair_ids, heldout_pair_ids, parent_version, "
             f"revoked, libraries FROM {self.db}.adapters FINAL WHERE user_id = {{user:String}} ORDER BY version DESC",
-            {"user": user})
-        return [{**_clean(r), "metrics": _json(r["metrics"]), "baseline_metrics": _json(r["baseline_metrics"]),
-                 "libraries": _json(r["libraries"])} for r in rows]
+            {"user": user},
+        )
+        return [
+            {
+                **_clean(r),
+                "metrics": _json(r["metrics"]),
+                "baseline_metrics": _json(r["baseline_metrics"]),
+                "libraries": _json(r["libraries"]),
+            }
+            for r in rows
+        ]
 
     def adapter_users(self) -> list[dict[str, Any]]:
         rows = self.store.query_dicts(
             "SELECT user_id, max(version) AS latest_version, count() AS versions, max(published_at) AS last_published "
-            f"FROM {self.db}.adapters FINAL GROUP BY user_id ORDER BY user_id")
+            f"FROM {self.db}.adapters FINAL GROUP BY user_id ORDER BY user_id"
+        )
         return [_clean(r) for r in rows]
 
     def correction_rates(self, user: str) -> list[dict[str, Any]]:
@@ -263,7 +323,9 @@ class ConsoleQueries:
             f"FROM {self.db}.inference_log AS l FINAL "
             f"LEFT JOIN (SELECT answer_id, feedback_type FROM {self.db}.answer_feedback FINAL) AS f "
             "ON f.answer_id = l.answer_id WHERE l.user_id = {user:String} "
-            "GROUP BY l.arm, l.adapter_version ORDER BY l.arm, l.adapter_version", {"user": user})
+            "GROUP BY l.arm, l.adapter_version ORDER BY l.arm, l.adapter_version",
+            {"user": user},
+        )
         return [_clean(r) for r in rows]
 
     # -- trace -------------------------------------------------------------------------------------
@@ -286,40 +348,70 @@ class ConsoleQueries:
         dead = self._dead_letters_mentioning(ident)
         if dead:
             return {"kind": "dead_letter", "id": ident, "steps": [{**d, "step": "dead_letter"} for d in dead]}
-        raise NotFound(f"nothing found for {ident!r}: not an answer id, a feedback event id or a pair id"
-                       + ("" if user else " (for SAM's own feedback id, give the user too)"))
+        raise NotFound(
+            f"nothing found for {ident!r}: not an answer id, a feedback event id or a pair id"
+            + ("" if user else " (for SAM's own feedback id, give the user too)")
+        )
 
     def _answer(self, answer_id: str) -> dict[str, Any] | None:
         rows = self.store.query_dicts(
             "SELECT answer_id, user_id, node_id, arm, adapter_version, fallback_reason, "
             f"latency_ms, completion_tokens, served_at FROM {self.db}.inference_log FINAL "
-            "WHERE answer_id = {aid:UUID}", {"aid": answer_id})
+            "WHERE answer_id = {aid:UUID}",
+            {"aid": answer_id},
+        )
         return _clean(rows[0]) if rows else None
 
     def _feedback_chain(self, fid: str) -> dict[str, Any] | None:
         pairs = self.store.query_dicts(
             f"SELECT {PAIR_FIELDS} FROM {self.db}.preference_pairs FINAL "
-            "WHERE feedback_event_id = {fid:UUID} OR pair_id = {fid:UUID}", {"fid": fid})
+            "WHERE feedback_event_id = {fid:UUID} OR pair_id = {fid:UUID}",
+            {"fid": fid},
+        )
         if pairs:
             pair = self._pair(pairs[0])
-            steps: list[dict[str, Any]] = [{"step": "feedback", "feedback_event_id": pair["feedback_event_id"],
-                                            "user_id": pair["user_id"], "feedback_type": pair["feedback_type"],
-                                            "at": pair["created_at"]},
-                                           {**pair, "step": "pair"}]
+            steps: list[dict[str, Any]] = [
+                {
+                    "step": "feedback",
+                    "feedback_event_id": pair["feedback_event_id"],
+                    "user_id": pair["user_id"],
+                    "feedback_type": pair["feedback_type"],
+                    "at": pair["created_at"],
+                },
+                {**pair, "step": "pair"},
+            ]
             steps += self._training_of_pair(pair["user_id"], pair["pair_id"])
             return {"kind": "pair", "id": fid, "user_id": pair["user_id"], "steps": steps}
         rejected = self.store.query_dicts(
             "SELECT feedback_event_id, user_id, feedback_type, reason_codes, "
             "reason_details, quality_score, prompt, chosen_response, rejected_response, created_at "
-            f"FROM {self.db}.rejected_feedback FINAL WHERE feedback_event_id = {{fid:UUID}}", {"fid": fid})
+            f"FROM {self.db}.rejected_feedback FINAL WHERE feedback_event_id = {{fid:UUID}}",
+            {"fid": fid},
+        )
         if rejected:
             r = _clean(rejected[0])
-            return {"kind": "rejected", "id": fid, "user_id": r["user_id"], "steps": [
-                {"step": "feedback", "feedback_event_id": fid, "user_id": r["user_id"],
-                 "feedback_type": r["feedback_type"], "at": r["created_at"]},
-                {**r, "step": "rejected",
-                 "reasons": [{"code": c, "detail": d} for c, d in zip(r["reason_codes"], r["reason_details"],
-                                                                       strict=False)]}]}
+            return {
+                "kind": "rejected",
+                "id": fid,
+                "user_id": r["user_id"],
+                "steps": [
+                    {
+                        "step": "feedback",
+                        "feedback_event_id": fid,
+                        "user_id": r["user_id"],
+                        "feedback_type": r["feedback_type"],
+                        "at": r["created_at"],
+                    },
+                    {
+                        **r,
+                        "step": "rejected",
+                        "reasons": [
+                            {"code": c, "detail": d}
+                            for c, d in zip(r["reason_codes"], r["reason_details"], strict=False)
+                        ],
+                    },
+                ],
+            }
         return None
 
     def _training_of_pair(self, user: str, pair_id: str) -> list[dict[str, Any]]:
@@ -327,10 +419,17 @@ class ConsoleQueries:
         requests = self.store.query_dicts(
             "SELECT request_id, generation, trigger, triggered_at, dataset_uri, dataset_rows, "
             f"requested_at FROM {self.db}.training_requests FINAL WHERE user_id = {{user:String}} "
-            "AND has(pair_ids, {pid:UUID}) ORDER BY generation", {"user": user, "pid": pair_id})
+            "AND has(pair_ids, {pid:UUID}) ORDER BY generation",
+            {"user": user, "pid": pair_id},
+        )
         if not requests:
-            return [{"step": "threshold", "pending": True,
-                     "note": "not in any training request yet: the user's threshold has not been reached since"}]
+            return [
+                {
+                    "step": "threshold",
+                    "pending": True,
+                    "note": "not in any training request yet: the user's threshold has not been reached since",
+                }
+            ]
         for req in requests:
             req = _clean(req)
             steps.append({**req, "step": "threshold"})
@@ -339,7 +438,8 @@ class ConsoleQueries:
                 "SELECT version, uri, metrics, published_at, toBool(has(train_pair_ids, {pid:UUID})) AS trained_on, "
                 f"toBool(has(heldout_pair_ids, {{pid:UUID}})) AS held_out FROM {self.db}.adapters FINAL "
                 "WHERE user_id = {user:String} AND request_id = {rid:UUID}",
-                {"user": user, "pid": pair_id, "rid": req["request_id"]})
+                {"user": user, "pid": pair_id, "rid": req["request_id"]},
+            )
             if adapter:
                 a = {**_clean(adapter[0]), "metrics": _json(adapter[0]["metrics"])}
                 steps.append({**a, "user_id": user, "step": "adapter"})
@@ -357,9 +457,16 @@ class ConsoleQueries:
         rows = self.store.query_dicts(
             "SELECT answer_id, node_id, arm, served_at, latency_ms "
             f"FROM {self.db}.inference_log FINAL WHERE user_id = {{user:String}} AND adapter_version = {{v:UInt32}} "
-            f"ORDER BY served_at DESC LIMIT {int(limit)}", params)
-        total = int(self.store.query(f"SELECT count() FROM {self.db}.inference_log FINAL WHERE user_id = "
-                                     "{user:String} AND adapter_version = {v:UInt32}", params)[0][0])
+            f"ORDER BY served_at DESC LIMIT {int(limit)}",
+            params,
+        )
+        total = int(
+            self.store.query(
+                f"SELECT count() FROM {self.db}.inference_log FINAL WHERE user_id = "
+                "{user:String} AND adapter_version = {v:UInt32}",
+                params,
+            )[0][0]
+        )
         return {"adapter_version": version, "total": total, "rows": [_clean(r) for r in rows]}
 
     def _answer_chain(self, answer: dict[str, Any]) -> dict[str, Any]:
@@ -369,14 +476,20 @@ class ConsoleQueries:
             adapter = [a for a in self.adapters(user) if int(a["version"]) == int(version)]
             if adapter:
                 a = adapter[0]
-                steps.append({**{k: v for k, v in a.items() if k not in ("train_pair_ids", "heldout_pair_ids")},
-                              "train_pairs": len(a["train_pair_ids"]), "heldout_pairs": len(a["heldout_pair_ids"]),
-                              "step": "adapter"})
+                steps.append(
+                    {
+                        **{k: v for k, v in a.items() if k not in ("train_pair_ids", "heldout_pair_ids")},
+                        "train_pairs": len(a["train_pair_ids"]),
+                        "heldout_pairs": len(a["heldout_pair_ids"]),
+                        "step": "adapter",
+                    }
+                )
                 steps.append({**self._job_or_none(a["request_id"]), "step": "job"})
         feedback = self.store.query_dicts(
             "SELECT feedback_event_id, feedback_type, received_at "
             f"FROM {self.db}.answer_feedback FINAL WHERE answer_id = {{aid:UUID}} ORDER BY received_at",
-            {"aid": answer["answer_id"]})
+            {"aid": answer["answer_id"]},
+        )
         for fb in feedback:
             fb = _clean(fb)
             outcome = self._feedback_chain(fb["feedback_event_id"])
@@ -389,5 +502,7 @@ class ConsoleQueries:
         rows = self.store.query_dicts(
             "SELECT source_topic, source_partition, source_offset, stage, reason, error, key, payload_preview, "
             f"failed_at FROM {self.db}.dead_letters FINAL WHERE position(payload_preview, {{t:String}}) > 0 "
-            "ORDER BY failed_at LIMIT 20", {"t": text})
+            "ORDER BY failed_at LIMIT 20",
+            {"t": text},
+        )
         return [_clean(r) for r in rows]

@@ -35,8 +35,10 @@ def training_router(deps: ConsoleDeps) -> APIRouter:
 
     @r.get("/users", summary="Per user: pairs and new pairs toward the threshold (n / trigger.min_new_pairs)")
     def users() -> dict[str, Any]:
-        return {"threshold": deps.cfg.trigger.min_new_pairs,
-                "rows": deps.need_queries().users(deps.cfg.trigger.min_new_pairs)}
+        return {
+            "threshold": deps.cfg.trigger.min_new_pairs,
+            "rows": deps.need_queries().users(deps.cfg.trigger.min_new_pairs),
+        }
 
     @r.get("/jobs", summary="Training jobs, newest first")
     def jobs(user: str | None = None) -> dict[str, Any]:
@@ -52,16 +54,23 @@ def training_router(deps: ConsoleDeps) -> APIRouter:
     def progress(request_id: str) -> dict[str, Any]:
         return {"request_id": request_id, "points": deps.need_queries().progress(_uuid(request_id))}
 
-    @r.post("/training", status_code=202, dependencies=[Depends(deps.admin)],
-            summary="RequestTraining for a user, with training.dpo overrides checked like the config")
+    @r.post(
+        "/training",
+        status_code=202,
+        dependencies=[Depends(deps.admin)],
+        summary="RequestTraining for a user, with training.dpo overrides checked like the config",
+    )
     def start(body: TrainingRequest) -> dict[str, Any]:
         command = request_training(deps.cfg, body.user, body.overrides)
         deps.send([command])
-        return {"status": "accepted", "command_id": str(command.command_id), "user": body.user,
-                "overrides": command.dpo_overrides}
+        return {
+            "status": "accepted",
+            "command_id": str(command.command_id),
+            "user": body.user,
+            "overrides": command.dpo_overrides,
+        }
 
-    @r.post("/jobs/{request_id}/cancel", status_code=202, dependencies=[Depends(deps.admin)],
-            summary="CancelTraining")
+    @r.post("/jobs/{request_id}/cancel", status_code=202, dependencies=[Depends(deps.admin)], summary="CancelTraining")
     def cancel(request_id: str) -> dict[str, Any]:
         row = deps.need_queries().job(_uuid(request_id))
         command = CancelTraining(user_id=row["user_id"], request_id=uuid.UUID(request_id), issued_by="console")
@@ -90,8 +99,9 @@ def training_router(deps: ConsoleDeps) -> APIRouter:
             finally:
                 feed.unsubscribe(token)
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
 
     return r
 

@@ -22,8 +22,14 @@ from schemas.topics import Topics
 log = logging.getLogger("samtuner.console")
 
 
-def build_console(cfg: Config, stop: threading.Event, threads: list[threading.Thread], store: Store | None,
-                  send_command: Callable[[Command], None] | None, node: Any | None = None) -> ConsoleDeps:
+def build_console(
+    cfg: Config,
+    stop: threading.Event,
+    threads: list[threading.Thread],
+    store: Store | None,
+    send_command: Callable[[Command], None] | None,
+    node: Any | None = None,
+) -> ConsoleDeps:
     """The console's parts; the live feed's thread is appended to ``threads`` (not started)."""
     feed: LiveFeed | None = None
     if store is not None:  # the live view belongs with the store's pages
@@ -35,9 +41,15 @@ def build_console(cfg: Config, stop: threading.Event, threads: list[threading.Th
         nodes = LocalNode(node, cfg.console.node_urls)
     elif cfg.console.node_urls:
         nodes = RemoteNodes(cfg.console.node_urls)
-    return ConsoleDeps(cfg=cfg, authorizer=console_authorizer(cfg),
-                       queries=ConsoleQueries(store) if store is not None else None, send_command=send_command,
-                       feed=feed, nodes=nodes, artifacts=ArtifactStore(cfg.artifact_root))
+    return ConsoleDeps(
+        cfg=cfg,
+        authorizer=console_authorizer(cfg),
+        queries=ConsoleQueries(store) if store is not None else None,
+        send_command=send_command,
+        feed=feed,
+        nodes=nodes,
+        artifacts=ArtifactStore(cfg.artifact_root),
+    )
 
 
 def console_authorizer(cfg: Config) -> Authorizer:
@@ -53,14 +65,20 @@ def start_console_server(cfg: Config, deps: ConsoleDeps, threads: list[threading
     from console.app import console_app
 
     Authenticator.from_settings(cfg.auth).check_bind(cfg.console.host, "the console's address (console.host)")
-    server = uvicorn.Server(uvicorn.Config(console_app(deps), host=cfg.console.host, port=cfg.console.port,
-                                           log_level="warning", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            console_app(deps), host=cfg.console.host, port=cfg.console.port, log_level="warning", access_log=False
+        )
+    )
     threads.append(threading.Thread(target=server.run, name="console-http", daemon=True))
     announce(cfg.console.host, cfg.console.port, deps)
     return server
 
 
 def announce(host: str, port: int, deps: ConsoleDeps) -> None:
-    access = "admin token set" if deps.authorizer.configured else (
-        f"read-only: no admin token (set {deps.cfg.console.admin_token_env} or console.admin_token_file)")
+    access = (
+        "admin token set"
+        if deps.authorizer.configured
+        else (f"read-only: no admin token (set {deps.cfg.console.admin_token_env} or console.admin_token_file)")
+    )
     log.info("console: http://%s:%d/console/ (%s)", host, port, access)

@@ -125,19 +125,30 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send, size: int) -> None:
-        body = json.dumps(error_body(
-            f"the request body is {'at least ' if size > self.max_bytes else ''}{size} bytes, more than this node "
-            f"accepts (inference.limits.max_body_bytes = {self.max_bytes})", 413, "request_too_large",
-            limit="inference.limits.max_body_bytes")).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        body = json.dumps(
+            error_body(
+                f"the request body is {'at least ' if size > self.max_bytes else ''}{size} bytes, more than this node "
+                f"accepts (inference.limits.max_body_bytes = {self.max_bytes})",
+                413,
+                "request_too_large",
+                limit="inference.limits.max_body_bytes",
+            )
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
 def _refusal(exc: LimitExceeded) -> JSONResponse:
     headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFull) else None
-    return JSONResponse(error_body(str(exc), exc.status, exc.code, exc.param, exc.limit), status_code=exc.status,
-                        headers=headers)
+    return JSONResponse(
+        error_body(str(exc), exc.status, exc.code, exc.param, exc.limit), status_code=exc.status, headers=headers
+    )
 
 
 def _invalid(message: str, param: str | None = None, code: str = "invalid_request") -> JSONResponse:
@@ -170,17 +181,25 @@ def create_api(
             return await request_validation_exception_handler(request, exc)
         first = exc.errors()[0] if exc.errors() else {}
         param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        return JSONResponse(error_body(f"{param or 'request'}: {first.get('msg', 'invalid request')}", 400,
-                                       "invalid_request", param), status_code=400)
-
+        return JSONResponse(
+            error_body(f"{param or 'request'}: {first.get('msg', 'invalid request')}", 400, "invalid_request", param),
+            status_code=400,
+        )
 
     @api.get("/healthz")
     def healthz() -> dict[str, Any]:
         batch = node.scheduler.stats()
-        return {"status": "ok", "node_id": node.node_id, "registry_ready": bool(ready()) if ready else True,
-                "registry_users": len(node.registry), "resident_adapters": node.cache.stats().entries,
-                "requests_running": batch.running, "requests_queued": batch.queued,
-                "max_batch_size": batch.max_rows, "max_queue": batch.max_queue}
+        return {
+            "status": "ok",
+            "node_id": node.node_id,
+            "registry_ready": bool(ready()) if ready else True,
+            "registry_users": len(node.registry),
+            "resident_adapters": node.cache.stats().entries,
+            "requests_running": batch.running,
+            "requests_queued": batch.queued,
+            "max_batch_size": batch.max_rows,
+            "max_queue": batch.max_queue,
+        }
 
     @api.get("/metrics", dependencies=[auth.require("read")])
     def metrics() -> Response:
@@ -208,18 +227,23 @@ def create_api(
         if send_command is None:
             raise HTTPException(503, "this node cannot publish commands (no Kafka publisher)")
         send_command(cmd)
-        return {"status": "accepted", "command_id": str(cmd.command_id), "command": type(cmd).__name__,
-                "user": cmd.user_id}
+        return {
+            "status": "accepted",
+            "command_id": str(cmd.command_id),
+            "command": type(cmd).__name__,
+            "user": cmd.user_id,
+        }
 
-    @api.post("/v1/users/{user_id:path}/activate", status_code=202,
-              dependencies=[auth.require("admin", user="path")])
+    @api.post("/v1/users/{user_id:path}/activate", status_code=202, dependencies=[auth.require("admin", user="path")])
     def activate(user_id: str, body: ActivateRequest | None = None) -> dict[str, Any]:
         body = body or ActivateRequest()
-        return command(ActivateAdapter(user_id=user_id, version=body.version, new_share=body.new_share,
-                                       issued_by=f"http:{node.node_id}"))
+        return command(
+            ActivateAdapter(
+                user_id=user_id, version=body.version, new_share=body.new_share, issued_by=f"http:{node.node_id}"
+            )
+        )
 
-    @api.post("/v1/users/{user_id:path}/deactivate", status_code=202,
-              dependencies=[auth.require("admin", user="path")])
+    @api.post("/v1/users/{user_id:path}/deactivate", status_code=202, dependencies=[auth.require("admin", user="path")])
     def deactivate(user_id: str) -> dict[str, Any]:
         return command(DeactivateAdapter(user_id=user_id, issued_by=f"http:{node.node_id}"))
 
@@ -233,19 +257,32 @@ def create_api(
         context = [{"role": m.role, "content": m.text()} for m in req.messages[:-1]]
         limit = req.max_completion_tokens or req.max_tokens
         if req.min_tokens and req.min_tokens > (limit or node.cfg.model.max_new_tokens):
-            return _invalid(f"min_tokens ({req.min_tokens}) is more than max_tokens "
-                            f"({limit or node.cfg.model.max_new_tokens})", "min_tokens")
+            return _invalid(
+                f"min_tokens ({req.min_tokens}) is more than max_tokens ({limit or node.cfg.model.max_new_tokens})",
+                "min_tokens",
+            )
         try:
             pending: PendingAnswer = await run_in_threadpool(
-                node.submit, last.text(), req.user, context, bool(req.stream), max_new_tokens=limit,
-                min_new_tokens=req.min_tokens, temperature=req.temperature, top_p=req.top_p)
+                node.submit,
+                last.text(),
+                req.user,
+                context,
+                bool(req.stream),
+                max_new_tokens=limit,
+                min_new_tokens=req.min_tokens,
+                temperature=req.temperature,
+                top_p=req.top_p,
+            )
         except NodeClosed as exc:
             return _error(503, str(exc), "node_closed")
         except GenerationError as exc:
             return _error(500, str(exc), "generation_error")
         if req.stream:
-            return StreamingResponse(_sse(pending, req.model), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return StreamingResponse(
+                _sse(pending, req.model),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
         try:
             answer = await pending.aresult()  # a LimitExceeded (the time bound) goes to its handler
         except NodeClosed as exc:

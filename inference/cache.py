@@ -114,8 +114,9 @@ class AdapterCache(Generic[K, V]):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_entries < 1 or max_bytes < 1 or ttl_s <= 0:
-            raise ValueError(f"bounds must be positive: max_entries={max_entries}, max_bytes={max_bytes}, "
-                             f"ttl_s={ttl_s}")
+            raise ValueError(
+                f"bounds must be positive: max_entries={max_entries}, max_bytes={max_bytes}, ttl_s={ttl_s}"
+            )
         self.policy = policy
         self.max_entries = max_entries
         self.max_bytes = max_bytes
@@ -222,8 +223,10 @@ class AdapterCache(Generic[K, V]):
                 raise CacheError(f"cannot pin {key!r}: it is not loaded")
             pinned = sum(1 for e in self._entries.values() if e.pinned)
             if not entry.pinned and pinned + 1 >= self.max_entries:
-                raise CacheError(f"cannot pin {key!r}: {pinned} of {self.max_entries} entries are pinned already "
-                                 "(one slot must stay free for everyone else)")
+                raise CacheError(
+                    f"cannot pin {key!r}: {pinned} of {self.max_entries} entries are pinned already "
+                    "(one slot must stay free for everyone else)"
+                )
             entry.pinned = True
 
     def unpin(self, key: K) -> None:
@@ -240,8 +243,9 @@ class AdapterCache(Generic[K, V]):
             for owner, key in self._pointers.items():
                 owners.setdefault(key, []).append(owner)
             return [
-                EntryInfo(e.key, e.size, e.refs, e.pinned, tuple(owners.get(e.key, ())), now - e.last_used,
-                          now - e.loaded_at)
+                EntryInfo(
+                    e.key, e.size, e.refs, e.pinned, tuple(owners.get(e.key, ())), now - e.last_used, now - e.loaded_at
+                )
                 for e in self._entries.values()
             ]
 
@@ -249,8 +253,9 @@ class AdapterCache(Generic[K, V]):
         """Evict entries idle for longer than the TTL (not pinned, not in use)."""
         now = self._clock()
         with self._lock:
-            stale = [e for e in self._entries.values()
-                     if not e.pinned and e.refs == 0 and now - e.last_used > self.ttl_s]
+            stale = [
+                e for e in self._entries.values() if not e.pinned and e.refs == 0 and now - e.last_used > self.ttl_s
+            ]
             for entry in stale:
                 self._remove(entry, "ttl")
             return [e.key for e in stale]
@@ -265,8 +270,16 @@ class AdapterCache(Generic[K, V]):
 
     def stats(self) -> CacheStats:
         with self._lock:
-            return CacheStats(len(self._entries), self._bytes, self._hits, self._misses, self._loads,
-                              self._load_failures, self._evictions, self._bypassed)
+            return CacheStats(
+                len(self._entries),
+                self._bytes,
+                self._hits,
+                self._misses,
+                self._loads,
+                self._load_failures,
+                self._evictions,
+                self._bypassed,
+            )
 
     # -- internals (called with the lock held) -------------------------------------------------
 
@@ -297,8 +310,12 @@ class AdapterCache(Generic[K, V]):
         if entry.size > self.max_bytes:
             self._bypassed += 1
             entry.resident = False
-            log.warning("adapter %r (%d bytes) is larger than the cache (%d bytes): served, not kept",
-                        key, entry.size, self.max_bytes)
+            log.warning(
+                "adapter %r (%d bytes) is larger than the cache (%d bytes): served, not kept",
+                key,
+                entry.size,
+                self.max_bytes,
+            )
             return lease
         self._entries[key] = entry
         self._bytes += entry.size
@@ -314,8 +331,11 @@ class AdapterCache(Generic[K, V]):
         while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
             victim = self.policy.victim(evictable)
             if victim is None:
-                log.warning("adapter cache over its bounds (%d entries, %d bytes) with nothing evictable",
-                            len(self._entries), self._bytes)
+                log.warning(
+                    "adapter cache over its bounds (%d entries, %d bytes) with nothing evictable",
+                    len(self._entries),
+                    self._bytes,
+                )
                 return
             entry = self._entries[cast(K, victim)]
             if victim == incoming:

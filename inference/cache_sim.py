@@ -36,8 +36,9 @@ def independent_zipf(n_requests: int, n_users: int, s: float = 1.0, seed: int = 
     return [int(ids[r]) for r in ranks]
 
 
-def session_zipf(n_requests: int, n_users: int, s: float = 1.0, mean_burst: float = 8.0, concurrent: int = 16,
-                 seed: int = 0) -> Trace:
+def session_zipf(
+    n_requests: int, n_users: int, s: float = 1.0, mean_burst: float = 8.0, concurrent: int = 16, seed: int = 0
+) -> Trace:
     """Sessions of Zipf-popular users, each a burst of Geometric(1/mean_burst) requests; ``concurrent``
     sessions are open at a time and each request comes from one of them at random."""
     rng = np.random.default_rng(seed)
@@ -95,11 +96,13 @@ def static_top_hit_rate(trace: Sequence[int], capacity: int) -> float:
     return sum(1 for k in trace if k in top) / len(trace) if trace else 0.0
 
 
-def replay(trace: Sequence[int], capacity: int, policy: EvictionPolicy,
-           loader: Callable[[int], object] = lambda k: k) -> float:
+def replay(
+    trace: Sequence[int], capacity: int, policy: EvictionPolicy, loader: Callable[[int], object] = lambda k: k
+) -> float:
     """Hit rate of ``policy`` on ``trace`` through the real :class:`AdapterCache` (count-bounded)."""
-    cache: AdapterCache[int, object] = AdapterCache(policy, max_entries=capacity, max_bytes=1 << 62, ttl_s=1e12,
-                                                    size_of=lambda v: 1)
+    cache: AdapterCache[int, object] = AdapterCache(
+        policy, max_entries=capacity, max_bytes=1 << 62, ttl_s=1e12, size_of=lambda v: 1
+    )
     for key in trace:
         cache.load(key, lambda k=key: loader(k)).release()  # type: ignore[misc]
     stats = cache.stats()

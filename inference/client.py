@@ -34,16 +34,20 @@ class NodeClient:
         """``api_key``: sent as ``Authorization: Bearer`` (default: ``SAMTUNER_API_KEY``, if set)."""
         self.url = (url or _default_url()).rstrip("/")
         key = api_key or os.environ.get("SAMTUNER_API_KEY")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout_s,
-                                  headers={"Authorization": f"Bearer {key}"} if key else None)
+        self._http = httpx.Client(
+            base_url=self.url, timeout=timeout_s, headers={"Authorization": f"Bearer {key}"} if key else None
+        )
 
-    def generate(self, prompt: str, user_id: str | None = None, context: Sequence[Mapping[str, str]] | None = None,
-                 **kw: Any) -> PersonalizedResponse:
+    def generate(
+        self, prompt: str, user_id: str | None = None, context: Sequence[Mapping[str, str]] | None = None, **kw: Any
+    ) -> PersonalizedResponse:
         unknown = set(kw) - set(GENERATION_OPTIONS)
         if unknown:
             raise TypeError(f"unknown generation options {sorted(unknown)}; valid: {', '.join(GENERATION_OPTIONS)}")
-        body: dict[str, Any] = {"messages": [*(dict(m) for m in context or ()), {"role": "user", "content": prompt}],
-                                "user": user_id}
+        body: dict[str, Any] = {
+            "messages": [*(dict(m) for m in context or ()), {"role": "user", "content": prompt}],
+            "user": user_id,
+        }
         if kw.get("max_new_tokens") is not None:
             body["max_tokens"] = kw["max_new_tokens"]
         if kw.get("min_new_tokens") is not None:
@@ -60,12 +64,21 @@ class NodeClient:
         data = r.json()
         meta = data["samtuner"]
         return PersonalizedResponse(
-            text=data["choices"][0]["message"]["content"], user_id=meta["user"], source=meta["source"],
-            adapter_version=meta["adapter_version"], fallback_reason=meta["fallback_reason"],
-            latency_ms=float(meta["latency_ms"]), arm=meta["arm"], fallback_detail=meta.get("fallback_detail", ""),
-            answer_id=uuid.UUID(meta["answer_id"]), completion_tokens=int(data["usage"]["completion_tokens"]),
-            prompt_tokens=int(data["usage"]["prompt_tokens"]), ttft_ms=float(meta.get("ttft_ms") or 0.0),
-            finish_reason=data["choices"][0].get("finish_reason") or "stop", stopped_by=meta.get("stopped_by"))
+            text=data["choices"][0]["message"]["content"],
+            user_id=meta["user"],
+            source=meta["source"],
+            adapter_version=meta["adapter_version"],
+            fallback_reason=meta["fallback_reason"],
+            latency_ms=float(meta["latency_ms"]),
+            arm=meta["arm"],
+            fallback_detail=meta.get("fallback_detail", ""),
+            answer_id=uuid.UUID(meta["answer_id"]),
+            completion_tokens=int(data["usage"]["completion_tokens"]),
+            prompt_tokens=int(data["usage"]["prompt_tokens"]),
+            ttft_ms=float(meta.get("ttft_ms") or 0.0),
+            finish_reason=data["choices"][0].get("finish_reason") or "stop",
+            stopped_by=meta.get("stopped_by"),
+        )
 
     def close(self) -> None:
         self._http.close()

@@ -62,13 +62,18 @@ class RegistryFollower:
         consumer.assign(partitions)
 
     def run(self, stop: threading.Event) -> None:
-        consumer = Consumer(client_config(self.cfg.kafka, **{
-            "group.id": f"samtuner-inference-{self.cfg.inference.node_id}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": 50,
-        }))
+        consumer = Consumer(
+            client_config(
+                self.cfg.kafka,
+                **{
+                    "group.id": f"samtuner-inference-{self.cfg.inference.node_id}",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "enable.partition.eof": True,
+                    "fetch.wait.max.ms": 50,
+                },
+            )
+        )
         consumer.subscribe([self.topics.adapters], on_assign=self._on_assign)
         eof: set[int] = set()
         next_upkeep = time.monotonic() + HOUSEKEEPING_S
@@ -139,8 +144,9 @@ class RegistrarWorker:
             return
         if self._partition.get(user_id) not in self._owned:
             return  # another registrar owns this user's commands
-        event = settle(user_id, state, correlation_id or derived_event_id("registrar-settle", user_id,
-                                                                           str(state.latest.version)))
+        event = settle(
+            user_id, state, correlation_id or derived_event_id("registrar-settle", user_id, str(state.latest.version))
+        )
         if event is not None:
             self._emit([event])
 
@@ -154,12 +160,28 @@ class RegistrarWorker:
 
     def run(self, stop: threading.Event) -> None:
         kafka = self.cfg.kafka
-        registry = Consumer(client_config(kafka, **{
-            "group.id": f"{self.cfg.inference.registrar_group_id}-fold", "enable.auto.commit": False,
-            "enable.partition.eof": True, "fetch.wait.max.ms": 50}))
-        control = Consumer(client_config(kafka, **{
-            "group.id": self.cfg.inference.registrar_group_id, "enable.auto.commit": False,
-            "auto.offset.reset": "earliest", "fetch.wait.max.ms": 50}))
+        registry = Consumer(
+            client_config(
+                kafka,
+                **{
+                    "group.id": f"{self.cfg.inference.registrar_group_id}-fold",
+                    "enable.auto.commit": False,
+                    "enable.partition.eof": True,
+                    "fetch.wait.max.ms": 50,
+                },
+            )
+        )
+        control = Consumer(
+            client_config(
+                kafka,
+                **{
+                    "group.id": self.cfg.inference.registrar_group_id,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "fetch.wait.max.ms": 50,
+                },
+            )
+        )
         try:
             meta = registry.list_topics(self.topics.adapters, timeout=30).topics[self.topics.adapters]
             registry.assign([TopicPartition(self.topics.adapters, p, OFFSET_BEGINNING) for p in meta.partitions])
@@ -217,13 +239,21 @@ class RegistrarWorker:
             log.error("registrar could not settle a user: %s", exc)
 
     def _command(self, consumer: Any, msg: Any) -> None:
-        raw = RawMessage(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
-                         tuple(msg.headers() or ()), msg.timestamp()[1])
+        raw = RawMessage(
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            msg.key(),
+            msg.value(),
+            tuple(msg.headers() or ()),
+            msg.timestamp()[1],
+        )
         try:
             command = decode_command(msg.value())
         except EventDecodeError as exc:
-            log.warning("registrar: skipping an undecodable command at %s/%d@%d: %s", raw.topic, raw.partition,
-                        raw.offset, exc)
+            log.warning(
+                "registrar: skipping an undecodable command at %s/%d@%d: %s", raw.topic, raw.partition, raw.offset, exc
+            )
             consumer.commit(message=msg, asynchronous=False)
             return
         source = SourceRef(topic=raw.topic, partition=raw.partition, offset=raw.offset)
@@ -238,9 +268,12 @@ class RegistrarWorker:
                 self.commands_applied += 1
             if outcome.refusal is not None:
                 log.warning("registrar refused %s: %s", type(command).__name__, outcome.refusal.detail)
-                self.publisher.publish_raw(self.topics.dlq, raw.key, raw.value,
-                                           dead_letter_headers(raw, "registrar", outcome.refusal.reason,
-                                                               outcome.refusal.detail))
+                self.publisher.publish_raw(
+                    self.topics.dlq,
+                    raw.key,
+                    raw.value,
+                    dead_letter_headers(raw, "registrar", outcome.refusal.reason, outcome.refusal.detail),
+                )
                 self.publisher.flush()
         except PublishError as exc:
             log.error("registrar could not publish (will retry the command): %s", exc)

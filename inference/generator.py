@@ -21,8 +21,9 @@ class ChatEncoder:
 
     def encode(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         try:
-            ids = self.tokenizer.apply_chat_template([dict(m) for m in messages], add_generation_prompt=True,
-                                                     tokenize=True, return_dict=True)["input_ids"]
+            ids = self.tokenizer.apply_chat_template(
+                [dict(m) for m in messages], add_generation_prompt=True, tokenize=True, return_dict=True
+            )["input_ids"]
         except Exception as exc:  # template or tokenizer errors of every kind: translated once, here
             raise GenerationError(f"cannot apply the chat template: {type(exc).__name__}: {exc}") from exc
         return [int(i) for i in ids]
@@ -34,8 +35,10 @@ class ChatEncoder:
 def stop_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     """The tokens that end an answer: the generation config's eos ids and the tokenizer's."""
     found: set[int] = set()
-    for source in (getattr(getattr(model, "generation_config", None), "eos_token_id", None),
-                   getattr(tokenizer, "eos_token_id", None)):
+    for source in (
+        getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+        getattr(tokenizer, "eos_token_id", None),
+    ):
         if isinstance(source, int):
             found.add(source)
         elif isinstance(source, list | tuple):
@@ -56,12 +59,12 @@ class Detokenizer:
         text = self._encoder.decode(self._ids)
         if text.endswith("\ufffd") or not text.startswith(self.sent):
             return ""  # a multi-byte character not complete yet (or a re-spacing that later tokens settle)
-        piece, self.sent = text[len(self.sent):], text
+        piece, self.sent = text[len(self.sent) :], text
         return piece
 
     def rest(self, final: str) -> str:
         """What is left to send once the answer is ``final``."""
         if final.startswith(self.sent):
-            piece, self.sent = final[len(self.sent):], final
+            piece, self.sent = final[len(self.sent) :], final
             return piece
         return ""

@@ -27,9 +27,11 @@ def check_supported(model: Any) -> None:
     cache = DynamicCache(config=model.config)
     kinds = {type(layer).__name__ for layer in cache.layers}
     if not cache.layers or kinds != {DynamicLayer.__name__}:
-        raise GenerationError(f"batched serving needs full-attention decoder layers (DynamicLayer); this model's "
-                              f"cache has {sorted(kinds) or 'no layers'} (sliding windows and recurrent state are "
-                              "not supported)")
+        raise GenerationError(
+            f"batched serving needs full-attention decoder layers (DynamicLayer); this model's "
+            f"cache has {sorted(kinds) or 'no layers'} (sliding windows and recurrent state are "
+            "not supported)"
+        )
 
 
 class BatchCache:
@@ -57,8 +59,13 @@ class BatchCache:
         if not index.numel():
             return
         mask = mask.index_select(0, index)
-        new_layers = [(layer.keys.index_select(0, index.to(layer.keys.device)),
-                       layer.values.index_select(0, index.to(layer.values.device))) for layer in cache.layers]
+        new_layers = [
+            (
+                layer.keys.index_select(0, index.to(layer.keys.device)),
+                layer.values.index_select(0, index.to(layer.values.device)),
+            )
+            for layer in cache.layers
+        ]
         positions = mask.sum(dim=1)
         if self.cache is None:
             self.cache = DynamicCache(ddp_cache_data=new_layers, config=self.config)
@@ -67,8 +74,12 @@ class BatchCache:
         width = max(self.length, int(mask.shape[1]))
         joined = []
         for layer, (keys, values) in zip(self.cache.layers, new_layers, strict=True):
-            joined.append((torch.cat([_pad_left(layer.keys, width), _pad_left(keys, width)]),
-                           torch.cat([_pad_left(layer.values, width), _pad_left(values, width)])))
+            joined.append(
+                (
+                    torch.cat([_pad_left(layer.keys, width), _pad_left(keys, width)]),
+                    torch.cat([_pad_left(layer.values, width), _pad_left(values, width)]),
+                )
+            )
         self.cache = DynamicCache(ddp_cache_data=joined, config=self.config)
         self.mask = torch.cat([_pad_left(self.mask, width, dim=1), _pad_left(mask, width, dim=1)])
         self.positions = torch.cat([self.positions, positions])
@@ -119,7 +130,7 @@ def left_padded(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Te
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros(len(prompts), width, dtype=torch.long)
     for i, prompt in enumerate(prompts):
-        ids[i, width - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long)
-        mask[i, width - len(prompt):] = 1
+        ids[i, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
+        mask[i, width - len(prompt) :] = 1
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
     return ids, mask, positions

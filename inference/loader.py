@@ -35,8 +35,15 @@ from schemas.events import AdapterRef
 
 
 class AdapterLoader:
-    def __init__(self, store: ArtifactStore, base_sha256: str, shapes: Mapping[str, ModuleShape],
-                 dtypes: Mapping[str, torch.dtype], max_rank: int, max_file_bytes: int) -> None:
+    def __init__(
+        self,
+        store: ArtifactStore,
+        base_sha256: str,
+        shapes: Mapping[str, ModuleShape],
+        dtypes: Mapping[str, torch.dtype],
+        max_rank: int,
+        max_file_bytes: int,
+    ) -> None:
         self.store = store
         self.base_sha256 = base_sha256
         self.shapes = shapes
@@ -75,8 +82,9 @@ class AdapterLoader:
         try:
             size = path.stat().st_size
             if size > self.max_file_bytes:
-                raise AdapterRejected("too_large", f"{name}: {size} bytes, more than the cache holds "
-                                                   f"({self.max_file_bytes})")
+                raise AdapterRejected(
+                    "too_large", f"{name}: {size} bytes, more than the cache holds ({self.max_file_bytes})"
+                )
             return path.read_bytes()
         except FileNotFoundError as exc:
             raise AdapterRejected("missing_file", f"{uri}/{name}: no such file") from exc
@@ -107,5 +115,6 @@ def _safetensors(data: bytes) -> dict[str, torch.Tensor]:
     try:
         return load(data)
     except (SafetensorError, ValueError, RuntimeError, OverflowError) as exc:
-        raise AdapterRejected("corrupt_weights", f"{WEIGHTS_FILE} is not a readable safetensors file: "
-                                                 f"{str(exc)[:200]}") from exc
+        raise AdapterRejected(
+            "corrupt_weights", f"{WEIGHTS_FILE} is not a readable safetensors file: {str(exc)[:200]}"
+        ) from exc

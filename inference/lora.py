@@ -48,8 +48,9 @@ class LoRAWeights:
     nbytes: int = field(default=0)
 
     @staticmethod
-    def from_pairs(user_id: str, version: int, spec: LoraSpec, pairs: list[TensorPair],
-                   dtypes: Mapping[str, torch.dtype]) -> LoRAWeights:
+    def from_pairs(
+        user_id: str, version: int, spec: LoraSpec, pairs: list[TensorPair], dtypes: Mapping[str, torch.dtype]
+    ) -> LoRAWeights:
         modules: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for pair in pairs:
             dtype = dtypes.get(pair.module, torch.float32)
@@ -123,8 +124,7 @@ class LoRALinear(nn.Module):
             if out.dtype == b.dtype and out.is_contiguous():  # the base output is ours: add in place
                 out.view(n, -1, out.shape[-1]).baddbmm_(low, b)
                 return out
-            return torch.baddbmm(out.reshape(n, -1, out.shape[-1]).to(b.dtype), low, b).to(out.dtype).reshape(
-                out.shape)
+            return torch.baddbmm(out.reshape(n, -1, out.shape[-1]).to(b.dtype), low, b).to(out.dtype).reshape(out.shape)
         delta = self.delta
         if delta is None:
             return out
@@ -137,8 +137,9 @@ class LoRALinear(nn.Module):
 
 
 class LoRARuntime:
-    def __init__(self, model: nn.Module, mode: Mode = "merged", merge_budget_bytes: int | None = None,
-                 max_rows: int = 8) -> None:
+    def __init__(
+        self, model: nn.Module, mode: Mode = "merged", merge_budget_bytes: int | None = None, max_rows: int = 8
+    ) -> None:
         self.model = model
         self.mode = mode
         self.merge_budget_bytes = merge_budget_bytes
@@ -152,8 +153,9 @@ class LoRARuntime:
                 self._modules[name] = module
                 self.shapes[name] = shape
                 weight = getattr(module, "weight", None)
-                self.dtypes[name] = weight.dtype if isinstance(weight, torch.Tensor) and \
-                    weight.is_floating_point() else torch.float32
+                self.dtypes[name] = (
+                    weight.dtype if isinstance(weight, torch.Tensor) and weight.is_floating_point() else torch.float32
+                )
         self._originals: dict[str, nn.Parameter] = {}
         self._scratch: dict[str, nn.Parameter] = {}
         self._wrappers: dict[str, LoRALinear] = {}
@@ -253,8 +255,13 @@ class LoRARuntime:
         before = self.rows
         names = {name for w in rows if w is not None for name in w.modules}
         for name in names - self._slots.keys():
-            self._slots[name] = _Slots(self.max_rows, self._slot_rank, self.shapes[name], self.dtypes[name],
-                                       cast(torch.Tensor, self._modules[name].weight).device)
+            self._slots[name] = _Slots(
+                self.max_rows,
+                self._slot_rank,
+                self.shapes[name],
+                self.dtypes[name],
+                cast(torch.Tensor, self._modules[name].weight).device,
+            )
             self._wrapper(name).slots = self._slots[name]
         # Invariant: slot i holds row i's delta for i < len(self.rows), zeros beyond; so only rows whose
         # adapter changed are written.
@@ -290,6 +297,12 @@ class LoRARuntime:
         return sum(s.nbytes for s in self._slots.values())
 
     def describe(self) -> dict[str, Any]:
-        return {"mode": self.mode, "linear_modules": len(self._modules), "wrapped": len(self._wrappers),
-                "merged_layers": len(self._scratch), "scratch_bytes": self.scratch_bytes,
-                "slot_bytes": self.slot_bytes, "max_rows": self.max_rows}
+        return {
+            "mode": self.mode,
+            "linear_modules": len(self._modules),
+            "wrapped": len(self._wrappers),
+            "merged_layers": len(self._scratch),
+            "scratch_bytes": self.scratch_bytes,
+            "slot_bytes": self.slot_bytes,
+            "max_rows": self.max_rows,
+        }

@@ -100,30 +100,50 @@ class InferenceNode:
         self.topics = Topics(cfg.kafka.topic_prefix)
         self.publisher = publisher
         if publisher is None:
-            log.warning("node %s publishes no events (no publisher): AnswerServed/AdapterLoadFailed are only logged",
-                        self.node_id)
+            log.warning(
+                "node %s publishes no events (no publisher): AnswerServed/AdapterLoadFailed are only logged",
+                self.node_id,
+            )
         self._clock = clock
         tokenizer = tokenizer or load_tokenizer(cfg.model.base)
         model = model or load_base_model(cfg.model, cfg.quantization)
         model.requires_grad_(False)
         model.eval()
         serving = cfg.inference
-        self.runtime = LoRARuntime(model, serving.lora_serving, int(serving.merge_scratch_mb * 2**20),
-                                   max_rows=serving.max_batch_size)
+        self.runtime = LoRARuntime(
+            model, serving.lora_serving, int(serving.merge_scratch_mb * 2**20), max_rows=serving.max_batch_size
+        )
         self.encoder = ChatEncoder(tokenizer)
         context = getattr(model.config, "max_position_embeddings", None)
         self._context_tokens = int(context) if isinstance(context, int) else None
-        self.scheduler = Scheduler(model, self.runtime, stop_token_ids(model, tokenizer), serving.max_batch_size,
-                                   serving.limits.max_queue, pad_id=int(tokenizer.pad_token_id or 0))
+        self.scheduler = Scheduler(
+            model,
+            self.runtime,
+            stop_token_ids(model, tokenizer),
+            serving.max_batch_size,
+            serving.limits.max_queue,
+            pad_id=int(tokenizer.pad_token_id or 0),
+        )
         self.base_sha256 = base_sha256 or weights_sha256(cfg.model.base)
         cache_cfg = cfg.inference.cache
-        self.loader = AdapterLoader(ArtifactStore(cfg.artifact_root), self.base_sha256, self.runtime.shapes,
-                                    self.runtime.dtypes, cfg.inference.max_rank, cache_cfg.max_bytes)
+        self.loader = AdapterLoader(
+            ArtifactStore(cfg.artifact_root),
+            self.base_sha256,
+            self.runtime.shapes,
+            self.runtime.dtypes,
+            cfg.inference.max_rank,
+            cache_cfg.max_bytes,
+        )
         self.registry = Registry()
         self.cache: AdapterCache[CacheKey, LoRAWeights] = AdapterCache(
             make_policy(cache_cfg.policy, cache_cfg.max_adapters, frequency_key=lambda k: k[0]),  # type: ignore[index]
-            max_entries=cache_cfg.max_adapters, max_bytes=cache_cfg.max_bytes, ttl_s=cache_cfg.ttl_s,
-            size_of=lambda w: w.nbytes, on_evict=self._evicted, clock=clock)
+            max_entries=cache_cfg.max_adapters,
+            max_bytes=cache_cfg.max_bytes,
+            ttl_s=cache_cfg.ttl_s,
+            size_of=lambda w: w.nbytes,
+            on_evict=self._evicted,
+            clock=clock,
+        )
         self.metrics = NodeMetrics(self.cache.stats, lambda: len(self.registry), self.scheduler.stats)
         self._pinned_users = frozenset(cache_cfg.pinned_users)
         self._lock = threading.Lock()  # guards the two maps below
@@ -142,8 +162,13 @@ class InferenceNode:
             self._on_change(change.user_id, change.before, change.after, change.new_version)
         return change
 
-    def _on_change(self, user_id: str, before: AdapterRegistryState | None, after: AdapterRegistryState,
-                   new_version: AdapterRef | None) -> None:
+    def _on_change(
+        self,
+        user_id: str,
+        before: AdapterRegistryState | None,
+        after: AdapterRegistryState,
+        new_version: AdapterRef | None,
+    ) -> None:
         if after.revoked:
             dropped = self.cache.evict_where(lambda k: k[0] == user_id, "revoked")
             self.cache.deactivate(user_id)
@@ -226,29 +251,49 @@ class InferenceNode:
             log.info("request refused (%s): %s", exc.limit, exc)
             raise
 
-    def _submit(self, prompt: str, user_id: str | None, context: Sequence[Mapping[str, str]] | None, stream: bool,
-                kw: Mapping[str, Any], pick: _Pick | None = None) -> PendingAnswer:
+    def _submit(
+        self,
+        prompt: str,
+        user_id: str | None,
+        context: Sequence[Mapping[str, str]] | None,
+        stream: bool,
+        kw: Mapping[str, Any],
+        pick: _Pick | None = None,
+    ) -> PendingAnswer:
         """``pick``: the lease and arm to answer with, instead of the user's routing (not a served answer)."""
         started, arrived = time.perf_counter(), time.monotonic()
         limits = self.cfg.inference.limits
         max_new = kw.get("max_new_tokens") or self.cfg.model.max_new_tokens
         if max_new > limits.max_tokens:
-            raise LimitExceeded("inference.limits.max_tokens", f"max_tokens is {max_new}, more than this node allows "
-                                f"(inference.limits.max_tokens = {limits.max_tokens})", code="max_tokens_exceeded",
-                                param="max_tokens")
+            raise LimitExceeded(
+                "inference.limits.max_tokens",
+                f"max_tokens is {max_new}, more than this node allows "
+                f"(inference.limits.max_tokens = {limits.max_tokens})",
+                code="max_tokens_exceeded",
+                param="max_tokens",
+            )
         min_new = int(kw.get("min_new_tokens") or 0)
         if min_new > max_new:
             raise ValueError(f"min_new_tokens ({min_new}) is more than max_new_tokens ({max_new})")
         ids = self.encoder.encode([*(dict(m) for m in context or ()), {"role": "user", "content": prompt}])
         if len(ids) > limits.max_prompt_tokens:
-            raise LimitExceeded("inference.limits.max_prompt_tokens", f"the prompt is {len(ids)} tokens (chat template "
-                                f"and conversation included), more than this node allows "
-                                f"(inference.limits.max_prompt_tokens = {limits.max_prompt_tokens})",
-                                code="context_length_exceeded", param="messages")
+            raise LimitExceeded(
+                "inference.limits.max_prompt_tokens",
+                f"the prompt is {len(ids)} tokens (chat template "
+                f"and conversation included), more than this node allows "
+                f"(inference.limits.max_prompt_tokens = {limits.max_prompt_tokens})",
+                code="context_length_exceeded",
+                param="messages",
+            )
         if self._context_tokens is not None and len(ids) + max_new > self._context_tokens:
-            raise LimitExceeded("max_position_embeddings", f"the model's context is {self._context_tokens} tokens, "
-                                f"and this request asks for {len(ids) + max_new} ({len(ids)} in the messages, "
-                                f"{max_new} in the completion)", code="context_length_exceeded", param="messages")
+            raise LimitExceeded(
+                "max_position_embeddings",
+                f"the model's context is {self._context_tokens} tokens, "
+                f"and this request asks for {len(ids) + max_new} ({len(ids)} in the messages, "
+                f"{max_new} in the completion)",
+                code="context_length_exceeded",
+                param="messages",
+            )
         answer_id = uuid.uuid4()
         routing = time.perf_counter()
         if pick is not None:
@@ -260,20 +305,37 @@ class InferenceNode:
             state = self.registry.get(user_id) if user_id else None
             planned = route(user_id, state, self.cfg.inference.ab_new_share, draw(answer_id))
             lease, arm, reason, detail = self._resolve(user_id, planned, state)
-        request = _Request(user_id, lease, arm, reason, detail, started, time.perf_counter() - routing, len(ids),
-                           served=pick is None)
-        pending = PendingAnswer(answer_id, {
-            "answer_id": str(answer_id), "user": user_id, "source": "adapter" if lease is not None else "base",
-            "arm": arm, "adapter_version": lease.value.version if lease is not None else None,
-            "fallback_reason": reason, "fallback_detail": detail})
+        request = _Request(
+            user_id, lease, arm, reason, detail, started, time.perf_counter() - routing, len(ids), served=pick is None
+        )
+        pending = PendingAnswer(
+            answer_id,
+            {
+                "answer_id": str(answer_id),
+                "user": user_id,
+                "source": "adapter" if lease is not None else "base",
+                "arm": arm,
+                "adapter_version": lease.value.version if lease is not None else None,
+                "fallback_reason": reason,
+                "fallback_detail": detail,
+            },
+        )
         temperature = kw.get("temperature")
         sampling = Sampling(temperature=temperature, top_p=kw.get("top_p"))
-        job = Job(answer_id=answer_id, prompt=ids, weights=lease.value if lease is not None else None,
-                  max_new_tokens=int(max_new), min_new_tokens=min_new, sampling=sampling,
-                  deadline=arrived + limits.request_timeout_s, submitted=arrived,
-                  pending=pending, on_end=lambda j, why, error: self._ended(request, j, why, error),
-                  detokenizer=Detokenizer(self.encoder) if stream else None,
-                  generator=None if sampling.greedy else torch.Generator().manual_seed(int(answer_id.hex[:12], 16)))
+        job = Job(
+            answer_id=answer_id,
+            prompt=ids,
+            weights=lease.value if lease is not None else None,
+            max_new_tokens=int(max_new),
+            min_new_tokens=min_new,
+            sampling=sampling,
+            deadline=arrived + limits.request_timeout_s,
+            submitted=arrived,
+            pending=pending,
+            on_end=lambda j, why, error: self._ended(request, j, why, error),
+            detokenizer=Detokenizer(self.encoder) if stream else None,
+            generator=None if sampling.greedy else torch.Generator().manual_seed(int(answer_id.hex[:12], 16)),
+        )
         try:
             self.scheduler.submit(job)
         except BaseException:
@@ -303,14 +365,23 @@ class InferenceNode:
             job.pending.push(job.detokenizer.rest(text))
         submitted = request.started
         answer = PersonalizedResponse(
-            text=text, user_id=request.user_id, source="adapter" if weights is not None else "base",
-            adapter_version=weights.version if weights is not None else None, fallback_reason=request.reason,
-            fallback_detail=request.detail, latency_ms=round((now - submitted) * 1000, 3), arm=request.arm,
-            answer_id=job.answer_id, completion_tokens=len(job.tokens), prompt_tokens=request.prompt_tokens,
+            text=text,
+            user_id=request.user_id,
+            source="adapter" if weights is not None else "base",
+            adapter_version=weights.version if weights is not None else None,
+            fallback_reason=request.reason,
+            fallback_detail=request.detail,
+            latency_ms=round((now - submitted) * 1000, 3),
+            arm=request.arm,
+            answer_id=job.answer_id,
+            completion_tokens=len(job.tokens),
+            prompt_tokens=request.prompt_tokens,
             switch_ms=round((request.resolve_s + job.bind_s) * 1000, 4),
             ttft_ms=round(((job.first_token or job.submitted) - job.submitted) * 1000, 3),
             queue_ms=round(((job.admitted or job.submitted) - job.submitted) * 1000, 3),
-            finish_reason="stop" if why == "stop" else "length", stopped_by=_STOPPED_BY.get(why))
+            finish_reason="stop" if why == "stop" else "length",
+            stopped_by=_STOPPED_BY.get(why),
+        )
         if request.served:
             generate_s = time.monotonic() - (job.admitted or job.submitted)
             self._served(answer, generate_s, request.resolve_s + job.bind_s)
@@ -328,13 +399,16 @@ class InferenceNode:
             if version is None:
                 return None, "base"
             state = self.registry.get(user_id)
-            arms: list[tuple[Arm, AdapterRef | None]] = [("new", state.latest), ("previous", state.previous)] \
-                if state is not None else []
+            arms: list[tuple[Arm, AdapterRef | None]] = (
+                [("new", state.latest), ("previous", state.previous)] if state is not None else []
+            )
             found = [(a, r) for a, r in arms if r is not None and r.version == version]
             if not found:
                 known = sorted(r.version for _, r in arms if r is not None)
-                raise AdapterRejected("unknown_version", f"this node knows no version {version} of the user's "
-                                      f"adapter (known: {known or 'none'})")
+                raise AdapterRejected(
+                    "unknown_version",
+                    f"this node knows no version {version} of the user's adapter (known: {known or 'none'})",
+                )
             arm, ref = found[0]
             assert ref is not None
             return self._load(user_id, ref), arm  # AdapterRejected propagates: the caller shows why
@@ -342,8 +416,12 @@ class InferenceNode:
         pending = self._submit(prompt, user_id, None, False, kw, pick=pick)
         return pending.result(timeout=self.cfg.inference.limits.request_timeout_s + _RESULT_MARGIN_S)
 
-    def _resolve(self, user_id: str | None, planned: Route, state: AdapterRegistryState | None,
-                 ) -> tuple[Lease[CacheKey, LoRAWeights] | None, Arm, str | None, str]:
+    def _resolve(
+        self,
+        user_id: str | None,
+        planned: Route,
+        state: AdapterRegistryState | None,
+    ) -> tuple[Lease[CacheKey, LoRAWeights] | None, Arm, str | None, str]:
         """A lease on the routed version, else on the previous one, else None (the base model) with the reason."""
         if planned.target is None or user_id is None or state is None:
             return None, planned.arm, planned.reason, planned.detail
@@ -365,14 +443,22 @@ class InferenceNode:
                     if failure is None:
                         return lease, arm, None, ""
                     version, why = failure
-                    return lease, arm, why.reason, (f"adapter v{version} rejected ({why.reason}): {why.detail}; "
-                                                    f"answered by v{ref.version}")
+                    return (
+                        lease,
+                        arm,
+                        why.reason,
+                        (f"adapter v{version} rejected ({why.reason}): {why.detail}; answered by v{ref.version}"),
+                    )
             if failure is None:
                 failure = (ref.version, rejected)
         assert failure is not None
         version, why = failure
-        return None, "base", why.reason, (f"adapter v{version} rejected ({why.reason}): {why.detail}; "
-                                          "the base model answered")
+        return (
+            None,
+            "base",
+            why.reason,
+            (f"adapter v{version} rejected ({why.reason}): {why.detail}; the base model answered"),
+        )
 
     def _load(self, user_id: str, ref: AdapterRef) -> Lease[CacheKey, LoRAWeights]:
         key = (user_id, ref.version)
@@ -417,10 +503,18 @@ class InferenceNode:
         if not first:
             return
         log.warning("adapter %s rejected on node %s: %s", ref.uri, self.node_id, exc)
-        self._publish(self.topics.inference, AdapterLoadFailed(
-            event_id=derived_event_id("adapter-load-failed", self.node_id, user_id, str(ref.version)),
-            user_id=user_id, correlation_id=adapter_event_id(user_id, ref.version), version=ref.version,
-            node_id=self.node_id, reason=exc.reason, detail=exc.detail[:2000]))
+        self._publish(
+            self.topics.inference,
+            AdapterLoadFailed(
+                event_id=derived_event_id("adapter-load-failed", self.node_id, user_id, str(ref.version)),
+                user_id=user_id,
+                correlation_id=adapter_event_id(user_id, ref.version),
+                version=ref.version,
+                node_id=self.node_id,
+                reason=exc.reason,
+                detail=exc.detail[:2000],
+            ),
+        )
 
     def _served(self, answer: PersonalizedResponse, generate_s: float, switch_s: float) -> None:
         self.metrics.answers.labels(answer.arm).inc()
@@ -428,11 +522,21 @@ class InferenceNode:
         self.metrics.switch_seconds.observe(switch_s)
         if answer.fallback_reason is not None:
             self.metrics.fallbacks.labels(answer.fallback_reason).inc()
-        self._publish(self.topics.inference, AnswerServed(
-            event_id=answer.answer_id, answer_id=answer.answer_id, user_id=answer.user_id or ANONYMOUS,
-            correlation_id=answer.answer_id, node_id=self.node_id, arm=answer.arm,
-            adapter_version=answer.adapter_version, fallback_reason=answer.fallback_reason,
-            latency_ms=answer.latency_ms, completion_tokens=answer.completion_tokens))
+        self._publish(
+            self.topics.inference,
+            AnswerServed(
+                event_id=answer.answer_id,
+                answer_id=answer.answer_id,
+                user_id=answer.user_id or ANONYMOUS,
+                correlation_id=answer.answer_id,
+                node_id=self.node_id,
+                arm=answer.arm,
+                adapter_version=answer.adapter_version,
+                fallback_reason=answer.fallback_reason,
+                latency_ms=answer.latency_ms,
+                completion_tokens=answer.completion_tokens,
+            ),
+        )
 
     def _publish(self, topic: str, event: Event) -> None:
         if self.publisher is None:
@@ -468,8 +572,17 @@ class InferenceNode:
         rows = []
         for info in self.cache.list():
             user, version = cast(CacheKey, info.key)
-            rows.append({"user": user, "version": version, "bytes": info.size, "in_use": info.refs,
-                         "pinned": info.pinned, "active": user in info.active_for, "idle_s": round(info.idle_s, 3)})
+            rows.append(
+                {
+                    "user": user,
+                    "version": version,
+                    "bytes": info.size,
+                    "in_use": info.refs,
+                    "pinned": info.pinned,
+                    "active": user in info.active_for,
+                    "idle_s": round(info.idle_s, 3),
+                }
+            )
         return sorted(rows, key=lambda r: (r["user"], r["version"]))
 
     def user_state(self, user_id: str) -> dict[str, Any]:

@@ -39,8 +39,12 @@ class CommandOutcome:
 
 def already_applied(state: AdapterRegistryState | None, source: SourceRef) -> bool:
     done = state.through_command if state is not None else None
-    return done is not None and done.topic == source.topic and done.partition == source.partition \
+    return (
+        done is not None
+        and done.topic == source.topic
+        and done.partition == source.partition
         and source.offset <= done.offset
+    )
 
 
 def decide_registry_command(state: AdapterRegistryState | None, command: Command, source: SourceRef) -> CommandOutcome:
@@ -53,10 +57,18 @@ def decide_registry_command(state: AdapterRegistryState | None, command: Command
     cid = str(command.command_id)
     if isinstance(command, DeactivateAdapter):
         after = current.model_copy(update={"active": False, "through_command": source})
-        return CommandOutcome((AdapterDeactivated(
-            event_id=derived_event_id("adapter-deactivated", command.user_id, cid), user_id=command.user_id,
-            correlation_id=command.command_id, occurred_at=command.issued_at, command_id=command.command_id,
-            state=after),))
+        return CommandOutcome(
+            (
+                AdapterDeactivated(
+                    event_id=derived_event_id("adapter-deactivated", command.user_id, cid),
+                    user_id=command.user_id,
+                    correlation_id=command.command_id,
+                    occurred_at=command.issued_at,
+                    command_id=command.command_id,
+                    state=after,
+                ),
+            )
+        )
     latest, previous = current.latest, current.previous
     if latest is None:
         return CommandOutcome(refusal=Refusal("no_adapter", "the user has no published adapter to activate"))
@@ -67,15 +79,26 @@ def decide_registry_command(state: AdapterRegistryState | None, command: Command
         pinned = wanted  # a rollback: every request goes to the previous version
     else:
         known = ", ".join(str(r.version) for r in (latest, previous) if r is not None)
-        return CommandOutcome(refusal=Refusal(
-            "unknown_version", f"version {wanted} is not one the registry can serve (known: {known})"))
+        return CommandOutcome(
+            refusal=Refusal("unknown_version", f"version {wanted} is not one the registry can serve (known: {known})")
+        )
     share = command.new_share if command.new_share is not None else current.new_share
-    after = current.model_copy(update={"active": True, "pinned_version": pinned, "new_share": share,
-                                       "through_command": source})
-    return CommandOutcome((AdapterActivated(
-        event_id=derived_event_id("adapter-activated", command.user_id, cid), user_id=command.user_id,
-        correlation_id=command.command_id, occurred_at=command.issued_at, version=wanted,
-        command_id=command.command_id, state=after),))
+    after = current.model_copy(
+        update={"active": True, "pinned_version": pinned, "new_share": share, "through_command": source}
+    )
+    return CommandOutcome(
+        (
+            AdapterActivated(
+                event_id=derived_event_id("adapter-activated", command.user_id, cid),
+                user_id=command.user_id,
+                correlation_id=command.command_id,
+                occurred_at=command.issued_at,
+                version=wanted,
+                command_id=command.command_id,
+                state=after,
+            ),
+        )
+    )
 
 
 def settle(user_id: str, state: AdapterRegistryState, correlation_id: uuid.UUID) -> Event | None:
@@ -87,7 +110,14 @@ def settle(user_id: str, state: AdapterRegistryState, correlation_id: uuid.UUID)
     if state.active:
         return AdapterActivated(
             event_id=derived_event_id("adapter-activated-published", user_id, str(latest.version)),
-            user_id=user_id, correlation_id=corr, version=state.pinned_version or latest.version, state=state)
+            user_id=user_id,
+            correlation_id=corr,
+            version=state.pinned_version or latest.version,
+            state=state,
+        )
     return AdapterDeactivated(
         event_id=derived_event_id("adapter-deactivated-published", user_id, str(latest.version)),
-        user_id=user_id, correlation_id=corr, state=state)
+        user_id=user_id,
+        correlation_id=corr,
+        state=state,
+    )

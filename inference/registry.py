@@ -50,8 +50,9 @@ def fold(state: AdapterRegistryState | None, event: Event) -> AdapterRegistrySta
     if isinstance(event, AdapterRevoked):
         current = state or AdapterRegistryState()
         through = max(current.revoked_through, _version(current.latest), _version(current.previous))
-        revoked = AdapterRegistryState(active=current.active, revoked=True, revoked_through=through,
-                                       through_command=current.through_command)
+        revoked = AdapterRegistryState(
+            active=current.active, revoked=True, revoked_through=through, through_command=current.through_command
+        )
         return state if state == revoked else revoked
     return state
 
@@ -60,12 +61,14 @@ def _published(state: AdapterRegistryState | None, event: AdapterPublished) -> A
     current = state or AdapterRegistryState()
     if event.version <= current.revoked_through or event.version <= _version(current.latest):
         return state  # revoked, older or repeated: ignored
-    return current.model_copy(update={"latest": ref_of(event), "previous": current.latest, "pinned_version": None,
-                                      "revoked": False})
+    return current.model_copy(
+        update={"latest": ref_of(event), "previous": current.latest, "pinned_version": None, "revoked": False}
+    )
 
 
-def _stated(state: AdapterRegistryState | None,
-            event: AdapterActivated | AdapterDeactivated) -> AdapterRegistryState | None:
+def _stated(
+    state: AdapterRegistryState | None, event: AdapterActivated | AdapterDeactivated
+) -> AdapterRegistryState | None:
     current = state or AdapterRegistryState()
     told = event.state
     if told is None:  # a producer that does not send the state: honour the flag alone
@@ -76,11 +79,18 @@ def _stated(state: AdapterRegistryState | None,
     if _version(told.latest) >= _version(current.latest):
         return told if told != state else state
     # We already saw a newer publish than this state names: keep our versions, take its flags.
-    pinned = told.pinned_version if told.pinned_version in (_version(current.latest),
-                                                            _version(current.previous)) else None
-    return current.model_copy(update={"active": told.active, "new_share": told.new_share, "pinned_version": pinned,
-                                      "through_command": told.through_command,
-                                      "revoked_through": max(told.revoked_through, current.revoked_through)})
+    pinned = (
+        told.pinned_version if told.pinned_version in (_version(current.latest), _version(current.previous)) else None
+    )
+    return current.model_copy(
+        update={
+            "active": told.active,
+            "new_share": told.new_share,
+            "pinned_version": pinned,
+            "through_command": told.through_command,
+            "revoked_through": max(told.revoked_through, current.revoked_through),
+        }
+    )
 
 
 @dataclass(frozen=True)

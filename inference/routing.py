@@ -52,5 +52,4 @@ def route(user_id: str | None, state: AdapterRegistryState | None, default_share
         return Route("new", latest)
     if previous is not None:
         return Route("previous", previous)
-    return Route("base", None, "ab_control",
-                 f"A/B control arm ({1 - share:.0%} of requests); the base model answered")
+    return Route("base", None, "ab_control", f"A/B control arm ({1 - share:.0%} of requests); the base model answered")

@@ -18,8 +18,11 @@ class Sampling:
         return self.temperature is None or self.temperature <= 0
 
 
-def next_tokens(logits: torch.Tensor, rows: Sequence[Sampling], generators: Sequence[torch.Generator | None],
-                ) -> list[int]:
+def next_tokens(
+    logits: torch.Tensor,
+    rows: Sequence[Sampling],
+    generators: Sequence[torch.Generator | None],
+) -> list[int]:
     """``logits``: (rows, vocab) of each row's last position; returns one token id per row."""
     chosen = logits.argmax(dim=-1).tolist()
     for i, params in enumerate(rows):

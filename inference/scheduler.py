@@ -78,9 +78,17 @@ class SchedulerStats:
 
 
 class Scheduler:
-    def __init__(self, model: Any, runtime: LoRARuntime, stop_ids: frozenset[int], max_rows: int,
-                 max_queue: int, pad_id: int = 0, prefill_tokens: int = 4096,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        model: Any,
+        runtime: LoRARuntime,
+        stop_ids: frozenset[int],
+        max_rows: int,
+        max_queue: int,
+        pad_id: int = 0,
+        prefill_tokens: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         check_supported(model)
         self.model = model
         self.runtime = runtime
@@ -118,9 +126,12 @@ class Scheduler:
             if self._closing:
                 raise NodeClosed("the node is shutting down")
             if len(self._queue) + self._taken >= self.max_rows + self.max_queue:
-                raise QueueFull(f"the node is busy: {self._taken} requests generating and {len(self._queue)} "
-                                f"waiting, the most inference.limits.max_queue ({self.max_queue}) allows; retry "
-                                "later", retry_after_s=self._retry_after())
+                raise QueueFull(
+                    f"the node is busy: {self._taken} requests generating and {len(self._queue)} "
+                    f"waiting, the most inference.limits.max_queue ({self.max_queue}) allows; retry "
+                    "later",
+                    retry_after_s=self._retry_after(),
+                )
             self._queue.append(job)
             self._cond.notify_all()
 
@@ -135,8 +146,16 @@ class Scheduler:
 
     def stats(self) -> SchedulerStats:
         with self._cond:
-            return SchedulerStats(len(self._queue), self._taken, self.steps, self.rows_stepped, self.peak_rows,
-                                  self.admitted, self.max_rows, self.max_queue)
+            return SchedulerStats(
+                len(self._queue),
+                self._taken,
+                self.steps,
+                self.rows_stepped,
+                self.peak_rows,
+                self.admitted,
+                self.max_rows,
+                self.max_queue,
+            )
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Stop taking requests; fail those still queued or running (NodeClosed) and stop the thread."""
@@ -189,9 +208,14 @@ class Scheduler:
             if job.pending.cancelled.is_set():
                 self._end(job, "cancelled")
             elif now > job.deadline:
-                self._end(job, "error", RequestTimedOut(
-                    f"the request waited {now - job.submitted:.1f} s for a batch row and ran out of time "
-                    f"(inference.limits.request_timeout_s = {job.deadline - job.submitted:g})"))
+                self._end(
+                    job,
+                    "error",
+                    RequestTimedOut(
+                        f"the request waited {now - job.submitted:.1f} s for a batch row and ran out of time "
+                        f"(inference.limits.request_timeout_s = {job.deadline - job.submitted:g})"
+                    ),
+                )
             else:
                 joiners.append(job)
                 longest = width
@@ -215,10 +239,16 @@ class Scheduler:
             bind_s = time.perf_counter() - started
             ids, mask, positions = left_padded([j.prompt for j in joiners], self.pad_id)
             with torch.no_grad():
-                out = self.model(input_ids=ids.to(self._device), attention_mask=mask.to(self._device),
-                                 position_ids=positions.to(self._device), use_cache=True, logits_to_keep=1)
-            chosen = next_tokens(self._allowed(out.logits[:, -1], joiners), [j.sampling for j in joiners],
-                                 [j.generator for j in joiners])
+                out = self.model(
+                    input_ids=ids.to(self._device),
+                    attention_mask=mask.to(self._device),
+                    position_ids=positions.to(self._device),
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+            chosen = next_tokens(
+                self._allowed(out.logits[:, -1], joiners), [j.sampling for j in joiners], [j.generator for j in joiners]
+            )
         except Exception as exc:
             log.exception("prefill failed for %d requests", len(joiners))
             self._bound_rows = None
@@ -250,9 +280,14 @@ class Scheduler:
         per token, so only long answers gain from it."""
         key = tuple(id(w) for w in rows)
         if key == self._bound_rows:
-            if self._bound_one and not self._merged and self._same_steps >= MERGE_AFTER_STEPS \
-                    and tokens_left >= MERGE_MIN_TOKENS_LEFT and self.runtime.mode == "merged" \
-                    and rows[0] is not None:
+            if (
+                self._bound_one
+                and not self._merged
+                and self._same_steps >= MERGE_AFTER_STEPS
+                and tokens_left >= MERGE_MIN_TOKENS_LEFT
+                and self.runtime.mode == "merged"
+                and rows[0] is not None
+            ):
                 self.runtime.bind(rows[0], merge=True)
                 self._merged = True
             return
@@ -272,16 +307,22 @@ class Scheduler:
         mask, positions = self._kv.step_inputs()
         ids = torch.tensor([[r.tokens[-1]] for r in rows], device=self._device)
         with torch.no_grad():
-            out = self.model(input_ids=ids, attention_mask=mask.to(self._device),
-                             position_ids=positions.to(self._device), past_key_values=self._kv.cache, use_cache=True)
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask.to(self._device),
+                position_ids=positions.to(self._device),
+                past_key_values=self._kv.cache,
+                use_cache=True,
+            )
         self._kv.cache = out.past_key_values
         self._kv.advanced()
         self.steps += 1
         self._same_steps += 1
         self.rows_stepped += len(rows)
         self.peak_rows = max(self.peak_rows, len(rows))
-        chosen = next_tokens(self._allowed(out.logits[:, -1], rows), [r.sampling for r in rows],
-                             [r.generator for r in rows])
+        chosen = next_tokens(
+            self._allowed(out.logits[:, -1], rows), [r.sampling for r in rows], [r.generator for r in rows]
+        )
         now = self._clock()
         ended: dict[int, EndReason] = {}
         for i, (job, token) in enumerate(zip(rows, chosen, strict=True)):
@@ -348,4 +389,3 @@ class Scheduler:
         except Exception:  # the caller's hook must never stop the scheduler
             log.exception("on_end failed for answer %s", job.answer_id)
             job.pending.fail(GenerationError("the node failed to finish this answer"))
-

@@ -33,9 +33,14 @@ class RunningNode:
         self.node.close()
 
 
-def start_node(cfg: Config, stop: threading.Event, threads: list[threading.Thread],
-               stats: Callable[[], dict[str, Any]] | None = None, routers: Sequence[APIRouter] = (),
-               extend: Callable[[Any, InferenceNode, Callable[[Command], None]], None] | None = None) -> RunningNode:
+def start_node(
+    cfg: Config,
+    stop: threading.Event,
+    threads: list[threading.Thread],
+    stats: Callable[[], dict[str, Any]] | None = None,
+    routers: Sequence[APIRouter] = (),
+    extend: Callable[[Any, InferenceNode, Callable[[Command], None]], None] | None = None,
+) -> RunningNode:
     """Build the node, its registry follower and its HTTP server; the threads are appended, not started.
 
     ``routers`` (FastAPI ``APIRouter``s, e.g. the analytics API of the store's owner) join the node's app;
@@ -62,14 +67,22 @@ def start_node(cfg: Config, stop: threading.Event, threads: list[threading.Threa
         api.include_router(router)
     if extend is not None:
         extend(api, node, send_command)
-    server = uvicorn.Server(uvicorn.Config(api, host=cfg.inference.host, port=cfg.inference.port,
-                                           log_level="warning", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(api, host=cfg.inference.host, port=cfg.inference.port, log_level="warning", access_log=False)
+    )
     threads.append(threading.Thread(target=follower.run, args=(stop,), name="registry", daemon=True))
     threads.append(threading.Thread(target=server.run, name="http", daemon=True))
-    log.info("inference node %s: HTTP on http://%s:%d (%s; %s serving, cache %d adapters / %d bytes, policy %s)",
-             node.node_id, cfg.inference.host, cfg.inference.port,
-             f"{len(auth.keys)} API keys" if auth.enabled else "no API keys: loopback only", cfg.inference.lora_serving,
-             cfg.inference.cache.max_adapters, cfg.inference.cache.max_bytes, cfg.inference.cache.policy)
+    log.info(
+        "inference node %s: HTTP on http://%s:%d (%s; %s serving, cache %d adapters / %d bytes, policy %s)",
+        node.node_id,
+        cfg.inference.host,
+        cfg.inference.port,
+        f"{len(auth.keys)} API keys" if auth.enabled else "no API keys: loopback only",
+        cfg.inference.lora_serving,
+        cfg.inference.cache.max_adapters,
+        cfg.inference.cache.max_bytes,
+        cfg.inference.cache.policy,
+    )
     return RunningNode(node, follower, server, publisher)
 
 

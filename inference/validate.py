@@ -24,9 +24,22 @@ ALLOWED_FILES = (WEIGHTS_FILE, CONFIG_FILE, MANIFEST_FILE)
 _TENSOR_KEY = re.compile(r"^base_model\.model\.(?P<module>[A-Za-z0-9_.]+)\.lora_(?P<part>[AB])\.weight$")
 
 # PEFT LoRA options this node does not implement: an adapter using one is refused, never half-applied.
-_MUST_BE_OFF = ("use_dora", "lora_bias", "fan_in_fan_out", "use_qalora", "use_bdlora", "layer_replication",
-                "modules_to_save", "rank_pattern", "alpha_pattern", "alora_invocation_tokens", "arrow_config",
-                "target_parameters", "trainable_token_indices", "megatron_config")
+_MUST_BE_OFF = (
+    "use_dora",
+    "lora_bias",
+    "fan_in_fan_out",
+    "use_qalora",
+    "use_bdlora",
+    "layer_replication",
+    "modules_to_save",
+    "rank_pattern",
+    "alpha_pattern",
+    "alora_invocation_tokens",
+    "arrow_config",
+    "target_parameters",
+    "trainable_token_indices",
+    "megatron_config",
+)
 
 
 @dataclass(frozen=True)
@@ -63,7 +76,8 @@ def check_base(ref: AdapterRef, base_sha256: str) -> None:
         raise AdapterRejected(
             "base_mismatch",
             f"trained on {ref.base_model.name_or_path} (weights {ref.base_model.weights_sha256[:16]}...), "
-            f"this node serves weights {base_sha256[:16]}...")
+            f"this node serves weights {base_sha256[:16]}...",
+        )
 
 
 def check_manifest(manifest: Any, ref: AdapterRef) -> None:
@@ -134,19 +148,22 @@ def check_tensors(tensors: Mapping[str, Any], spec: LoraSpec, shapes: Mapping[st
         if shape is None:
             raise AdapterRejected("incompatible_module", f"{module}: the base model has no such linear layer")
         if spec.target_modules is not None and module.rsplit(".", 1)[-1] not in spec.target_modules:
-            raise AdapterRejected("invalid_config", f"{module}: not among target_modules "
-                                                    f"{sorted(spec.target_modules)}")
+            raise AdapterRejected("invalid_config", f"{module}: not among target_modules {sorted(spec.target_modules)}")
         a, b = ab["A"], ab["B"]
         if not (a.is_floating_point() and b.is_floating_point()):
             raise AdapterRejected("invalid_weights", f"{module}: weights must be floating point, got {a.dtype}")
         if a.dim() != 2 or b.dim() != 2:
             raise AdapterRejected("shape_mismatch", f"{module}: A and B must be matrices")
         if a.shape[0] != spec.rank or b.shape[1] != spec.rank:
-            raise AdapterRejected("rank_mismatch", f"{module}: A {tuple(a.shape)} / B {tuple(b.shape)} do not have "
-                                                   f"rank {spec.rank}")
+            raise AdapterRejected(
+                "rank_mismatch", f"{module}: A {tuple(a.shape)} / B {tuple(b.shape)} do not have rank {spec.rank}"
+            )
         if a.shape[1] != shape.in_features or b.shape[0] != shape.out_features:
-            raise AdapterRejected("shape_mismatch", f"{module}: A {tuple(a.shape)} / B {tuple(b.shape)} do not fit "
-                                                    f"the base layer ({shape.in_features} -> {shape.out_features})")
+            raise AdapterRejected(
+                "shape_mismatch",
+                f"{module}: A {tuple(a.shape)} / B {tuple(b.shape)} do not fit "
+                f"the base layer ({shape.in_features} -> {shape.out_features})",
+            )
         if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
             raise AdapterRejected("non_finite", f"{module}: weights contain NaN or infinity")
         pairs.append(TensorPair(module, a, b))

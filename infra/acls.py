@@ -22,8 +22,9 @@ from schemas.topics import Topics
 
 Resource = Literal["topic", "group", "cluster"]
 Pattern = Literal["literal", "prefixed"]
-Operation = Literal["READ", "WRITE", "CREATE", "DESCRIBE", "DESCRIBE_CONFIGS", "ALTER", "ALTER_CONFIGS", "DELETE",
-                    "ALL"]
+Operation = Literal[
+    "READ", "WRITE", "CREATE", "DESCRIBE", "DESCRIBE_CONFIGS", "ALTER", "ALTER_CONFIGS", "DELETE", "ALL"
+]
 
 ROLES = ("sam", "decider", "projector", "trainer", "inference", "registrar", "operator")
 
@@ -49,8 +50,13 @@ def grants_for(role: str, cfg: Config) -> list[Grant]:
     """What ``role`` needs with this config's topic prefix, app id and group ids."""
     t = Topics(cfg.kafka.topic_prefix)
     app = cfg.streams.app_id
-    describe = Grant("topic", f"{cfg.kafka.topic_prefix}sam.", "prefixed", ("DESCRIBE",),
-                     "see that the project's topics exist (metadata only)")
+    describe = Grant(
+        "topic",
+        f"{cfg.kafka.topic_prefix}sam.",
+        "prefixed",
+        ("DESCRIBE",),
+        "see that the project's topics exist (metadata only)",
+    )
     # librdkafka looks up a consumer's group coordinator even when it only assign()s partitions and
     # never commits: the log readers' groups need READ too (nothing is ever committed in them).
     reader = _group(READER_GROUP, "reading a topic's range straight from the log (never commits)")
@@ -64,8 +70,13 @@ def grants_for(role: str, cfg: Config) -> list[Grant]:
             _topic(t.control, r, "RequestTraining, DeactivatePair, ReweightPair, EraseUser"),
             _topic(t.pairs, ("READ", "WRITE"), "decisions out; the tail is read back after a restart (output marks)"),
             _topic(t.dlq, w, "dead letters"),
-            Grant("topic", f"{app}-", "prefixed", ("CREATE", "DESCRIBE", "DESCRIBE_CONFIGS", "READ", "WRITE"),
-                  "Faust's own topics: the journal's changelog, the assignor's leader topic"),
+            Grant(
+                "topic",
+                f"{app}-",
+                "prefixed",
+                ("CREATE", "DESCRIBE", "DESCRIBE_CONFIGS", "READ", "WRITE"),
+                "Faust's own topics: the journal's changelog, the assignor's leader topic",
+            ),
             _group(app, "the deciders' consumer group (Faust)"),
             reader,
             _group("samtuner-output-marks", "reads the pairs topic's tail (never commits)"),
@@ -81,8 +92,7 @@ def grants_for(role: str, cfg: Config) -> list[Grant]:
             reader,
             # The console runs where the store is owned (samtuner streams, samtuner run), as this principal.
             _topic(t.control, w, "the console's commands (bulk pair actions, training, erasure)"),
-            _group("samtuner-console-", "the console's live tail of the training topic (never commits)",
-                   "prefixed"),
+            _group("samtuner-console-", "the console's live tail of the training topic (never commits)", "prefixed"),
         ],
         "trainer": [
             describe,
@@ -112,8 +122,13 @@ def grants_for(role: str, cfg: Config) -> list[Grant]:
             reader,
         ],
         "operator": [
-            Grant("topic", f"{cfg.kafka.topic_prefix}sam.", "prefixed", ("ALL",),
-                  "create the topics; commands; replay, record, export, jobs"),
+            Grant(
+                "topic",
+                f"{cfg.kafka.topic_prefix}sam.",
+                "prefixed",
+                ("ALL",),
+                "create the topics; commands; replay, record, export, jobs",
+            ),
             _group("samtuner-cli", "the CLI's readers"),
             reader,
         ],
@@ -141,8 +156,7 @@ def acl_table(cfg: Config) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
-def apply_grants(admin_connection: Connection, principal: str, grants: Sequence[Grant],
-                 timeout_s: float = 30.0) -> int:
+def apply_grants(admin_connection: Connection, principal: str, grants: Sequence[Grant], timeout_s: float = 30.0) -> int:
     """Create the ACLs of ``grants`` for ``principal`` (e.g. 'User:decider'); existing ones stay."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import (
@@ -157,8 +171,12 @@ def apply_grants(admin_connection: Connection, principal: str, grants: Sequence[
     kinds = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP, "cluster": ResourceType.BROKER}
     patterns = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.PREFIXED}
     wanted = dict.fromkeys((g.resource, g.name, g.pattern, op) for g in grants for op in g.operations)
-    bindings = [AclBinding(kinds[resource], name, patterns[pattern], principal, "*", getattr(AclOperation, op),
-                           AclPermissionType.ALLOW) for resource, name, pattern, op in wanted]
+    bindings = [
+        AclBinding(
+            kinds[resource], name, patterns[pattern], principal, "*", getattr(AclOperation, op), AclPermissionType.ALLOW
+        )
+        for resource, name, pattern, op in wanted
+    ]
     admin = AdminClient(client_config(admin_connection))
     for binding, future in admin.create_acls(bindings, request_timeout=timeout_s).items():
         try:
@@ -168,8 +186,9 @@ def apply_grants(admin_connection: Connection, principal: str, grants: Sequence[
     return len(bindings)
 
 
-def upsert_user(admin_connection: Connection, user: str, password: str, mechanism: str = "SCRAM-SHA-512",
-                timeout_s: float = 30.0) -> None:
+def upsert_user(
+    admin_connection: Connection, user: str, password: str, mechanism: str = "SCRAM-SHA-512", timeout_s: float = 30.0
+) -> None:
     """Create or change a SCRAM user (the broker keeps only a salted hash of the password)."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion

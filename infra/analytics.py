@@ -57,8 +57,10 @@ def cell(value: Any, clickhouse_type: str) -> Any:
 
 def refusal(exc: QueryRefused) -> str:
     """What a person is told when a query writes (the CLI and the API say the same)."""
-    return ("refused: analysts' queries are read-only (ClickHouse runs them with readonly=1); "
-            f"ClickHouse said: {exc.clickhouse_message}")
+    return (
+        "refused: analysts' queries are read-only (ClickHouse runs them with readonly=1); "
+        f"ClickHouse said: {exc.clickhouse_message}"
+    )
 
 
 def _columns(result: ReadOnlyResult) -> list[dict[str, str]]:
@@ -68,14 +70,23 @@ def _columns(result: ReadOnlyResult) -> list[dict[str, str]]:
 def run_sql(store: ClickHouseStore, sql: str, max_rows: int = DEFAULT_MAX_ROWS) -> dict[str, Any]:
     """A read-only query; raises QueryRefused (it writes) or QueryFailed (ClickHouse's message)."""
     result = store.query_read_only(sql, max_rows=max_rows)
-    return {"columns": _columns(result),
-            "rows": [[cell(v, t) for v, t in zip(row, result.types, strict=True)] for row in result.rows],
-            "row_count": len(result.rows), "truncated": result.truncated}
+    return {
+        "columns": _columns(result),
+        "rows": [[cell(v, t) for v, t in zip(row, result.types, strict=True)] for row in result.rows],
+        "row_count": len(result.rows),
+        "truncated": result.truncated,
+    }
 
 
-def run_analytic(store: ClickHouseStore, name: str, user: str | None = None, since: str | None = None,
-                 until: str | None = None, now: datetime | None = None,
-                 max_rows: int = DEFAULT_MAX_ROWS) -> dict[str, Any]:
+def run_analytic(
+    store: ClickHouseStore,
+    name: str,
+    user: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    now: datetime | None = None,
+    max_rows: int = DEFAULT_MAX_ROWS,
+) -> dict[str, Any]:
     """One analytic of the catalogue; raises UnknownAnalytic / AnalyticsError on bad input."""
     item = analytic(name)
     query = bind(item, store.database, now or datetime.now(UTC), user=user, since=since, until=until)
@@ -85,8 +96,9 @@ def run_analytic(store: ClickHouseStore, name: str, user: str | None = None, sin
         "description": item.description,
         "parameters": {k: jsonable(v) for k, v in query.parameters.items()},
         "columns": _columns(result),
-        "rows": [{c: cell(v, t) for c, t, v in zip(result.columns, result.types, row, strict=True)}
-                 for row in result.rows],
+        "rows": [
+            {c: cell(v, t) for c, t, v in zip(result.columns, result.types, row, strict=True)} for row in result.rows
+        ],
         "row_count": len(result.rows),
         "truncated": result.truncated,
     }

@@ -75,8 +75,9 @@ class Authenticator:
     def __init__(self, keys: Sequence[ApiKey] = ()) -> None:
         self.keys = tuple(keys)
         self.registry = CollectorRegistry()
-        self.failures = Counter("samtuner_auth_failures", "HTTP requests refused, by reason.", ["reason"],
-                                registry=self.registry)
+        self.failures = Counter(
+            "samtuner_auth_failures", "HTTP requests refused, by reason.", ["reason"], registry=self.registry
+        )
         for reason in ("missing_key", "invalid_key", "scope", "user"):
             self.failures.labels(reason)  # exported at 0, so a rate() has a start
 
@@ -93,7 +94,8 @@ class Authenticator:
         if not self.enabled and not is_loopback(host):
             raise AuthError(
                 f"{what} is {host}, but no API keys are configured (auth.keys / auth.keys_file), so anyone who "
-                "reaches that address could act for any user; add keys (`samtuner keys create`) or bind 127.0.0.1")
+                "reaches that address could act for any user; add keys (`samtuner keys create`) or bind 127.0.0.1"
+            )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -122,8 +124,11 @@ class Authenticator:
         if scope is not None and not key.allows(scope):
             raise self._refuse(403, "scope", f"this API key lacks the '{scope}' scope")
         if check == "all" and key.restricted:
-            raise self._refuse(403, "user", "this API key acts for some users only; listing every user needs a key "
-                                            "without a user restriction")
+            raise self._refuse(
+                403,
+                "user",
+                "this API key acts for some users only; listing every user needs a key without a user restriction",
+            )
         if check in ("body", "path") and not key.acts_for(user_id):
             raise self._refuse(403, "user", "this API key may not act for this user")
 

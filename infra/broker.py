@@ -137,8 +137,12 @@ class Broker:
         """confluent-kafka settings of the admin user (empty for a PLAINTEXT broker)."""
         if self.sasl is None:
             return {}
-        return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": self.sasl.mechanism,
-                "sasl.username": self.sasl.admin_user, "sasl.password": self.sasl.admin_password}
+        return {
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": self.sasl.mechanism,
+            "sasl.username": self.sasl.admin_user,
+            "sasl.password": self.sasl.admin_password,
+        }
 
     @property
     def bootstrap(self) -> str:
@@ -258,12 +262,19 @@ class Broker:
         marker = self.home / "sasl-formatted"
         if (self.data_dir / "meta.properties").exists():
             if self.sasl is not None and not marker.exists():
-                raise BrokerError(f"the broker's storage in {self.data_dir} was formatted without SASL, so it has no "
-                                  "admin credential: start it without kafka.security, or remove the directory")
+                raise BrokerError(
+                    f"the broker's storage in {self.data_dir} was formatted without SASL, so it has no "
+                    "admin credential: start it without kafka.security, or remove the directory"
+                )
             return
-        scram = ([] if self.sasl is None else
-                 ["--add-scram", f"{self.sasl.mechanism}=[name={self.sasl.admin_user},"
-                                 f"password={self.sasl.admin_password}]"])
+        scram = (
+            []
+            if self.sasl is None
+            else [
+                "--add-scram",
+                f"{self.sasl.mechanism}=[name={self.sasl.admin_user},password={self.sasl.admin_password}]",
+            ]
+        )
         cmd = [
             "java",
             "-cp",
@@ -337,8 +348,11 @@ class Broker:
         from infra.kafka import CLIENT_LOGGER
 
         try:
-            settings: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "logger": CLIENT_LOGGER,
-                                        **self.admin_settings()}
+            settings: dict[str, Any] = {
+                "bootstrap.servers": self.bootstrap,
+                "logger": CLIENT_LOGGER,
+                **self.admin_settings(),
+            }
             AdminClient(settings).list_topics(timeout=2)
             return True
         except Exception:
@@ -435,9 +449,18 @@ class Cluster:
             cluster_id = _kafka_cluster_id()
             id_file.write_text(cluster_id)
         self.brokers = [
-            Broker(home=self.home / f"node-{i}", port=p, controller_port=c, heap=self.heap, cache_dir=self.cache_dir,
-                   sasl=self.sasl, node_id=i, voters=voters, cluster_id=cluster_id,
-                   replication=min(len(self.ports), 3))
+            Broker(
+                home=self.home / f"node-{i}",
+                port=p,
+                controller_port=c,
+                heap=self.heap,
+                cache_dir=self.cache_dir,
+                sasl=self.sasl,
+                node_id=i,
+                voters=voters,
+                cluster_id=cluster_id,
+                replication=min(len(self.ports), 3),
+            )
             for i, (p, c) in enumerate(zip(self.ports, self.controller_ports, strict=True), 1)
         ]
 
@@ -473,8 +496,11 @@ class Cluster:
 
         from infra.kafka import CLIENT_LOGGER
 
-        settings: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "logger": CLIENT_LOGGER,
-                                    **self.brokers[0].admin_settings()}
+        settings: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "logger": CLIENT_LOGGER,
+            **self.brokers[0].admin_settings(),
+        }
         admin = AdminClient(settings)
         deadline = time.monotonic() + timeout_s
         seen = 0
@@ -484,8 +510,9 @@ class Cluster:
                 if seen >= count:
                     return
             time.sleep(0.25)
-        raise BrokerError(f"{seen} of {count} brokers registered within {timeout_s:.0f}s; "
-                          f"see {self.home}/node-*/broker.log")
+        raise BrokerError(
+            f"{seen} of {count} brokers registered within {timeout_s:.0f}s; see {self.home}/node-*/broker.log"
+        )
 
     def stop(self, timeout_s: float = 30.0) -> int:
         """Stop every node; returns how many were running.
@@ -534,8 +561,10 @@ def cluster_for(bootstrap: str, state_dir: Path, size: int, sasl: BrokerSasl | N
     if len(ports) == 1:
         ports = [ports[0] + 2 * i for i in range(size)]
     if len(ports) != size:
-        raise BrokerError(f"kafka.bootstrap_servers names {len(ports)} brokers, not {size}: name them all, "
-                          "or only the first (the others take the ports after it)")
+        raise BrokerError(
+            f"kafka.bootstrap_servers names {len(ports)} brokers, not {size}: name them all, "
+            "or only the first (the others take the ports after it)"
+        )
     return Cluster(home=state_dir / _CLUSTER_DIR, ports=ports, controller_ports=[p + 1 for p in ports], sasl=sasl)
 
 

@@ -46,8 +46,12 @@ logging.getLogger("urllib3").setLevel(logging.ERROR)
 MAX_RESULT_ROWS = 100_000
 # Order matters: ClickHouse applies settings one by one and refuses every change after readonly=1.
 # 'break' stops reading past the row limit (a block or so more arrives) instead of failing the query.
-READ_ONLY_SESSION = {"max_execution_time": 30, "max_result_rows": MAX_RESULT_ROWS + 1,
-                     "result_overflow_mode": "break", "readonly": 1}
+READ_ONLY_SESSION = {
+    "max_execution_time": 30,
+    "max_result_rows": MAX_RESULT_ROWS + 1,
+    "result_overflow_mode": "break",
+    "readonly": 1,
+}
 READ_ONLY_QUERY = {"readonly": 1}
 READONLY_ERROR_CODE = 164  # READONLY: "Cannot execute query in readonly mode", "Cannot modify ... setting"
 
@@ -73,7 +77,7 @@ def embedded_holder(dsn: str) -> int | None:
     """
     if not _is_chdb(dsn):
         return None
-    status = Path(dsn[len("chdb://"):]) / "status"
+    status = Path(dsn[len("chdb://") :]) / "status"
     try:
         fd = os.open(status, os.O_RDONLY)
     except OSError:
@@ -106,6 +110,8 @@ def _error_code(exc: Exception) -> int | None:
         return code
     found = re.search(r"Code: (\d+)", str(exc))
     return int(found.group(1)) if found else None
+
+
 def _cause(text: str, exc: Exception) -> str:
     """The short cause in a driver's long message ('[Errno 111] Connection refused'), or its first line."""
     found = re.search(r"\[Errno -?\d+\] [^\"')\]]+", text)
@@ -131,13 +137,15 @@ def open_store(cfg: Config, database: str | None = None) -> ClickHouseStore:
     on ``database`` instead of the config's where given (a rebuild's own)."""
     ch = cfg.clickhouse
     password = read_secret(ch.password_env, ch.password_file, "clickhouse")
-    return ClickHouseStore(cfg.clickhouse_dsn, database or ch.database, password=password,
-                           connect_timeout_s=ch.connect_timeout_s)
+    return ClickHouseStore(
+        cfg.clickhouse_dsn, database or ch.database, password=password, connect_timeout_s=ch.connect_timeout_s
+    )
 
 
 class ClickHouseStore:
-    def __init__(self, dsn: str, database: str = "sam", password: str | None = None,
-                 connect_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, dsn: str, database: str = "sam", password: str | None = None, connect_timeout_s: float = 5.0
+    ) -> None:
         self.dsn = dsn
         self.database = database
         self._lock = threading.RLock()
@@ -153,14 +161,18 @@ class ClickHouseStore:
             raise _locked_error(dsn, holder)
         try:
             if _is_chdb(dsn):
-                path = dsn[len("chdb://"):]
+                path = dsn[len("chdb://") :]
                 if path and path != "memory" and not path.startswith(":memory:"):
                     Path(path).mkdir(parents=True, exist_ok=True)
                 self._client = clickhouse_connect.get_client(dsn=dsn)
             else:
                 extra: dict[str, Any] = {"password": password} if password is not None else {}
-                self._client = clickhouse_connect.get_client(dsn=dsn, connect_timeout=connect_timeout_s,
-                                                             send_receive_timeout=max(30.0, connect_timeout_s), **extra)
+                self._client = clickhouse_connect.get_client(
+                    dsn=dsn,
+                    connect_timeout=connect_timeout_s,
+                    send_receive_timeout=max(30.0, connect_timeout_s),
+                    **extra,
+                )
         except Exception as exc:
             text = self._mask(str(exc))
             holder = embedded_holder(dsn)  # taken meanwhile? chDB's own error does not always say so
@@ -169,7 +181,8 @@ class ClickHouseStore:
             if not _is_chdb(dsn):
                 raise StoreUnreachable(
                     f"cannot reach ClickHouse at {where}: {_cause(text, exc)}; start the ClickHouse server, or "
-                    "remove clickhouse.dsn to use the embedded engine") from exc
+                    "remove clickhouse.dsn to use the embedded engine"
+                ) from exc
             raise StoreError(f"cannot open ClickHouse at {where}: {text}") from exc
 
     @property
@@ -199,8 +212,9 @@ class ClickHouseStore:
             except Exception as exc:
                 raise StoreError(self._mask(f"ClickHouse query failed: {exc}")) from exc
 
-    def query_read_only(self, sql: str, parameters: dict[str, Any] | None = None,
-                        max_rows: int = 10_000) -> ReadOnlyResult:
+    def query_read_only(
+        self, sql: str, parameters: dict[str, Any] | None = None, max_rows: int = 10_000
+    ) -> ReadOnlyResult:
         """Run an analyst's query under ``readonly=1``; at most ``max_rows`` rows (and ``MAX_RESULT_ROWS``).
 
         Raises :class:`QueryRefused` when it writes, :class:`QueryFailed` (with ClickHouse's message)
@@ -227,8 +241,9 @@ class ClickHouseStore:
         return ReadOnlyResult(names, types, rows[:max_rows], truncated=len(rows) > max_rows)
 
     @staticmethod
-    def _columns_of(client: Any, sql: str,
-                    parameters: dict[str, Any] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def _columns_of(
+        client: Any, sql: str, parameters: dict[str, Any] | None
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         raw = client.raw_query(sql, parameters=parameters, settings=READ_ONLY_QUERY, fmt="JSONCompact")
         meta = json.loads(raw).get("meta", []) if raw.strip() else []
         return tuple(m["name"] for m in meta), tuple(m["type"] for m in meta)
@@ -243,15 +258,22 @@ class ClickHouseStore:
         if self._read_only_client is None:
             try:
                 extra: dict[str, Any] = {"password": self._password} if self._password is not None else {}
-                self._read_only_client = clickhouse_connect.get_client(dsn=self.dsn, settings=READ_ONLY_SESSION,
-                                                                       **extra)
+                self._read_only_client = clickhouse_connect.get_client(
+                    dsn=self.dsn, settings=READ_ONLY_SESSION, **extra
+                )
             except Exception as exc:
-                raise StoreError(self._mask(f"cannot open a read-only client on ClickHouse at "
-                                            f"{redact_url(self.dsn)}: {exc}")) from exc
+                raise StoreError(
+                    self._mask(f"cannot open a read-only client on ClickHouse at {redact_url(self.dsn)}: {exc}")
+                ) from exc
         return self._read_only_client
 
-    def raw_query(self, sql: str, parameters: dict[str, Any] | None = None, fmt: str = "JSONEachRow",
-                  settings: dict[str, Any] | None = None) -> bytes:
+    def raw_query(
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        fmt: str = "JSONEachRow",
+        settings: dict[str, Any] | None = None,
+    ) -> bytes:
         """The result as ClickHouse formats it (``JSONEachRow``, ``Parquet``, ...): no Python rows."""
         with self._lock:
             try:
@@ -337,13 +359,16 @@ class ClickHouseStore:
             if stuck:
                 raise SwapIncomplete(
                     f"swapping {rebuilt} into {live} failed ({exc}) and swapping back failed for {', '.join(stuck)}: "
-                    f"the old {', '.join(stuck)} are in {rebuilt} (keep it; EXCHANGE TABLES them back)") from exc
+                    f"the old {', '.join(stuck)} are in {rebuilt} (keep it; EXCHANGE TABLES them back)"
+                ) from exc
             raise
         return how
 
     def _rename_swap(self, a: str, b: str, table: str) -> None:
-        self.command(f"RENAME TABLE {a}.{table} TO {b}.{table}__swap, {b}.{table} TO {a}.{table}, "
-                     f"{b}.{table}__swap TO {b}.{table}")
+        self.command(
+            f"RENAME TABLE {a}.{table} TO {b}.{table}__swap, {b}.{table} TO {a}.{table}, "
+            f"{b}.{table}__swap TO {b}.{table}"
+        )
 
     def drop_database(self, name: str) -> None:
         if name == self.database:

@@ -1,27 +1,27 @@
 """Errors at the edges: Kafka, ClickHouse, the artifact store, the broker process and base models.
 
-    InfraError
-    ├── BrokerError           fetching jars, formatting storage, starting/stopping the broker
-    ├── CredentialsError      a password could not be read from its environment variable or file
-    ├── KafkaCallError        a Kafka call failed (translated from confluent-kafka / aiokafka)
-    │   ├── PublishError      a message was not acknowledged by the broker
-    │   │   └── NotEnoughReplicas  acks=all cannot be met: too few in-sync (or reachable) replicas
-    │   └── KafkaUnreachable  no broker answered, or it refused our credentials (one line, names the cause)
-    ├── StoreError            a ClickHouse call failed (translated from clickhouse-connect / chDB)
-    │   ├── StoreUnreachable  the ClickHouse server cannot be reached
-    │   ├── StoreLocked       the embedded store's data directory is open in another process
-    │   ├── SwapIncomplete    a table swap failed and swapping back failed too (says where each table is)
-    │   └── QueryFailed       ClickHouse rejected an analyst's query (syntax, unknown table, ...): its message
-    │       └── QueryRefused  the query writes, and ClickHouse refused it under readonly=1 (READONLY, code 164)
-    ├── AuthError             the HTTP API keys cannot be loaded, or a server would be open to anyone
-    ├── ArtifactError         the artifact store refused or failed
-    │   ├── PathEscapeError   a path would leave the artifact root
-    │   ├── ChecksumMismatch  a file's sha256 differs from the one recorded
-    │   └── ArtifactMissing   a referenced file does not exist
-    └── ModelError            getting a base model into the model cache failed
-        ├── ModelFetchError        the model's source could not be downloaded (no network, not on the index)
-        ├── ModelIntegrityError    a download or a converted file lacks its pinned/recorded sha256
-        └── UnsupportedModelError  the file is not a GGUF, or not a model family we can convert
+InfraError
+├── BrokerError           fetching jars, formatting storage, starting/stopping the broker
+├── CredentialsError      a password could not be read from its environment variable or file
+├── KafkaCallError        a Kafka call failed (translated from confluent-kafka / aiokafka)
+│   ├── PublishError      a message was not acknowledged by the broker
+│   │   └── NotEnoughReplicas  acks=all cannot be met: too few in-sync (or reachable) replicas
+│   └── KafkaUnreachable  no broker answered, or it refused our credentials (one line, names the cause)
+├── StoreError            a ClickHouse call failed (translated from clickhouse-connect / chDB)
+│   ├── StoreUnreachable  the ClickHouse server cannot be reached
+│   ├── StoreLocked       the embedded store's data directory is open in another process
+│   ├── SwapIncomplete    a table swap failed and swapping back failed too (says where each table is)
+│   └── QueryFailed       ClickHouse rejected an analyst's query (syntax, unknown table, ...): its message
+│       └── QueryRefused  the query writes, and ClickHouse refused it under readonly=1 (READONLY, code 164)
+├── AuthError             the HTTP API keys cannot be loaded, or a server would be open to anyone
+├── ArtifactError         the artifact store refused or failed
+│   ├── PathEscapeError   a path would leave the artifact root
+│   ├── ChecksumMismatch  a file's sha256 differs from the one recorded
+│   └── ArtifactMissing   a referenced file does not exist
+└── ModelError            getting a base model into the model cache failed
+    ├── ModelFetchError        the model's source could not be downloaded (no network, not on the index)
+    ├── ModelIntegrityError    a download or a converted file lacks its pinned/recorded sha256
+    └── UnsupportedModelError  the file is not a GGUF, or not a model family we can convert
 """
 
 from __future__ import annotations

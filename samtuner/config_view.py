@@ -20,8 +20,11 @@ def annotated_yaml(effective: dict[str, Any], raw: Any, source: str | None) -> s
     ``raw`` is the file as read: a value is from the file when its key is in it (null included: in
     training.dpo a null means TRL's own default).
     """
-    head = (f"# values marked 'file' come from {source}; the others are defaults defined in code"
-            if source else "# no config file: every value is a default defined in code")
+    head = (
+        f"# values marked 'file' come from {source}; the others are defaults defined in code"
+        if source
+        else "# no config file: every value is a default defined in code"
+    )
     lines = [head]
     _render(effective, raw if isinstance(raw, dict) else {}, 0, lines)
     return "\n".join(lines) + "\n"

@@ -77,8 +77,11 @@ def resolve_model(model: str) -> Path:
 
         target = default_cache_dir() / "models" / DEMO_CHAT
         say(f"base model: the locally built demo-chat model at {target} (cached after the first build)")
-        return build_model(target, DEMO_CHAT, progress=lambda s, n, loss: say(
-            f"  pre-training {s}/{n}, loss {loss:.3f}") if s % 250 == 0 else None)
+        return build_model(
+            target,
+            DEMO_CHAT,
+            progress=lambda s, n, loss: say(f"  pre-training {s}/{n}, loss {loss:.3f}") if s % 250 == 0 else None,
+        )
     path = Path(model).expanduser()
     if not (path / "config.json").is_file():
         raise ValueError(f"--model {model!r}: not {REAL_MODEL}, {DEMO_CHAT} or a model directory")
@@ -96,8 +99,13 @@ class UserOutcome:
     crossing: TrainingThresholdReached | None = None
 
 
-def run_demo(workdir: Path, model: str = REAL_MODEL, config: Path | None = None,
-             plan: DemoPlan = REAL_MODEL_PLAN, timeout_s: float = 2400) -> dict[str, Any]:
+def run_demo(
+    workdir: Path,
+    model: str = REAL_MODEL,
+    config: Path | None = None,
+    plan: DemoPlan = REAL_MODEL_PLAN,
+    timeout_s: float = 2400,
+) -> dict[str, Any]:
     started = time.monotonic()
     workdir = workdir.resolve()
     shutil.rmtree(workdir, ignore_errors=True)
@@ -106,13 +114,16 @@ def run_demo(workdir: Path, model: str = REAL_MODEL, config: Path | None = None,
     recipe = yaml.safe_load(config.read_text(encoding="utf-8") if config else demo_config_text()) or {}
     kafka_port, http_port = free_port(), free_port()
     broker = Broker(home=workdir / "kafka", port=kafka_port, controller_port=free_port())
-    raw_cfg = deep_merge(recipe, {
-        "state_dir": str(workdir / "state"),
-        "kafka": {"bootstrap_servers": broker.bootstrap, "partitions": 3},
-        "model": {"base": str(base)},
-        "inference": {"node_id": "demo-node", "port": http_port},
-        "metrics": {"decider_port": 0, "projector_port": 0, "trainer_port": 0},  # any free port
-    })
+    raw_cfg = deep_merge(
+        recipe,
+        {
+            "state_dir": str(workdir / "state"),
+            "kafka": {"bootstrap_servers": broker.bootstrap, "partitions": 3},
+            "model": {"base": str(base)},
+            "inference": {"node_id": "demo-node", "port": http_port},
+            "metrics": {"decider_port": 0, "projector_port": 0, "trainer_port": 0},  # any free port
+        },
+    )
     cfg = Config.model_validate(raw_cfg)
     from trainer.library_config import validate_training_config
 
@@ -127,8 +138,10 @@ def run_demo(workdir: Path, model: str = REAL_MODEL, config: Path | None = None,
     for user in plan.users:
         say(f"{user.user_id} {user.style.description} ({user.style.kind}): {sent[user.user_id]} corrections")
         if sent[user.user_id] < threshold:
-            raise RuntimeError(f"{user.user_id} has only {sent[user.user_id]} answers to correct, fewer than the "
-                               f"threshold of {threshold} (trigger.min_new_pairs): no job would start")
+            raise RuntimeError(
+                f"{user.user_id} has only {sent[user.user_id]} answers to correct, fewer than the "
+                f"threshold of {threshold} (trigger.min_new_pairs): no job would start"
+            )
     topics = Topics(cfg.kafka.topic_prefix)
     run_proc: subprocess.Popen[bytes] | None = None
     try:
@@ -137,8 +150,12 @@ def run_demo(workdir: Path, model: str = REAL_MODEL, config: Path | None = None,
         ensure_topics(cfg.kafka)
         say("starting `samtuner run` (streams + trainer + inference node in one process; log: run.log)")
         log = (workdir / "run.log").open("wb")
-        run_proc = subprocess.Popen([sys.executable, "-m", "samtuner.cli", "run", "-c", str(cfg_path)],
-                                    stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        run_proc = subprocess.Popen(
+            [sys.executable, "-m", "samtuner.cli", "run", "-c", str(cfg_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         url = f"http://127.0.0.1:{http_port}"
         _wait_ready(url, run_proc, workdir / "run.log")
         before = {u.user_id: _ask_all(url, u, "before") for u in plan.users}
@@ -147,8 +164,10 @@ def run_demo(workdir: Path, model: str = REAL_MODEL, config: Path | None = None,
         fixture = [parse_line(line, f"demo line {i}") for i, line in enumerate(lines, 1)]
         count = replay(fixture, publisher, cfg.kafka.topic_prefix, keep_timestamps=False)
         publisher.flush()
-        say(f"replayed {count} feedback messages ({', '.join(f'{u}: {n}' for u, n in sent.items())} corrections, "
-            "plus a repeat, a no-op edit, thumbs and three malformed messages)")
+        say(
+            f"replayed {count} feedback messages ({', '.join(f'{u}: {n}' for u, n in sent.items())} corrections, "
+            "plus a repeat, a no-op edit, thumbs and three malformed messages)"
+        )
 
         deadline = started + timeout_s
         outcomes = _follow_training(broker.bootstrap, topics, run_proc, [u.user_id for u in plan.users], deadline)
@@ -162,8 +181,12 @@ def run_demo(workdir: Path, model: str = REAL_MODEL, config: Path | None = None,
         after = {u.user_id: _ask_all(url, u, "after") for u in plan.users}
         for user_id, outcome in outcomes.items():
             first = after[user_id][0] if after[user_id] else None
-            if outcome.published is not None and user_id not in served_at and first is not None \
-                    and first.get("adapter_version") == outcome.published.version:
+            if (
+                outcome.published is not None
+                and user_id not in served_at
+                and first is not None
+                and first.get("adapter_version") == outcome.published.version
+            ):
                 served_at[user_id] = first["answered_at"]  # loaded on demand by the first question
         stats = httpx.get(f"{url}/v1/stats", timeout=30).json()
         feedback_times = _crossing_times(broker.bootstrap, topics, outcomes)
@@ -171,9 +194,18 @@ def run_demo(workdir: Path, model: str = REAL_MODEL, config: Path | None = None,
         if run_proc is not None:
             _stop(run_proc)
         broker.stop()
-    users = {u.user_id: _user_summary(u, outcomes[u.user_id], before[u.user_id], after[u.user_id], sent,
-                                      served_at.get(u.user_id), feedback_times.get(u.user_id))
-             for u in plan.users}
+    users = {
+        u.user_id: _user_summary(
+            u,
+            outcomes[u.user_id],
+            before[u.user_id],
+            after[u.user_id],
+            sent,
+            served_at.get(u.user_id),
+            feedback_times.get(u.user_id),
+        )
+        for u in plan.users
+    }
     return {
         "model": model if model in (REAL_MODEL, DEMO_CHAT) else str(base),
         "pairs_accepted": stats["pairs_accepted"],
@@ -186,8 +218,15 @@ def run_demo(workdir: Path, model: str = REAL_MODEL, config: Path | None = None,
     }
 
 
-def _user_summary(user: DemoUser, outcome: UserOutcome, before: list[dict[str, Any]], after: list[dict[str, Any]],
-                  sent: dict[str, int], served_at: float | None, crossing_ts: float | None) -> dict[str, Any]:
+def _user_summary(
+    user: DemoUser,
+    outcome: UserOutcome,
+    before: list[dict[str, Any]],
+    after: list[dict[str, Any]],
+    sent: dict[str, int],
+    served_at: float | None,
+    crossing_ts: float | None,
+) -> dict[str, Any]:
     metrics = outcome.metrics
     return {
         "style": user.style.name,
@@ -203,8 +242,10 @@ def _user_summary(user: DemoUser, outcome: UserOutcome, before: list[dict[str, A
         "style_rate_before": style_rate(user.style, [a["text"] for a in before]),
         "style_rate_after": style_rate(user.style, [a["text"] for a in after]),
         "feedback_to_adapter_served_s": round(served_at - crossing_ts, 2) if served_at and crossing_ts else None,
-        "answers": [{"prompt": b["prompt"], "before": b["text"], "after": a["text"], "after_source": a["served_by"]}
-                    for b, a in zip(before, after, strict=True)],
+        "answers": [
+            {"prompt": b["prompt"], "before": b["text"], "after": a["text"], "after_source": a["served_by"]}
+            for b, a in zip(before, after, strict=True)
+        ],
     }
 
 
@@ -212,8 +253,9 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: f
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"`samtuner run` exited with {proc.returncode}; see {log}:\n"
-                               + log.read_text(errors="replace")[-3000:])
+            raise RuntimeError(
+                f"`samtuner run` exited with {proc.returncode}; see {log}:\n" + log.read_text(errors="replace")[-3000:]
+            )
         try:
             if httpx.get(f"{url}/healthz", timeout=2).json().get("registry_ready"):
                 return
@@ -224,14 +266,22 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: f
 
 
 def _ask(url: str, user_id: str, prompt: str) -> dict[str, Any]:
-    r = httpx.post(f"{url}/v1/chat/completions", timeout=300,
-                   json={"messages": [{"role": "user", "content": prompt}], "user": user_id})
+    r = httpx.post(
+        f"{url}/v1/chat/completions",
+        timeout=300,
+        json={"messages": [{"role": "user", "content": prompt}], "user": user_id},
+    )
     r.raise_for_status()
     body = r.json()
     meta = body["samtuner"]
     served_by = meta["source"] + (f" v{meta['adapter_version']}" if meta.get("adapter_version") else "")
-    return {"prompt": prompt, "text": body["choices"][0]["message"]["content"], "served_by": served_by,
-            "answered_at": time.time(), **meta}
+    return {
+        "prompt": prompt,
+        "text": body["choices"][0]["message"]["content"],
+        "served_by": served_by,
+        "answered_at": time.time(),
+        **meta,
+    }
 
 
 def _ask_all(url: str, user: DemoUser, when: str) -> list[dict[str, Any]]:
@@ -243,8 +293,9 @@ def _ask_all(url: str, user: DemoUser, when: str) -> list[dict[str, Any]]:
     return answers
 
 
-def _follow_training(bootstrap: str, topics: Topics, proc: subprocess.Popen[bytes], users: list[str],
-                     deadline: float) -> dict[str, UserOutcome]:
+def _follow_training(
+    bootstrap: str, topics: Topics, proc: subprocess.Popen[bytes], users: list[str], deadline: float
+) -> dict[str, UserOutcome]:
     """Print the users' training progress until every one's job ended (published, rejected or failed)."""
     consumer = Consumer(client_config(bootstrap, **{"group.id": "demo-follower", "enable.auto.commit": False}))
     parts = []
@@ -275,8 +326,10 @@ def _follow_training(bootstrap: str, topics: Topics, proc: subprocess.Popen[byte
                 say(f"{event.user_id}: threshold reached after {event.new_pairs} new pairs; training queued")
             elif isinstance(event, TrainingProgressed) and event.loss is not None and time.monotonic() - last_print > 5:
                 last_print = time.monotonic()
-                say(f"{event.user_id}: training step {event.step}/{event.total_steps}, loss {event.loss:.3f}, "
-                    f"eta {event.eta_s}s")
+                say(
+                    f"{event.user_id}: training step {event.step}/{event.total_steps}, loss {event.loss:.3f}, "
+                    f"eta {event.eta_s}s"
+                )
             elif isinstance(event, TrainingRejected):
                 outcome.status, outcome.reason, outcome.metrics = "rejected", event.reason, dict(event.metrics)
                 say(f"{event.user_id}: the gate refused the adapter: {event.reason}")
@@ -285,9 +338,11 @@ def _follow_training(bootstrap: str, topics: Topics, proc: subprocess.Popen[byte
                 say(f"{event.user_id}: training failed: {event.cause}")
             elif isinstance(event, AdapterPublished):
                 outcome.status, outcome.published, outcome.metrics = "published", event, dict(event.metrics)
-                say(f"{event.user_id}: adapter v{event.version} published (held-out accuracy "
+                say(
+                    f"{event.user_id}: adapter v{event.version} published (held-out accuracy "
                     f"{event.metrics.get('heldout_pref_accuracy')}, controls kept "
-                    f"{event.metrics.get('control_unchanged')})")
+                    f"{event.metrics.get('control_unchanged')})"
+                )
     finally:
         consumer.close()
     waiting = [u for u, o in outcomes.items() if o.status == "waiting"]

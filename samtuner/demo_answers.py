@@ -18,13 +18,16 @@ BATCH = 16
 
 
 def cache_key(weights_sha256: str, prompts: Sequence[str], max_new_tokens: int) -> str:
-    blob = json.dumps({"weights": weights_sha256, "prompts": list(prompts), "max_new_tokens": max_new_tokens,
-                       "decoding": "greedy"}, sort_keys=True)
+    blob = json.dumps(
+        {"weights": weights_sha256, "prompts": list(prompts), "max_new_tokens": max_new_tokens, "decoding": "greedy"},
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def base_answers(cfg: Config, prompts: Sequence[str], say: Callable[[str], None],
-                 cache_dir: Path | None = None) -> dict[str, str]:
+def base_answers(
+    cfg: Config, prompts: Sequence[str], say: Callable[[str], None], cache_dir: Path | None = None
+) -> dict[str, str]:
     """prompt -> the base model's greedy answer (the node's chat template and token limit)."""
     from infra.models import weights_sha256
 
@@ -46,15 +49,18 @@ def _generate(cfg: Config, prompts: list[str], say: Callable[[str], None]) -> di
     from infra.models import load_base_model, load_tokenizer
     from trainer.evaluate import generate_answers
 
-    say(f"SAM's original answers: the base model answers {len(prompts)} prompts (greedy, "
-        f"{cfg.model.max_new_tokens} tokens at most, {BATCH} at a time)")
+    say(
+        f"SAM's original answers: the base model answers {len(prompts)} prompts (greedy, "
+        f"{cfg.model.max_new_tokens} tokens at most, {BATCH} at a time)"
+    )
     tokenizer = load_tokenizer(cfg.model.base)
     model = load_base_model(cfg.model, cfg.quantization)  # as the node loads it: the answers it would give
     started = time.monotonic()
     answers: list[str] = []
     for start in range(0, len(prompts), BATCH):
-        answers += generate_answers(model, tokenizer, prompts[start:start + BATCH], cfg.model.max_new_tokens,
-                                    batch_size=BATCH)
+        answers += generate_answers(
+            model, tokenizer, prompts[start : start + BATCH], cfg.model.max_new_tokens, batch_size=BATCH
+        )
         done = len(answers)
         eta = (time.monotonic() - started) / done * (len(prompts) - done)
         say(f"  answered {done}/{len(prompts)} ({time.monotonic() - started:.0f}s, about {eta:.0f}s left)")

@@ -23,7 +23,7 @@ def sentences(text: str) -> list[str]:
     """Complete sentences of ``text``, in order; a cut-off last fragment is not one."""
     out, start = [], 0
     for match in _SENTENCE_END.finditer(text):
-        piece = text[start:match.end()].strip()
+        piece = text[start : match.end()].strip()
         if piece:
             out.append(piece)
         start = match.end()
@@ -87,12 +87,18 @@ class Style:
 
 
 ONE_SENTENCE = Style(
-    "one-sentence", "form", "trims every answer to its first sentence", _one_sentence, _is_one_sentence)
+    "one-sentence", "form", "trims every answer to its first sentence", _one_sentence, _is_one_sentence
+)
 ADDS_CAVEAT = Style(
-    "caveat", "content", f"drops a cut-off last fragment and adds a caveat: {CAVEAT!r}", _with_caveat, _has_caveat)
+    "caveat", "content", f"drops a cut-off last fragment and adds a caveat: {CAVEAT!r}", _with_caveat, _has_caveat
+)
 CLOSES_WITH_LINE = Style(
-    "closing-line", "form", f"drops a cut-off last fragment and closes with {CLOSING_LINE!r}", _with_closing_line,
-    _has_closing_line)
+    "closing-line",
+    "form",
+    f"drops a cut-off last fragment and closes with {CLOSING_LINE!r}",
+    _with_closing_line,
+    _has_closing_line,
+)
 STYLES = {s.name: s for s in (ONE_SENTENCE, ADDS_CAVEAT, CLOSES_WITH_LINE)}
 
 

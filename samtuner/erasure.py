@@ -23,8 +23,11 @@ def erase_and_follow(cfg: Config, user_id: str, timeout_s: float) -> tuple[uuid.
     from infra.kafka import KafkaEventPublisher
 
     topics = Topics(cfg.kafka.topic_prefix)
-    consumer = Consumer(client_config(cfg.kafka, **{"group.id": "samtuner-cli", "enable.auto.commit": False,
-                                                   "enable.auto.offset.store": False}))
+    consumer = Consumer(
+        client_config(
+            cfg.kafka, **{"group.id": "samtuner-cli", "enable.auto.commit": False, "enable.auto.offset.store": False}
+        )
+    )
     try:
         consumer.assign(end_offsets(cfg, topics.pairs))  # from the end, before the command exists
         command = EraseUser(user_id=user_id, issued_by="cli")

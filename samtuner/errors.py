@@ -1,8 +1,8 @@
 """Errors of ``samtuner``'s role runner (``samtuner run|streams|trainer|inference``).
 
-    SamtunerError
-    ├── StreamsCrashed      the stream worker stopped itself after a crash; exit non-zero to be restarted
-    └── RoleFailed          a supervised role kept failing and the supervisor gave up on it
+SamtunerError
+├── StreamsCrashed      the stream worker stopped itself after a crash; exit non-zero to be restarted
+└── RoleFailed          a supervised role kept failing and the supervisor gave up on it
 """
 
 from __future__ import annotations

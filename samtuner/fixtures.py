@@ -68,20 +68,26 @@ def read_fixture(path: Path) -> Iterator[FixtureLine]:
             yield parse_line(raw, f"{path}:{number}")
 
 
-def replay(lines: Iterable[FixtureLine], publisher: EventPublisher, topic_prefix: str = "",
-           keep_timestamps: bool = True) -> int:
+def replay(
+    lines: Iterable[FixtureLine], publisher: EventPublisher, topic_prefix: str = "", keep_timestamps: bool = True
+) -> int:
     """Publish fixture lines in order; returns how many. Call ``publisher.flush()`` to wait for acks."""
     count = 0
     for line in lines:
-        publisher.publish_raw(f"{topic_prefix}{line.topic}", line.key, line.value, line.headers,
-                              line.timestamp_ms if keep_timestamps else None)
+        publisher.publish_raw(
+            f"{topic_prefix}{line.topic}",
+            line.key,
+            line.value,
+            line.headers,
+            line.timestamp_ms if keep_timestamps else None,
+        )
         count += 1
     return count
 
 
 def record_line(msg: RawMessage, topic_prefix: str = "") -> dict[str, Any]:
     """A consumed message as a fixture line (the inverse of :func:`parse_line`)."""
-    topic = msg.topic[len(topic_prefix):] if topic_prefix and msg.topic.startswith(topic_prefix) else msg.topic
+    topic = msg.topic[len(topic_prefix) :] if topic_prefix and msg.topic.startswith(topic_prefix) else msg.topic
     out: dict[str, Any] = {"topic": topic, "key": msg.key.decode("utf-8", errors="replace") if msg.key else None}
     if msg.value is None:
         out["value"] = None
@@ -118,9 +124,22 @@ def feedback_line(
 
     eid = feedback_event_id(user_id, feedback_id)
     event = FeedbackReceived(
-        event_id=eid, occurred_at=occurred_at, user_id=user_id, correlation_id=eid, feedback_id=feedback_id,
-        feedback_type=feedback_type, prompt=prompt, original_response=original,
-        corrected_response=corrected, confidence_score=confidence, context=context or {},
+        event_id=eid,
+        occurred_at=occurred_at,
+        user_id=user_id,
+        correlation_id=eid,
+        feedback_id=feedback_id,
+        feedback_type=feedback_type,
+        prompt=prompt,
+        original_response=original,
+        corrected_response=corrected,
+        confidence_score=confidence,
+        context=context or {},
     )
-    return {"topic": "sam.feedback.v1", "key": user_id, "value": json.loads(event.model_dump_json()),
-            "headers": {}, "timestamp": int(event.occurred_at.timestamp() * 1000)}
+    return {
+        "topic": "sam.feedback.v1",
+        "key": user_id,
+        "value": json.loads(event.model_dump_json()),
+        "headers": {},
+        "timestamp": int(event.occurred_at.timestamp() * 1000),
+    }

@@ -85,8 +85,10 @@ def process_secrets(cfg: Any) -> list[str]:
     from infra.errors import InfraError
 
     found = []
-    for env, file in ((cfg.kafka.security.password_env, cfg.kafka.security.password_file),
-                      (cfg.clickhouse.password_env, cfg.clickhouse.password_file)):
+    for env, file in (
+        (cfg.kafka.security.password_env, cfg.kafka.security.password_file),
+        (cfg.clickhouse.password_env, cfg.clickhouse.password_file),
+    ):
         try:
             value = read_secret(env, file, "log masking")
         except InfraError:

@@ -71,8 +71,9 @@ class FeedbackPublisher:
         )
         return self.publish(event)
 
-    def correction(self, user_id: str, prompt: str, original_response: str, corrected_response: str,
-                   **kwargs: Any) -> FeedbackReceived:
+    def correction(
+        self, user_id: str, prompt: str, original_response: str, corrected_response: str, **kwargs: Any
+    ) -> FeedbackReceived:
         return self.feedback(user_id, prompt, original_response, corrected_response, "correction", **kwargs)
 
     def flush(self, timeout_s: float = 30.0) -> None:
@@ -82,7 +83,8 @@ class FeedbackPublisher:
     def __enter__(self) -> FeedbackPublisher:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None:
             self.flush()

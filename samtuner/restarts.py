@@ -70,8 +70,10 @@ def after_stop(policy: RestartPolicy, history: RestartHistory, started_at: float
     healthy = stopped_at - started_at >= policy.healthy_after_s
     streak = 1 if healthy else history.streak + 1
     if policy.give_up_after is not None and len(stops) >= policy.give_up_after:
-        return Verdict(GiveUp(f"it stopped {len(stops)} times within {policy.window_s:.0f}s"),
-                       RestartHistory(stops, streak, history.restarts))
+        return Verdict(
+            GiveUp(f"it stopped {len(stops)} times within {policy.window_s:.0f}s"),
+            RestartHistory(stops, streak, history.restarts),
+        )
     delay = min(policy.max_delay_s, policy.first_delay_s * policy.factor ** (streak - 1))
     return Verdict(Restart(delay, streak), RestartHistory(stops, streak, history.restarts + 1))
 

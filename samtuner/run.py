@@ -92,8 +92,9 @@ def run_roles(cfg: Config, roles: frozenset[str] = ALL_ROLES, loglevel: str = "w
             applied = store.migrate()
             if applied:
                 log.info("migrations applied: %s", ", ".join(applied))
-            supervisor.add(ThreadRole("projector", _projector_role(cfg, store, metrics["projector"]), stop),
-                           THREAD_POLICY)
+            supervisor.add(
+                ThreadRole("projector", _projector_role(cfg, store, metrics["projector"]), stop), THREAD_POLICY
+            )
         if "trainer" in roles:
             from trainer.library_config import validate_training_config
             from trainer.worker import run_trainer
@@ -135,8 +136,13 @@ def run_roles(cfg: Config, roles: frozenset[str] = ALL_ROLES, loglevel: str = "w
             store.close()
 
 
-def _start_inference(cfg: Config, stop: threading.Event, threads: list[threading.Thread],
-                     store: ClickHouseStore | None, supervisor: Supervisor) -> Any:
+def _start_inference(
+    cfg: Config,
+    stop: threading.Event,
+    threads: list[threading.Thread],
+    store: ClickHouseStore | None,
+    supervisor: Supervisor,
+) -> Any:
     from inference.service import start_node
 
     def with_console(app: Any, node: Any, send: Callable[[Any], None]) -> None:
@@ -162,12 +168,10 @@ def _start_inference(cfg: Config, stop: threading.Event, threads: list[threading
 
     # The store's owner serves the analytics API, so `samtuner sql` works while this process holds chDB.
     read = Authenticator.from_settings(cfg.auth).require("read", "all")
-    return start_node(cfg, stop, threads, stats=stats,
-                      routers=[analytics_router(store, dependencies=[read])])
+    return start_node(cfg, stop, threads, stats=stats, routers=[analytics_router(store, dependencies=[read])])
 
 
-def _start_console(cfg: Config, stop: threading.Event, threads: list[threading.Thread],
-                   store: ClickHouseStore) -> Any:
+def _start_console(cfg: Config, stop: threading.Event, threads: list[threading.Thread], store: ClickHouseStore) -> Any:
     """``samtuner streams`` with the projector: the console on its own port, sending commands itself."""
     from console.wiring import build_console, start_console_server
     from infra.kafka import publish_command
@@ -197,8 +201,9 @@ def _projector_role(cfg: Config, store: ClickHouseStore, metrics: RoleMetrics) -
 
     def run(stop: threading.Event) -> None:  # a restart builds it afresh (the store stays open)
         publisher = CountingPublisher(KafkaEventPublisher(cfg.kafka, client_id="samtuner-projector"), metrics)
-        projector = Projector(ClickHouseSink(store), ArtifactStore(cfg.artifact_root), publisher,
-                              Topics(cfg.kafka.topic_prefix))
+        projector = Projector(
+            ClickHouseSink(store), ArtifactStore(cfg.artifact_root), publisher, Topics(cfg.kafka.topic_prefix)
+        )
         ProjectorConsumer(cfg, projector, metrics=metrics).run(stop)
 
     return run

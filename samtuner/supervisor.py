@@ -37,8 +37,9 @@ from schemas.config import Config
 log = logging.getLogger("samtuner.supervisor")
 
 DECIDER_POLICY = RestartPolicy(first_delay_s=1.0, max_delay_s=30.0, healthy_after_s=60.0, give_up_after=None)
-THREAD_POLICY = RestartPolicy(first_delay_s=1.0, max_delay_s=30.0, healthy_after_s=60.0, give_up_after=5,
-                              window_s=600.0)
+THREAD_POLICY = RestartPolicy(
+    first_delay_s=1.0, max_delay_s=30.0, healthy_after_s=60.0, give_up_after=5, window_s=600.0
+)
 
 
 class Role(Protocol):
@@ -105,9 +106,21 @@ class DeciderProcess:
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "samtuner.decider_process", "--parent", str(os.getpid()),
-                 "--status-fd", str(write_fd), "--log-level", str(level), "--faust-log-level", self.faust_loglevel],
-                stdin=subprocess.PIPE, pass_fds=(write_fd,),
+                [
+                    sys.executable,
+                    "-m",
+                    "samtuner.decider_process",
+                    "--parent",
+                    str(os.getpid()),
+                    "--status-fd",
+                    str(write_fd),
+                    "--log-level",
+                    str(level),
+                    "--faust-log-level",
+                    self.faust_loglevel,
+                ],
+                stdin=subprocess.PIPE,
+                pass_fds=(write_fd,),
                 process_group=0,  # a terminal's Ctrl-C reaches the parent only; it stops the child in order
             )
         finally:
@@ -203,11 +216,21 @@ class Supervisor:
             verdict = after_stop(s.policy, s.history, s.started_at, now)
             s.history = verdict.history
             if isinstance(verdict.action, GiveUp):
-                log.critical("the %s role ended (%s) and is not restarted: %s; stopping every role",
-                             s.role.name, how, verdict.action.reason)
+                log.critical(
+                    "the %s role ended (%s) and is not restarted: %s; stopping every role",
+                    s.role.name,
+                    how,
+                    verdict.action.reason,
+                )
                 raise RoleFailed(f"the {s.role.name} role {how}; {verdict.action.reason}")
-            log.error("the %s role ended: %s; restart %d in %.1fs (restarts so far: %d)", s.role.name, how,
-                      verdict.action.attempt, verdict.action.delay_s, s.history.restarts)
+            log.error(
+                "the %s role ended: %s; restart %d in %.1fs (restarts so far: %d)",
+                s.role.name,
+                how,
+                verdict.action.attempt,
+                verdict.action.delay_s,
+                s.history.restarts,
+            )
             s.restart_at = now + verdict.action.delay_s
 
     def shutdown(self, timeout_s: float = 30.0) -> None:

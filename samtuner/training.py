@@ -65,9 +65,15 @@ class JobDisplay:
     @classmethod
     def create(cls, console: Console) -> JobDisplay:
         progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-            TextColumn("loss {task.fields[loss]}"), TextColumn("acc {task.fields[acc]}"),
-            TextColumn("eta {task.fields[eta]}"), TimeElapsedColumn(), console=console, transient=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} steps"),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("acc {task.fields[acc]}"),
+            TextColumn("eta {task.fields[eta]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
         )
         return cls(console, progress)
 
@@ -75,11 +81,15 @@ class JobDisplay:
         """Show ``event``; True once the job has ended."""
         say = self.progress.console.print
         if isinstance(event, TrainingRequested):
-            say(f"request {str(event.request_id)[:8]}: generation {event.generation} of {event.user_id}, "
-                f"{event.dataset.rows} pairs (dataset {event.dataset.sha256[:12]})")
+            say(
+                f"request {str(event.request_id)[:8]}: generation {event.generation} of {event.user_id}, "
+                f"{event.dataset.rows} pairs (dataset {event.dataset.sha256[:12]})"
+            )
         elif isinstance(event, TrainingQueued):
-            say(f"queued on {event.worker or 'a worker'}" + (f", {event.position} job(s) ahead" if event.position
-                                                             else ""))
+            say(
+                f"queued on {event.worker or 'a worker'}"
+                + (f", {event.position} job(s) ahead" if event.position else "")
+            )
         elif isinstance(event, TrainingStarted):
             resumed = f", resuming from step {event.resumed_from_step}" if event.resumed_from_step else ""
             changed = f", {event.overrides}" if event.overrides else ""
@@ -96,9 +106,14 @@ class JobDisplay:
                     self.progress.update(self.task, description=f"training (held-out loss {held:.3f})")
             else:
                 acc = event.metrics.get("rewards/accuracies")
-                self.progress.update(self.task, completed=event.step, total=event.total_steps or None,
-                                     loss=f"{event.loss:.3f}", acc="-" if acc is None else f"{acc:.2f}",
-                                     eta="-" if event.eta_s is None else f"{event.eta_s:.0f}s")
+                self.progress.update(
+                    self.task,
+                    completed=event.step,
+                    total=event.total_steps or None,
+                    loss=f"{event.loss:.3f}",
+                    acc="-" if acc is None else f"{acc:.2f}",
+                    eta="-" if event.eta_s is None else f"{event.eta_s:.0f}s",
+                )
         elif isinstance(event, TrainingFailed) and event.will_retry:
             say(f"[yellow]attempt {event.attempt} failed: {event.cause}")
         elif isinstance(event, Outcome):
@@ -111,12 +126,14 @@ class JobDisplay:
         e = self.outcome
         if isinstance(e, TrainingSucceeded):
             m = e.metrics
-            return 0, (f"[green]adapter v{e.adapter_version} published[/] ({e.adapter_uri}) in {e.duration_s:.0f}s: "
-                       f"held-out preference accuracy {m.get('heldout_policy_accuracy', float('nan')):.2f} per token "
-                       f"({m.get('heldout_policy_accuracy_summed', float('nan')):.2f} summed, DPO reward accuracy "
-                       f"{m.get('heldout_pref_accuracy', float('nan')):.2f}) on {m.get('heldout_pairs', 0):.0f} "
-                       f"pairs, control answers kept {m.get('control_unchanged', float('nan')):.2f} (of "
-                       f"{m.get('control_base_correct', 0):.0f} the base model answers correctly)")
+            return 0, (
+                f"[green]adapter v{e.adapter_version} published[/] ({e.adapter_uri}) in {e.duration_s:.0f}s: "
+                f"held-out preference accuracy {m.get('heldout_policy_accuracy', float('nan')):.2f} per token "
+                f"({m.get('heldout_policy_accuracy_summed', float('nan')):.2f} summed, DPO reward accuracy "
+                f"{m.get('heldout_pref_accuracy', float('nan')):.2f}) on {m.get('heldout_pairs', 0):.0f} "
+                f"pairs, control answers kept {m.get('control_unchanged', float('nan')):.2f} (of "
+                f"{m.get('control_base_correct', 0):.0f} the base model answers correctly)"
+            )
         if isinstance(e, TrainingRejected):
             new, old = e.metrics.get("heldout_policy_accuracy"), e.baseline_metrics.get("heldout_policy_accuracy")
             return 1, f"[red]not published: the evaluation gate rejected it:[/] {e.reason} (new {new}, before {old})"
@@ -145,19 +162,31 @@ def end_offsets(cfg: Config, topic: str) -> list[TopicPartition]:
         consumer.close()
 
 
-def follow_training(cfg: Config, user_id: str, display: JobDisplay, wait_request_s: float = 120.0,
-                    publisher: EventPublisher | None = None, request: Callable[[], None] | None = None,
-                    request_id: uuid.UUID | None = None) -> None:
+def follow_training(
+    cfg: Config,
+    user_id: str,
+    display: JobDisplay,
+    wait_request_s: float = 120.0,
+    publisher: EventPublisher | None = None,
+    request: Callable[[], None] | None = None,
+    request_id: uuid.UUID | None = None,
+) -> None:
     """Follow ``user_id``'s next job (or ``request_id``) from the current end of the training topic.
 
     ``request`` is called once the consumer is positioned (it sends the command). Ctrl-C sends
     ``CancelTraining`` for the job and waits for it to end.
     """
     topics = Topics(cfg.kafka.topic_prefix)
-    starts = end_offsets(cfg, topics.training) if request_id is None else [
-        TopicPartition(topics.training, tp.partition, 0) for tp in end_offsets(cfg, topics.training)]
-    consumer = Consumer(client_config(cfg.kafka, **{"group.id": "samtuner-cli",
-                                         "enable.auto.commit": False, "enable.auto.offset.store": False}))
+    starts = (
+        end_offsets(cfg, topics.training)
+        if request_id is None
+        else [TopicPartition(topics.training, tp.partition, 0) for tp in end_offsets(cfg, topics.training)]
+    )
+    consumer = Consumer(
+        client_config(
+            cfg.kafka, **{"group.id": "samtuner-cli", "enable.auto.commit": False, "enable.auto.offset.store": False}
+        )
+    )
     consumer.assign(starts)
     if request is not None:
         request()
@@ -170,8 +199,10 @@ def follow_training(cfg: Config, user_id: str, display: JobDisplay, wait_request
         msg = consumer.poll(0.5)
         if msg is None or msg.error() is not None:
             if followed is None and time.monotonic() > deadline:
-                raise TimeoutError(f"no training request for {user_id!r} appeared within {wait_request_s:.0f}s: "
-                                   "is the decider running (`samtuner run` or `samtuner streams`)?")
+                raise TimeoutError(
+                    f"no training request for {user_id!r} appeared within {wait_request_s:.0f}s: "
+                    "is the decider running (`samtuner run` or `samtuner streams`)?"
+                )
             return False
         try:
             event = decode(msg.value())
@@ -226,8 +257,14 @@ class DisplayPublisher:
         self.events.append(event)
         self.display.on_event(event)
 
-    def publish_raw(self, topic: str, key: bytes | None, value: bytes | None,
-                    headers: Sequence[tuple[str, bytes]] | None = None, timestamp_ms: int | None = None) -> None:
+    def publish_raw(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None:
         pass
 
     def flush(self, timeout_s: float = 30.0) -> None:
@@ -277,11 +314,17 @@ def jobs_table(jobs: Sequence[L.Job]) -> Table:
     for j in jobs:
         status = f"[{colors[j.status]}]{j.status}[/]" if j.status in colors else j.status
         table.add_row(
-            j.request_id[:8], j.request.user_id, str(j.request.generation), j.request.trigger, status,
-            str(j.attempt), f"{j.step}/{j.total_steps}" if j.total_steps else "-",
+            j.request_id[:8],
+            j.request.user_id,
+            str(j.request.generation),
+            j.request.trigger,
+            status,
+            str(j.attempt),
+            f"{j.step}/{j.total_steps}" if j.total_steps else "-",
             "-" if j.loss is None else f"{j.loss:.3f}",
             f"v{j.adapter_version}" if j.adapter_version else "-",
-            j.updated_at.strftime("%Y-%m-%d %H:%M:%S") if j.updated_at else "-", j.cause[:200],
+            j.updated_at.strftime("%Y-%m-%d %H:%M:%S") if j.updated_at else "-",
+            j.cause[:200],
         )
     return table
 
@@ -298,9 +341,18 @@ def find_job(ledger: L.Ledger, prefix: str) -> L.Job:
 def job_summary(job: L.Job) -> dict[str, Any]:
     """One job as plain JSON (``samtuner jobs --json``)."""
     return {
-        "request_id": job.request_id, "user_id": job.request.user_id, "generation": job.request.generation,
-        "trigger": job.request.trigger, "status": job.status, "attempt": job.attempt, "step": job.step,
-        "total_steps": job.total_steps, "loss": job.loss, "adapter_version": job.adapter_version,
-        "adapter_uri": job.adapter_uri or None, "cause": job.cause or None, "metrics": job.metrics,
+        "request_id": job.request_id,
+        "user_id": job.request.user_id,
+        "generation": job.request.generation,
+        "trigger": job.request.trigger,
+        "status": job.status,
+        "attempt": job.attempt,
+        "step": job.step,
+        "total_steps": job.total_steps,
+        "loss": job.loss,
+        "adapter_version": job.adapter_version,
+        "adapter_uri": job.adapter_uri or None,
+        "cause": job.cause or None,
+        "metrics": job.metrics,
         "updated_at": job.updated_at.isoformat() if job.updated_at else None,
     }

@@ -32,8 +32,11 @@ class Parameter:
 
 
 USER = Parameter("user", "Only this user's rows (default: every user).")
-SINCE = Parameter("since", "Start of the period (inclusive): an ISO date or time (UTC unless it says otherwise), "
-                           "or an age such as 90m, 12h, 7d, 2w. Default: the beginning.")
+SINCE = Parameter(
+    "since",
+    "Start of the period (inclusive): an ISO date or time (UTC unless it says otherwise), "
+    "or an age such as 90m, 12h, 7d, 2w. Default: the beginning.",
+)
 UNTIL = Parameter("until", "End of the period (exclusive), in the same forms as since. Default: no end.")
 PARAMETERS = (USER, SINCE, UNTIL)
 
@@ -167,8 +170,14 @@ def parse_time(name: str, text: str, now: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def bind(item: Analytic, database: str, now: datetime, user: str | None = None, since: str | None = None,
-         until: str | None = None) -> BoundQuery:
+def bind(
+    item: Analytic,
+    database: str,
+    now: datetime,
+    user: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> BoundQuery:
     """The analytic's SQL for ``database`` with the given filters, values as query parameters."""
     given = {"user": user, "since": since, "until": until}
     accepted = {p.name for p in item.parameters}
@@ -189,19 +198,31 @@ def bind(item: Analytic, database: str, now: datetime, user: str | None = None, 
     column = item.time_column
     if start is not None:
         params["since"] = start
-        conditions.append(f"{column} >= toDate({{since:DateTime64(3, 'UTC')}})" if item.time_kind == "day"
-                          else f"{column} >= {{since:DateTime64(3, 'UTC')}}")
+        conditions.append(
+            f"{column} >= toDate({{since:DateTime64(3, 'UTC')}})"
+            if item.time_kind == "day"
+            else f"{column} >= {{since:DateTime64(3, 'UTC')}}"
+        )
     if end is not None:
         params["until"] = end
         # A day overlaps [since, until) when it starts before until.
-        conditions.append(f"toDateTime64({column}, 3, 'UTC') < {{until:DateTime64(3, 'UTC')}}"
-                          if item.time_kind == "day" else f"{column} < {{until:DateTime64(3, 'UTC')}}")
+        conditions.append(
+            f"toDateTime64({column}, 3, 'UTC') < {{until:DateTime64(3, 'UTC')}}"
+            if item.time_kind == "day"
+            else f"{column} < {{until:DateTime64(3, 'UTC')}}"
+        )
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     return BoundQuery(item.sql.format(db=database, where=where), params)
 
 
 def describe() -> list[dict[str, Any]]:
     """The catalogue as JSON: what ``GET /api/v1/analytics`` returns and ``samtuner analytics --list`` prints."""
-    return [{"name": a.name, "description": a.description, "view": a.view,
-             "parameters": [{"name": p.name, "description": p.description} for p in a.parameters]}
-            for a in CATALOGUE]
+    return [
+        {
+            "name": a.name,
+            "description": a.description,
+            "view": a.view,
+            "parameters": [{"name": p.name, "description": p.description} for p in a.parameters],
+        }
+        for a in CATALOGUE
+    ]

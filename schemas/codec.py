@@ -33,8 +33,10 @@ def encode_headers(event: Event) -> Headers:
         ("schema_version", str(event.schema_version).encode()),
         ("event_id", event_id.encode()),
         # Most events of a chain share the id that started it: one str() less.
-        ("correlation_id", (event_id if event.correlation_id == event.event_id
-                            else str(event.correlation_id)).encode()),
+        (
+            "correlation_id",
+            (event_id if event.correlation_id == event.event_id else str(event.correlation_id)).encode(),
+        ),
     ]
 
 
@@ -79,17 +81,17 @@ def decode_command(value: bytes | None) -> Command:
 
 def encode_command(command: Command) -> tuple[bytes, bytes, Headers]:
     """(key, value, headers) of a command for the control topic."""
-    headers = [("command_type", str(getattr(command, "command_type", "")).encode()),
-               ("command_id", str(command.command_id).encode())]
+    headers = [
+        ("command_type", str(getattr(command, "command_type", "")).encode()),
+        ("command_id", str(command.command_id).encode()),
+    ]
     return command.user_id.encode("utf-8"), command.__pydantic_serializer__.to_json(command), headers
 
 
 def decode_as(value: bytes | None, kind: type[E]) -> E:
     event = decode(value)
     if not isinstance(event, kind):
-        raise EventDecodeError(
-            "unexpected_event_type", f"expected {kind.__name__}, got {type(event).__name__}"
-        )
+        raise EventDecodeError("unexpected_event_type", f"expected {kind.__name__}, got {type(event).__name__}")
     return event
 
 

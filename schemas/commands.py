@@ -52,9 +52,11 @@ class RequestTraining(Command):
 
     command_type: Literal["RequestTraining"] = "RequestTraining"
     dpo_overrides: DpoOverrides = Field(
-        default_factory=dict, max_length=32,
+        default_factory=dict,
+        max_length=32,
         description="training.dpo values for this job only (e.g. learning_rate, num_train_epochs), checked by "
-        "the same validation as the config before the command is sent.")
+        "the same validation as the config before the command is sent.",
+    )
 
     @field_validator("dpo_overrides", mode="before")
     @classmethod
@@ -75,7 +77,9 @@ class ActivateAdapter(Command):
     command_type: Literal["ActivateAdapter"] = "ActivateAdapter"
     version: int | None = Field(None, ge=1, description="The latest or the previous version; None = the latest.")
     new_share: float | None = Field(
-        None, ge=0.0, le=1.0,
+        None,
+        ge=0.0,
+        le=1.0,
         description="A/B split: share of requests answered by the latest version, the rest by the previous one "
         "(or the base model). None keeps the user's current share.",
     )
@@ -127,8 +131,15 @@ class EraseUser(Command):
 
 
 AnyCommand = Annotated[
-    RequestTraining | CancelTraining | ActivateAdapter | DeactivateAdapter | DeactivatePair | ReweightPair
-    | DeactivatePairs | ReweightPairs | EraseUser,
+    RequestTraining
+    | CancelTraining
+    | ActivateAdapter
+    | DeactivateAdapter
+    | DeactivatePair
+    | ReweightPair
+    | DeactivatePairs
+    | ReweightPairs
+    | EraseUser,
     Field(discriminator="command_type"),
 ]
 COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(AnyCommand)

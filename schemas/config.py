@@ -20,7 +20,7 @@ from schemas.keys import ApiKey
 # Keys that would put a secret inline in the file: each says where the secret goes instead.
 _INLINE_SECRETS = {
     "password": "passwords are never written in the config: use password_env (the name of an environment "
-                "variable) or password_file",
+    "variable) or password_file",
     "sasl_password": "use kafka.security.password_env or password_file",
     "api_key": "API keys are stored hashed: `samtuner keys create` prints a token and the entry to add",
     "token": "API keys are stored hashed: `samtuner keys create` prints a token and the entry to add",
@@ -72,14 +72,19 @@ class KafkaSecurity(Section):
             if not self.username:
                 problems.append(f"kafka.security.protocol {self.protocol} needs kafka.security.username")
             if (self.password_env is None) == (self.password_file is None):
-                problems.append(f"kafka.security.protocol {self.protocol} needs exactly one of "
-                                "kafka.security.password_env and kafka.security.password_file")
+                problems.append(
+                    f"kafka.security.protocol {self.protocol} needs exactly one of "
+                    "kafka.security.password_env and kafka.security.password_file"
+                )
         elif self.username or self.password_env or self.password_file:
-            problems.append(f"kafka.security.username/password_* are set but kafka.security.protocol is "
-                            f"{self.protocol}: use SASL_PLAINTEXT or SASL_SSL")
+            problems.append(
+                f"kafka.security.username/password_* are set but kafka.security.protocol is "
+                f"{self.protocol}: use SASL_PLAINTEXT or SASL_SSL"
+            )
         if not self.tls and (self.ssl_ca or self.ssl_cert or self.ssl_key):
-            problems.append(f"kafka.security.ssl_* are set but kafka.security.protocol is {self.protocol}: "
-                            "use SSL or SASL_SSL")
+            problems.append(
+                f"kafka.security.ssl_* are set but kafka.security.protocol is {self.protocol}: use SSL or SASL_SSL"
+            )
         if (self.ssl_cert is None) != (self.ssl_key is None):
             problems.append("kafka.security.ssl_cert and kafka.security.ssl_key go together")
         if problems:
@@ -94,7 +99,9 @@ class KafkaSettings(Section):
     replication_factor: int = Field(1, ge=1, description="Replication factor for created topics.")
     security: KafkaSecurity = Field(default_factory=KafkaSecurity)
     connect_timeout_s: float = Field(
-        4.0, gt=0.0, le=60.0,
+        4.0,
+        gt=0.0,
+        le=60.0,
         description="How long a command tries to connect to the broker before it says it cannot be reached.",
     )
 
@@ -107,7 +114,8 @@ class ClickHouseSettings(Section):
     )
     database: str = Field("sam", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Database of the projections.")
     password_env: str | None = Field(
-        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="Environment variable holding the server password (instead of one in the DSN).",
     )
     password_file: str | None = Field(None, description="A file holding the server password.")
@@ -195,8 +203,13 @@ def dpo_for_trl(dpo: dict[str, Any]) -> dict[str, Any]:
 
 # training.dpo keys that accept 'auto' (resolved in trainer/auto.py).
 AUTO_DPO_KEYS = (
-    "num_train_epochs", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "bf16",
-    "gradient_checkpointing", "loss_weights",
+    "num_train_epochs",
+    "learning_rate",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "bf16",
+    "gradient_checkpointing",
+    "loss_weights",
 )
 
 
@@ -218,11 +231,15 @@ class TrainingSettings(Section):
         "section merges over the defaults defined in code; a key set to null uses TRL's default.",
     )
     holdout_fraction: float = Field(
-        0.2, ge=0.0, lt=1.0,
+        0.2,
+        ge=0.0,
+        lt=1.0,
         description="Share of a user's pairs held out for the gate only (stable per pair; trainer/dataset.py).",
     )
     validation_fraction: float = Field(
-        0.1, ge=0.0, lt=1.0,
+        0.1,
+        ge=0.0,
+        lt=1.0,
         description="Share of a user's pairs used for early stopping and the choice of the checkpoint (stable per "
         "pair, never the held-out ones).",
     )
@@ -233,7 +250,9 @@ class TrainingSettings(Section):
         "kto when it holds only labelled examples.",
     )
     near_identical_weight: float = Field(
-        1.0, ge=0.0, le=10.0,
+        1.0,
+        ge=0.0,
+        le=10.0,
         description="Multiplies the training weight of pairs flagged near-identical (0 = leave them out). 1.0 was "
         "measured best: corrections that add a short sign-off or caveat to a long answer are flagged, and they "
         "are the style (README, 'Curated data').",
@@ -266,7 +285,8 @@ class TrainingSettings(Section):
 class TriggerSettings(Section):
     min_new_pairs: int = Field(64, ge=1, description="New accepted pairs of a user that trigger training.")
     min_new_examples: int = Field(
-        128, ge=0,
+        128,
+        ge=0,
         description="New labelled examples (thumbs up/down without a correction) that trigger training on their own "
         "(KTO for a thumbs-only user, training.method auto); 0 = they never trigger it.",
     )
@@ -288,11 +308,15 @@ class QualitySettings(Section):
     )
     min_confidence: float = Field(0.5, ge=0.0, le=1.0, description="Feedback below this confidence is rejected.")
     near_identical_similarity: float = Field(
-        0.9, ge=0.0, le=1.0,
+        0.9,
+        ge=0.0,
+        le=1.0,
         description="Word-level similarity of chosen vs rejected at or above which a pair is flagged near-identical.",
     )
     near_duplicate_jaccard: float = Field(
-        0.85, gt=0.0, le=1.0,
+        0.85,
+        gt=0.0,
+        le=1.0,
         description="Estimated Jaccard similarity (MinHash) to an earlier pair of the user that rejects a pair.",
     )
     minhash_num_perm: int = Field(64, ge=16, le=256, description="MinHash permutations.")
@@ -322,38 +346,41 @@ class ControlCase(Section):
 # The gate's control set: generic questions with their reference answers. A control counts as broken
 # only where the base model answered it correctly and the adapter no longer does (trainer/gate.py).
 # No reference occurs in its own question, so an answer that only repeats the question is not correct.
-DEFAULT_CONTROLS = tuple(ControlCase(prompt=p, references=r) for p, r in (
-    ("What is 7 plus 5?", ("12", "twelve")),
-    ("What is 3 plus 9?", ("12", "twelve")),
-    ("What is 12 plus 12?", ("24", "twenty-four", "twenty four")),
-    ("What is 2 plus 6?", ("8", "eight")),
-    ("What is 6 plus 6?", ("12", "twelve")),
-    ("What is 11 plus 4?", ("15", "fifteen")),
-    ("What is the capital of France?", ("Paris",)),
-    ("What is the capital of Japan?", ("Tokyo",)),
-    ("What is the capital of Kenya?", ("Nairobi",)),
-    ("What is the capital of Canada?", ("Ottawa",)),
-    ("What color is grass?", ("green",)),
-    ("What color is snow?", ("white",)),
-    ("What color is a banana?", ("yellow",)),
-    ("What is the opposite of hot?", ("cold",)),
-    ("What is the opposite of early?", ("late",)),
-    ("What is the opposite of full?", ("empty",)),
-    ("What sound does a dog make?", ("bark", "barks", "barking", "woof")),
-    ("What sound does a cow make?", ("moo", "moos", "mooing")),
-    ("What sound does an owl make?", ("hoot", "hoots", "hooting")),
-    ("What sound does a frog make?", ("croak", "croaks", "croaking", "ribbit")),
-    ("What is the capital of Iceland?", ("Reykjavik", "Reykjavík")),
-    ("What is the capital of Croatia?", ("Zagreb",)),
-    ("What is the capital of Serbia?", ("Belgrade",)),
-    ("What is the capital of Bulgaria?", ("Sofia",)),
-    ("What is the capital of Malaysia?", ("Kuala Lumpur",)),
-    ("What is the capital of Afghanistan?", ("Kabul",)),
-    ("How many sides does a triangle have?", ("three", "3")),
-    ("What is 10 times 10?", ("100", "one hundred", "a hundred")),
-    ("Which animal is known as the king of the jungle?", ("lion", "lions")),
-    ("What color is the sky on a clear day?", ("blue",)),
-))
+DEFAULT_CONTROLS = tuple(
+    ControlCase(prompt=p, references=r)
+    for p, r in (
+        ("What is 7 plus 5?", ("12", "twelve")),
+        ("What is 3 plus 9?", ("12", "twelve")),
+        ("What is 12 plus 12?", ("24", "twenty-four", "twenty four")),
+        ("What is 2 plus 6?", ("8", "eight")),
+        ("What is 6 plus 6?", ("12", "twelve")),
+        ("What is 11 plus 4?", ("15", "fifteen")),
+        ("What is the capital of France?", ("Paris",)),
+        ("What is the capital of Japan?", ("Tokyo",)),
+        ("What is the capital of Kenya?", ("Nairobi",)),
+        ("What is the capital of Canada?", ("Ottawa",)),
+        ("What color is grass?", ("green",)),
+        ("What color is snow?", ("white",)),
+        ("What color is a banana?", ("yellow",)),
+        ("What is the opposite of hot?", ("cold",)),
+        ("What is the opposite of early?", ("late",)),
+        ("What is the opposite of full?", ("empty",)),
+        ("What sound does a dog make?", ("bark", "barks", "barking", "woof")),
+        ("What sound does a cow make?", ("moo", "moos", "mooing")),
+        ("What sound does an owl make?", ("hoot", "hoots", "hooting")),
+        ("What sound does a frog make?", ("croak", "croaks", "croaking", "ribbit")),
+        ("What is the capital of Iceland?", ("Reykjavik", "Reykjavík")),
+        ("What is the capital of Croatia?", ("Zagreb",)),
+        ("What is the capital of Serbia?", ("Belgrade",)),
+        ("What is the capital of Bulgaria?", ("Sofia",)),
+        ("What is the capital of Malaysia?", ("Kuala Lumpur",)),
+        ("What is the capital of Afghanistan?", ("Kabul",)),
+        ("How many sides does a triangle have?", ("three", "3")),
+        ("What is 10 times 10?", ("100", "one hundred", "a hundred")),
+        ("Which animal is known as the king of the jungle?", ("lion", "lions")),
+        ("What color is the sky on a clear day?", ("blue",)),
+    )
+)
 
 
 class EvaluationSettings(Section):
@@ -364,17 +391,23 @@ class EvaluationSettings(Section):
         4, ge=1, description="Fewer held-out pairs than this cannot judge an adapter: the job is rejected."
     )
     min_accuracy: float = Field(
-        0.8, ge=0.0, le=1.0,
+        0.8,
+        ge=0.0,
+        le=1.0,
         description="Held-out preference accuracy (per token: mean log-probability of chosen vs rejected) the new "
         "adapter must reach.",
     )
     min_accuracy_gain: float = Field(
-        0.0, ge=-1.0, le=1.0,
+        0.0,
+        ge=-1.0,
+        le=1.0,
         description="How much the new adapter's held-out accuracy must exceed what the user has now "
         "(0 = at least as good).",
     )
     min_margin: float = Field(
-        0.0, ge=-10.0, le=10.0,
+        0.0,
+        ge=-10.0,
+        le=10.0,
         description="The new adapter's mean held-out preference margin (nats per token, chosen minus rejected) "
         "must be above this.",
     )
@@ -384,17 +417,23 @@ class EvaluationSettings(Section):
         "correctly (empty = no check).",
     )
     control_min_share: float = Field(
-        0.9, ge=0.0, le=1.0,
+        0.9,
+        ge=0.0,
+        le=1.0,
         description="Share of the controls the base model answers correctly that the adapter must still answer "
         "correctly.",
     )
     control_max_new_tokens: int = Field(
-        32, ge=1, le=1024,
+        32,
+        ge=1,
+        le=1024,
         description="Tokens generated per control answer: enough for a direct answer; a rambling one is cut "
         "before it mentions the reference by chance.",
     )
     early_stopping_patience: int = Field(
-        3, ge=0, description="Stop training when the validation loss has not improved for this many evaluations "
+        3,
+        ge=0,
+        description="Stop training when the validation loss has not improved for this many evaluations "
         "(0 = off). The best checkpoint (on the validation pairs, never the held-out ones) is kept.",
     )
 
@@ -408,7 +447,9 @@ class StateSettings(Section):
     """
 
     max_sightings_per_user: int = Field(
-        128, ge=1, le=100_000,
+        128,
+        ge=1,
+        le=100_000,
         description="Ids and fingerprints remembered per user: each feedback event leaves its event id and, when "
         "accepted, its pair or example fingerprint; each command its id. At least the last N are kept (the "
         "oldest go 16 at a time). Within them, the same event (or command) delivered again at a new offset is "
@@ -418,7 +459,9 @@ class StateSettings(Section):
         "delivered again at an offset the decider already handled is skipped whatever its age.",
     )
     max_signatures_per_user: int = Field(
-        32, ge=1, le=10_000,
+        32,
+        ge=1,
+        le=10_000,
         description="MinHash signatures kept per user for near-duplicate search: the last N accepted pairs "
         "(at least; the oldest go 4 at a time). An older pair is no longer anyone's near duplicate.",
     )
@@ -430,11 +473,15 @@ class StreamsSettings(Section):
     batch_timeout_s: float = Field(0.2, gt=0.0, description="Max wait to fill a batch.")
     preview_chars: int = Field(2000, ge=16, description="Text kept from rejected feedback for analytics.")
     session_timeout_s: float = Field(
-        30.0, ge=3.0, le=300.0,
+        30.0,
+        ge=3.0,
+        le=300.0,
         description="Consumer-group session timeout: how soon a crashed worker's partitions move on.",
     )
     stall_timeout_s: float = Field(
-        20.0, ge=2.0, le=3600.0,
+        20.0,
+        ge=2.0,
+        le=3600.0,
         description="A decider that handled nothing for this long while its sources hold events seeks them "
         "back to the committed offsets (Faust can drop fetched messages around a rebalance); after three "
         "fruitless seeks the worker stops so that it is restarted.",
@@ -462,8 +509,10 @@ class TrainerSettings(Section):
         30_000, ge=6_000, description="Kafka session.timeout.ms: how soon a dead worker's jobs move to another one."
     )
     max_attempts: int = Field(
-        3, ge=1, description="Attempts per job for failures that can pass (out of memory: each retry halves the "
-        "batch and doubles gradient accumulation)."
+        3,
+        ge=1,
+        description="Attempts per job for failures that can pass (out of memory: each retry halves the "
+        "batch and doubles gradient accumulation).",
     )
     retry_backoff_s: float = Field(5.0, ge=0.0, description="Wait before the first retry; doubled for each next one.")
     max_interrupted_attempts: int = Field(
@@ -494,19 +543,28 @@ class ServingLimits(Section):
     """What one request may ask of a node, so that no request can starve the others; each refusal names its limit."""
 
     max_tokens: int = Field(
-        512, ge=1, le=32768, description="Largest max_tokens / max_completion_tokens a request may ask for (more is "
+        512,
+        ge=1,
+        le=32768,
+        description="Largest max_tokens / max_completion_tokens a request may ask for (more is "
         "refused with a 400 naming this limit).",
     )
     max_prompt_tokens: int = Field(
-        2048, ge=1, description="Longest prompt, in tokens after the chat template (conversation included).",
+        2048,
+        ge=1,
+        description="Longest prompt, in tokens after the chat template (conversation included).",
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest HTTP request body (413 beyond).")
     request_timeout_s: float = Field(
-        120.0, gt=0.0, description="Time a request may take, queue wait included: an answer still generating then "
+        120.0,
+        gt=0.0,
+        description="Time a request may take, queue wait included: an answer still generating then "
         "ends (finish_reason 'length', samtuner.stopped_by says why); one still queued is refused (503).",
     )
     max_queue: int = Field(
-        64, ge=0, description="Requests waiting for a batch row at most; beyond, a 429 with Retry-After.",
+        64,
+        ge=0,
+        description="Requests waiting for a batch row at most; beyond, a 429 with Retry-After.",
     )
 
 
@@ -523,15 +581,22 @@ class InferenceSettings(Section):
         "by merge_scratch_mb). 'unmerged': never merge. Quantized layers are always unmerged.",
     )
     merge_scratch_mb: float = Field(
-        128.0, ge=0.0, description="Scratch memory of merged serving; target layers past it stay unmerged.",
+        128.0,
+        ge=0.0,
+        description="Scratch memory of merged serving; target layers past it stay unmerged.",
     )
     max_batch_size: int = Field(
-        8, ge=1, le=256, description="Requests decoded together, one row each (a new request joins between steps).",
+        8,
+        ge=1,
+        le=256,
+        description="Requests decoded together, one row each (a new request joins between steps).",
     )
     limits: ServingLimits = Field(default_factory=ServingLimits)
     max_rank: int = Field(256, ge=1, description="Adapters with a larger LoRA rank are refused.")
     ab_new_share: float = Field(
-        1.0, ge=0.0, le=1.0,
+        1.0,
+        ge=0.0,
+        le=1.0,
         description="Default A/B split: share of a user's requests answered by the newest version, the rest by "
         "the previous one (or the base model). ActivateAdapter(new_share=...) sets it per user.",
     )
@@ -539,7 +604,8 @@ class InferenceSettings(Section):
         600.0, ge=0.0, description="A newly published adapter is loaded at once when its user asked within this window."
     )
     torch_threads: int | None = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="torch intra-op threads of the node (None = torch's default). Small models on shared CPUs "
         "answer much faster with 1.",
     )
@@ -571,27 +637,42 @@ class LoggingSettings(Section):
     format: Literal["text", "json"] = Field(
         "text", description="'json': one JSON object per line, with correlation_id on lines about an event."
     )
+
+
 class ConsoleSettings(Section):
     """The web console, served by the process that owns the store (README: 'The console')."""
 
     enabled: bool = Field(True, description="Serve the console (and its JSON API) where the store is owned.")
     host: str = Field("127.0.0.1", description="Bind address of the console's own server (samtuner streams).")
-    port: int = Field(8100, ge=0, le=65535, description="Port of the console's own server (samtuner streams); "
-                      "samtuner run serves it on inference.port instead.")
+    port: int = Field(
+        8100,
+        ge=0,
+        le=65535,
+        description="Port of the console's own server (samtuner streams); "
+        "samtuner run serves it on inference.port instead.",
+    )
     admin_token_file: str | None = Field(
-        None, description="File holding the admin token; actions that change anything need it. Never the token "
-        "itself in this file.")
+        None,
+        description="File holding the admin token; actions that change anything need it. Never the token "
+        "itself in this file.",
+    )
     admin_token_env: str = Field(
-        "SAMTUNER_ADMIN_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-        description="Environment variable holding the admin token (used when admin_token_file is not set).")
+        "SAMTUNER_ADMIN_TOKEN",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the admin token (used when admin_token_file is not set).",
+    )
     open_reads_on_loopback: bool = Field(
-        True, description="Read-only pages need no token from loopback clients; any other client needs it.")
+        True, description="Read-only pages need no token from loopback clients; any other client needs it."
+    )
     node_urls: tuple[str, ...] = Field(
-        (), description="Inference nodes the console asks which adapters they hold, and for compare answers when "
-        "no node runs in its process (e.g. http://127.0.0.1:8000).")
+        (),
+        description="Inference nodes the console asks which adapters they hold, and for compare answers when "
+        "no node runs in its process (e.g. http://127.0.0.1:8000).",
+    )
     page_size_max: int = Field(500, ge=1, le=10_000, description="Largest page of the pairs table.")
     bulk_max_pairs: int = Field(
-        200_000, ge=1, description="A bulk action over more matching pairs than this is refused (narrow the filter).")
+        200_000, ge=1, description="A bulk action over more matching pairs than this is refused (narrow the filter)."
+    )
 
 
 class Config(Section):
@@ -607,7 +688,6 @@ class Config(Section):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     trigger: TriggerSettings = Field(default_factory=TriggerSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
-
 
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     streams: StreamsSettings = Field(default_factory=StreamsSettings)
@@ -630,8 +710,10 @@ class Config(Section):
                 f"{len(types)}: give one weight per loss type (or set loss_weights to null for equal weights)"
             )
         if self.model.max_new_tokens > self.inference.limits.max_tokens:
-            raise ValueError(f"model.max_new_tokens ({self.model.max_new_tokens}) is above "
-                             f"inference.limits.max_tokens ({self.inference.limits.max_tokens})")
+            raise ValueError(
+                f"model.max_new_tokens ({self.model.max_new_tokens}) is above "
+                f"inference.limits.max_tokens ({self.inference.limits.max_tokens})"
+            )
         problems = training_conflicts(self)
         if problems:
             raise ValueError("; ".join(problems))
@@ -745,20 +827,30 @@ def training_conflicts(cfg: Config) -> list[str]:
         problems.append("training.dpo.bf16 and training.dpo.fp16 are both true: choose one")
     ev = cfg.evaluation
     if ev.enabled and cfg.training.holdout_fraction == 0.0:
-        problems.append("evaluation.enabled needs held-out pairs but training.holdout_fraction is 0: hold out a "
-                        "share of the pairs, or turn the gate off")
+        problems.append(
+            "evaluation.enabled needs held-out pairs but training.holdout_fraction is 0: hold out a "
+            "share of the pairs, or turn the gate off"
+        )
     if cfg.training.holdout_fraction + cfg.training.validation_fraction >= 1.0:
-        problems.append(f"training.holdout_fraction ({cfg.training.holdout_fraction}) + "
-                        f"training.validation_fraction ({cfg.training.validation_fraction}) leave nothing to train "
-                        "on: their sum must be below 1")
+        problems.append(
+            f"training.holdout_fraction ({cfg.training.holdout_fraction}) + "
+            f"training.validation_fraction ({cfg.training.validation_fraction}) leave nothing to train "
+            "on: their sum must be below 1"
+        )
     if ev.early_stopping_patience > 0 and cfg.training.validation_fraction == 0.0:
-        problems.append("evaluation.early_stopping_patience needs validation pairs but training.validation_fraction "
-                        "is 0: set a validation share, or patience 0")
+        problems.append(
+            "evaluation.early_stopping_patience needs validation pairs but training.validation_fraction "
+            "is 0: set a validation share, or patience 0"
+        )
     if ev.early_stopping_patience > 0 and cfg.training.checkpoint_steps == 0:
-        problems.append("evaluation.early_stopping_patience keeps the best checkpoint, but training.checkpoint_steps "
-                        "is 0 (no checkpoints): set checkpoint_steps or patience 0")
+        problems.append(
+            "evaluation.early_stopping_patience keeps the best checkpoint, but training.checkpoint_steps "
+            "is 0 (no checkpoints): set checkpoint_steps or patience 0"
+        )
     for key in ("eval_strategy", "eval_steps", "load_best_model_at_end", "metric_for_best_model"):
         if key in dpo and ev.early_stopping_patience > 0:
-            problems.append(f"training.dpo.{key} conflicts with evaluation.early_stopping_patience, which sets the "
-                            "held-out evaluation itself: remove the key or set the patience to 0")
+            problems.append(
+                f"training.dpo.{key} conflicts with evaluation.early_stopping_patience, which sets the "
+                "held-out evaluation itself: remove the key or set the patience to 0"
+            )
     return problems

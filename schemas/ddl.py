@@ -89,7 +89,8 @@ CREATE TABLE IF NOT EXISTS {db}.preference_pairs (
     updated_at DateTime64(3, 'UTC')
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY (user_id, pair_id)
-""" + DEDUP,
+"""
+        + DEDUP,
     ),
     Migration(
         "0002_rejected_feedback",
@@ -111,7 +112,8 @@ CREATE TABLE IF NOT EXISTS {db}.rejected_feedback (
     source_offset UInt64
 ) ENGINE = ReplacingMergeTree
 ORDER BY (user_id, feedback_event_id)
-""" + DEDUP,
+"""
+        + DEDUP,
     ),
     # Dead letters are keyed by their content: the same bad bytes replayed are one dead letter.
     Migration(
@@ -131,7 +133,8 @@ CREATE TABLE IF NOT EXISTS {db}.dead_letters (
     failed_at DateTime64(3, 'UTC')
 ) ENGINE = ReplacingMergeTree
 ORDER BY (source_topic, payload_sha256)
-""" + DEDUP,
+"""
+        + DEDUP,
     ),
     Migration(
         "0004_training_requests",
@@ -148,7 +151,8 @@ CREATE TABLE IF NOT EXISTS {db}.training_requests (
     requested_at DateTime64(3, 'UTC')
 ) ENGINE = ReplacingMergeTree
 ORDER BY (user_id, generation)
-""" + DEDUP,
+"""
+        + DEDUP,
     ),
     Migration(
         "0005_training_jobs",
@@ -168,7 +172,8 @@ CREATE TABLE IF NOT EXISTS {db}.training_jobs (
     version UInt64 COMMENT 'training-topic offset of the event that set this state'
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY (request_id)
-""" + DEDUP,
+"""
+        + DEDUP,
     ),
     Migration(
         "0006_adapters",
@@ -186,7 +191,8 @@ CREATE TABLE IF NOT EXISTS {db}.adapters (
     published_at DateTime64(3, 'UTC')
 ) ENGINE = ReplacingMergeTree
 ORDER BY (user_id, version)
-""" + DEDUP,
+"""
+        + DEDUP,
     ),
     # -- stream processing (issue 3): 01xx ------------------------------------------------------
     Migration(
@@ -208,7 +214,8 @@ CREATE TABLE IF NOT EXISTS {db}.labelled_examples (
     source_offset UInt64
 ) ENGINE = ReplacingMergeTree
 ORDER BY (user_id, example_id)
-""" + DEDUP,
+"""
+        + DEDUP,
     ),
     Migration(
         "0102_pairs_projected_at",
@@ -255,7 +262,8 @@ CREATE TABLE IF NOT EXISTS {db}.inference_log (
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(served_at)
 ORDER BY (user_id, answer_id)
-""" + DEDUP,
+"""
+        + DEDUP,
     ),
     # Feedback that names the answer it is about (SAM echoes FeedbackReceived.context["answer_id"]).
     Migration(
@@ -269,7 +277,8 @@ CREATE TABLE IF NOT EXISTS {db}.answer_feedback (
     received_at DateTime64(3, 'UTC')
 ) ENGINE = ReplacingMergeTree
 ORDER BY (answer_id, feedback_event_id)
-""" + DEDUP,
+"""
+        + DEDUP,
     ),
     # The trainer's lineage: what an adapter was trained on, how, and against what it was gated.
     Migration(
@@ -316,7 +325,8 @@ CREATE TABLE IF NOT EXISTS {db}.training_progress (
     source_offset UInt64
 ) ENGINE = ReplacingMergeTree
 ORDER BY (request_id, source_partition, source_offset)
-""" + DEDUP,
+"""
+        + DEDUP,
     ),
     # The pairs a request trains on (the trace view finds a pair's generation), and its overrides.
     Migration(
@@ -351,7 +361,8 @@ CREATE TABLE IF NOT EXISTS {db}.training_attempts (
     started_at DateTime64(3, 'UTC')
 ) ENGINE = ReplacingMergeTree
 ORDER BY (request_id, attempt)
-""" + DEDUP,
+"""
+        + DEDUP,
     ),
     Migration(
         "0861_view_pairs_daily",

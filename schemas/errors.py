@@ -1,10 +1,10 @@
 """Errors of the contract layer.
 
-    SchemaError
-    ├── EventDecodeError      bytes on a topic are not a known, valid event
-    ├── ConfigError           samtuner.yaml is unreadable or invalid (names the bad keys)
-    └── AnalyticsError        an analytic's parameters are invalid (a time that does not parse, an empty period)
-        └── UnknownAnalytic   no analytic of that name in the catalogue (names the known ones)
+SchemaError
+├── EventDecodeError      bytes on a topic are not a known, valid event
+├── ConfigError           samtuner.yaml is unreadable or invalid (names the bad keys)
+└── AnalyticsError        an analytic's parameters are invalid (a time that does not parse, an empty period)
+    └── UnknownAnalytic   no analytic of that name in the catalogue (names the known ones)
 """
 
 from __future__ import annotations

@@ -156,6 +156,8 @@ class PairsReweighted(Event):
     training_weight: float = Field(ge=0.0)
     command_id: uuid.UUID
     filter: str = ""
+
+
 class UserForgotten(Event):
     """The decider forgot a user (``EraseUser``): its state keeps no text, fingerprint or signature of
     theirs, only one-way hashes of the event and command ids it had handled (so a replay of the log
@@ -165,18 +167,23 @@ class UserForgotten(Event):
     event_type: Literal["UserForgotten"] = "UserForgotten"
     command_id: uuid.UUID
     decider: dict[str, int] = Field(
-        default_factory=dict, description="What the decider's state dropped, by kind (pair_fingerprints, "
-        "example_fingerprints, minhash_signatures, feedback_ids_hashed, command_ids_hashed).")
+        default_factory=dict,
+        description="What the decider's state dropped, by kind (pair_fingerprints, "
+        "example_fingerprints, minhash_signatures, feedback_ids_hashed, command_ids_hashed).",
+    )
 
 
 class ErasureReport(Frozen):
     """What an erasure removed, store by store."""
 
     decider: dict[str, int] = Field(default_factory=dict, description="From UserForgotten: the decider's state.")
-    rows: dict[str, int] = Field(default_factory=dict, description="ClickHouse table -> rows deleted (adapters: "
-                                 "revoked and detached from the user id).")
-    files: dict[str, int] = Field(default_factory=dict, description="Artifact kind (datasets, adapters, "
-                                  "checkpoints) -> files removed.")
+    rows: dict[str, int] = Field(
+        default_factory=dict,
+        description="ClickHouse table -> rows deleted (adapters: revoked and detached from the user id).",
+    )
+    files: dict[str, int] = Field(
+        default_factory=dict, description="Artifact kind (datasets, adapters, checkpoints) -> files removed."
+    )
     kept: tuple[str, ...] = Field((), description="What stays, and where (e.g. the Kafka history until retention).")
 
 
@@ -214,7 +221,8 @@ class TrainingThresholdReached(Event):
     triggered_at: AwareDatetime = Field(description="When the triggering feedback (or command) happened.")
     through: SourceRef = Field(description="The feedback event that crossed the threshold.")
     dpo_overrides: dict[str, int | float] = Field(
-        default_factory=dict, description="RequestTraining's training.dpo values for this job only.")
+        default_factory=dict, description="RequestTraining's training.dpo values for this job only."
+    )
 
 
 # --- training -------------------------------------------------------------------------------------
@@ -240,7 +248,8 @@ class TrainingRequested(Event):
     triggered_at: AwareDatetime
     dataset: DatasetRef
     dpo_overrides: dict[str, int | float] = Field(
-        default_factory=dict, description="training.dpo values for this job only (from RequestTraining).")
+        default_factory=dict, description="training.dpo values for this job only (from RequestTraining)."
+    )
 
 
 class TrainingQueued(Event):
@@ -257,8 +266,8 @@ class TrainingStarted(Event):
     worker: str = ""
     resumed_from_step: int = Field(0, ge=0, description="The checkpoint step this attempt resumes from (0 = fresh).")
     overrides: dict[str, int | float] = Field(
-        default_factory=dict,
-        description="Settings a retry changed (e.g. a smaller batch after running out of memory).")
+        default_factory=dict, description="Settings a retry changed (e.g. a smaller batch after running out of memory)."
+    )
 
 
 class TrainingProgressed(Event):
@@ -269,8 +278,10 @@ class TrainingProgressed(Event):
     epoch: float = 0.0
     loss: float | None = None
     metrics: dict[str, float] = Field(
-        default_factory=dict, description="rewards/accuracies, rewards/margins, logps/chosen, ...; a held-out "
-        "evaluation has loss None and eval_* metrics.")
+        default_factory=dict,
+        description="rewards/accuracies, rewards/margins, logps/chosen, ...; a held-out "
+        "evaluation has loss None and eval_* metrics.",
+    )
     eta_s: float | None = None
     attempt: int = Field(1, ge=1, description="The attempt this progress belongs to.")
 
@@ -337,7 +348,8 @@ class AdapterPublished(Event):
     heldout_pair_ids: tuple[uuid.UUID, ...] = Field((), description="The pairs held out for the gate.")
     parent_version: int | None = Field(None, description="Incremental training: the adapter trained on top of.")
     baseline_metrics: dict[str, float] = Field(
-        default_factory=dict, description="What the user had before, measured on the same held-out pairs.")
+        default_factory=dict, description="What the user had before, measured on the same held-out pairs."
+    )
     libraries: dict[str, str] = Field(default_factory=dict, description="torch, transformers, trl, peft ... versions.")
 
 
@@ -360,7 +372,9 @@ class AdapterRegistryState(Frozen):
         None, ge=1, description="Serve this version (the latest or the previous one) to every request, no split."
     )
     new_share: float | None = Field(
-        None, ge=0.0, le=1.0,
+        None,
+        ge=0.0,
+        le=1.0,
         description="Share of requests answered by the latest version; the rest by the previous one (or the "
         "base model). None = the node's default (inference.ab_new_share).",
     )

@@ -17,8 +17,11 @@ MASK = "***"
 
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?P<password>[^@/\s]+)(?=@)")
 # Whole words of a key's name ('hub_token', 'password'; not 'max_new_tokens').
-_SECRET_KEY = re.compile(r"(?:^|[_-])(password|passwd|pwd|secret|token|api[_-]?key|apikey|credentials?|"
-                         r"private[_-]?key)(?:$|[_-])", re.IGNORECASE)
+_SECRET_KEY = re.compile(
+    r"(?:^|[_-])(password|passwd|pwd|secret|token|api[_-]?key|apikey|credentials?|"
+    r"private[_-]?key)(?:$|[_-])",
+    re.IGNORECASE,
+)
 _NOT_SECRET = re.compile(r"(_env|_file|_path|_location|sha256|_id)$", re.IGNORECASE)
 
 

@@ -18,36 +18,52 @@ import pyarrow.parquet as pq
 
 # The pairs' columns, as the projector reads them from preference_pairs.
 SNAPSHOT_COLUMNS = (
-    "pair_id", "prompt", "chosen_response", "rejected_response", "confidence_score", "quality_score",
-    "training_weight", "feedback_type", "created_at", "metadata",
+    "pair_id",
+    "prompt",
+    "chosen_response",
+    "rejected_response",
+    "confidence_score",
+    "quality_score",
+    "training_weight",
+    "feedback_type",
+    "created_at",
+    "metadata",
 )
 # The labelled examples' columns, as the projector reads them from labelled_examples.
 EXAMPLE_COLUMNS = ("example_id", "prompt", "response", "desirable", "confidence_score", "created_at", "metadata")
 
-SCHEMA = pa.schema([
-    ("kind", pa.string()),
-    ("pair_id", pa.string()),
-    ("example_id", pa.string()),
-    ("prompt", pa.string()),
-    ("chosen_response", pa.string()),
-    ("rejected_response", pa.string()),
-    ("response", pa.string()),
-    ("desirable", pa.bool_()),
-    ("confidence_score", pa.float64()),
-    ("quality_score", pa.float64()),
-    ("training_weight", pa.float64()),
-    ("feedback_type", pa.string()),
-    ("created_at", pa.timestamp("ms", tz="UTC")),
-    ("metadata", pa.string()),
-])
+SCHEMA = pa.schema(
+    [
+        ("kind", pa.string()),
+        ("pair_id", pa.string()),
+        ("example_id", pa.string()),
+        ("prompt", pa.string()),
+        ("chosen_response", pa.string()),
+        ("rejected_response", pa.string()),
+        ("response", pa.string()),
+        ("desirable", pa.bool_()),
+        ("confidence_score", pa.float64()),
+        ("quality_score", pa.float64()),
+        ("training_weight", pa.float64()),
+        ("feedback_type", pa.string()),
+        ("created_at", pa.timestamp("ms", tz="UTC")),
+        ("metadata", pa.string()),
+    ]
+)
 
 
 def snapshot_bytes(pairs: Sequence[dict[str, Any]], examples: Sequence[dict[str, Any]] = ()) -> bytes:
     """Rows (any order) -> Parquet bytes: pairs sorted by pair_id, then examples by example_id."""
     ordered = [{**r, "kind": "pair"} for r in sorted(pairs, key=lambda r: str(r["pair_id"]))]
-    ordered += [{**e, "kind": "example", "training_weight": 1.0,
-                 "feedback_type": "thumbs_up" if e["desirable"] else "thumbs_down"}
-                for e in sorted(examples, key=lambda e: str(e["example_id"]))]
+    ordered += [
+        {
+            **e,
+            "kind": "example",
+            "training_weight": 1.0,
+            "feedback_type": "thumbs_up" if e["desirable"] else "thumbs_down",
+        }
+        for e in sorted(examples, key=lambda e: str(e["example_id"]))
+    ]
     columns = {name: [_cell(name, r.get(name)) for r in ordered] for name in SCHEMA.names}
     table = pa.Table.from_pydict(columns, schema=SCHEMA).replace_schema_metadata(None)
     sink = io.BytesIO()

@@ -54,8 +54,12 @@ MAX_MESSAGE = 17 * 1024 * 1024
 # The state table is keyed by user (streams/journal.py): its changelog must compact for a restore to
 # read users, not history. Small segments (the active one is never cleaned), a low dirty ratio, and
 # tombstones (erased users) kept one minute after cleaning.
-JOURNAL_TOPIC_CONFIGS = {"segment.bytes": str(1024 * 1024), "segment.ms": str(60_000),
-                         "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": str(60_000)}
+JOURNAL_TOPIC_CONFIGS = {
+    "segment.bytes": str(1024 * 1024),
+    "segment.ms": str(60_000),
+    "min.cleanable.dirty.ratio": "0.01",
+    "delete.retention.ms": str(60_000),
+}
 
 
 @dataclass
@@ -112,8 +116,9 @@ def faust_credentials(kafka: KafkaSettings) -> Any:
         return None
     context = aiokafka_auth(kafka).get("ssl_context")
     if sec.sasl:
-        return faust.SASLCredentials(username=sec.username, password=kafka_password(kafka), ssl_context=context,
-                                     mechanism=sec.sasl_mechanism)
+        return faust.SASLCredentials(
+            username=sec.username, password=kafka_password(kafka), ssl_context=context, mechanism=sec.sasl_mechanism
+        )
     return faust.SSLCredentials(context)
 
 
@@ -131,8 +136,9 @@ class DeciderApp(faust.App):
         if self.fence is not None:
             if self.should_stop:
                 self.fence.close()
-                log.info("fence: worker %s leaves the group during a rebalance; it publishes nothing more",
-                         self.fence.worker)
+                log.info(
+                    "fence: worker %s leaves the group during a rebalance; it publishes nothing more", self.fence.worker
+                )
             else:
                 log.info("fence: worker %s: a rebalance started", self.fence.worker)
         super().on_rebalance_start()
@@ -174,8 +180,10 @@ def _faust_lag(app: faust.App, sources: tuple[str, ...]) -> dict[str, int]:
     """Messages of the sources past the committed offsets, per topic (read from Faust's consumer)."""
     consumer = cast(Any, app.consumer)
     out: dict[str, int] = {}
-    for lag in lagging_partitions({tp: consumer._committed_offset.get(tp) for tp in consumer.assignment()},
-                                  {tp: consumer.highwater(tp) for tp in consumer.assignment()}):
+    for lag in lagging_partitions(
+        {tp: consumer._committed_offset.get(tp) for tp in consumer.assignment()},
+        {tp: consumer.highwater(tp) for tp in consumer.assignment()},
+    ):
         if lag.tp.topic in sources:
             out[lag.tp.topic] = out.get(lag.tp.topic, 0) + lag.highwater - lag.committed
     return out
@@ -189,12 +197,23 @@ def _add_progress_log(app: faust.App, stats: StreamsStats, every_s: float = 10.0
     async def progress() -> None:
         events = stats.events - last[0]
         if events:
-            per_event = [(now - before) / events * 1e6 for now, before in
-                         zip((stats.decide_s, stats.send_s, stats.journal_s), last[1:], strict=True)]
-            log.info("decider: %d events in %.0fs (%.0f/s); per event: decide %.0f us, send %.0f us, journal %.0f us; "
-                     "totals: %d decided, %d skipped, %d suppressed, %d dead letters, %d recovered from the log",
-                     events, every_s, events / every_s, *per_event, stats.decided, stats.skipped, stats.suppressed,
-                     stats.dead_lettered, stats.recovered)
+            per_event = [
+                (now - before) / events * 1e6
+                for now, before in zip((stats.decide_s, stats.send_s, stats.journal_s), last[1:], strict=True)
+            ]
+            log.info(
+                "decider: %d events in %.0fs (%.0f/s); per event: decide %.0f us, send %.0f us, journal %.0f us; "
+                "totals: %d decided, %d skipped, %d suppressed, %d dead letters, %d recovered from the log",
+                events,
+                every_s,
+                events / every_s,
+                *per_event,
+                stats.decided,
+                stats.skipped,
+                stats.suppressed,
+                stats.dead_lettered,
+                stats.recovered,
+            )
         last[:] = [stats.events, stats.decide_s, stats.send_s, stats.journal_s]
 
 
@@ -230,23 +249,33 @@ def _add_task_dump(app: faust.App) -> None:
 
         def state() -> None:
             consumer = cast(Any, app.consumer)
-            print(f"--- consumer: assignment={sorted(map(str, consumer.assignment()))} "
-                  f"active={sorted(map(str, consumer._active_partitions or ()))} "
-                  f"paused={sorted(map(str, consumer._paused_partitions))} "
-                  f"buffered={sorted(map(str, consumer._buffered_partitions))} "
-                  f"in_recovery={app.in_recovery} flow_control_suspended={app.flow_control.is_active() is False}",
-                  file=sys.stderr)
+            print(
+                f"--- consumer: assignment={sorted(map(str, consumer.assignment()))} "
+                f"active={sorted(map(str, consumer._active_partitions or ()))} "
+                f"paused={sorted(map(str, consumer._paused_partitions))} "
+                f"buffered={sorted(map(str, consumer._buffered_partitions))} "
+                f"in_recovery={app.in_recovery} flow_control_suspended={app.flow_control.is_active() is False}",
+                file=sys.stderr,
+            )
             for tp in sorted(consumer.assignment()):
-                print(f"--- {tp.topic}[{tp.partition}]: read={consumer._read_offset.get(tp)} "
-                      f"committed={consumer._committed_offset.get(tp)} acked={len(consumer._acked.get(tp) or ())} "
-                      f"gap={len(consumer._gap.get(tp) or ())} highwater={consumer.highwater(tp)}", file=sys.stderr)
-            print(f"--- unacked: {len(consumer._unacked_messages)}; generation {app.consumer_generation_id}",
-                  file=sys.stderr)
+                print(
+                    f"--- {tp.topic}[{tp.partition}]: read={consumer._read_offset.get(tp)} "
+                    f"committed={consumer._committed_offset.get(tp)} acked={len(consumer._acked.get(tp) or ())} "
+                    f"gap={len(consumer._gap.get(tp) or ())} highwater={consumer.highwater(tp)}",
+                    file=sys.stderr,
+                )
+            print(
+                f"--- unacked: {len(consumer._unacked_messages)}; generation {app.consumer_generation_id}",
+                file=sys.stderr,
+            )
             for agent in app.agents.values():
                 for channel in [cast(Any, agent).channel]:
                     queue = channel.queue
-                    print(f"--- agent {agent.name}: queue size {queue.qsize()} / {queue.maxsize}, "
-                          f"pending pressure drops {len(queue._pending_pressure_drop_callbacks)}", file=sys.stderr)
+                    print(
+                        f"--- agent {agent.name}: queue size {queue.qsize()} / {queue.maxsize}, "
+                        f"pending pressure drops {len(queue._pending_pressure_drop_callbacks)}",
+                        file=sys.stderr,
+                    )
 
         loop.add_signal_handler(signal.SIGUSR1, dump)
 
@@ -282,49 +311,76 @@ def _add_watchdog(app: faust.App, stats: StreamsStats, sources: tuple[str, ...],
             repair_acks(consumer, tp)
         settling = app.rebalancing or app.in_recovery
         busy = stats.in_batch or settling or not app.flow_control.is_active()
-        lagging = lagging_partitions({tp: consumer._committed_offset.get(tp) for tp in assigned},
-                                     {tp: consumer.highwater(tp) for tp in assigned})
+        lagging = lagging_partitions(
+            {tp: consumer._committed_offset.get(tp) for tp in assigned}, {tp: consumer.highwater(tp) for tp in assigned}
+        )
         stuck = detector.observe(time.monotonic(), stats.batches, busy, lagging, settling=settling)
         if not stuck:
             return
         if detector.wedged:
-            stop(f"the decider stayed in a rebalance or recovery for {10 * stall_after_s:.0f}s with events "
-                 "waiting and none handled")
+            stop(
+                f"the decider stayed in a rebalance or recovery for {10 * stall_after_s:.0f}s with events "
+                "waiting and none handled"
+            )
             return
         if detector.escalate:
-            stop(f"the decider made no progress for {stall_after_s:.0f}s although its sources hold events, "
-                 "and seeking back did not help")
+            stop(
+                f"the decider made no progress for {stall_after_s:.0f}s although its sources hold events, "
+                "and seeking back did not help"
+            )
             return
-        log.warning("the decider stalled for %.0fs with events waiting; seeking back to the committed offsets: %s",
-                    stall_after_s, ", ".join(f"{s.tp.topic}[{s.tp.partition}] committed {s.committed} "
-                                             f"end {s.highwater} read {consumer._read_offset.get(s.tp)}"
-                                             for s in stuck))
+        log.warning(
+            "the decider stalled for %.0fs with events waiting; seeking back to the committed offsets: %s",
+            stall_after_s,
+            ", ".join(
+                f"{s.tp.topic}[{s.tp.partition}] committed {s.committed} "
+                f"end {s.highwater} read {consumer._read_offset.get(s.tp)}"
+                for s in stuck
+            ),
+        )
         for s in stuck:
             acked = sorted(consumer._acked.get(s.tp) or ())
-            log.warning("  %s[%d]: %d acked, not committed: %s; gaps %s; unacked in flight %d", s.tp.topic,
-                        s.tp.partition, len(acked), acked[:8], sorted(consumer._gap.get(s.tp) or ())[:4],
-                        sum(1 for m in consumer._unacked_messages if m.tp == s.tp))
+            log.warning(
+                "  %s[%d]: %d acked, not committed: %s; gaps %s; unacked in flight %d",
+                s.tp.topic,
+                s.tp.partition,
+                len(acked),
+                acked[:8],
+                sorted(consumer._gap.get(s.tp) or ())[:4],
+                sum(1 for m in consumer._unacked_messages if m.tp == s.tp),
+            )
             await consumer.seek(s.tp, s.committed)
 
 
 def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStats, metrics: RoleMetrics) -> None:
     sources = app.topic(topics.feedback, topics.control, key_serializer="raw", value_serializer="raw")
     schema: faust.Schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
-    journal = app.Table("decider-journal", partitions=cfg.kafka.partitions, schema=schema,
-                        extra_topic_configs=JOURNAL_TOPIC_CONFIGS)
+    journal = app.Table(
+        "decider-journal", partitions=cfg.kafka.partitions, schema=schema, extra_topic_configs=JOURNAL_TOPIC_CONFIGS
+    )
     limits = cfg.streams.state
     memory = DeciderMemory(journal, StateLimits(limits.max_sightings_per_user, limits.max_signatures_per_user))
     quality = cfg.quality
     hasher = MinHasher(quality.minhash_num_perm, quality.shingle_words)
     indexes = UserIndexes(hasher, quality.near_duplicate_jaccard)
     output_marks = OutputMarks(cfg.kafka, topics.pairs)
-    settings = DecideSettings(min_new_pairs=cfg.trigger.min_new_pairs, min_new_examples=cfg.trigger.min_new_examples,
-                              quality=quality,
-                              preview_chars=cfg.streams.preview_chars,
-                              count_tokens=token_counter(quality.tokenizer or cfg.model.base))
+    settings = DecideSettings(
+        min_new_pairs=cfg.trigger.min_new_pairs,
+        min_new_examples=cfg.trigger.min_new_examples,
+        quality=quality,
+        preview_chars=cfg.streams.preview_chars,
+        count_tokens=token_counter(quality.tokenizer or cfg.model.base),
+    )
     kafka = cfg.kafka
-    decider = BatchDecider(settings, memory, topics, hasher, indexes, output_marks,
-                           lambda topic, partition, start, end: read_range(kafka, topic, partition, start, end))
+    decider = BatchDecider(
+        settings,
+        memory,
+        topics,
+        hasher,
+        indexes,
+        output_marks,
+        lambda topic, partition, start, end: read_range(kafka, topic, partition, start, end),
+    )
     fence = PartitionFence(f"{socket.gethostname()}-{os.getpid()}")
     cast(DeciderApp, app).fence = fence
     # The client id names the worker: several deciders run side by side (the broker's logs tell them apart).
@@ -343,8 +399,7 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
         generation = int(app.consumer_generation_id or 0)
         fence.assigned({tp.partition for tp in assigned if tp.topic in source_topics}, generation)
         # The integration test reads this line: which partitions this worker held in which generation.
-        log.info("fence: worker %s generation %d owns partitions %s", fence.worker, generation,
-                 sorted(fence.owned()))
+        log.info("fence: worker %s generation %d owns partitions %s", fence.worker, generation, sorted(fence.owned()))
         forget()
 
     def on_revoked(*args: Any, **_: Any) -> None:
@@ -359,9 +414,16 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
         stats.fenced_events += events
         stats.fenced_outputs += dropped.outputs
         metrics.skips({"fenced": events})
-        log.warning("fence: worker %s lost partitions %s since the batch was taken; %s: %d events, %d outputs "
-                    "and %d journal entries dropped (the new owner decides them again)", fence.worker,
-                    sorted(dropped.partitions), what, events, dropped.outputs, dropped.journal_entries)
+        log.warning(
+            "fence: worker %s lost partitions %s since the batch was taken; %s: %d events, %d outputs "
+            "and %d journal entries dropped (the new owner decides them again)",
+            fence.worker,
+            sorted(dropped.partitions),
+            what,
+            events,
+            dropped.outputs,
+            dropped.journal_entries,
+        )
         forget()  # the state moved on for partitions another worker now decides
 
     @app.agent(sources, concurrency=1, name="decide")
@@ -371,8 +433,9 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
         async for events in batches:
             consumer = cast(Any, app.consumer)
             held = {tp.partition for tp in consumer.assignment() if tp.topic in source_topics}
-            ticket = fence.ticket({event.message.partition for event in events}, held,
-                                  int(app.consumer_generation_id or 0))
+            ticket = fence.ticket(
+                {event.message.partition for event in events}, held, int(app.consumer_generation_id or 0)
+            )
             stale = fence.lost(ticket)
             batch = [raw_message(event) for event in events if event.message.partition not in stale]
             if stale:  # delivered after their partition was revoked: not ours to decide

@@ -110,10 +110,12 @@ def content_hash(item: FeedbackReceived | Command) -> str:
 
 
 def _conflict(kind: str, ident: str, first: str, this: str) -> DeadLetter:
-    return DeadLetter(f"conflicting_{kind}_id",
-                      f"{kind} id {ident} was seen before with other content (sha256/128 {first}, now {this}): "
-                      "a producer reused an id; this message was not applied",
-                      (("dlq.content_sha256.first", first), ("dlq.content_sha256.this", this)))
+    return DeadLetter(
+        f"conflicting_{kind}_id",
+        f"{kind} id {ident} was seen before with other content (sha256/128 {first}, now {this}): "
+        "a producer reused an id; this message was not applied",
+        (("dlq.content_sha256.first", first), ("dlq.content_sha256.this", this)),
+    )
 
 
 def is_pair(fb: FeedbackReceived) -> bool:
@@ -153,15 +155,24 @@ def decide_feedback(
     if lookups.spent:
         return Decision((), state, skip="erased")  # handled before its user was erased: stays erased
     here = Sighting(source.partition, source.offset, str(fb.event_id), state.epoch, content)
-    decision = (_decide_pair(fb, source, state, here, lookups, settings) if is_pair(fb)
-                else _decide_example(fb, source, state, here, lookups, settings))
+    decision = (
+        _decide_pair(fb, source, state, here, lookups, settings)
+        if is_pair(fb)
+        else _decide_example(fb, source, state, here, lookups, settings)
+    )
     # Every processed event is remembered by its id and content, whatever became of it.
     event_seen = (seen_key(fb.user_id, "f", str(fb.event_id)), here)
     return Decision(decision.events, decision.state, (*decision.sightings, event_seen), decision.signature_for)
 
 
-def _decide_pair(fb: FeedbackReceived, source: SourceRef, state: UserState, here: Sighting, lookups: Lookups,
-                 settings: DecideSettings) -> Decision:
+def _decide_pair(
+    fb: FeedbackReceived,
+    source: SourceRef,
+    state: UserState,
+    here: Sighting,
+    lookups: Lookups,
+    settings: DecideSettings,
+) -> Decision:
     key = lookups.pair_key or pair_key_for(fb)
     assessment = assess_pair(fb, settings.quality, settings.count_tokens)
     reasons = list(assessment.reasons)
@@ -172,8 +183,13 @@ def _decide_pair(fb: FeedbackReceived, source: SourceRef, state: UserState, here
         other, jaccard = lookups.near_duplicate
         reasons.append(reason("near_duplicate", f"estimated Jaccard {jaccard:.2f} with earlier pair {other}"))
     if reversed_pair is not None:
-        reasons.append(reason("contradiction", "an earlier pair of this user prefers the opposite answer "
-                                               f"(feedback {reversed_pair.feedback_event_id})"))
+        reasons.append(
+            reason(
+                "contradiction",
+                "an earlier pair of this user prefers the opposite answer "
+                f"(feedback {reversed_pair.feedback_event_id})",
+            )
+        )
     if reasons:
         return Decision((_rejected(fb, source, reasons, assessment.quality, settings, state.epoch),), state)
     assert key is not None and assessment.quality is not None
@@ -186,20 +202,38 @@ def _decide_pair(fb: FeedbackReceived, source: SourceRef, state: UserState, here
     if new_pairs < settings.min_new_pairs:
         return Decision((accepted,), _with(state, new_pairs=new_pairs, sig_count=sig_count), sightings, key)
     generation = state.generation + 1
-    threshold = _threshold(fb.user_id, fb.correlation_id, generation, new_pairs, "threshold", fb.occurred_at, source,
-                           new_examples=state.new_examples)
-    return Decision((accepted, threshold),
-                    _with(state, generation=generation, new_pairs=0, new_examples=0, sig_count=sig_count),
-                    sightings, key)
+    threshold = _threshold(
+        fb.user_id,
+        fb.correlation_id,
+        generation,
+        new_pairs,
+        "threshold",
+        fb.occurred_at,
+        source,
+        new_examples=state.new_examples,
+    )
+    return Decision(
+        (accepted, threshold),
+        _with(state, generation=generation, new_pairs=0, new_examples=0, sig_count=sig_count),
+        sightings,
+        key,
+    )
 
 
-def _decide_example(fb: FeedbackReceived, source: SourceRef, state: UserState, here: Sighting, lookups: Lookups,
-                    settings: DecideSettings) -> Decision:
+def _decide_example(
+    fb: FeedbackReceived,
+    source: SourceRef,
+    state: UserState,
+    here: Sighting,
+    lookups: Lookups,
+    settings: DecideSettings,
+) -> Decision:
     reasons = assess_example(fb, settings.quality, settings.count_tokens)
     example = _current(lookups.example, state)
     if example is not None:
-        reasons.append(reason("duplicate_example",
-                              f"the same labelled example came from feedback {example.feedback_event_id}"))
+        reasons.append(
+            reason("duplicate_example", f"the same labelled example came from feedback {example.feedback_event_id}")
+        )
     if reasons:
         return Decision((_rejected(fb, source, reasons, None, settings, state.epoch),), state)
     key = example_key_for(fb)
@@ -224,10 +258,17 @@ def _decide_example(fb: FeedbackReceived, source: SourceRef, state: UserState, h
         return Decision((accepted,), _with(state, new_examples=new_examples), sightings)
     # A thumbs-only user trains too (training.method auto -> kto): the snapshot holds their examples.
     generation = state.generation + 1
-    threshold = _threshold(fb.user_id, fb.correlation_id, generation, state.new_pairs, "threshold", fb.occurred_at,
-                           source, new_examples=new_examples)
-    return Decision((accepted, threshold), _with(state, generation=generation, new_pairs=0, new_examples=0),
-                    sightings)
+    threshold = _threshold(
+        fb.user_id,
+        fb.correlation_id,
+        generation,
+        state.new_pairs,
+        "threshold",
+        fb.occurred_at,
+        source,
+        new_examples=new_examples,
+    )
+    return Decision((accepted, threshold), _with(state, generation=generation, new_pairs=0, new_examples=0), sightings)
 
 
 def _current(sighting: Sighting | None, state: UserState) -> Sighting | None:
@@ -246,8 +287,14 @@ OWN_COMMANDS = (RequestTraining, DeactivatePair, ReweightPair, DeactivatePairs, 
 
 
 def decide_command(
-    cmd: Command, source: SourceRef, state: UserState, pair: Sighting | None, settings: DecideSettings,
-    seen_before: bool = False, seen_content: str = "", held: Mapping[str, int] | None = None,
+    cmd: Command,
+    source: SourceRef,
+    state: UserState,
+    pair: Sighting | None,
+    settings: DecideSettings,
+    seen_before: bool = False,
+    seen_content: str = "",
+    held: Mapping[str, int] | None = None,
     known_pairs: frozenset[uuid.UUID] = frozenset(),
 ) -> Decision:
     """Commands the decider owns: RequestTraining, DeactivatePair(s), ReweightPair(s), EraseUser.
@@ -271,30 +318,68 @@ def decide_command(
     common: dict[str, Any] = {"user_id": cmd.user_id, "correlation_id": cmd.command_id, "occurred_at": cmd.issued_at}
     if isinstance(cmd, RequestTraining):
         generation = state.generation + 1
-        event = _threshold(cmd.user_id, cmd.command_id, generation, state.new_pairs, "manual", cmd.issued_at, source,
-                           cmd.dpo_overrides, new_examples=state.new_examples)
+        event = _threshold(
+            cmd.user_id,
+            cmd.command_id,
+            generation,
+            state.new_pairs,
+            "manual",
+            cmd.issued_at,
+            source,
+            cmd.dpo_overrides,
+            new_examples=state.new_examples,
+        )
         return Decision((event,), _with(state, generation=generation, new_pairs=0, new_examples=0), done)
     if isinstance(cmd, DeactivatePairs | ReweightPairs):
         return Decision(_bulk(cmd, known_pairs, common), state, done)
     if isinstance(cmd, DeactivatePair | ReweightPair):
         if pair is None:
-            rejected = CommandRejected(event_id=derived_event_id("command-rejected", cid), command_id=cmd.command_id,
-                                       command_type=cmd.command_type, reason=f"no pair {cmd.pair_id} for this user",
-                                       **common)
+            rejected = CommandRejected(
+                event_id=derived_event_id("command-rejected", cid),
+                command_id=cmd.command_id,
+                command_type=cmd.command_type,
+                reason=f"no pair {cmd.pair_id} for this user",
+                **common,
+            )
             return Decision((rejected,), state, done)
         if isinstance(cmd, DeactivatePair):
-            return Decision((PairDeactivated(event_id=derived_event_id("pair-deactivated", cid), pair_id=cmd.pair_id,
-                                             command_id=cmd.command_id, **common),), state, done)
-        return Decision((PairReweighted(event_id=derived_event_id("pair-reweighted", cid), pair_id=cmd.pair_id,
-                                        training_weight=cmd.training_weight, command_id=cmd.command_id, **common),),
-                        state, done)
-    forgotten = UserForgotten(event_id=derived_event_id("user-forgotten", cid), command_id=cmd.command_id,
-                              decider=dict(held or {}), **common)
+            return Decision(
+                (
+                    PairDeactivated(
+                        event_id=derived_event_id("pair-deactivated", cid),
+                        pair_id=cmd.pair_id,
+                        command_id=cmd.command_id,
+                        **common,
+                    ),
+                ),
+                state,
+                done,
+            )
+        return Decision(
+            (
+                PairReweighted(
+                    event_id=derived_event_id("pair-reweighted", cid),
+                    pair_id=cmd.pair_id,
+                    training_weight=cmd.training_weight,
+                    command_id=cmd.command_id,
+                    **common,
+                ),
+            ),
+            state,
+            done,
+        )
+    forgotten = UserForgotten(
+        event_id=derived_event_id("user-forgotten", cid), command_id=cmd.command_id, decider=dict(held or {}), **common
+    )
     # Everything of the user goes (``forget``), but their counters: generations keep counting (request
     # ids must never repeat) and the epoch moves on, so the same corrections can be accepted again later.
     # The ids they had are kept as one-way hashes, so a replay of the log stays erased.
-    return Decision((forgotten,), _with(state, epoch=state.epoch + 1, new_pairs=0, new_examples=0,
-                                        sig_base=state.sig_count), done, forget=True)
+    return Decision(
+        (forgotten,),
+        _with(state, epoch=state.epoch + 1, new_pairs=0, new_examples=0, sig_base=state.sig_count),
+        done,
+        forget=True,
+    )
 
 
 # --- events -----------------------------------------------------------------------------------------
@@ -306,8 +391,9 @@ def _event_id(kind: str, key: str, epoch: int) -> uuid.UUID:
     return derived_event_id(kind, key) if epoch == 0 else derived_event_id(kind, key, f"epoch:{epoch}")
 
 
-def _accepted(fb: FeedbackReceived, source: SourceRef, key: str, quality: float,
-              metadata: dict[str, Any], epoch: int) -> PairAccepted:
+def _accepted(
+    fb: FeedbackReceived, source: SourceRef, key: str, quality: float, metadata: dict[str, Any], epoch: int
+) -> PairAccepted:
     assert fb.corrected_response is not None
     return PairAccepted(
         event_id=_event_id("pair-accepted", key, epoch),
@@ -328,8 +414,14 @@ def _accepted(fb: FeedbackReceived, source: SourceRef, key: str, quality: float,
     )
 
 
-def _rejected(fb: FeedbackReceived, source: SourceRef, reasons: list[RejectionReason], quality: float | None,
-              settings: DecideSettings, epoch: int) -> PairRejected:
+def _rejected(
+    fb: FeedbackReceived,
+    source: SourceRef,
+    reasons: list[RejectionReason],
+    quality: float | None,
+    settings: DecideSettings,
+    epoch: int,
+) -> PairRejected:
     cut = settings.preview_chars
     return PairRejected(
         event_id=_event_id("pair-rejected", str(fb.event_id), epoch),
@@ -348,33 +440,60 @@ def _rejected(fb: FeedbackReceived, source: SourceRef, reasons: list[RejectionRe
     )
 
 
-def _bulk(cmd: DeactivatePairs | ReweightPairs, known: frozenset[uuid.UUID],
-          common: dict[str, Any]) -> tuple[Event, ...]:
+def _bulk(
+    cmd: DeactivatePairs | ReweightPairs, known: frozenset[uuid.UUID], common: dict[str, Any]
+) -> tuple[Event, ...]:
     """One event for the known pairs (in the command's order), one CommandRejected naming the unknown ones."""
     cid = str(cmd.command_id)
     ids = tuple(dict.fromkeys(p for p in cmd.pair_ids if p in known))
     unknown = [p for p in dict.fromkeys(cmd.pair_ids) if p not in known]
     out: list[Event] = []
     if isinstance(cmd, DeactivatePairs) and ids:
-        out.append(PairsDeactivated(event_id=derived_event_id("pairs-deactivated", cid), pair_ids=ids,
-                                    command_id=cmd.command_id, filter=cmd.filter, **common))
+        out.append(
+            PairsDeactivated(
+                event_id=derived_event_id("pairs-deactivated", cid),
+                pair_ids=ids,
+                command_id=cmd.command_id,
+                filter=cmd.filter,
+                **common,
+            )
+        )
     elif isinstance(cmd, ReweightPairs) and ids:
-        out.append(PairsReweighted(event_id=derived_event_id("pairs-reweighted", cid), pair_ids=ids,
-                                   training_weight=cmd.training_weight, command_id=cmd.command_id, filter=cmd.filter,
-                                   **common))
+        out.append(
+            PairsReweighted(
+                event_id=derived_event_id("pairs-reweighted", cid),
+                pair_ids=ids,
+                training_weight=cmd.training_weight,
+                command_id=cmd.command_id,
+                filter=cmd.filter,
+                **common,
+            )
+        )
     if unknown:
         shown = ", ".join(str(p) for p in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-        out.append(CommandRejected(event_id=derived_event_id("command-rejected", cid), command_id=cmd.command_id,
-                                   command_type=cmd.command_type,
-                                   reason=f"{len(unknown)} of {len(cmd.pair_ids)} pairs unknown for this user: {shown}",
-                                   **common))
+        out.append(
+            CommandRejected(
+                event_id=derived_event_id("command-rejected", cid),
+                command_id=cmd.command_id,
+                command_type=cmd.command_type,
+                reason=f"{len(unknown)} of {len(cmd.pair_ids)} pairs unknown for this user: {shown}",
+                **common,
+            )
+        )
     return tuple(out)
 
 
-def _threshold(user_id: str, correlation_id: uuid.UUID, generation: int, new_pairs: int,
-               trigger: Literal["threshold", "manual"],
-               at: Any, source: SourceRef, dpo_overrides: dict[str, int | float] | None = None,
-               new_examples: int = 0) -> TrainingThresholdReached:
+def _threshold(
+    user_id: str,
+    correlation_id: uuid.UUID,
+    generation: int,
+    new_pairs: int,
+    trigger: Literal["threshold", "manual"],
+    at: Any,
+    source: SourceRef,
+    dpo_overrides: dict[str, int | float] | None = None,
+    new_examples: int = 0,
+) -> TrainingThresholdReached:
     return TrainingThresholdReached(
         event_id=threshold_event_id(user_id, generation),
         occurred_at=at,

@@ -127,8 +127,13 @@ class BatchDecider:
             if msg.offset > last + 1:
                 missing = self.read_range(msg.topic, msg.partition, last + 1, msg.offset)
                 if missing:
-                    log.warning("%s[%d]: %d events before offset %d were not delivered; read them from the log",
-                                msg.topic, msg.partition, len(missing), msg.offset)
+                    log.warning(
+                        "%s[%d]: %d events before offset %d were not delivered; read them from the log",
+                        msg.topic,
+                        msg.partition,
+                        len(missing),
+                        msg.offset,
+                    )
                     result.recovered.setdefault((msg.topic, msg.partition), []).extend(m.offset for m in missing)
                     todo = [*missing, msg]
         part.put_through(msg.topic, msg.offset)
@@ -147,11 +152,17 @@ class BatchDecider:
             state = part.user(cmd.user_id)
             cid = str(cmd.command_id)
             seen = part.sighting(seen_key(cmd.user_id, "c", cid))
-            decision = decide_command(cmd, source, state, self._command_pair(cmd, state, part), self.settings,
-                                      seen_before=seen is not None or part.is_spent(cmd.user_id, "c", cid),
-                                      seen_content=seen.content if seen else "",
-                                      held=part.holdings(cmd.user_id) if isinstance(cmd, EraseUser) else None,
-                                      known_pairs=self._known_pairs(cmd, state, part))
+            decision = decide_command(
+                cmd,
+                source,
+                state,
+                self._command_pair(cmd, state, part),
+                self.settings,
+                seen_before=seen is not None or part.is_spent(cmd.user_id, "c", cid),
+                seen_content=seen.content if seen else "",
+                held=part.holdings(cmd.user_id) if isinstance(cmd, EraseUser) else None,
+                known_pairs=self._known_pairs(cmd, state, part),
+            )
             self._apply(msg, part, cmd.user_id, state, decision, None, result, source)
             return
         try:
@@ -198,13 +209,21 @@ class BatchDecider:
         fresh = pair is None or pair.epoch != epoch
         if fresh and fb.corrected_response is not None and _comparable(fb, self.settings):
             minhash = self.hasher.minhash(pair_text(fb.prompt, fb.corrected_response, fb.original_response))
-            lsh, members = self.indexes.get(user, (epoch, state.sig_count),
-                                            lambda: part.user_signatures(user, state))
+            lsh, members = self.indexes.get(user, (epoch, state.sig_count), lambda: part.user_signatures(user, state))
             near = nearest(lsh, members, minhash, self.settings.quality.near_duplicate_jaccard)
         return Lookups(pair=pair, reversed_pair=reversed_pair, near_duplicate=near, pair_key=key), minhash
 
-    def _apply(self, msg: RawMessage, part: PartitionState, user: str, before: UserState, decision: Decision,
-               minhash: Any, result: DecidedBatch, source: SourceRef) -> None:
+    def _apply(
+        self,
+        msg: RawMessage,
+        part: PartitionState,
+        user: str,
+        before: UserState,
+        decision: Decision,
+        minhash: Any,
+        result: DecidedBatch,
+        source: SourceRef,
+    ) -> None:
         if decision.dead_letter is not None:
             dl = decision.dead_letter
             self._dead_letter(msg, dl.reason, dl.detail, result, dl.headers)
@@ -226,8 +245,9 @@ class BatchDecider:
             self.indexes.forget(user)
             return
         if decision.signature_for is not None and minhash is not None:
-            left = part.put_signature(user, after.sig_count - 1, decision.signature_for, minhash.hashvalues,
-                                      after.epoch, after)
+            left = part.put_signature(
+                user, after.sig_count - 1, decision.signature_for, minhash.hashvalues, after.epoch, after
+            )
             # The cached index follows the ring: the signatures it dropped leave the index too.
             self.indexes.add(user, (after.epoch, after.sig_count), decision.signature_for, minhash, removed=left)
         elif after.epoch != before.epoch:
@@ -235,8 +255,9 @@ class BatchDecider:
         if after != before:
             part.put_user(user, after)
 
-    def _dead_letter(self, msg: RawMessage, reason: str, detail: str, result: DecidedBatch,
-                     extra: tuple[tuple[str, str], ...] = ()) -> None:
+    def _dead_letter(
+        self, msg: RawMessage, reason: str, detail: str, result: DecidedBatch, extra: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         result.dead_letters += 1
         result.dead_letter_reasons[reason] += 1
         headers = dead_letter_headers(msg, "decider", reason, detail) + [(k, v.encode()) for k, v in extra]
@@ -246,8 +267,11 @@ class BatchDecider:
 def _comparable(fb: FeedbackReceived, settings: DecideSettings) -> bool:
     """Near-duplicate search only for texts within the length limits (huge texts are rejected anyway)."""
     limit = settings.quality.response_chars[1]
-    return len(fb.prompt) <= settings.quality.prompt_chars[1] and len(fb.original_response) <= limit and len(
-        fb.corrected_response or "") <= limit
+    return (
+        len(fb.prompt) <= settings.quality.prompt_chars[1]
+        and len(fb.original_response) <= limit
+        and len(fb.corrected_response or "") <= limit
+    )
 
 
 def _out(topic: str, event: Event, source: SourceRef, index: int) -> Outgoing:

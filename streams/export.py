@@ -28,8 +28,18 @@ from schemas.events import (
 )
 
 Format = Literal["jsonl", "parquet"]
-EXPORT_COLUMNS = ("prompt", "chosen", "rejected", "pair_id", "user_id", "training_weight", "quality_score",
-                  "confidence_score", "feedback_type", "created_at")
+EXPORT_COLUMNS = (
+    "prompt",
+    "chosen",
+    "rejected",
+    "pair_id",
+    "user_id",
+    "training_weight",
+    "quality_score",
+    "confidence_score",
+    "feedback_type",
+    "created_at",
+)
 
 
 def from_store(store: ClickHouseStore, user_id: str | None) -> list[dict[str, Any]]:
@@ -54,12 +64,22 @@ def from_log(messages: Iterable[RawMessage], user_id: str | None) -> list[dict[s
         if user_id is not None and event.user_id != user_id:
             continue
         if isinstance(event, PairAccepted):
-            pairs.setdefault((event.user_id, str(event.pair_id)), {
-                "prompt": event.prompt, "chosen": event.chosen_response, "rejected": event.rejected_response,
-                "pair_id": str(event.pair_id), "user_id": event.user_id, "training_weight": event.training_weight,
-                "quality_score": event.quality_score, "confidence_score": event.confidence_score,
-                "feedback_type": event.feedback_type, "created_at": event.created_at, "active": True,
-            })
+            pairs.setdefault(
+                (event.user_id, str(event.pair_id)),
+                {
+                    "prompt": event.prompt,
+                    "chosen": event.chosen_response,
+                    "rejected": event.rejected_response,
+                    "pair_id": str(event.pair_id),
+                    "user_id": event.user_id,
+                    "training_weight": event.training_weight,
+                    "quality_score": event.quality_score,
+                    "confidence_score": event.confidence_score,
+                    "feedback_type": event.feedback_type,
+                    "created_at": event.created_at,
+                    "active": True,
+                },
+            )
         elif isinstance(event, PairDeactivated) and (row := pairs.get((event.user_id, str(event.pair_id)))):
             row["active"] = False
         elif isinstance(event, PairReweighted) and (row := pairs.get((event.user_id, str(event.pair_id)))):
@@ -106,8 +126,17 @@ def _ordered(rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield {k: row[k] for k in EXPORT_COLUMNS}
 
 
-_SCHEMA = pa.schema([
-    ("prompt", pa.string()), ("chosen", pa.string()), ("rejected", pa.string()), ("pair_id", pa.string()),
-    ("user_id", pa.string()), ("training_weight", pa.float64()), ("quality_score", pa.float64()),
-    ("confidence_score", pa.float64()), ("feedback_type", pa.string()), ("created_at", pa.timestamp("ms", tz="UTC")),
-])
+_SCHEMA = pa.schema(
+    [
+        ("prompt", pa.string()),
+        ("chosen", pa.string()),
+        ("rejected", pa.string()),
+        ("pair_id", pa.string()),
+        ("user_id", pa.string()),
+        ("training_weight", pa.float64()),
+        ("quality_score", pa.float64()),
+        ("confidence_score", pa.float64()),
+        ("feedback_type", pa.string()),
+        ("created_at", pa.timestamp("ms", tz="UTC")),
+    ]
+)

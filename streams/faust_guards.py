@@ -38,8 +38,12 @@ def repair_acks(consumer: Any, tp: Any) -> None:
     if keep is None:
         return
     with ack_lock:
-        log.info("%s[%d]: dropped %d duplicate or stale acked offsets that held back Faust's commits",
-                 tp.topic, tp.partition, len(acked) - len(keep))
+        log.info(
+            "%s[%d]: dropped %d duplicate or stale acked offsets that held back Faust's commits",
+            tp.topic,
+            tp.partition,
+            len(acked) - len(keep),
+        )
         acked[:] = keep
         consumer._acked_index[tp] = set(keep)
 

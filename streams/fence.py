@@ -80,8 +80,9 @@ def lost_since(ticket: Ticket, owned: Mapping[int, int]) -> frozenset[int]:
     return frozenset(p for p, tenure in ticket.items() if tenure is None or owned.get(p) != tenure)
 
 
-def tenures(partitions: Iterable[int], owned: Mapping[int, int], held: Iterable[int], generation: int,
-            closed: bool) -> dict[int, int | None]:
+def tenures(
+    partitions: Iterable[int], owned: Mapping[int, int], held: Iterable[int], generation: int, closed: bool
+) -> dict[int, int | None]:
     """A ticket: each partition's tenure. A partition the consumer holds before Faust's assignment
     signal reached the fence is held under the current generation (the signal will say the same);
     one the consumer does not hold has none (its events are stale deliveries)."""
@@ -109,8 +110,7 @@ def fence_off(result: DecidedBatch, lost: frozenset[int]) -> tuple[DecidedBatch,
     kept = [out for out in result.outgoing if source_partition(out[3]) not in lost]
     journal = {p: entry for p, entry in result.journal.items() if p not in lost}
     recovered = {tp: offsets for tp, offsets in result.recovered.items() if tp[1] not in lost}
-    dropped = Fenced(lost, outputs=len(result.outgoing) - len(kept),
-                     journal_entries=len(result.journal) - len(journal))
+    dropped = Fenced(lost, outputs=len(result.outgoing) - len(kept), journal_entries=len(result.journal) - len(journal))
     return replace(result, outgoing=kept, journal=journal, recovered=recovered), dropped
 
 

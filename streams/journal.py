@@ -239,8 +239,12 @@ class PartitionState:
 
     def holdings(self, user_id: str) -> dict[str, int]:
         """What this partition's state holds of a user, by kind (what an erasure would drop)."""
-        kinds = {"p": "pair_fingerprints", "x": "example_fingerprints", "f": "feedback_ids_hashed",
-                 "c": "command_ids_hashed"}
+        kinds = {
+            "p": "pair_fingerprints",
+            "x": "example_fingerprints",
+            "f": "feedback_ids_hashed",
+            "c": "command_ids_hashed",
+        }
         out = dict.fromkeys(kinds.values(), 0)
         mem = self.users.get(user_id)
         if mem is None:
@@ -268,7 +272,7 @@ class PartitionState:
                 kind, _, ident = name.partition(SEP)
                 if kind in ("f", "c"):
                     gone.spent.append(spent_key(kind, ident))
-            del gone.spent[:-self.limits.max_sightings_per_user]
+            del gone.spent[: -self.limits.max_sightings_per_user]
             for ring, chunks in (("s", mem.sightings), ("g", mem.signatures)):
                 for slot in range(min(chunks.number, chunks.slots)):
                     key = chunk_key(self.partition, ring, user_id, slot)
@@ -309,8 +313,9 @@ class PartitionState:
         self.through[topic] = offset
         self.moved_through = True
 
-    def put_signature(self, user_id: str, index: int, pair_key: str, signature: np.ndarray, epoch: int,
-                      state: UserState | None = None) -> list[str]:
+    def put_signature(
+        self, user_id: str, index: int, pair_key: str, signature: np.ndarray, epoch: int, state: UserState | None = None
+    ) -> list[str]:
         """Store a signature; returns the pair keys that left the user's signatures (as
         ``user_signatures(user_id, state)`` yields them) because the ring dropped older ones."""
         mem = self._memory(user_id)
@@ -331,16 +336,21 @@ class PartitionState:
 
     def user_value(self, user_id: str) -> dict[str, Any]:
         mem = self.users[user_id]
-        return {"u": user_id, "st": mem.state.to_json(),
-                "s": [mem.sightings.number, mem.sightings.keep, [_sighting_out(e) for e in mem.sightings.open]],
-                "g": [mem.signatures.number, mem.signatures.keep, [_signature_out(e) for e in mem.signatures.open]]}
+        return {
+            "u": user_id,
+            "st": mem.state.to_json(),
+            "s": [mem.sightings.number, mem.sightings.keep, [_sighting_out(e) for e in mem.sightings.open]],
+            "g": [mem.signatures.number, mem.signatures.keep, [_signature_out(e) for e in mem.signatures.open]],
+        }
 
     def load_user(self, value: dict[str, Any], journal: MutableMapping[str, Any]) -> None:
         user_id = str(value["u"])
         mem = self._new_user()
         mem.state = UserState.from_json(value["st"])
-        for ring, chunks, raw, decode in (("s", mem.sightings, value["s"], _sighting_in),
-                                          ("g", mem.signatures, value["g"], _signature_in)):
+        for ring, chunks, raw, decode in (
+            ("s", mem.sightings, value["s"], _sighting_in),
+            ("g", mem.signatures, value["g"], _signature_in),
+        ):
             stored = Ring[Any](chunks.chunk, int(raw[1]), int(raw[0]))
             for number in stored.wanted():
                 chunk = journal.get(chunk_key(self.partition, ring, user_id, number % stored.slots))
@@ -358,7 +368,7 @@ class PartitionState:
     def _rechunk(self, user_id: str, ring: str, stored: Ring[Any], chunks: Ring[Any]) -> None:
         for slot in range(min(stored.number, stored.slots)):
             self.tombstones.append(chunk_key(self.partition, ring, user_id, slot))
-        for entry in list(stored.entries())[-(chunks.keep * chunks.chunk):]:
+        for entry in list(stored.entries())[-(chunks.keep * chunks.chunk) :]:
             closed, _ = chunks.append(entry)
             if closed is not None:
                 out = _sighting_out if ring == "s" else _signature_out
@@ -433,8 +443,9 @@ class DeciderMemory:
                 if key.startswith(prefix_u):
                     state.load_user(value, self.journal)
                 elif key.startswith(prefix_e):
-                    state.erased[key[len(prefix_e):]] = ErasedUser(UserState.from_json(value["st"]),
-                                                                   list(value.get("h", ())))
+                    state.erased[key[len(prefix_e) :]] = ErasedUser(
+                        UserState.from_json(value["st"]), list(value.get("h", ()))
+                    )
             state.old_keys = old  # left over from a migration that was cut short: the keyed form holds them
         elif old:
             for key in old:
@@ -443,16 +454,27 @@ class DeciderMemory:
                     state.fold_old(value)
             state.old_keys = old
             state.moved_through = True
-            log.warning("partition %d: decider journal of the old form (%d entries) folded into the keyed form; "
-                        "its entries are deleted once the keyed form is written", partition, len(old))
+            log.warning(
+                "partition %d: decider journal of the old form (%d entries) folded into the keyed form; "
+                "its entries are deleted once the keyed form is written",
+                partition,
+                len(old),
+            )
         if state.users or state.erased:
-            log.info("partition %d: decider state loaded (%d users, %d erased)", partition, len(state.users),
-                     len(state.erased))
+            log.info(
+                "partition %d: decider state loaded (%d users, %d erased)",
+                partition,
+                len(state.users),
+                len(state.erased),
+            )
         return state
 
     def touched(self) -> list[PartitionState]:
-        return [p for p in self._partitions.values()
-                if p.dirty or p.moved_through or p.tombstones or p.dirty_erased or p.old_keys]
+        return [
+            p
+            for p in self._partitions.values()
+            if p.dirty or p.moved_through or p.tombstones or p.dirty_erased or p.old_keys
+        ]
 
     def drain_writes(self, state: PartitionState) -> list[Write]:
         """The writes for a partition's changes, in the order they must land (see the module

@@ -24,8 +24,12 @@ Position = tuple[int, int]  # (source offset, index of the output among that eve
 
 
 def source_headers(topic: str, partition: int, offset: int, index: int = 0) -> list[tuple[str, bytes]]:
-    return [(SRC_TOPIC, topic.encode()), (SRC_PARTITION, str(partition).encode()), (SRC_OFFSET, str(offset).encode()),
-            (SRC_INDEX, str(index).encode())]
+    return [
+        (SRC_TOPIC, topic.encode()),
+        (SRC_PARTITION, str(partition).encode()),
+        (SRC_OFFSET, str(offset).encode()),
+        (SRC_INDEX, str(index).encode()),
+    ]
 
 
 class OutputMarks:
@@ -52,9 +56,16 @@ class OutputMarks:
 
     def _scan(self, partition: int) -> None:
         """Read the tail of the output partition with the same number (the topics are co-partitioned)."""
-        consumer = Consumer(client_config(self.connection, **{
-            "group.id": "samtuner-output-marks", "enable.auto.commit": False,
-            "fetch.message.max.bytes": 17 * 1024 * 1024}))
+        consumer = Consumer(
+            client_config(
+                self.connection,
+                **{
+                    "group.id": "samtuner-output-marks",
+                    "enable.auto.commit": False,
+                    "fetch.message.max.bytes": 17 * 1024 * 1024,
+                },
+            )
+        )
         try:
             tp = TopicPartition(self.output_topic, partition)
             low, high = consumer.get_watermark_offsets(tp, timeout=self.timeout_s)

@@ -92,8 +92,14 @@ class ProjectionSink(Protocol):
 
     def labelled_examples(self, user_id: str) -> list[dict[str, Any]]: ...
 
-    def update_pairs(self, user_id: str, pair_ids: Sequence[uuid.UUID], version: int, is_active: bool | None = None,
-                     training_weight: float | None = None) -> None: ...
+    def update_pairs(
+        self,
+        user_id: str,
+        pair_ids: Sequence[uuid.UUID],
+        version: int,
+        is_active: bool | None = None,
+        training_weight: float | None = None,
+    ) -> None: ...
 
     def dataset_uris(self, user_id: str) -> list[str]: ...
 
@@ -127,8 +133,14 @@ class ClickHouseSink:
             {"user": user_id},
         )
 
-    def update_pairs(self, user_id: str, pair_ids: Sequence[uuid.UUID], version: int, is_active: bool | None = None,
-                     training_weight: float | None = None) -> None:
+    def update_pairs(
+        self,
+        user_id: str,
+        pair_ids: Sequence[uuid.UUID],
+        version: int,
+        is_active: bool | None = None,
+        training_weight: float | None = None,
+    ) -> None:
         # A ReplacingMergeTree update: the rows again, changed, with a higher version. Server-side, so
         # the texts never travel. Columns of the SELECT are the table's, in order.
         changes = ["{version:UInt64} AS version", "now64(3) AS updated_at"]
@@ -181,7 +193,9 @@ class ClickHouseSink:
                 self.store.command(
                     f"INSERT INTO {table} SELECT * REPLACE ({{key:String}} AS user_id, true AS revoked, '' AS uri, "
                     f"'{{}}' AS files, [] AS train_pair_ids, [] AS heldout_pair_ids) FROM "
-                    f"(SELECT * FROM {table} FINAL WHERE {where})", params)
+                    f"(SELECT * FROM {table} FINAL WHERE {where})",
+                    params,
+                )
             # A mutation that rewrites the parts: the rows are gone from disk when it returns.
             self.store.command(f"ALTER TABLE {table} DELETE WHERE {where} SETTINGS mutations_sync = 1", params)
         return removed
@@ -237,8 +251,15 @@ COLUMNS = {
     "answer_feedback": R.ANSWER_FEEDBACK_COLUMNS,
     "training_progress": R.PROGRESS_COLUMNS,
 }
-ACTING = (TrainingThresholdReached, PairDeactivated, PairReweighted, PairsDeactivated, PairsReweighted, UserForgotten,
-          UserErased)
+ACTING = (
+    TrainingThresholdReached,
+    PairDeactivated,
+    PairReweighted,
+    PairsDeactivated,
+    PairsReweighted,
+    UserForgotten,
+    UserErased,
+)
 
 
 class Projector:
@@ -360,17 +381,29 @@ class Projector:
             if request is not None:
                 result.training_requests.append(request)
         elif isinstance(event, PairDeactivated):
-            self._retrying("deactivate a pair", lambda: self.sink.update_pairs(
-                event.user_id, [event.pair_id], msg.offset, is_active=False))
+            self._retrying(
+                "deactivate a pair",
+                lambda: self.sink.update_pairs(event.user_id, [event.pair_id], msg.offset, is_active=False),
+            )
         elif isinstance(event, PairReweighted):
-            self._retrying("reweight a pair", lambda: self.sink.update_pairs(
-                event.user_id, [event.pair_id], msg.offset, training_weight=event.training_weight))
+            self._retrying(
+                "reweight a pair",
+                lambda: self.sink.update_pairs(
+                    event.user_id, [event.pair_id], msg.offset, training_weight=event.training_weight
+                ),
+            )
         elif isinstance(event, PairsDeactivated):
-            self._retrying("deactivate pairs", lambda: self.sink.update_pairs(
-                event.user_id, event.pair_ids, msg.offset, is_active=False))
+            self._retrying(
+                "deactivate pairs",
+                lambda: self.sink.update_pairs(event.user_id, event.pair_ids, msg.offset, is_active=False),
+            )
         elif isinstance(event, PairsReweighted):
-            self._retrying("reweight pairs", lambda: self.sink.update_pairs(
-                event.user_id, event.pair_ids, msg.offset, training_weight=event.training_weight))
+            self._retrying(
+                "reweight pairs",
+                lambda: self.sink.update_pairs(
+                    event.user_id, event.pair_ids, msg.offset, training_weight=event.training_weight
+                ),
+            )
         elif isinstance(event, UserForgotten):
             self._erase(event)
             result.erased_users += 1
@@ -397,15 +430,24 @@ class Projector:
             generation=event.generation,
             trigger=event.trigger,
             triggered_at=event.triggered_at,
-            dataset=DatasetRef(uri=uri, sha256=sha, rows=len(pairs) + len(examples),
-                               pair_ids=tuple(uuid.UUID(str(p["pair_id"])) for p in pairs),
-                               example_ids=tuple(uuid.UUID(str(e["example_id"])) for e in examples)),
+            dataset=DatasetRef(
+                uri=uri,
+                sha256=sha,
+                rows=len(pairs) + len(examples),
+                pair_ids=tuple(uuid.UUID(str(p["pair_id"])) for p in pairs),
+                example_ids=tuple(uuid.UUID(str(e["example_id"])) for e in examples),
+            ),
             dpo_overrides=event.dpo_overrides,
         )
         self.publisher.publish(self.topics.training, request)
         self.known_requests.add(str(request_id))
-        log.info("training requested for a user: generation %d, %d pairs, %d labelled examples, dataset %s",
-                 event.generation, len(pairs), len(examples), sha[:12])
+        log.info(
+            "training requested for a user: generation %d, %d pairs, %d labelled examples, dataset %s",
+            event.generation,
+            len(pairs),
+            len(examples),
+            sha[:12],
+        )
         return request
 
     def _erase(self, event: UserForgotten | UserErased, report: bool = True) -> None:
@@ -430,21 +472,42 @@ class Projector:
         files["adapters"] = _remove_tree(self.artifacts.root / "adapters" / user_key(user))
         for rid in requests:
             files["checkpoints"] += _remove_tree(self.artifacts.root / "checkpoints" / rid)
-        self.publisher.publish(self.topics.adapters, AdapterRevoked(
-            event_id=derived_event_id("adapter-revoked", str(event.command_id)), user_id=user,
-            correlation_id=event.correlation_id, occurred_at=event.occurred_at, reason="user erased"))
+        self.publisher.publish(
+            self.topics.adapters,
+            AdapterRevoked(
+                event_id=derived_event_id("adapter-revoked", str(event.command_id)),
+                user_id=user,
+                correlation_id=event.correlation_id,
+                occurred_at=event.occurred_at,
+                reason="user erased",
+            ),
+        )
         if report and isinstance(event, UserForgotten):
-            self.publisher.publish(self.topics.pairs, UserErased(
-                event_id=derived_event_id("user-erased", str(event.command_id)), user_id=user,
-                correlation_id=event.correlation_id, occurred_at=event.occurred_at, command_id=event.command_id,
-                report=ErasureReport(decider=event.decider, rows=rows, files=files, kept=KEPT)))
-        log.info("a user was erased: %d rows deleted from %d tables; %d snapshots, %d adapter files and %d checkpoint "
-                 "files removed", sum(rows.values()), sum(1 for n in rows.values() if n), files["datasets"],
-                 files["adapters"], files["checkpoints"])
+            self.publisher.publish(
+                self.topics.pairs,
+                UserErased(
+                    event_id=derived_event_id("user-erased", str(event.command_id)),
+                    user_id=user,
+                    correlation_id=event.correlation_id,
+                    occurred_at=event.occurred_at,
+                    command_id=event.command_id,
+                    report=ErasureReport(decider=event.decider, rows=rows, files=files, kept=KEPT),
+                ),
+            )
+        log.info(
+            "a user was erased: %d rows deleted from %d tables; %d snapshots, %d adapter files and %d checkpoint "
+            "files removed",
+            sum(rows.values()),
+            sum(1 for n in rows.values() if n),
+            files["datasets"],
+            files["adapters"],
+            files["checkpoints"],
+        )
 
     def _dead_letter(self, msg: RawMessage, reason: str, detail: str) -> None:
-        self.publisher.publish_raw(self.topics.dlq, msg.key, msg.value,
-                                   dead_letter_headers(msg, "projector", reason, detail))
+        self.publisher.publish_raw(
+            self.topics.dlq, msg.key, msg.value, dead_letter_headers(msg, "projector", reason, detail)
+        )
 
 
 def _remove_tree(path: Path) -> int:

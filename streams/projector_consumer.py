@@ -53,8 +53,9 @@ def projector_topics(topics: Topics) -> list[str]:
 
 
 class ProjectorConsumer:
-    def __init__(self, cfg: Config, projector: Projector, stats: ProjectorStats | None = None,
-                 metrics: RoleMetrics | None = None) -> None:
+    def __init__(
+        self, cfg: Config, projector: Projector, stats: ProjectorStats | None = None, metrics: RoleMetrics | None = None
+    ) -> None:
         self.cfg = cfg
         self.projector = projector
         self.stats = stats or ProjectorStats()
@@ -70,27 +71,39 @@ class ProjectorConsumer:
         if now - at < every_s:
             return
         n = self.stats.events - events
-        log.info("projector: %d events in %.0fs (%.0f/s), %.0f us per event in ClickHouse writes; %d batches in all",
-                 n, now - at, n / (now - at), (self.stats.project_s - spent) / max(n, 1) * 1e6, self.stats.batches)
+        log.info(
+            "projector: %d events in %.0fs (%.0f/s), %.0f us per event in ClickHouse writes; %d batches in all",
+            n,
+            now - at,
+            n / (now - at),
+            (self.stats.project_s - spent) / max(n, 1) * 1e6,
+            self.stats.batches,
+        )
         self._last = (now, self.stats.events, self.stats.project_s)
 
     def run(self, stop: threading.Event) -> None:
         self.projector.known_requests |= known_requests(self.cfg)
-        consumer = Consumer(client_config(self.cfg.kafka, **{
-            "group.id": f"{self.cfg.streams.app_id}-projector",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "fetch.message.max.bytes": 17 * 1024 * 1024,
-            "max.poll.interval.ms": 600_000,
-            "session.timeout.ms": int(self.cfg.streams.session_timeout_s * 1000),
-        }))
+        consumer = Consumer(
+            client_config(
+                self.cfg.kafka,
+                **{
+                    "group.id": f"{self.cfg.streams.app_id}-projector",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "fetch.message.max.bytes": 17 * 1024 * 1024,
+                    "max.poll.interval.ms": 600_000,
+                    "session.timeout.ms": int(self.cfg.streams.session_timeout_s * 1000),
+                },
+            )
+        )
         consumer.subscribe(projector_topics(self.topics))
         self.metrics.gauges.lag = lambda: consumer_lag(consumer)
         self.ready.set()
         try:
             while not stop.is_set():
-                batch = consumer.consume(num_messages=self.cfg.streams.batch_size,
-                                         timeout=self.cfg.streams.batch_timeout_s)
+                batch = consumer.consume(
+                    num_messages=self.cfg.streams.batch_size, timeout=self.cfg.streams.batch_timeout_s
+                )
                 messages = [to_raw_message(m) for m in batch if m.error() is None]
                 for m in batch:
                     error = m.error()

@@ -43,8 +43,9 @@ def required_texts(fb: FeedbackReceived) -> list[RejectionReason]:
     return out
 
 
-def _length(field: str, text: str, chars: tuple[int, int], tokens: tuple[int, int],
-            count_tokens: TokenCounter) -> list[RejectionReason]:
+def _length(
+    field: str, text: str, chars: tuple[int, int], tokens: tuple[int, int], count_tokens: TokenCounter
+) -> list[RejectionReason]:
     n = len(text)
     if n > chars[1]:
         return [reason(f"{field}_too_long", f"{n} characters > {chars[1]}")]

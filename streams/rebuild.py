@@ -60,8 +60,10 @@ def select_tables(names: Iterable[str] | None) -> tuple[str, ...]:
     chosen = sorted(set(names or ()))
     unknown = [n for n in chosen if n not in COLUMNS]
     if unknown:
-        raise UnknownProjection(f"unknown table{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-                                f"the projection tables are: {', '.join(PROJECTIONS)}")
+        raise UnknownProjection(
+            f"unknown table{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"the projection tables are: {', '.join(PROJECTIONS)}"
+        )
     return tuple(chosen) or PROJECTIONS
 
 
@@ -74,8 +76,14 @@ class RefusingPublisher:
     def publish(self, topic: str, event: Event) -> None:
         raise RebuildError(f"a rebuild must publish nothing, but the projector tried {type(event).__name__} to {topic}")
 
-    def publish_raw(self, topic: str, key: bytes | None, value: bytes | None,
-                    headers: Sequence[tuple[str, bytes]] | None = None, timestamp_ms: int | None = None) -> None:
+    def publish_raw(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None:
         raise RebuildError(f"a rebuild must publish nothing, but the projector tried a message to {topic}")
 
     def flush(self, timeout_s: float = 30.0) -> None:
@@ -99,8 +107,14 @@ class SelectedSink:
     def labelled_examples(self, user_id: str) -> list[dict[str, Any]]:
         return self.sink.labelled_examples(user_id)
 
-    def update_pairs(self, user_id: str, pair_ids: Sequence[Any], version: int, is_active: bool | None = None,
-                     training_weight: float | None = None) -> None:
+    def update_pairs(
+        self,
+        user_id: str,
+        pair_ids: Sequence[Any],
+        version: int,
+        is_active: bool | None = None,
+        training_weight: float | None = None,
+    ) -> None:
         if "preference_pairs" in self.tables:
             self.sink.update_pairs(user_id, pair_ids, version, is_active=is_active, training_weight=training_weight)
 
@@ -119,8 +133,13 @@ class SelectedSink:
 
 def replaying_projector(sink: ProjectionSink, cfg: Config, tables: Iterable[str]) -> Projector:
     # The artifact store is never used with effects=False (no snapshot, no file removed).
-    return Projector(SelectedSink(sink, tables), ArtifactStore(cfg.artifact_root), RefusingPublisher(),
-                     Topics(cfg.kafka.topic_prefix), effects=False)
+    return Projector(
+        SelectedSink(sink, tables),
+        ArtifactStore(cfg.artifact_root),
+        RefusingPublisher(),
+        Topics(cfg.kafka.topic_prefix),
+        effects=False,
+    )
 
 
 # -- time-ordered replay of many partitions --------------------------------------------------
@@ -169,17 +188,23 @@ class TimeOrderedMerge:
 
 def _reader(cfg: Config) -> Consumer:
     # assign() only and no commit, ever: the live projector's group and its offsets are never touched.
-    return Consumer(client_config(cfg.kafka, **{
-        "group.id": f"{cfg.streams.app_id}-rebuild",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "enable.partition.eof": True,
-        "fetch.message.max.bytes": 17 * 1024 * 1024,
-    }))
+    return Consumer(
+        client_config(
+            cfg.kafka,
+            **{
+                "group.id": f"{cfg.streams.app_id}-rebuild",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "enable.partition.eof": True,
+                "fetch.message.max.bytes": 17 * 1024 * 1024,
+            },
+        )
+    )
 
 
-def source_ranges(consumer: Consumer, topics: Sequence[str], since: Mapping[Partition, int] | None = None,
-                  timeout_s: float = 30.0) -> Ranges:
+def source_ranges(
+    consumer: Consumer, topics: Sequence[str], since: Mapping[Partition, int] | None = None, timeout_s: float = 30.0
+) -> Ranges:
     """Every partition of ``topics``: (start, end) with end the high watermark now; start the log start,
     or ``since`` where given (a catch-up)."""
     out: Ranges = {}
@@ -197,8 +222,9 @@ def source_ranges(consumer: Consumer, topics: Sequence[str], since: Mapping[Part
     return out
 
 
-def replay(consumer: Consumer, ranges: Ranges, batch_size: int, timeout_s: float = 30.0,
-           cap: int = 2000) -> Iterator[list[RawMessage]]:
+def replay(
+    consumer: Consumer, ranges: Ranges, batch_size: int, timeout_s: float = 30.0, cap: int = 2000
+) -> Iterator[list[RawMessage]]:
     """The messages of ``ranges`` in time order, in batches of at most ``batch_size``."""
     todo = {tp: r for tp, r in ranges.items() if r[1] > r[0]}
     if not todo:
@@ -291,8 +317,9 @@ class RebuildProgress:
 
     def line(self) -> str:
         topics = ", ".join(f"{t} {a}/{b}" for t, (a, b) in self.topics().items())
-        return (f"{self.phase}: {topics}; {sum(self.rows.values())} rows written "
-                f"({time.monotonic() - self.started:.0f}s)")
+        return (
+            f"{self.phase}: {topics}; {sum(self.rows.values())} rows written ({time.monotonic() - self.started:.0f}s)"
+        )
 
 
 @dataclass(frozen=True)
@@ -309,8 +336,13 @@ class RebuildReport:
 Progress = Callable[[RebuildProgress], None]
 
 
-def _project_all(projector: Projector, batches: Iterable[list[RawMessage]], progress: RebuildProgress,
-                 on_progress: Progress, every_s: float) -> None:
+def _project_all(
+    projector: Projector,
+    batches: Iterable[list[RawMessage]],
+    progress: RebuildProgress,
+    on_progress: Progress,
+    every_s: float,
+) -> None:
     last = time.monotonic()
     for batch in batches:
         result = projector.project(batch)
@@ -330,15 +362,21 @@ def _open(cfg: Config, database: str | None = None) -> ClickHouseStore:
             f"the embedded ClickHouse store at {redact_url(cfg.clickhouse_dsn)} is open in {who} (`samtuner run` or "
             f"`samtuner streams`?): a chDB store opens in one process only. Stop that process (SIGTERM"
             f"{f', kill {holder}' if holder > 0 else ''}) and run the rebuild again; nothing was changed. To rebuild "
-            "while the pipeline runs, use a ClickHouse server (clickhouse.dsn)")
+            "while the pipeline runs, use a ClickHouse server (clickhouse.dsn)"
+        )
     try:
         return open_store(cfg, database)
     except InfraError as exc:
         raise RebuildError(f"cannot open the store: {exc}") from exc
 
 
-def rebuild(cfg: Config, tables: Iterable[str] | None = None, on_progress: Progress = lambda p: None,
-            every_s: float = 1.0, timeout_s: float = 30.0) -> RebuildReport:
+def rebuild(
+    cfg: Config,
+    tables: Iterable[str] | None = None,
+    on_progress: Progress = lambda p: None,
+    every_s: float = 1.0,
+    timeout_s: float = 30.0,
+) -> RebuildReport:
     """Rebuild ``tables`` (default: every projection) from the topics; see the module docstring."""
     chosen = select_tables(tables)
     started = time.monotonic()
@@ -349,8 +387,15 @@ def rebuild(cfg: Config, tables: Iterable[str] | None = None, on_progress: Progr
         live.close()
 
 
-def _rebuild(cfg: Config, live: ClickHouseStore, chosen: tuple[str, ...], started: float, on_progress: Progress,
-             every_s: float, timeout_s: float) -> RebuildReport:
+def _rebuild(
+    cfg: Config,
+    live: ClickHouseStore,
+    chosen: tuple[str, ...],
+    started: float,
+    on_progress: Progress,
+    every_s: float,
+    timeout_s: float,
+) -> RebuildReport:
     fresh: ClickHouseStore | None = None
     consumer = _reader(cfg)
     try:
@@ -361,15 +406,24 @@ def _rebuild(cfg: Config, live: ClickHouseStore, chosen: tuple[str, ...], starte
             raise RebuildError(f"cannot prepare the live database {live.database}: {exc}") from exc
         sources = projector_topics(Topics(cfg.kafka.topic_prefix))
         ranges = source_ranges(consumer, sources, timeout_s=timeout_s)
-        log.info("rebuilding %s in %s from %d messages", ", ".join(chosen), name,
-                 sum(end - start for start, end in ranges.values()))
+        log.info(
+            "rebuilding %s in %s from %d messages",
+            ", ".join(chosen),
+            name,
+            sum(end - start for start, end in ranges.values()),
+        )
         progress = RebuildProgress("replay", ranges)
         keep = False
         try:
             fresh = _open(cfg, name)
             fresh.migrate()
-            _project_all(replaying_projector(ClickHouseSink(fresh), cfg, chosen),
-                         replay(consumer, ranges, cfg.streams.batch_size, timeout_s), progress, on_progress, every_s)
+            _project_all(
+                replaying_projector(ClickHouseSink(fresh), cfg, chosen),
+                replay(consumer, ranges, cfg.streams.batch_size, timeout_s),
+                progress,
+                on_progress,
+                every_s,
+            )
             how = live.swap_tables(live.database, name, chosen)
         except SwapIncomplete as exc:
             keep = True  # it holds live tables now
@@ -385,17 +439,30 @@ def _rebuild(cfg: Config, live: ClickHouseStore, chosen: tuple[str, ...], starte
                     live.drop_database(name)
         # What arrived during the rebuild: into the swapped tables, from where the replay stopped.
         try:
-            gap = source_ranges(consumer, sources, since={tp: end for tp, (_, end) in ranges.items()},
-                                timeout_s=timeout_s)
+            gap = source_ranges(
+                consumer, sources, since={tp: end for tp, (_, end) in ranges.items()}, timeout_s=timeout_s
+            )
             catch_up = RebuildProgress("catch-up", gap)
-            _project_all(replaying_projector(ClickHouseSink(live), cfg, chosen),
-                         replay(consumer, gap, cfg.streams.batch_size, timeout_s), catch_up, on_progress, every_s)
+            _project_all(
+                replaying_projector(ClickHouseSink(live), cfg, chosen),
+                replay(consumer, gap, cfg.streams.batch_size, timeout_s),
+                catch_up,
+                on_progress,
+                every_s,
+            )
         except (InfraError, KafkaException, RebuildError) as exc:
-            raise RebuildError(f"the tables were swapped in, but catching up with the messages that arrived during "
-                               f"the rebuild failed (the live projector, if running, writes them too): {exc}") from exc
+            raise RebuildError(
+                f"the tables were swapped in, but catching up with the messages that arrived during "
+                f"the rebuild failed (the live projector, if running, writes them too): {exc}"
+            ) from exc
         return RebuildReport(
-            tables=chosen, database=name, swap=how,
-            messages={t: b for t, (_, b) in progress.topics().items()}, rows=dict(progress.rows),
-            caught_up=sum(end - start for start, end in gap.values()), seconds=time.monotonic() - started)
+            tables=chosen,
+            database=name,
+            swap=how,
+            messages={t: b for t, (_, b) in progress.topics().items()},
+            rows=dict(progress.rows),
+            caught_up=sum(end - start for start, end in gap.values()),
+            seconds=time.monotonic() - started,
+        )
     finally:
         consumer.close()

@@ -28,40 +28,102 @@ from schemas.events import (
 )
 
 PAIR_COLUMNS = (
-    "pair_id", "user_id", "prompt", "chosen_response", "rejected_response", "confidence_score",
-    "quality_score", "feedback_type", "created_at", "is_active", "training_weight", "metadata",
-    "feedback_event_id", "correlation_id", "source_topic", "source_partition", "source_offset",
-    "version", "updated_at",
+    "pair_id",
+    "user_id",
+    "prompt",
+    "chosen_response",
+    "rejected_response",
+    "confidence_score",
+    "quality_score",
+    "feedback_type",
+    "created_at",
+    "is_active",
+    "training_weight",
+    "metadata",
+    "feedback_event_id",
+    "correlation_id",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "version",
+    "updated_at",
 )
 
 
 def pair_row(e: PairAccepted, version: int) -> list[Any]:
     return [
-        e.pair_id, e.user_id, e.prompt, e.chosen_response, e.rejected_response, e.confidence_score,
-        e.quality_score, e.feedback_type, e.created_at, True, e.training_weight,
-        json.dumps(e.metadata, sort_keys=True), e.feedback_event_id, e.correlation_id, e.source.topic,
-        e.source.partition, e.source.offset, version, e.occurred_at,
+        e.pair_id,
+        e.user_id,
+        e.prompt,
+        e.chosen_response,
+        e.rejected_response,
+        e.confidence_score,
+        e.quality_score,
+        e.feedback_type,
+        e.created_at,
+        True,
+        e.training_weight,
+        json.dumps(e.metadata, sort_keys=True),
+        e.feedback_event_id,
+        e.correlation_id,
+        e.source.topic,
+        e.source.partition,
+        e.source.offset,
+        version,
+        e.occurred_at,
     ]
 
 
 REJECTED_COLUMNS = (
-    "feedback_event_id", "user_id", "feedback_type", "reason_codes", "reason_details", "quality_score",
-    "prompt", "chosen_response", "rejected_response", "created_at", "correlation_id", "source_topic",
-    "source_partition", "source_offset",
+    "feedback_event_id",
+    "user_id",
+    "feedback_type",
+    "reason_codes",
+    "reason_details",
+    "quality_score",
+    "prompt",
+    "chosen_response",
+    "rejected_response",
+    "created_at",
+    "correlation_id",
+    "source_topic",
+    "source_partition",
+    "source_offset",
 )
 
 
 def rejected_row(e: PairRejected) -> list[Any]:
     return [
-        e.feedback_event_id, e.user_id, e.feedback_type, [r.code for r in e.reasons],
-        [r.detail for r in e.reasons], e.quality_score, e.prompt, e.chosen_response, e.rejected_response,
-        e.created_at, e.correlation_id, e.source.topic, e.source.partition, e.source.offset,
+        e.feedback_event_id,
+        e.user_id,
+        e.feedback_type,
+        [r.code for r in e.reasons],
+        [r.detail for r in e.reasons],
+        e.quality_score,
+        e.prompt,
+        e.chosen_response,
+        e.rejected_response,
+        e.created_at,
+        e.correlation_id,
+        e.source.topic,
+        e.source.partition,
+        e.source.offset,
     ]
 
 
 DEAD_LETTER_COLUMNS = (
-    "source_topic", "source_partition", "source_offset", "stage", "reason", "error", "key",
-    "payload_preview", "payload_bytes", "payload_sha256", "failed_at", "user_id",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "stage",
+    "reason",
+    "error",
+    "key",
+    "payload_preview",
+    "payload_bytes",
+    "payload_sha256",
+    "failed_at",
+    "user_id",
 )
 
 
@@ -98,21 +160,52 @@ def dead_letter_row(headers: dict[str, str], key: bytes | None, value: bytes | N
 
 
 TRAINING_REQUEST_COLUMNS = (
-    "request_id", "user_id", "generation", "trigger", "triggered_at", "dataset_uri", "dataset_sha256",
-    "dataset_rows", "requested_at", "pair_ids", "dpo_overrides",
+    "request_id",
+    "user_id",
+    "generation",
+    "trigger",
+    "triggered_at",
+    "dataset_uri",
+    "dataset_sha256",
+    "dataset_rows",
+    "requested_at",
+    "pair_ids",
+    "dpo_overrides",
 )
 
 
 def training_request_row(e: TrainingRequested) -> list[Any]:
     return [
-        e.request_id, e.user_id, e.generation, e.trigger, e.triggered_at, e.dataset.uri, e.dataset.sha256,
-        e.dataset.rows, e.occurred_at, list(e.dataset.pair_ids), json.dumps(e.dpo_overrides, sort_keys=True),
+        e.request_id,
+        e.user_id,
+        e.generation,
+        e.trigger,
+        e.triggered_at,
+        e.dataset.uri,
+        e.dataset.sha256,
+        e.dataset.rows,
+        e.occurred_at,
+        list(e.dataset.pair_ids),
+        json.dumps(e.dpo_overrides, sort_keys=True),
     ]
 
 
 PROGRESS_COLUMNS = (
-    "request_id", "user_id", "attempt", "step", "total_steps", "epoch", "loss", "eval_loss", "reward_accuracy",
-    "reward_margin", "metrics", "eta_s", "occurred_at", "source_partition", "source_offset",
+    "request_id",
+    "user_id",
+    "attempt",
+    "step",
+    "total_steps",
+    "epoch",
+    "loss",
+    "eval_loss",
+    "reward_accuracy",
+    "reward_margin",
+    "metrics",
+    "eta_s",
+    "occurred_at",
+    "source_partition",
+    "source_offset",
 )
 
 
@@ -120,15 +213,40 @@ def progress_row(e: TrainingProgressed, partition: int, offset: int) -> list[Any
     """One point of a job's curve; a held-out evaluation has no loss and an ``eval_loss``."""
     m = e.metrics
     return [
-        e.request_id, e.user_id, e.attempt, e.step, e.total_steps, e.epoch, e.loss, m.get("eval_loss"),
-        m.get("rewards/accuracies", m.get("eval_rewards/accuracies")), m.get("rewards/margins",
-        m.get("eval_rewards/margins")), json.dumps(m, sort_keys=True), e.eta_s, e.occurred_at, partition, offset,
+        e.request_id,
+        e.user_id,
+        e.attempt,
+        e.step,
+        e.total_steps,
+        e.epoch,
+        e.loss,
+        m.get("eval_loss"),
+        m.get("rewards/accuracies", m.get("eval_rewards/accuracies")),
+        m.get("rewards/margins", m.get("eval_rewards/margins")),
+        json.dumps(m, sort_keys=True),
+        e.eta_s,
+        e.occurred_at,
+        partition,
+        offset,
     ]
 
 
 JOB_COLUMNS = (
-    "request_id", "user_id", "status", "attempt", "step", "total_steps", "loss", "adapter_version", "cause",
-    "metrics", "updated_at", "version", "worker", "epoch", "eta_s",
+    "request_id",
+    "user_id",
+    "status",
+    "attempt",
+    "step",
+    "total_steps",
+    "loss",
+    "adapter_version",
+    "cause",
+    "metrics",
+    "updated_at",
+    "version",
+    "worker",
+    "epoch",
+    "eta_s",
 )
 
 
@@ -160,8 +278,21 @@ def job_row(e: Event, version: int) -> list[Any] | None:
     else:
         return None
     return [
-        request_id, e.user_id, status, attempt, step, total, loss, adapter_version, cause,
-        json.dumps(metrics, sort_keys=True), e.occurred_at, version, worker, epoch, eta_s,
+        request_id,
+        e.user_id,
+        status,
+        attempt,
+        step,
+        total,
+        loss,
+        adapter_version,
+        cause,
+        json.dumps(metrics, sort_keys=True),
+        e.occurred_at,
+        version,
+        worker,
+        epoch,
+        eta_s,
     ]
 
 
@@ -174,47 +305,107 @@ def attempt_row(e: TrainingStarted) -> list[Any]:
 
 
 ADAPTER_COLUMNS = (
-    "user_id", "version", "request_id", "uri", "files", "base_model", "base_model_sha256", "dataset_sha256",
-    "metrics", "published_at", "config_sha256", "train_pair_ids", "heldout_pair_ids", "parent_version",
-    "baseline_metrics", "libraries",
+    "user_id",
+    "version",
+    "request_id",
+    "uri",
+    "files",
+    "base_model",
+    "base_model_sha256",
+    "dataset_sha256",
+    "metrics",
+    "published_at",
+    "config_sha256",
+    "train_pair_ids",
+    "heldout_pair_ids",
+    "parent_version",
+    "baseline_metrics",
+    "libraries",
 )
 
 
 def adapter_row(e: AdapterPublished) -> list[Any]:
     return [
-        e.user_id, e.version, e.request_id, e.uri, json.dumps(e.files, sort_keys=True), e.base_model.name_or_path,
-        e.base_model.weights_sha256, e.dataset_sha256, json.dumps(e.metrics, sort_keys=True), e.occurred_at,
-        e.config_sha256, list(e.train_pair_ids), list(e.heldout_pair_ids), e.parent_version,
-        json.dumps(e.baseline_metrics, sort_keys=True), json.dumps(e.libraries, sort_keys=True),
+        e.user_id,
+        e.version,
+        e.request_id,
+        e.uri,
+        json.dumps(e.files, sort_keys=True),
+        e.base_model.name_or_path,
+        e.base_model.weights_sha256,
+        e.dataset_sha256,
+        json.dumps(e.metrics, sort_keys=True),
+        e.occurred_at,
+        e.config_sha256,
+        list(e.train_pair_ids),
+        list(e.heldout_pair_ids),
+        e.parent_version,
+        json.dumps(e.baseline_metrics, sort_keys=True),
+        json.dumps(e.libraries, sort_keys=True),
     ]
 
 
 EXAMPLE_COLUMNS = (
-    "example_id", "user_id", "prompt", "response", "desirable", "confidence_score", "created_at", "metadata",
-    "feedback_event_id", "correlation_id", "source_topic", "source_partition", "source_offset",
+    "example_id",
+    "user_id",
+    "prompt",
+    "response",
+    "desirable",
+    "confidence_score",
+    "created_at",
+    "metadata",
+    "feedback_event_id",
+    "correlation_id",
+    "source_topic",
+    "source_partition",
+    "source_offset",
 )
 
 
 def example_row(e: LabelledExampleAccepted) -> list[Any]:
     return [
-        e.example_id, e.user_id, e.prompt, e.response, e.desirable, e.confidence_score, e.created_at,
-        json.dumps(e.metadata, sort_keys=True), e.feedback_event_id, e.correlation_id, e.source.topic,
-        e.source.partition, e.source.offset,
+        e.example_id,
+        e.user_id,
+        e.prompt,
+        e.response,
+        e.desirable,
+        e.confidence_score,
+        e.created_at,
+        json.dumps(e.metadata, sort_keys=True),
+        e.feedback_event_id,
+        e.correlation_id,
+        e.source.topic,
+        e.source.partition,
+        e.source.offset,
     ]
 
 
 # -- inference ---------------------------------------------------------------------------------
 
 INFERENCE_LOG_COLUMNS = (
-    "answer_id", "user_id", "node_id", "arm", "adapter_version", "fallback_reason", "latency_ms",
-    "completion_tokens", "served_at",
+    "answer_id",
+    "user_id",
+    "node_id",
+    "arm",
+    "adapter_version",
+    "fallback_reason",
+    "latency_ms",
+    "completion_tokens",
+    "served_at",
 )
 
 
 def inference_log_row(e: AnswerServed) -> list[Any]:
     return [
-        e.answer_id, e.user_id, e.node_id, e.arm, e.adapter_version, e.fallback_reason, e.latency_ms,
-        e.completion_tokens, e.occurred_at,
+        e.answer_id,
+        e.user_id,
+        e.node_id,
+        e.arm,
+        e.adapter_version,
+        e.fallback_reason,
+        e.latency_ms,
+        e.completion_tokens,
+        e.occurred_at,
     ]
 
 

@@ -119,7 +119,7 @@ class BandIndex:
     def _keys(self, m: Signature) -> Iterable[tuple[dict[bytes, list[str]], bytes]]:
         data = m.hashvalues.tobytes()
         width = self._rows * 4
-        return ((table, data[i * width:(i + 1) * width]) for i, table in enumerate(self._tables))
+        return ((table, data[i * width : (i + 1) * width]) for i, table in enumerate(self._tables))
 
     def insert(self, key: str, m: Signature) -> None:
         for table, band in self._keys(m):
@@ -158,8 +158,9 @@ class UserIndexes:
         self._capacity = capacity
         self._cache: OrderedDict[str, tuple[tuple[int, int], BandIndex, dict[str, Signature]]] = OrderedDict()
 
-    def get(self, user_id: str, stamp: tuple[int, int],
-            load: Callable[[], Iterable[tuple[str, np.ndarray]]]) -> tuple[BandIndex, dict[str, Signature]]:
+    def get(
+        self, user_id: str, stamp: tuple[int, int], load: Callable[[], Iterable[tuple[str, np.ndarray]]]
+    ) -> tuple[BandIndex, dict[str, Signature]]:
         """The user's (index, signatures by pair key); ``stamp`` = (epoch, signature count)."""
         hit = self._cache.get(user_id)
         if hit is not None and hit[0] == stamp:
@@ -177,8 +178,9 @@ class UserIndexes:
             self._cache.popitem(last=False)
         return lsh, members
 
-    def add(self, user_id: str, new_stamp: tuple[int, int], key: str, m: Signature,
-            removed: Iterable[str] = ()) -> None:
+    def add(
+        self, user_id: str, new_stamp: tuple[int, int], key: str, m: Signature, removed: Iterable[str] = ()
+    ) -> None:
         """Add a signature to a cached index; ``removed``: pair keys that left the user's signatures."""
         hit = self._cache.get(user_id)
         if hit is None:
@@ -200,8 +202,9 @@ class UserIndexes:
         self._cache.clear()
 
 
-def nearest(lsh: BandIndex, members: dict[str, Signature], m: Signature, threshold: float,
-            exclude: str | None = None) -> tuple[str, float] | None:
+def nearest(
+    lsh: BandIndex, members: dict[str, Signature], m: Signature, threshold: float, exclude: str | None = None
+) -> tuple[str, float] | None:
     """The most similar earlier pair at or above ``threshold`` (estimated Jaccard), if any."""
     best: tuple[str, float] | None = None
     for key in lsh.query(m):

@@ -82,8 +82,9 @@ class StallDetector(Generic[TP]):
     _settling_since: float | None = None
     wedged: bool = False
 
-    def observe(self, now: float, processed: int, busy: bool, lagging: list[Lagging[TP]],
-                settling: bool = False) -> list[Lagging[TP]]:
+    def observe(
+        self, now: float, processed: int, busy: bool, lagging: list[Lagging[TP]], settling: bool = False
+    ) -> list[Lagging[TP]]:
         """``processed``: a counter that grows with every handled batch; ``busy``: a batch or a
         rebalance/recovery is under way (waiting is normal then); ``settling``: the latter."""
         if processed != self._progress:

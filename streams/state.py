@@ -39,8 +39,14 @@ class UserState:
     def from_json(cls, raw: dict[str, Any] | None) -> UserState:
         if not raw:
             return cls()
-        return cls(generation=int(raw["g"]), new_pairs=int(raw["n"]), epoch=int(raw.get("e", 0)),
-                   sig_count=int(raw.get("s", 0)), sig_base=int(raw.get("b", 0)), new_examples=int(raw.get("x", 0)))
+        return cls(
+            generation=int(raw["g"]),
+            new_pairs=int(raw["n"]),
+            epoch=int(raw.get("e", 0)),
+            sig_count=int(raw.get("s", 0)),
+            sig_base=int(raw.get("b", 0)),
+            new_examples=int(raw.get("x", 0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -66,8 +72,13 @@ class Sighting:
     def from_json(cls, raw: dict[str, Any] | None) -> Sighting | None:
         if not raw:
             return None
-        return cls(partition=int(raw["p"]), offset=int(raw["o"]), feedback_event_id=str(raw["f"]),
-                   epoch=int(raw.get("e", 0)), content=str(raw.get("h", "")))
+        return cls(
+            partition=int(raw["p"]),
+            offset=int(raw["o"]),
+            feedback_event_id=str(raw["f"]),
+            epoch=int(raw.get("e", 0)),
+            content=str(raw.get("h", "")),
+        )
 
 
 def seen_key(user_id: str, kind: str, ident: str) -> str:

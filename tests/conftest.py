@@ -47,12 +47,22 @@ def make_config_at(directory: Path, bootstrap: str, model: Path, **sections: dic
         "kafka": {"bootstrap_servers": bootstrap, "topic_prefix": f"t{uuid.uuid4().hex[:10]}.", "partitions": 3},
         "model": {"base": str(model), "max_new_tokens": 8},
         "trigger": {"min_new_pairs": 8},
-        "training": {"dpo": {"num_train_epochs": 1, "per_device_train_batch_size": 4, "learning_rate": 1e-3,
-                             "max_length": 64, "bf16": False, "gradient_checkpointing": False,
-                             "logging_steps": 1, "beta": 0.1,
-                             # The dpo section merges over the recipe in code; these two keep test jobs as
-                             # they were (plain sigmoid, no accumulation): fast, and not what is measured.
-                             "loss_type": ["sigmoid"], "gradient_accumulation_steps": 1}},
+        "training": {
+            "dpo": {
+                "num_train_epochs": 1,
+                "per_device_train_batch_size": 4,
+                "learning_rate": 1e-3,
+                "max_length": 64,
+                "bf16": False,
+                "gradient_checkpointing": False,
+                "logging_steps": 1,
+                "beta": 0.1,
+                # The dpo section merges over the recipe in code; these two keep test jobs as
+                # they were (plain sigmoid, no accumulation): fast, and not what is measured.
+                "loss_type": ["sigmoid"],
+                "gradient_accumulation_steps": 1,
+            }
+        },
         "streams": {"app_id": f"streams-{uuid.uuid4().hex[:8]}", "batch_timeout_s": 0.1},
         "trainer": {"group_id": f"trainer-{uuid.uuid4().hex[:8]}"},
         # Tiny-model jobs hold out one or two pairs: the gate is for the tests that turn it on.

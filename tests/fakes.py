@@ -20,8 +20,14 @@ class FakePublisher:
     def publish(self, topic: str, event: Event) -> None:
         self.publish_raw(topic, encode_key(event), encode_value(event), encode_headers(event))
 
-    def publish_raw(self, topic: str, key: bytes | None, value: bytes | None,
-                    headers: Sequence[tuple[str, bytes]] | None = None, timestamp_ms: int | None = None) -> None:
+    def publish_raw(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None:
         self.sent.append((topic, key, value, list(headers or [])))
 
     def flush(self, timeout_s: float = 30.0) -> None:
@@ -56,12 +62,23 @@ class FakeSink:
             if table == "training_progress":
                 store[(record["request_id"], record["source_partition"], record["source_offset"])] = record
                 continue
-            key = (record.get("pair_id") or record.get("example_id") or record.get("request_id")
-                   or record.get("feedback_event_id") or len(store))
+            key = (
+                record.get("pair_id")
+                or record.get("example_id")
+                or record.get("request_id")
+                or record.get("feedback_event_id")
+                or len(store)
+            )
             store[key] = record
 
-    def update_pairs(self, user_id: str, pair_ids: Sequence[Any], version: int, is_active: bool | None = None,
-                     training_weight: float | None = None) -> None:
+    def update_pairs(
+        self,
+        user_id: str,
+        pair_ids: Sequence[Any],
+        version: int,
+        is_active: bool | None = None,
+        training_weight: float | None = None,
+    ) -> None:
         for pair_id in pair_ids:
             row = self.tables.get("preference_pairs", {}).get(pair_id)
             if row is None or row["user_id"] != user_id or row["version"] >= version:
@@ -76,8 +93,9 @@ class FakeSink:
         return [r["dataset_uri"] for r in self.tables.get("training_requests", {}).values() if r["user_id"] == user_id]
 
     def request_ids(self, user_id: str) -> list[str]:
-        return sorted(str(r["request_id"]) for r in self.tables.get("training_requests", {}).values()
-                      if r["user_id"] == user_id)
+        return sorted(
+            str(r["request_id"]) for r in self.tables.get("training_requests", {}).values() if r["user_id"] == user_id
+        )
 
     def erase_user(self, user_id: str) -> dict[str, int]:
         from schemas.ddl import USER_DATA

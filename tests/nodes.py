@@ -17,11 +17,13 @@ PROMPT = "What is 3 plus 1?"
 
 
 def node_config(tmp_path: Path, tiny_model: Path, **inference: Any) -> Config:
-    return Config.model_validate({
-        "state_dir": str(tmp_path / "state"),
-        "model": {"base": str(tiny_model), "max_new_tokens": 10},
-        "inference": {"node_id": "test-node", "torch_threads": 1, **inference},
-    })
+    return Config.model_validate(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "model": {"base": str(tiny_model), "max_new_tokens": 10},
+            "inference": {"node_id": "test-node", "torch_threads": 1, **inference},
+        }
+    )
 
 
 class Gate:
@@ -74,9 +76,16 @@ class NodeKit:
 
     def adapter(self, user: str, version: int, seed: int | None = None) -> AdapterPublished:
         """Write a synthetic adapter for (user, version) without telling the node."""
-        return build_adapter(self.store, self.cfg.model.base, self.node.runtime.model, user, version,
-                             seed=seed if seed is not None else zlib.crc32(f"{user}/{version}".encode()),
-                             strength=0.2, base_sha256=self.node.base_sha256)
+        return build_adapter(
+            self.store,
+            self.cfg.model.base,
+            self.node.runtime.model,
+            user,
+            version,
+            seed=seed if seed is not None else zlib.crc32(f"{user}/{version}".encode()),
+            strength=0.2,
+            base_sha256=self.node.base_sha256,
+        )
 
     def publish(self, user: str, version: int, seed: int | None = None) -> AdapterPublished:
         event = self.adapter(user, version, seed)
@@ -89,8 +98,11 @@ class NodeKit:
     def events(self, kind: type) -> list[Any]:
         from schemas.codec import decode
 
-        return [e for e in (decode(v) for _, _, v, _ in self.publisher.on(self.node.topics.inference))
-                if isinstance(e, kind)]
+        return [
+            e
+            for e in (decode(v) for _, _, v, _ in self.publisher.on(self.node.topics.inference))
+            if isinstance(e, kind)
+        ]
 
     def close(self) -> None:
         self.node.close()

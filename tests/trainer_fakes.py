@@ -24,28 +24,55 @@ def write_adapter(spec: JobSpec, payload: bytes = b"fake weights") -> None:
     (out / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 32}))
 
 
-def succeed(accuracy: float = 1.0, baseline: float = 0.0, heldout: int = 8, control_kept: bool = True,
-            steps: int = 3) -> Step:
+def succeed(
+    accuracy: float = 1.0, baseline: float = 0.0, heldout: int = 8, control_kept: bool = True, steps: int = 3
+) -> Step:
     def step(spec: JobSpec, on_progress: ProgressFn, should_stop: StopFn) -> JobResult:
         for s in range(1, steps + 1):
-            on_progress({"type": "progress", "step": s, "total": steps, "epoch": s / steps, "loss": 1.0 / s,
-                         "metrics": {"rewards/accuracies": 0.5 + s / (2 * steps)}, "eta_s": steps - s})
+            on_progress(
+                {
+                    "type": "progress",
+                    "step": s,
+                    "total": steps,
+                    "epoch": s / steps,
+                    "loss": 1.0 / s,
+                    "metrics": {"rewards/accuracies": 0.5 + s / (2 * steps)},
+                    "eta_s": steps - s,
+                }
+            )
         write_adapter(spec)
         split = split_rows(read_snapshot(Path(spec.dataset_path).read_bytes()), 0.2, 0.1)
         return JobResult(
             status="succeeded",
-            metrics={"heldout_pref_accuracy": accuracy, "heldout_reward_margin": accuracy, "heldout_pairs": heldout,
-                     "heldout_policy_accuracy": accuracy, "heldout_policy_margin": accuracy},
-            baseline_metrics={"heldout_pref_accuracy": baseline, "heldout_reward_margin": baseline,
-                              "heldout_policy_accuracy": baseline, "heldout_policy_margin": baseline,
-                              "heldout_pairs": heldout},
-            control=[ControlRecord(prompt="What is 7 plus 5?", before="7 plus 5 is 12.",
-                                   after="7 plus 5 is 12. Hope this helps!" if control_kept else "7 plus 5 is 75.",
-                                   base_correct=True, adapter_correct=control_kept, kept=control_kept)],
+            metrics={
+                "heldout_pref_accuracy": accuracy,
+                "heldout_reward_margin": accuracy,
+                "heldout_pairs": heldout,
+                "heldout_policy_accuracy": accuracy,
+                "heldout_policy_margin": accuracy,
+            },
+            baseline_metrics={
+                "heldout_pref_accuracy": baseline,
+                "heldout_reward_margin": baseline,
+                "heldout_policy_accuracy": baseline,
+                "heldout_policy_margin": baseline,
+                "heldout_pairs": heldout,
+            },
+            control=[
+                ControlRecord(
+                    prompt="What is 7 plus 5?",
+                    before="7 plus 5 is 12.",
+                    after="7 plus 5 is 12. Hope this helps!" if control_kept else "7 plus 5 is 75.",
+                    base_correct=True,
+                    adapter_correct=control_kept,
+                    kept=control_kept,
+                )
+            ],
             resolved={"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1},
             train_pairs=[str(r["pair_id"]) for r in split.train],
             validation_pairs=[str(r["pair_id"]) for r in split.validation],
-            heldout_pairs=[str(r["pair_id"]) for r in split.heldout])
+            heldout_pairs=[str(r["pair_id"]) for r in split.heldout],
+        )
 
     return step
 
@@ -54,8 +81,12 @@ def fail(error_type: str = "OutOfMemoryError", cause: str = "CUDA out of memory"
     def step(spec: JobSpec, on_progress: ProgressFn, should_stop: StopFn) -> JobResult:
         batch = spec.dpo_overrides.get("per_device_train_batch_size", 8)
         accumulation = spec.dpo_overrides.get("gradient_accumulation_steps", 1)
-        return JobResult(status="failed", cause=cause, error_type=error_type,
-                         resolved={"per_device_train_batch_size": batch, "gradient_accumulation_steps": accumulation})
+        return JobResult(
+            status="failed",
+            cause=cause,
+            error_type=error_type,
+            resolved={"per_device_train_batch_size": batch, "gradient_accumulation_steps": accumulation},
+        )
 
     return step
 

@@ -4,5 +4,11 @@ from trainer.errors import DatasetError, TrainerError, TrainingConfigError
 from trainer.library_config import validate_training_config
 from trainer.worker import TrainerWorker, run_trainer
 
-__all__ = ["DatasetError", "TrainerError", "TrainerWorker", "TrainingConfigError", "run_trainer",
-           "validate_training_config"]
+__all__ = [
+    "DatasetError",
+    "TrainerError",
+    "TrainerWorker",
+    "TrainingConfigError",
+    "run_trainer",
+    "validate_training_config",
+]

@@ -48,7 +48,6 @@ SMALL = Profile("small", base_lr=2e-3, seen_pairs=1280, min_epochs=3, max_epochs
 PRETRAINED = Profile("pretrained", base_lr=1e-3, seen_pairs=120, min_epochs=3, max_epochs=5, sft_weight=1.0)
 
 
-
 def profile_for(model_params: int | None) -> Profile:
     return PRETRAINED if model_params is not None and model_params >= PRETRAINED_FROM_PARAMS else SMALL
 
@@ -61,8 +60,9 @@ def effective_batch_target(train_pairs: int) -> int:
     return 32
 
 
-def resolve_auto(dpo: Mapping[str, Any], train_pairs: int, cuda: bool, bf16_supported: bool,
-                 model_params: int | None = None) -> dict[str, Any]:
+def resolve_auto(
+    dpo: Mapping[str, Any], train_pairs: int, cuda: bool, bf16_supported: bool, model_params: int | None = None
+) -> dict[str, Any]:
     """``dpo`` with every ``'auto'`` value replaced; explicit values are kept as they are."""
     if train_pairs < 1:
         raise ValueError("auto settings need at least one training pair")

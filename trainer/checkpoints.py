@@ -22,8 +22,11 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def run_key(config_sha256: str, dataset_sha256: str, overrides: Mapping[str, Any], device: str) -> str:
-    payload = json.dumps({"config": config_sha256, "dataset": dataset_sha256, "overrides": dict(overrides),
-                          "device": device}, sort_keys=True, default=str)
+    payload = json.dumps(
+        {"config": config_sha256, "dataset": dataset_sha256, "overrides": dict(overrides), "device": device},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

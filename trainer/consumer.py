@@ -36,13 +36,20 @@ log = logging.getLogger("samtuner.trainer")
 
 
 class TrainingConsumer:
-    def __init__(self, cfg: Config, publisher: EventPublisher | None = None, runner: JobRunner | None = None,
-                 worker_id: str | None = None, metrics: RoleMetrics | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        publisher: EventPublisher | None = None,
+        runner: JobRunner | None = None,
+        worker_id: str | None = None,
+        metrics: RoleMetrics | None = None,
+    ) -> None:
         self.cfg = cfg
         self.topics = Topics(cfg.kafka.topic_prefix)
         self.metrics = metrics or RoleMetrics("trainer")
-        self.publisher = CountingPublisher(publisher or KafkaEventPublisher(cfg.kafka, client_id="samtuner-trainer"),
-                                           self.metrics)
+        self.publisher = CountingPublisher(
+            publisher or KafkaEventPublisher(cfg.kafka, client_id="samtuner-trainer"), self.metrics
+        )
         self.worker_id = worker_id or f"{socket.gethostname()}-trainer-{uuid.uuid4().hex[:6]}"
         self.worker = TrainerWorker(cfg, self.publisher, runner=runner, worker_id=self.worker_id)
         self.offsets = OffsetTracker()
@@ -97,24 +104,31 @@ class TrainingConsumer:
 
         validate_training_config(self.cfg)  # a bad config fails here, not in every job
         self.worker.ready.clear()
-        control = threading.Thread(target=self.control.run, args=(stop, self.worker.ready), name="trainer-control",
-                                   daemon=True)
+        control = threading.Thread(
+            target=self.control.run, args=(stop, self.worker.ready), name="trainer-control", daemon=True
+        )
         jobs = threading.Thread(target=self.worker.run_jobs, args=(stop,), name="trainer-jobs", daemon=True)
         control.start()
         jobs.start()
-        consumer = Consumer(client_config(self.cfg.kafka, **{
-            "group.id": self.cfg.trainer.group_id,
-            "client.id": self.worker_id,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "max.poll.interval.ms": self.cfg.trainer.max_poll_interval_ms,
-            "session.timeout.ms": self.cfg.trainer.session_timeout_ms,
-            "partition.assignment.strategy": "cooperative-sticky",
-        }))
+        consumer = Consumer(
+            client_config(
+                self.cfg.kafka,
+                **{
+                    "group.id": self.cfg.trainer.group_id,
+                    "client.id": self.worker_id,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "max.poll.interval.ms": self.cfg.trainer.max_poll_interval_ms,
+                    "session.timeout.ms": self.cfg.trainer.session_timeout_ms,
+                    "partition.assignment.strategy": "cooperative-sticky",
+                },
+            )
+        )
         self._consumer = consumer
         self.metrics.gauges.lag = lambda: consumer_lag(consumer)
-        consumer.subscribe([self.topics.training], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                           on_lost=self._on_lost)
+        consumer.subscribe(
+            [self.topics.training], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
         try:
             while not stop.is_set():
                 msg = consumer.poll(0.2)
@@ -148,8 +162,9 @@ class TrainingConsumer:
             event = decode(msg.value())
         except EventDecodeError as exc:
             raw = to_raw_message(msg)
-            self.publisher.publish_raw(self.topics.dlq, raw.key, raw.value,
-                                       dead_letter_headers(raw, "trainer", exc.reason, exc.detail))
+            self.publisher.publish_raw(
+                self.topics.dlq, raw.key, raw.value, dead_letter_headers(raw, "trainer", exc.reason, exc.detail)
+            )
             self.publisher.flush()
         else:
             if isinstance(event, TrainingRequested):

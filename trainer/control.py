@@ -28,19 +28,28 @@ log = logging.getLogger("samtuner.trainer.control")
 
 
 class ControlFollower:
-    def __init__(self, cfg: Config, on_cancel: Callable[[CancelTraining], None],
-                 on_erase: Callable[[EraseUser], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        on_cancel: Callable[[CancelTraining], None],
+        on_erase: Callable[[EraseUser], None] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.topic = Topics(cfg.kafka.topic_prefix).control
         self.on_cancel = on_cancel
         self.on_erase = on_erase
 
     def run(self, stop: threading.Event, ready: threading.Event) -> None:
-        consumer = Consumer(client_config(self.cfg.kafka, **{
-            "group.id": "samtuner-trainer-control",  # never joins: assign() only, nothing committed
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-        }))
+        consumer = Consumer(
+            client_config(
+                self.cfg.kafka,
+                **{
+                    "group.id": "samtuner-trainer-control",  # never joins: assign() only, nothing committed
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                },
+            )
+        )
         try:
             ends = self._assign(consumer, stop)
             if not ends:

@@ -67,24 +67,36 @@ def _band(ranks: list[float], upper: float, start: int, min_rows: int) -> int:
     return n
 
 
-def split_rows(rows: Sequence[Row], holdout_fraction: float, validation_fraction: float = 0.0,
-               seed: int = 0, key: str = "pair_id") -> Split:
+def split_rows(
+    rows: Sequence[Row], holdout_fraction: float, validation_fraction: float = 0.0, seed: int = 0, key: str = "pair_id"
+) -> Split:
     """Train / validation / held out (see the module docstring); at least one row always trains."""
     if not rows:
         return Split([], [], [])
     ordered = sorted(rows, key=lambda r: _rank(r[key], seed))
     ranks = [_rank(r[key], seed) for r in ordered]
     total = len(ordered)
-    n_held = 0 if total < MIN_PAIRS_TO_HOLD_OUT or holdout_fraction <= 0.0 else \
-        min(_band(ranks, holdout_fraction, 0, MIN_PAIRS_TO_HOLD_OUT), total - 1)
-    n_val = 0 if total < MIN_PAIRS_TO_VALIDATE or validation_fraction <= 0.0 else \
-        min(_band(ranks, holdout_fraction + validation_fraction, n_held, MIN_PAIRS_TO_VALIDATE), total - n_held - 1)
+    n_held = (
+        0
+        if total < MIN_PAIRS_TO_HOLD_OUT or holdout_fraction <= 0.0
+        else min(_band(ranks, holdout_fraction, 0, MIN_PAIRS_TO_HOLD_OUT), total - 1)
+    )
+    n_val = (
+        0
+        if total < MIN_PAIRS_TO_VALIDATE or validation_fraction <= 0.0
+        else min(
+            _band(ranks, holdout_fraction + validation_fraction, n_held, MIN_PAIRS_TO_VALIDATE), total - n_held - 1
+        )
+    )
 
     def by_id(part: list[Row]) -> list[Row]:
         return sorted(part, key=lambda r: str(r[key]))
 
-    return Split(train=by_id(ordered[n_held + n_val:]), validation=by_id(ordered[n_held:n_held + n_val]),
-                 heldout=by_id(ordered[:n_held]))
+    return Split(
+        train=by_id(ordered[n_held + n_val :]),
+        validation=by_id(ordered[n_held : n_held + n_val]),
+        heldout=by_id(ordered[:n_held]),
+    )
 
 
 def split_holdout(rows: Sequence[Row], fraction: float, seed: int = 0) -> tuple[list[Row], list[Row]]:
@@ -103,15 +115,16 @@ class DatasetSplit:
     examples: Split
 
 
-def split_dataset(rows: Sequence[Row], holdout_fraction: float, validation_fraction: float,
-                  seed: int) -> DatasetSplit:
+def split_dataset(rows: Sequence[Row], holdout_fraction: float, validation_fraction: float, seed: int) -> DatasetSplit:
     """Pairs split by pair id, labelled examples (thumbs up/down, for KTO) by example id."""
     if not rows:
         raise DatasetError("the dataset snapshot holds no pairs and no labelled examples")
     pairs = [r for r in rows if row_kind(r) == "pair"]
     examples = [r for r in rows if row_kind(r) == "example"]
-    return DatasetSplit(split_rows(pairs, holdout_fraction, validation_fraction, seed),
-                        split_rows(examples, holdout_fraction, validation_fraction, seed, key="example_id"))
+    return DatasetSplit(
+        split_rows(pairs, holdout_fraction, validation_fraction, seed),
+        split_rows(examples, holdout_fraction, validation_fraction, seed, key="example_id"),
+    )
 
 
 def resolve_method(method: str, data: DatasetSplit) -> Literal["dpo", "kto"]:
@@ -162,8 +175,9 @@ def to_preference_records(rows: Sequence[Row], near_identical_weight: float = 1.
     ]
 
 
-def to_kto_records(examples: Sequence[Row], pairs: Sequence[Row] = (),
-                   near_identical_weight: float = 1.0) -> list[dict[str, Any]]:
+def to_kto_records(
+    examples: Sequence[Row], pairs: Sequence[Row] = (), near_identical_weight: float = 1.0
+) -> list[dict[str, Any]]:
     """Unpaired prompt/completion/label records, as TRL's KTOTrainer takes them.
 
     A labelled example is one record (thumbs up = desirable); a pair is two: its chosen answer
@@ -178,8 +192,11 @@ def to_kto_records(examples: Sequence[Row], pairs: Sequence[Row] = (),
 
 
 def _kto(prompt: str, completion: str, desirable: bool) -> dict[str, Any]:
-    return {"prompt": [{"role": "user", "content": prompt}],
-            "completion": [{"role": "assistant", "content": completion}], "label": desirable}
+    return {
+        "prompt": [{"role": "user", "content": prompt}],
+        "completion": [{"role": "assistant", "content": completion}],
+        "label": desirable,
+    }
 
 
 def shuffle_labels(records: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:

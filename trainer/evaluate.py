@@ -37,8 +37,9 @@ class Scored:
         return self.logp / max(self.tokens, 1)
 
 
-def completion_scores(model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str],
-                      batch_size: int = 16) -> list[Scored]:
+def completion_scores(
+    model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 16
+) -> list[Scored]:
     """Log-probability and token count of each completion (plus end-of-turn) after its chat-formatted prompt."""
     import torch
 
@@ -46,10 +47,12 @@ def completion_scores(model: Any, tokenizer: Any, prompts: Sequence[str], comple
     device = next(model.parameters()).device
     for start in range(0, len(prompts), batch_size):
         seqs, starts = [], []
-        for prompt, completion in zip(prompts[start:start + batch_size], completions[start:start + batch_size],
-                                      strict=True):
-            head = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                                 tokenize=False)
+        for prompt, completion in zip(
+            prompts[start : start + batch_size], completions[start : start + batch_size], strict=True
+        ):
+            head = tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+            )
             p_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
             c_ids = tokenizer(completion + (tokenizer.eos_token or ""), add_special_tokens=False)["input_ids"]
             seqs.append(p_ids + c_ids)
@@ -81,12 +84,21 @@ class PairLogps:
 
 def pair_logps(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]]) -> PairLogps:
     prompts = [r["prompt"] for r in rows]
-    return PairLogps(completion_scores(model, tokenizer, prompts, [r["chosen_response"] for r in rows]),
-                     completion_scores(model, tokenizer, prompts, [r["rejected_response"] for r in rows]))
+    return PairLogps(
+        completion_scores(model, tokenizer, prompts, [r["chosen_response"] for r in rows]),
+        completion_scores(model, tokenizer, prompts, [r["rejected_response"] for r in rows]),
+    )
 
 
-HELDOUT_KEYS = ("heldout_pairs", "heldout_policy_accuracy", "heldout_policy_margin", "heldout_policy_accuracy_summed",
-                "heldout_policy_margin_summed", "heldout_pref_accuracy", "heldout_reward_margin")
+HELDOUT_KEYS = (
+    "heldout_pairs",
+    "heldout_policy_accuracy",
+    "heldout_policy_margin",
+    "heldout_policy_accuracy_summed",
+    "heldout_policy_margin_summed",
+    "heldout_pref_accuracy",
+    "heldout_reward_margin",
+)
 
 
 def heldout_metrics(policy: PairLogps, base: PairLogps, beta: float) -> dict[str, float]:
@@ -109,8 +121,9 @@ def heldout_metrics(policy: PairLogps, base: PairLogps, beta: float) -> dict[str
     }
 
 
-def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int,
-                     batch_size: int = 16) -> list[str]:
+def generate_answers(
+    model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 16
+) -> list[str]:
     """Greedy answers to ``prompts`` (chat-formatted), in batches with left padding."""
     import torch
 
@@ -120,13 +133,18 @@ def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new
     answers: list[str] = []
     try:
         for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start:start + batch_size]
-            texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                                   tokenize=False) for p in chunk]
+            chunk = prompts[start : start + batch_size]
+            texts = [
+                tokenizer.apply_chat_template(
+                    [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False
+                )
+                for p in chunk
+            ]
             inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             with torch.no_grad():
-                out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id)
+                out = model.generate(
+                    **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+                )
             width = inputs["input_ids"].shape[1]
             answers += [str(tokenizer.decode(row[width:], skip_special_tokens=True)).strip() for row in out]
     finally:
@@ -153,7 +171,12 @@ def example_metrics(policy: Sequence[Scored], base: Sequence[Scored], desirable:
     n = len(policy)
     if n == 0:
         return dict.fromkeys(EXAMPLE_KEYS, 0.0)
-    signed = [(p.per_token - b.per_token) * (1.0 if good else -1.0)
-              for p, b, good in zip(policy, base, desirable, strict=True)]
-    return {"heldout_examples": float(n), "heldout_label_accuracy": round(sum(s > 0 for s in signed) / n, 4),
-            "heldout_label_margin": round(sum(signed) / n, 5)}
+    signed = [
+        (p.per_token - b.per_token) * (1.0 if good else -1.0)
+        for p, b, good in zip(policy, base, desirable, strict=True)
+    ]
+    return {
+        "heldout_examples": float(n),
+        "heldout_label_accuracy": round(sum(s > 0 for s in signed) / n, 4),
+        "heldout_label_margin": round(sum(signed) / n, 5),
+    }

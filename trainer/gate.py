@@ -78,8 +78,10 @@ class ControlAnswer:
 
 
 def check_control(controls: Sequence[ControlCase], before: Sequence[str], after: Sequence[str]) -> list[ControlAnswer]:
-    return [ControlAnswer(c.prompt, b, a, is_correct(b, c.references), is_correct(a, c.references))
-            for c, b, a in zip(controls, before, after, strict=True)]
+    return [
+        ControlAnswer(c.prompt, b, a, is_correct(b, c.references), is_correct(a, c.references))
+        for c, b, a in zip(controls, before, after, strict=True)
+    ]
 
 
 def control_share(answers: Sequence[ControlAnswer]) -> float:
@@ -108,8 +110,13 @@ class GateDecision:
         return "; ".join(self.reasons)
 
 
-def decide(settings: EvaluationSettings, new: Mapping[str, float], current: Mapping[str, float],
-           current_name: str, control: Sequence[ControlAnswer]) -> GateDecision:
+def decide(
+    settings: EvaluationSettings,
+    new: Mapping[str, float],
+    current: Mapping[str, float],
+    current_name: str,
+    control: Sequence[ControlAnswer],
+) -> GateDecision:
     """Publish or not, with every failing reason. ``current_name`` says what the user has now."""
     if not settings.enabled:
         return GateDecision(True, ("the evaluation gate is off",))
@@ -117,26 +124,35 @@ def decide(settings: EvaluationSettings, new: Mapping[str, float], current: Mapp
     count_key, acc_key, margin_key, what = judged_on(new)
     held = int(new.get(count_key, 0))
     if held < settings.min_heldout_pairs:
-        reasons.append(f"only {held} held-out {what}(s); the gate needs at least {settings.min_heldout_pairs} "
-                       f"(collect more, or lower evaluation.min_heldout_pairs)")
+        reasons.append(
+            f"only {held} held-out {what}(s); the gate needs at least {settings.min_heldout_pairs} "
+            f"(collect more, or lower evaluation.min_heldout_pairs)"
+        )
     else:
         acc = new.get(acc_key, 0.0)
         cur = current.get(acc_key, 0.0)
         margin = new.get(margin_key, 0.0)
         if acc < settings.min_accuracy:
-            reasons.append(f"held-out preference accuracy {acc:.2f} is below evaluation.min_accuracy "
-                           f"{settings.min_accuracy:.2f}")
+            reasons.append(
+                f"held-out preference accuracy {acc:.2f} is below evaluation.min_accuracy {settings.min_accuracy:.2f}"
+            )
         if acc < cur + settings.min_accuracy_gain - 1e-9:
-            reasons.append(f"not better than {current_name}: held-out preference accuracy {acc:.2f} vs "
-                           f"{cur:.2f} (needs a gain of at least {settings.min_accuracy_gain:+.2f})")
+            reasons.append(
+                f"not better than {current_name}: held-out preference accuracy {acc:.2f} vs "
+                f"{cur:.2f} (needs a gain of at least {settings.min_accuracy_gain:+.2f})"
+            )
         if margin <= settings.min_margin:
-            reasons.append(f"held-out preference margin {margin:.3f} nats/token is not above evaluation.min_margin "
-                           f"{settings.min_margin:.3f}")
+            reasons.append(
+                f"held-out preference margin {margin:.3f} nats/token is not above evaluation.min_margin "
+                f"{settings.min_margin:.3f}"
+            )
     share = control_share(control)
     if control and share < settings.control_min_share:
         broken = [a for a in control if a.broken]
         judged = sum(a.base_correct for a in control)
         examples = "; ".join(f"{a.prompt!r}: {a.before!r} -> {a.after!r}" for a in broken[:3])
-        reasons.append(f"control answers broken: {len(broken)} of the {judged} the base model answers correctly "
-                       f"are wrong now (kept {share:.2f} < {settings.control_min_share:.2f}), e.g. {examples}")
+        reasons.append(
+            f"control answers broken: {len(broken)} of the {judged} the base model answers correctly "
+            f"are wrong now (kept {share:.2f} < {settings.control_min_share:.2f}), e.g. {examples}"
+        )
     return GateDecision(not reasons, tuple(reasons))

@@ -115,17 +115,31 @@ def _callbacks(step_delay_s: float) -> tuple[Any, Timing]:
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **_: Any) -> None:
             logs = logs or {}
             if "eval_loss" in logs:
-                emit("progress", step=state.global_step, total=state.max_steps, epoch=float(state.epoch or 0.0),
-                     loss=None, metrics={k: float(v) for k, v in logs.items()
-                                         if k.startswith("eval_") and isinstance(v, int | float)}, eta_s=None)
+                emit(
+                    "progress",
+                    step=state.global_step,
+                    total=state.max_steps,
+                    epoch=float(state.epoch or 0.0),
+                    loss=None,
+                    metrics={
+                        k: float(v) for k, v in logs.items() if k.startswith("eval_") and isinstance(v, int | float)
+                    },
+                    eta_s=None,
+                )
                 return
             if "loss" not in logs:
                 return
             done = max(state.global_step - (self.first_step or 0), 1)
             eta = (time.monotonic() - self.started) / done * max(state.max_steps - state.global_step, 0)
-            emit("progress", step=state.global_step, total=state.max_steps, epoch=float(state.epoch or 0.0),
-                 loss=float(logs["loss"]), metrics={k: float(logs[k]) for k in PROGRESS_KEYS if k in logs},
-                 eta_s=round(eta, 2))
+            emit(
+                "progress",
+                step=state.global_step,
+                total=state.max_steps,
+                epoch=float(state.epoch or 0.0),
+                loss=float(logs["loss"]),
+                metrics={k: float(logs[k]) for k in PROGRESS_KEYS if k in logs},
+                eta_s=round(eta, 2),
+            )
 
     return ProgressCallback(), timing
 
@@ -145,11 +159,16 @@ def _check_parent_lora(cfg: Config, parent: Path) -> None:
     except (OSError, json.JSONDecodeError) as exc:
         raise TrainerError(f"the parent adapter {parent} has no readable adapter_config.json: {exc}") from exc
     wanted = {"r": cfg.lora.r, "lora_alpha": cfg.lora.alpha, "target_modules": sorted(cfg.lora.target_modules)}
-    found = {"r": recorded.get("r"), "lora_alpha": recorded.get("lora_alpha"),
-             "target_modules": sorted(recorded.get("target_modules") or [])}
+    found = {
+        "r": recorded.get("r"),
+        "lora_alpha": recorded.get("lora_alpha"),
+        "target_modules": sorted(recorded.get("target_modules") or []),
+    }
     if wanted != found:
-        raise TrainingConfigError(f"training.incremental needs the parent adapter's LoRA settings: the parent has "
-                                  f"{found}, the config says {wanted}")
+        raise TrainingConfigError(
+            f"training.incremental needs the parent adapter's LoRA settings: the parent has "
+            f"{found}, the config says {wanted}"
+        )
 
 
 def run(spec: JobSpec, notes: dict[str, Any] | None = None) -> JobResult:
@@ -178,13 +197,27 @@ def run(spec: JobSpec, notes: dict[str, Any] | None = None) -> JobResult:
     cuda = bool(torch.cuda.is_available())
     bf16_ok = cuda and bool(torch.cuda.is_bf16_supported())
     # The same settings `samtuner config check` builds (trainer/library_config.py).
-    settings = job_settings(cfg, len(records), len(validation), cuda=cuda, bf16_supported=bf16_ok,
-                            checkpointing=spec.checkpoint_dir is not None, dpo_overrides=spec.dpo_overrides,
-                            model_params=parameter_count(cfg.model.base))
+    settings = job_settings(
+        cfg,
+        len(records),
+        len(validation),
+        cuda=cuda,
+        bf16_supported=bf16_ok,
+        checkpointing=spec.checkpoint_dir is not None,
+        dpo_overrides=spec.dpo_overrides,
+        model_params=parameter_count(cfg.model.base),
+    )
     dpo = settings.dpo
     notes["resolved"] = dpo
-    emit("status", phase="loading", method=method, train_pairs=len(records), validation_pairs=len(validation),
-         heldout_pairs=len(split.pairs.heldout) + len(split.examples.heldout), resolved=dpo)
+    emit(
+        "status",
+        phase="loading",
+        method=method,
+        train_pairs=len(records),
+        validation_pairs=len(validation),
+        heldout_pairs=len(split.pairs.heldout) + len(split.examples.heldout),
+        resolved=dpo,
+    )
     torch.manual_seed(training.seed)
     tokenizer = load_tokenizer(cfg.model.base)
     model = load_base_model(cfg.model, cfg.quantization)
@@ -205,8 +238,15 @@ def run(spec: JobSpec, notes: dict[str, Any] | None = None) -> JobResult:
     patience, evaluate = settings.patience, settings.evaluate
     output_dir = spec.checkpoint_dir or str(Path(spec.output_dir) / "_trainer")
     to_config = to_dpo_config if method == "dpo" else to_kto_config
-    args = to_config(cfg, dpo, output_dir=output_dir, use_cpu=not cuda, checkpoint_steps=settings.checkpoint_steps,
-                     evaluate=evaluate, patience=patience)
+    args = to_config(
+        cfg,
+        dpo,
+        output_dir=output_dir,
+        use_cpu=not cuda,
+        checkpoint_steps=settings.checkpoint_steps,
+        evaluate=evaluate,
+        patience=patience,
+    )
     progress, timing = _callbacks(faults.step_delay_s)
     callbacks: list[Any] = [progress]
     if evaluate:
@@ -249,16 +289,29 @@ def run(spec: JobSpec, notes: dict[str, Any] | None = None) -> JobResult:
     trained.save_pretrained(str(out), safe_serialization=True, selected_adapters=["default"])
     _keep_only_adapter_files(out)
     # train_s includes the validation evaluations (eval_s); gate_s is the held-out and control measurements.
-    metrics.update(load_s=round(loaded - started, 2), train_s=round(trained_at - loaded, 2),
-                   eval_s=round(timing.eval_s, 2), gate_s=round(gated_at - trained_at, 2),
-                   save_s=round(time.monotonic() - gated_at, 2))
+    metrics.update(
+        load_s=round(loaded - started, 2),
+        train_s=round(trained_at - loaded, 2),
+        eval_s=round(timing.eval_s, 2),
+        gate_s=round(gated_at - trained_at, 2),
+        save_s=round(time.monotonic() - gated_at, 2),
+    )
     metrics["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return JobResult(
         status="succeeded",
         metrics=metrics,
         baseline_metrics=baseline,
-        control=[ControlRecord(prompt=a.prompt, before=a.before, after=a.after, base_correct=a.base_correct,
-                               adapter_correct=a.adapter_correct, kept=a.kept) for a in control],
+        control=[
+            ControlRecord(
+                prompt=a.prompt,
+                before=a.before,
+                after=a.after,
+                base_correct=a.base_correct,
+                adapter_correct=a.adapter_correct,
+                kept=a.kept,
+            )
+            for a in control
+        ],
         resolved=dpo,
         method=method,
         train_pairs=_ids(split.pairs.train, "pair_id"),
@@ -275,14 +328,19 @@ def _ids(rows: list[dict[str, Any]], key: str) -> list[str]:
     return [str(r[key]) for r in rows]
 
 
-def _records(method: str, split: DatasetSplit, near_identical_weight: float) -> tuple[list[dict[str, Any]],
-                                                                                     list[dict[str, Any]]]:
+def _records(
+    method: str, split: DatasetSplit, near_identical_weight: float
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(training records, validation records) in the format of the method's TRL trainer."""
     if method == "dpo":
-        return (to_preference_records(split.pairs.train, near_identical_weight),
-                to_preference_records(split.pairs.validation, near_identical_weight))
-    return (to_kto_records(split.examples.train, split.pairs.train, near_identical_weight),
-            to_kto_records(split.examples.validation, split.pairs.validation, near_identical_weight))
+        return (
+            to_preference_records(split.pairs.train, near_identical_weight),
+            to_preference_records(split.pairs.validation, near_identical_weight),
+        )
+    return (
+        to_kto_records(split.examples.train, split.pairs.train, near_identical_weight),
+        to_kto_records(split.examples.validation, split.pairs.validation, near_identical_weight),
+    )
 
 
 def _trainer_class(method: str) -> Any:
@@ -295,8 +353,9 @@ def _trainer_class(method: str) -> Any:
     return KTOTrainer
 
 
-def _evaluate(trained: Any, tokenizer: Any, cfg: Config, spec: JobSpec, split: DatasetSplit,
-              beta: float) -> tuple[dict[str, float], dict[str, float], list[ControlAnswer]]:
+def _evaluate(
+    trained: Any, tokenizer: Any, cfg: Config, spec: JobSpec, split: DatasetSplit, beta: float
+) -> tuple[dict[str, float], dict[str, float], list[ControlAnswer]]:
     """Held-out metrics of the new adapter and of what the user has now; control answers before and after.
 
     Only the held-out rows are measured: neither training nor the choice of the checkpoint saw them.
@@ -359,8 +418,12 @@ def classify(exc: BaseException) -> str:
     """A stable error type; every way of running out of memory is ``OutOfMemoryError`` (it can be retried)."""
     name = type(exc).__name__
     text = str(exc)
-    if name == "OutOfMemoryError" or isinstance(exc, MemoryError) or "can't allocate memory" in text \
-            or "out of memory" in text.lower():
+    if (
+        name == "OutOfMemoryError"
+        or isinstance(exc, MemoryError)
+        or "can't allocate memory" in text
+        or "out of memory" in text.lower()
+    ):
         return "OutOfMemoryError"
     return name
 
@@ -379,8 +442,13 @@ def main(argv: list[str]) -> int:
         result = run(spec, notes)
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
-        result = JobResult(status="failed", cause=f"{type(exc).__name__}: {exc}", error_type=classify(exc),
-                           resolved=notes.get("resolved", {}), duration_s=round(time.monotonic() - started, 3))
+        result = JobResult(
+            status="failed",
+            cause=f"{type(exc).__name__}: {exc}",
+            error_type=classify(exc),
+            resolved=notes.get("resolved", {}),
+            duration_s=round(time.monotonic() - started, 3),
+        )
     result_path.write_text(result.model_dump_json())
     emit("result", status=result.status)
     return 0 if result.status == "succeeded" else 1

@@ -90,19 +90,46 @@ def _transition(job: Job, e: Event) -> Job | None:
     if isinstance(e, TrainingQueued):
         return replace(job, status="queued", worker=e.worker or job.worker)
     if isinstance(e, TrainingStarted):
-        return replace(job, status="running", attempt=max(job.attempt, e.attempt), worker=e.worker or job.worker,
-                       step=e.resumed_from_step, overrides=dict(e.overrides), eta_s=None)
+        return replace(
+            job,
+            status="running",
+            attempt=max(job.attempt, e.attempt),
+            worker=e.worker or job.worker,
+            step=e.resumed_from_step,
+            overrides=dict(e.overrides),
+            eta_s=None,
+        )
     if isinstance(e, TrainingProgressed):
         if e.loss is None:  # a held-out evaluation: keep its metrics next to the training ones
             return replace(job, status="running", metrics={**job.metrics, **e.metrics})
-        return replace(job, status="running", step=e.step, total_steps=e.total_steps, epoch=e.epoch, loss=e.loss,
-                       metrics={**job.metrics, **e.metrics}, eta_s=e.eta_s)
+        return replace(
+            job,
+            status="running",
+            step=e.step,
+            total_steps=e.total_steps,
+            epoch=e.epoch,
+            loss=e.loss,
+            metrics={**job.metrics, **e.metrics},
+            eta_s=e.eta_s,
+        )
     if isinstance(e, TrainingSucceeded):
-        return replace(job, status="succeeded", adapter_version=e.adapter_version, adapter_uri=e.adapter_uri,
-                       metrics=dict(e.metrics), eta_s=None)
+        return replace(
+            job,
+            status="succeeded",
+            adapter_version=e.adapter_version,
+            adapter_uri=e.adapter_uri,
+            metrics=dict(e.metrics),
+            eta_s=None,
+        )
     if isinstance(e, TrainingFailed):
-        return replace(job, status="retrying" if e.will_retry else "failed", cause=e.cause,
-                       attempt=max(job.attempt, e.attempt), failures=job.failures + 1, eta_s=None)
+        return replace(
+            job,
+            status="retrying" if e.will_retry else "failed",
+            cause=e.cause,
+            attempt=max(job.attempt, e.attempt),
+            failures=job.failures + 1,
+            eta_s=None,
+        )
     if isinstance(e, TrainingCancelled):
         return replace(job, status="cancelled", cause=e.reason or "cancelled", eta_s=None)
     if isinstance(e, TrainingRejected):
@@ -117,8 +144,11 @@ def should_run(ledger: Ledger, request_id: str) -> bool:
 
 def current_adapter(ledger: Ledger, user_id: str) -> Job | None:
     """The user's newest published adapter: the succeeded job with the highest adapter version."""
-    done = [j for j in ledger.values() if j.request.user_id == user_id and j.status == "succeeded"
-            and j.adapter_version is not None]
+    done = [
+        j
+        for j in ledger.values()
+        if j.request.user_id == user_id and j.status == "succeeded" and j.adapter_version is not None
+    ]
     return max(done, key=lambda j: j.adapter_version or 0) if done else None
 
 

@@ -96,15 +96,16 @@ def check_dpo_keys(dpo: Mapping[str, Any]) -> None:
                 TypeAdapter(types[key]).validate_python(value)
             except ValidationError as exc:
                 expected = getattr(types[key], "__name__", None) or str(types[key])
-                problems.append(f"training.dpo.{key}: {value!r} is not a valid {expected} "
-                                f"({exc.errors()[0]['msg']})")
+                problems.append(f"training.dpo.{key}: {value!r} is not a valid {expected} ({exc.errors()[0]['msg']})")
     loss_type = dpo.get("loss_type")
     known = dpo_loss_types()
     if known and isinstance(loss_type, list):
         unknown = [t for t in loss_type if t not in known]
         if unknown:
-            problems.append(f"training.dpo.loss_type: {', '.join(map(repr, unknown))} is not a loss type of the "
-                            f"installed TRL; valid: {', '.join(sorted(known))}")
+            problems.append(
+                f"training.dpo.loss_type: {', '.join(map(repr, unknown))} is not a loss type of the "
+                f"installed TRL; valid: {', '.join(sorted(known))}"
+            )
     if problems:
         raise TrainingConfigError("; ".join(problems))
 
@@ -119,9 +120,17 @@ class JobSettings:
     patience: int
 
 
-def job_settings(cfg: Config, train_pairs: int, eval_pairs: int, *, cuda: bool, bf16_supported: bool,
-                 checkpointing: bool, dpo_overrides: Mapping[str, Any] | None = None,
-                 model_params: int | None = None) -> JobSettings:
+def job_settings(
+    cfg: Config,
+    train_pairs: int,
+    eval_pairs: int,
+    *,
+    cuda: bool,
+    bf16_supported: bool,
+    checkpointing: bool,
+    dpo_overrides: Mapping[str, Any] | None = None,
+    model_params: int | None = None,
+) -> JobSettings:
     """The settings trainer/job.py trains with, for a job of ``train_pairs`` pairs on this machine.
 
     ``eval_pairs``: the pairs early stopping evaluates (the validation split); ``model_params`` picks
@@ -132,11 +141,13 @@ def job_settings(cfg: Config, train_pairs: int, eval_pairs: int, *, cuda: bool, 
     mode = cfg.quantization.mode
     if not cuda and mode in ("4bit", "8bit"):
         raise TrainingConfigError(f"quantization.mode={mode} needs CUDA (bitsandbytes); set it to 'none' or 'auto'")
-    dpo = resolve_auto({**cfg.training.dpo, **(dpo_overrides or {})}, train_pairs, cuda, bf16_supported,
-                       model_params=model_params)
+    dpo = resolve_auto(
+        {**cfg.training.dpo, **(dpo_overrides or {})}, train_pairs, cuda, bf16_supported, model_params=model_params
+    )
     every = cfg.training.checkpoint_steps
-    checkpoint_steps = 0 if not checkpointing else (
-        steps_per_epoch(train_pairs, dpo) if every == "auto" else int(every))
+    checkpoint_steps = (
+        0 if not checkpointing else (steps_per_epoch(train_pairs, dpo) if every == "auto" else int(every))
+    )
     patience = cfg.evaluation.early_stopping_patience
     evaluate = eval_pairs > 0 and patience > 0 and checkpoint_steps > 0
     return JobSettings(dpo=dpo, checkpoint_steps=checkpoint_steps, evaluate=evaluate, patience=patience)
@@ -165,12 +176,25 @@ def validate_training_config(cfg: Config, cuda: bool | None = None, bf16_support
     output_dir = str(Path(tempfile.gettempdir()) / "samtuner-config-check")  # DPOConfig does not create it
     model_params = parameter_count(cfg.model.base)
     for pairs in checked_job_sizes(cfg):
-        settings = job_settings(cfg, pairs, eval_pairs=1, cuda=cuda, bf16_supported=bf16_supported,
-                                checkpointing=True, model_params=model_params)
+        settings = job_settings(
+            cfg,
+            pairs,
+            eval_pairs=1,
+            cuda=cuda,
+            bf16_supported=bf16_supported,
+            checkpointing=True,
+            model_params=model_params,
+        )
         try:
-            to_dpo_config(cfg, settings.dpo, output_dir=output_dir, use_cpu=not cuda,
-                          checkpoint_steps=settings.checkpoint_steps, evaluate=settings.evaluate,
-                          patience=settings.patience)
+            to_dpo_config(
+                cfg,
+                settings.dpo,
+                output_dir=output_dir,
+                use_cpu=not cuda,
+                checkpoint_steps=settings.checkpoint_steps,
+                evaluate=settings.evaluate,
+                patience=settings.patience,
+            )
         except TrainingConfigError as exc:
             raise TrainingConfigError(f"{exc} (a job of {pairs} training pairs on this machine)") from exc
 
@@ -200,8 +224,15 @@ def _managed(checkpoint_steps: int, evaluate: bool, patience: int) -> dict[str, 
     return managed
 
 
-def to_dpo_config(cfg: Config, dpo: Mapping[str, Any], output_dir: str, use_cpu: bool,
-                  checkpoint_steps: int = 0, evaluate: bool = False, patience: int = 0) -> Any:
+def to_dpo_config(
+    cfg: Config,
+    dpo: Mapping[str, Any],
+    output_dir: str,
+    use_cpu: bool,
+    checkpoint_steps: int = 0,
+    evaluate: bool = False,
+    patience: int = 0,
+) -> Any:
     """TRL's DPOConfig from resolved ``dpo`` values (no 'auto' left) plus what the trainer manages itself.
 
     ``checkpoint_steps`` > 0 saves resumable checkpoints; with ``evaluate`` the validation set is evaluated
@@ -227,13 +258,19 @@ def to_dpo_config(cfg: Config, dpo: Mapping[str, Any], output_dir: str, use_cpu:
         raise TrainingConfigError(f"training.dpo is not accepted by DPOConfig: {exc}") from exc
 
 
-
 # DPO settings whose meaning is DPO's own: KTO takes them from training.kto instead.
 DPO_ONLY_IN_MEANING = ("beta", "loss_type")
 
 
-def to_kto_config(cfg: Config, dpo: Mapping[str, Any], output_dir: str, use_cpu: bool,
-                  checkpoint_steps: int = 0, evaluate: bool = False, patience: int = 0) -> Any:
+def to_kto_config(
+    cfg: Config,
+    dpo: Mapping[str, Any],
+    output_dir: str,
+    use_cpu: bool,
+    checkpoint_steps: int = 0,
+    evaluate: bool = False,
+    patience: int = 0,
+) -> Any:
     """TRL's KTOConfig for ``training.method: kto``.
 
     The settings both trainers share (learning rate, epochs, batch, accumulation, lengths, precision,
@@ -246,9 +283,16 @@ def to_kto_config(cfg: Config, dpo: Mapping[str, Any], output_dir: str, use_cpu:
     fields = {f.name for f in dataclasses.fields(KTOConfig) if f.init}
     shared = {k: v for k, v in dpo.items() if k in fields and k not in DPO_ONLY_IN_MEANING}
     try:
-        return KTOConfig(output_dir=output_dir, seed=cfg.training.seed, report_to=[], use_cpu=use_cpu,
-                         disable_tqdm=True, **{**shared, **_managed(checkpoint_steps, evaluate, patience)},
-                         **cfg.training.kto.model_dump())
+        return KTOConfig(
+            output_dir=output_dir,
+            seed=cfg.training.seed,
+            report_to=[],
+            use_cpu=use_cpu,
+            disable_tqdm=True,
+            **{**shared, **_managed(checkpoint_steps, evaluate, patience)},
+            **cfg.training.kto.model_dump(),
+        )
     except (TypeError, ValueError) as exc:
-        raise TrainingConfigError(f"training.kto (with the shared training.dpo settings) is not accepted by "
-                                  f"KTOConfig: {exc}") from exc
+        raise TrainingConfigError(
+            f"training.kto (with the shared training.dpo settings) is not accepted by KTOConfig: {exc}"
+        ) from exc

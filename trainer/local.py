@@ -20,14 +20,26 @@ from trainer.errors import DatasetError
 REQUIRED = ("prompt", "chosen_response", "rejected_response")
 
 
-def pair_rows(user_id: str, pairs: Iterable[tuple[str, str, str]], created_at: datetime | None = None,
-              ) -> list[dict[str, Any]]:
+def pair_rows(
+    user_id: str,
+    pairs: Iterable[tuple[str, str, str]],
+    created_at: datetime | None = None,
+) -> list[dict[str, Any]]:
     """Snapshot rows for (prompt, chosen, rejected) triples, with the pair ids the decider would give them."""
     when = created_at or datetime.now(UTC)
     return [
-        {"pair_id": str(pair_id(user_id, p, c, r)), "prompt": p, "chosen_response": c, "rejected_response": r,
-         "confidence_score": 1.0, "quality_score": 1.0, "training_weight": 1.0, "feedback_type": "correction",
-         "created_at": when, "metadata": {}}
+        {
+            "pair_id": str(pair_id(user_id, p, c, r)),
+            "prompt": p,
+            "chosen_response": c,
+            "rejected_response": r,
+            "confidence_score": 1.0,
+            "quality_score": 1.0,
+            "training_weight": 1.0,
+            "feedback_type": "correction",
+            "created_at": when,
+            "metadata": {},
+        }
         for p, c, r in pairs
     ]
 
@@ -51,27 +63,52 @@ def read_pairs_file(path: Path, user_id: str) -> list[dict[str, Any]]:
     return pair_rows(user_id, triples)
 
 
-def example_rows(user_id: str, examples: Iterable[tuple[str, str, bool]], created_at: datetime | None = None,
-                 ) -> list[dict[str, Any]]:
+def example_rows(
+    user_id: str,
+    examples: Iterable[tuple[str, str, bool]],
+    created_at: datetime | None = None,
+) -> list[dict[str, Any]]:
     """Snapshot rows for labelled examples (prompt, response, desirable), with the ids the decider would give them."""
     when = created_at or datetime.now(UTC)
     return [
-        {"example_id": str(example_id(user_id, p, r, good)), "prompt": p, "response": r, "desirable": good,
-         "confidence_score": 1.0, "created_at": when, "metadata": {}}
+        {
+            "example_id": str(example_id(user_id, p, r, good)),
+            "prompt": p,
+            "response": r,
+            "desirable": good,
+            "confidence_score": 1.0,
+            "created_at": when,
+            "metadata": {},
+        }
         for p, r, good in examples
     ]
 
 
-def local_request(store: ArtifactStore, user_id: str, generation: int, rows: Sequence[dict[str, Any]],
-                  trigger: str = "manual", examples: Sequence[dict[str, Any]] = ()) -> TrainingRequested:
+def local_request(
+    store: ArtifactStore,
+    user_id: str,
+    generation: int,
+    rows: Sequence[dict[str, Any]],
+    trigger: str = "manual",
+    examples: Sequence[dict[str, Any]] = (),
+) -> TrainingRequested:
     """Store ``rows`` (pairs) and ``examples`` as a content-addressed snapshot; describe the job that trains on it."""
     uri, sha = store.put_dataset(snapshot_bytes(rows, examples))
     request_id = derived_event_id("local-training-request", user_id, str(generation), sha)
     now = datetime.now(UTC)
     return TrainingRequested(
-        event_id=request_id, user_id=user_id, correlation_id=request_id, request_id=request_id,
-        generation=generation, trigger="manual" if trigger == "manual" else "threshold", triggered_at=now,
-        dataset=DatasetRef(uri=uri, sha256=sha, rows=len(rows) + len(examples),
-                           pair_ids=tuple(uuid.UUID(str(r["pair_id"])) for r in rows),
-                           example_ids=tuple(uuid.UUID(str(e["example_id"])) for e in examples)),
+        event_id=request_id,
+        user_id=user_id,
+        correlation_id=request_id,
+        request_id=request_id,
+        generation=generation,
+        trigger="manual" if trigger == "manual" else "threshold",
+        triggered_at=now,
+        dataset=DatasetRef(
+            uri=uri,
+            sha256=sha,
+            rows=len(rows) + len(examples),
+            pair_ids=tuple(uuid.UUID(str(r["pair_id"])) for r in rows),
+            example_ids=tuple(uuid.UUID(str(e["example_id"])) for e in examples),
+        ),
     )

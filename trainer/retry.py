@@ -32,8 +32,9 @@ class GiveUp:
     cause: str
 
 
-def after_failure(result: JobResult, failures: int, overrides: Mapping[str, Any],
-                  settings: TrainerSettings) -> Retry | GiveUp:
+def after_failure(
+    result: JobResult, failures: int, overrides: Mapping[str, Any], settings: TrainerSettings
+) -> Retry | GiveUp:
     """``failures`` counts the failed attempts of the job, this one included."""
     cause = result.cause or result.error_type or "unknown failure"
     if result.error_type not in RETRYABLE:
@@ -48,8 +49,10 @@ def after_failure(result: JobResult, failures: int, overrides: Mapping[str, Any]
         return GiveUp(f"out of memory even at batch size 1: {cause}")
     smaller = {**overrides, BATCH: batch // 2, ACCUMULATION: accumulation * 2}
     wait_s = settings.retry_backoff_s * 2 ** (failures - 1)
-    note = (f"out of memory at batch {batch} x accumulation {accumulation}; retrying with batch {batch // 2} x "
-            f"{accumulation * 2} in {wait_s:.1f}s")
+    note = (
+        f"out of memory at batch {batch} x accumulation {accumulation}; retrying with batch {batch // 2} x "
+        f"{accumulation * 2} in {wait_s:.1f}s"
+    )
     return Retry(smaller, wait_s, note)
 
 

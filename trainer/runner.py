@@ -52,7 +52,11 @@ class SubprocessJobRunner:
             log.flush()
             proc = subprocess.Popen(
                 [self.python, "-m", "trainer.job", str(spec_path), str(result_path)],
-                stdout=subprocess.PIPE, stderr=log, env=env, cwd=root, start_new_session=True,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env=env,
+                cwd=root,
+                start_new_session=True,
             )
             lines: queue.Queue[bytes | None] = queue.Queue()
             reader = threading.Thread(target=_pump, args=(proc, lines), daemon=True)
@@ -83,7 +87,7 @@ class SubprocessJobRunner:
             # The kernel's OOM killer sends SIGKILL: retried like an out-of-memory error.
             error_type="JobKilled" if killed else "JobCrashed",
             cause=f"the training process exited with {_describe_exit(proc.returncode)} without a result"
-                  f"{' (probably out of memory)' if killed else ''}; last log lines: {_tail(log_path)}",
+            f"{' (probably out of memory)' if killed else ''}; last log lines: {_tail(log_path)}",
         )
 
 

@@ -51,8 +51,10 @@ class _WeightedForward:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         outputs = self._model(*args, **kwargs)
         if getattr(outputs, "log_probs", None) is None:
-            raise RuntimeError("WeightedDPOTrainer: the policy forward returned no log_probs; the TRL version "
-                               "differs from the one trainer/weighted.py was checked against (trl 1.16)")
+            raise RuntimeError(
+                "WeightedDPOTrainer: the policy forward returned no log_probs; the TRL version "
+                "differs from the one trainer/weighted.py was checked against (trl 1.16)"
+            )
         scale = self._weights.to(outputs.log_probs.dtype).unsqueeze(-1)
         outputs.log_probs = _scale_grad().apply(outputs.log_probs, scale)
         return outputs

@@ -130,8 +130,11 @@ class TrainerWorker:
                 return False  # done, or a repeated request for a job already here: a no-op
             command = self._pending_cancels.pop(rid, None)
             if command is not None:
-                self._emit(outcomes.cancelled(request, f"cancelled by {command.issued_by} before it started",
-                                              command.command_id))
+                self._emit(
+                    outcomes.cancelled(
+                        request, f"cancelled by {command.issued_by} before it started", command.command_id
+                    )
+                )
                 self.publisher.flush()
                 return False
             self._queue.append(_Item(request, position))
@@ -150,8 +153,11 @@ class TrainerWorker:
             for item in list(self._queue):
                 if item.request_id == rid:
                     self._queue.remove(item)
-                    self._emit(outcomes.cancelled(item.request, f"cancelled by {command.issued_by} while queued",
-                                                  command.command_id))
+                    self._emit(
+                        outcomes.cancelled(
+                            item.request, f"cancelled by {command.issued_by} while queued", command.command_id
+                        )
+                    )
                     self.publisher.flush()
                     if item.position is not None:
                         self.finished.put(item.position)
@@ -171,8 +177,11 @@ class TrainerWorker:
         control topic is read again from the beginning at every start, and a user may come back."""
         user = command.user_id
         with self._lock:
-            mine = [job.request for job in self.ledger.values()
-                    if job.request.user_id == user and job.request.triggered_at <= command.issued_at]
+            mine = [
+                job.request
+                for job in self.ledger.values()
+                if job.request.user_id == user and job.request.triggered_at <= command.issued_at
+            ]
             rids = {str(r.request_id) for r in mine}
             queued = [item for item in self._queue if item.request_id in rids]
             for item in queued:
@@ -182,14 +191,21 @@ class TrainerWorker:
                     self.finished.put(item.position)
             running = self._running if self._running is not None and self._running.item.request_id in rids else None
             if running is not None and running.stop_reason is None:
-                running.stop_reason, running.command_id, running.erase = ("the user was erased", command.command_id,
-                                                                          True)
+                running.stop_reason, running.command_id, running.erase = (
+                    "the user was erased",
+                    command.command_id,
+                    True,
+                )
         if queued:
             self.publisher.flush()
         removed = sum(self._remove_job_files(rid) for rid in rids if running is None or rid != running.item.request_id)
         if rids:
-            log.info("a user was erased: %d of their jobs cancelled; files of %d jobs removed (%d files)",
-                     len(queued) + (running is not None), len(rids) - (running is not None), removed)
+            log.info(
+                "a user was erased: %d of their jobs cancelled; files of %d jobs removed (%d files)",
+                len(queued) + (running is not None),
+                len(rids) - (running is not None),
+                removed,
+            )
 
     def _remove_job_files(self, rid: str) -> int:
         count = 0
@@ -282,13 +298,19 @@ class TrainerWorker:
         if job.done:
             return True
         if job.interrupted >= self.cfg.trainer.max_interrupted_attempts:
-            return self._fail(request, job.attempt, f"the worker running it stopped {job.interrupted} times "
-                              "(trainer.max_interrupted_attempts); not running it again", "Interrupted")
+            return self._fail(
+                request,
+                job.attempt,
+                f"the worker running it stopped {job.interrupted} times "
+                "(trainer.max_interrupted_attempts); not running it again",
+                "Interrupted",
+            )
         try:
             existing = published_for(self.artifacts, request.user_id, request.generation, rid)
         except InfraError as exc:
-            return self._fail(request, job.attempt, f"the adapter directory of this version is unusable: {exc}",
-                              type(exc).__name__)
+            return self._fail(
+                request, job.attempt, f"the adapter directory of this version is unusable: {exc}", type(exc).__name__
+            )
         if existing is not None:  # resumed after its adapter was put in place: publish that adapter's events
             uri = self.artifacts.adapter_uri(request.user_id, request.generation)
             self._emit(outcomes.adapter_published(request, existing, uri))
@@ -316,8 +338,11 @@ class TrainerWorker:
             if isinstance(decision, GiveUp):
                 return self._fail(request, attempt, decision.cause, result.error_type or "JobFailed")
             log.warning("training attempt %d of %s failed: %s", attempt, rid, decision.note)
-            self._emit(outcomes.failed(request, attempt, f"{result.cause} ({decision.note})", result.error_type,
-                                       retry_in_s=decision.wait_s))
+            self._emit(
+                outcomes.failed(
+                    request, attempt, f"{result.cause} ({decision.note})", result.error_type, retry_in_s=decision.wait_s
+                )
+            )
             self.publisher.flush()
             overrides = decision.overrides
             deadline = time.monotonic() + decision.wait_s
@@ -326,15 +351,20 @@ class TrainerWorker:
             if running.stop_reason is not None:
                 return self._stopped(running, request)
 
-    def _attempt(self, running: _Running, request: TrainingRequested, attempt: int, overrides: dict[str, Any],
-                 context: _Context) -> JobResult:
+    def _attempt(
+        self, running: _Running, request: TrainingRequested, attempt: int, overrides: dict[str, Any], context: _Context
+    ) -> JobResult:
         rid = str(request.request_id)
         checkpoint_dir: Path | None = None
         point = None
         if self.cfg.training.checkpoint_steps != 0:
             checkpoint_dir = self._checkpoint_dir(rid)
-            key = checkpoints.run_key(config_sha256(self.cfg.model_dump(mode="json")), request.dataset.sha256,
-                                      overrides, "cuda" if cuda_available() else "cpu")
+            key = checkpoints.run_key(
+                config_sha256(self.cfg.model_dump(mode="json")),
+                request.dataset.sha256,
+                overrides,
+                "cuda" if cuda_available() else "cpu",
+            )
             point = checkpoints.prepare(checkpoint_dir, key)
         self._emit(outcomes.started(request, attempt, self.worker_id, point.step if point else 0, overrides))
         self.publisher.flush()
@@ -343,14 +373,23 @@ class TrainerWorker:
         try:
             dataset = self.artifacts.verify_file(request.dataset.uri, request.dataset.sha256)
         except InfraError as exc:
-            return JobResult(status="failed", cause=f"the dataset snapshot is unusable: {exc}",
-                             error_type=type(exc).__name__)
+            return JobResult(
+                status="failed", cause=f"the dataset snapshot is unusable: {exc}", error_type=type(exc).__name__
+            )
         spec = JobSpec(
-            request_id=rid, user_id=request.user_id, version=request.generation, attempt=attempt,
-            dataset_path=str(dataset), dataset_sha256=request.dataset.sha256, output_dir=str(staging),
-            config=self.cfg.redacted(), dpo_overrides=overrides,
+            request_id=rid,
+            user_id=request.user_id,
+            version=request.generation,
+            attempt=attempt,
+            dataset_path=str(dataset),
+            dataset_sha256=request.dataset.sha256,
+            output_dir=str(staging),
+            config=self.cfg.redacted(),
+            dpo_overrides=overrides,
             checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
-            resume_from=str(point.path) if point else None, baseline=context.baseline, parent=context.parent,
+            resume_from=str(point.path) if point else None,
+            baseline=context.baseline,
+            parent=context.parent,
         )
         return self.runner.run(spec, self.jobs_dir / rid, self._progress_relay(request, attempt), running.should_stop)
 
@@ -366,19 +405,29 @@ class TrainerWorker:
         except InfraError as exc:
             if self.cfg.training.incremental:
                 raise TrainerError(f"cannot train on top of adapter v{version}: {exc}") from exc
-            log.warning("the user's adapter v%d fails verification (%s); the gate compares with the base model",
-                        version, exc)
+            log.warning(
+                "the user's adapter v%d fails verification (%s); the gate compares with the base model", version, exc
+            )
             return _Context(None, f"the base model (adapter v{version} failed verification: {exc})", None)
         return _Context(ref, f"adapter v{version}", ref if self.cfg.training.incremental else None)
 
-    def _conclude(self, request: TrainingRequested, result: JobResult, context: _Context, attempt: int,
-                  overrides: dict[str, Any], duration_s: float) -> None:
+    def _conclude(
+        self,
+        request: TrainingRequested,
+        result: JobResult,
+        context: _Context,
+        attempt: int,
+        overrides: dict[str, Any],
+        duration_s: float,
+    ) -> None:
         rid = str(request.request_id)
         staging = self._staging(request)
-        control = [gate.ControlAnswer(c.prompt, c.before, c.after, c.base_correct, c.adapter_correct)
-                   for c in result.control]
-        decision = gate.decide(self.cfg.evaluation, result.metrics, result.baseline_metrics, context.baseline_name,
-                               control)
+        control = [
+            gate.ControlAnswer(c.prompt, c.before, c.after, c.base_correct, c.adapter_correct) for c in result.control
+        ]
+        decision = gate.decide(
+            self.cfg.evaluation, result.metrics, result.baseline_metrics, context.baseline_name, control
+        )
         if not decision.publish:
             shutil.rmtree(staging, ignore_errors=True)
             log.info("adapter for request %s rejected by the gate: %s", rid, decision.reason)
@@ -389,8 +438,9 @@ class TrainerWorker:
         config = self.cfg.redacted()  # the manifest shows the config, never a secret in it
         lineage = {
             "request_id": rid,
-            "base_model": BaseModelRef(name_or_path=self.cfg.model.base,
-                                       weights_sha256=weights_sha256(self.cfg.model.base)).model_dump(),
+            "base_model": BaseModelRef(
+                name_or_path=self.cfg.model.base, weights_sha256=weights_sha256(self.cfg.model.base)
+            ).model_dump(),
             "config_sha256": config_sha256(config),
             "config": {k: config[k] for k in ("model", "lora", "quantization", "training", "evaluation")},
             "resolved_training": result.resolved,
@@ -398,13 +448,22 @@ class TrainerWorker:
             "attempt": attempt,
             "dataset": {"uri": request.dataset.uri, "sha256": request.dataset.sha256},
             "method": result.method,
-            "pair_ids": {"train": result.train_pairs, "validation": result.validation_pairs,
-                         "heldout": result.heldout_pairs},
-            "example_ids": {"train": result.train_examples, "validation": result.validation_examples,
-                            "heldout": result.heldout_examples},
+            "pair_ids": {
+                "train": result.train_pairs,
+                "validation": result.validation_pairs,
+                "heldout": result.heldout_pairs,
+            },
+            "example_ids": {
+                "train": result.train_examples,
+                "validation": result.validation_examples,
+                "heldout": result.heldout_examples,
+            },
             "metrics": result.metrics,
-            "baseline": {"name": context.baseline_name, "version": context.baseline.version if context.baseline
-                         else None, "metrics": result.baseline_metrics},
+            "baseline": {
+                "name": context.baseline_name,
+                "version": context.baseline.version if context.baseline else None,
+                "metrics": result.baseline_metrics,
+            },
             "parent_version": context.parent.version if context.parent else None,
             "gate": {"publish": True, "reasons": list(decision.reasons)},
             "control": [c.model_dump() for c in result.control],
@@ -419,8 +478,13 @@ class TrainerWorker:
         self._emit(outcomes.succeeded(request, published.uri, result.metrics, duration_s))
         self.publisher.flush()
         self._discard(rid)
-        log.info("adapter version %d published (%s), held-out accuracy %s vs %s", request.generation, published.uri,
-                 result.metrics.get("heldout_policy_accuracy"), context.baseline_name)
+        log.info(
+            "adapter version %d published (%s), held-out accuracy %s vs %s",
+            request.generation,
+            published.uri,
+            result.metrics.get("heldout_policy_accuracy"),
+            context.baseline_name,
+        )
 
     def _stopped(self, running: _Running, request: TrainingRequested) -> bool:
         if running.aborted:
@@ -468,8 +532,14 @@ class TrainerWorker:
         checkpoints.discard(self._checkpoint_dir(rid))
 
 
-def run_trainer(cfg: Config, stop: threading.Event, publisher: EventPublisher | None = None,
-                runner: JobRunner | None = None, worker_id: str | None = None, metrics: Any = None) -> None:
+def run_trainer(
+    cfg: Config,
+    stop: threading.Event,
+    publisher: EventPublisher | None = None,
+    runner: JobRunner | None = None,
+    worker_id: str | None = None,
+    metrics: Any = None,
+) -> None:
     """The Kafka loop around :class:`TrainerWorker`, until ``stop`` is set."""
     from trainer.consumer import TrainingConsumer
 
@@ -478,4 +548,3 @@ def run_trainer(cfg: Config, stop: threading.Event, publisher: EventPublisher | 
     except Exception:
         log.critical("the trainer stopped: no training jobs run in this process", exc_info=True)
         raise
-

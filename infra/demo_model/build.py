@@ -49,8 +49,9 @@ class Preset:
 
 PRESETS = {
     # Readable answers: every fact of the corpus right after ~5 CPU minutes.
-    "demo-chat": Preset("demo-chat", 1024, 192, 4, 4, 512, examples=40_000, epochs=1, batch_size=32,
-                        learning_rate=3e-3),
+    "demo-chat": Preset(
+        "demo-chat", 1024, 192, 4, 4, 512, examples=40_000, epochs=1, batch_size=32, learning_rate=3e-3
+    ),
     # For tests: seconds to build, answers are not meant to be read.
     "tiny": Preset("tiny", 512, 64, 2, 4, 128, examples=2_000, epochs=1, batch_size=32, learning_rate=3e-3),
 }

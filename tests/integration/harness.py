@@ -54,7 +54,9 @@ class RunningProcess:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "samtuner.cli", command, "-c", str(cfg_path)],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self.url = f"http://{cfg.inference.host}:{cfg.inference.port}"
@@ -77,8 +79,11 @@ class RunningProcess:
         wait_for(probe, timeout_s, "the node to be ready")
 
     def ask(self, prompt: str, user: str | None) -> dict[str, Any]:
-        r = httpx.post(f"{self.url}/v1/chat/completions", timeout=60,
-                       json={"messages": [{"role": "user", "content": prompt}], "user": user})
+        r = httpx.post(
+            f"{self.url}/v1/chat/completions",
+            timeout=60,
+            json={"messages": [{"role": "user", "content": prompt}], "user": user},
+        )
         r.raise_for_status()
         body: dict[str, Any] = r.json()
         return body
@@ -104,8 +109,9 @@ def group_lag(cfg: Config, group: str, topics: list[str]) -> int:
     """Messages in ``topics`` that consumer group ``group`` has not committed yet (all partitions)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": group,
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": group, "enable.auto.commit": False}
+    )
     try:
         partitions = []
         for topic in topics:
@@ -128,8 +134,7 @@ def wait_caught_up(cfg: Config, timeout_s: float = 120, proc: RunningProcess | N
 
     t = Topics(cfg.kafka.topic_prefix)
     deciders = (cfg.streams.app_id, [t.feedback, t.control])
-    projector = (f"{cfg.streams.app_id}-projector", [t.pairs, t.training, t.adapters, t.dlq, t.inference,
-                                                       t.feedback])
+    projector = (f"{cfg.streams.app_id}-projector", [t.pairs, t.training, t.adapters, t.dlq, t.inference, t.feedback])
     quiet = [0]
 
     def probe() -> bool:

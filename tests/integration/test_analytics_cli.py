@@ -36,8 +36,13 @@ TERMINAL = {"succeeded", "failed", "cancelled", "rejected"}
 
 
 def cli(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "samtuner.cli", *args, "-c", str(path)], capture_output=True,
-                          text=True, cwd=ROOT, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "samtuner.cli", *args, "-c", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
 
 
 def cli_json(path: Path, *args: str) -> Any:
@@ -58,8 +63,11 @@ def replay_fixture(cfg: Config, proc: RunningProcess) -> None:
     lines = list(read_fixture(REPLAYS / "quality.jsonl"))
     publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers)
     for phase in ("1", "2", "3"):
-        replay([line for line in lines if dict(line.headers)["fixture.phase"].decode() == phase], publisher,
-               cfg.kafka.topic_prefix)
+        replay(
+            [line for line in lines if dict(line.headers)["fixture.phase"].decode() == phase],
+            publisher,
+            cfg.kafka.topic_prefix,
+        )
         publisher.flush()
         wait_caught_up(cfg, proc=proc)
 
@@ -83,15 +91,27 @@ def test_analytics_and_sql_through_the_running_process(make_config: Any) -> None
         replayed = time.time()
         # erin asks three questions (she has no adapter: the base model answers), corrects the first
         # answer and likes the second; SAM echoes the answers' ids.
-        answers = [proc.ask(q, "qa-erin") for q in ("What is the capital of France?", "What is 3 plus 4?",
-                                                    "What color is the sky?")]
+        answers = [
+            proc.ask(q, "qa-erin")
+            for q in ("What is the capital of France?", "What is 3 plus 4?", "What color is the sky?")
+        ]
         assert {(a["samtuner"]["arm"], a["samtuner"]["adapter_version"]) for a in answers} == {("base", None)}
         with FeedbackPublisher(cfg.kafka.bootstrap_servers, cfg.kafka.topic_prefix) as sam:
-            sam.correction("qa-erin", "What is the capital of France?", answers[0]["choices"][0]["message"]["content"],
-                           "The capital of France is Paris.", confidence_score=0.95,
-                           context={"answer_id": answers[0]["id"]})
-            sam.feedback("qa-erin", "What is 3 plus 4?", answers[1]["choices"][0]["message"]["content"],
-                         feedback_type="thumbs_up", context={"answer_id": answers[1]["id"]})
+            sam.correction(
+                "qa-erin",
+                "What is the capital of France?",
+                answers[0]["choices"][0]["message"]["content"],
+                "The capital of France is Paris.",
+                confidence_score=0.95,
+                context={"answer_id": answers[0]["id"]},
+            )
+            sam.feedback(
+                "qa-erin",
+                "What is 3 plus 4?",
+                answers[1]["choices"][0]["message"]["content"],
+                feedback_type="thumbs_up",
+                context={"answer_id": answers[1]["id"]},
+            )
         wait_caught_up(cfg, proc=proc)
         wait_for(lambda: jobs_ended(proc.url), 240, "both training jobs to end")
 
@@ -123,8 +143,9 @@ def check_fixture_day(results: dict[str, Any], started: float, replayed: float) 
     users = sorted({p["user_id"] for p in pairs})
     count = Counter(p["user_id"] for p in pairs)
     active = Counter(p["user_id"] for p in pairs if p["is_active"])
-    assert [(r["user_id"], r["pairs"], r["active_pairs"], r["near_identical"]) for r in
-            results["pairs_per_day"]["rows"]] == [(u, count[u], active[u], NEAR_IDENTICAL.get(u, 0)) for u in users]
+    assert [
+        (r["user_id"], r["pairs"], r["active_pairs"], r["near_identical"]) for r in results["pairs_per_day"]["rows"]
+    ] == [(u, count[u], active[u], NEAR_IDENTICAL.get(u, 0)) for u in users]
     assert {r["day"] for r in results["pairs_per_day"]["rows"]} == {"2026-11-24"}
 
     rejected = Counter(user_of(fid) for fid in EXPECTED["rejected"])
@@ -133,10 +154,13 @@ def check_fixture_day(results: dict[str, Any], started: float, replayed: float) 
     expected_acceptance = []
     for u in deciding:
         accepted = count[u] + examples[u]
-        expected_acceptance.append((u, count[u], examples[u], rejected[u],
-                                    round(accepted / (accepted + rejected[u]), 4)))
-    assert [(r["user_id"], r["accepted_pairs"], r["accepted_examples"], r["rejected"], r["acceptance_rate"])
-            for r in results["acceptance_rate"]["rows"]] == expected_acceptance
+        expected_acceptance.append(
+            (u, count[u], examples[u], rejected[u], round(accepted / (accepted + rejected[u]), 4))
+        )
+    assert [
+        (r["user_id"], r["accepted_pairs"], r["accepted_examples"], r["rejected"], r["acceptance_rate"])
+        for r in results["acceptance_rate"]["rows"]
+    ] == expected_acceptance
 
     reasons = Counter(code for codes in EXPECTED["rejected"].values() for code in codes)
     assert {r["reason"]: r["rejections"] for r in results["reject_reasons"]["rows"]} == dict(reasons)
@@ -164,15 +188,24 @@ def check_outside_the_fixture(path: Path) -> None:
     jobs = cli_json(path, "analytics", "job_outcomes")["rows"]
     assert sum(j["jobs"] for j in jobs) == len(EXPECTED["training_requests"])
     assert {j["status"] for j in jobs} <= TERMINAL
-    assert all(j["duration_s_p50"] is not None and 0 <= j["duration_s_p50"] <= j["duration_s_max"] < 600
-               for j in jobs)
+    assert all(j["duration_s_p50"] is not None and 0 <= j["duration_s_p50"] <= j["duration_s_max"] < 600 for j in jobs)
     succeeded = sum(j["jobs"] for j in jobs if j["status"] == "succeeded")
     adapters = cli_json(path, "analytics", "adapters_per_day")["rows"]
     assert sum(a["adapters"] for a in adapters) == succeeded  # one adapter per successful job
 
     erin = cli_json(path, "analytics", "correction_rate", "--user", "qa-erin")["rows"]
-    assert erin == [{"user_id": "qa-erin", "arm": "base", "adapter_version": None, "answers": 3, "corrected": 1,
-                     "thumbs_down": 0, "thumbs_up": 1, "correction_rate": 0.3333}]
+    assert erin == [
+        {
+            "user_id": "qa-erin",
+            "arm": "base",
+            "adapter_version": None,
+            "answers": 3,
+            "corrected": 1,
+            "thumbs_down": 0,
+            "thumbs_up": 1,
+            "correction_rate": 0.3333,
+        }
+    ]
 
     table = cli(path, "analytics", "reject_reasons", *period())
     assert table.returncode == 0, table.stderr
@@ -185,8 +218,10 @@ def check_outside_the_fixture(path: Path) -> None:
     assert bad_time.returncode == 2 and "since='last tuesday' is not a time" in bad_time.stderr
 
 
-PAIRS_PER_USER = ("SELECT user_id, count() AS pairs FROM sam.preference_pairs FINAL "
-                  "WHERE toDate(created_at) = '2026-11-24' GROUP BY user_id ORDER BY user_id")
+PAIRS_PER_USER = (
+    "SELECT user_id, count() AS pairs FROM sam.preference_pairs FINAL "
+    "WHERE toDate(created_at) = '2026-11-24' GROUP BY user_id ORDER BY user_id"
+)
 
 
 def expected_pairs_per_user() -> list[list[Any]]:
@@ -202,9 +237,11 @@ def check_sql_through_the_api(path: Path) -> None:
     assert table.returncode == 0, table.stderr
     assert all(reason in table.stdout for reason, _ in EXPECTED["dead_letters"])
 
-    for write in ("INSERT INTO sam.preference_pairs (user_id) VALUES ('mallory')",
-                  "DROP TABLE sam.preference_pairs",
-                  "SELECT 1; TRUNCATE TABLE sam.preference_pairs; SELECT 2"):
+    for write in (
+        "INSERT INTO sam.preference_pairs (user_id) VALUES ('mallory')",
+        "DROP TABLE sam.preference_pairs",
+        "SELECT 1; TRUNCATE TABLE sam.preference_pairs; SELECT 2",
+    ):
         refused = cli(path, "sql", write)
         assert refused.returncode == 2, (write, refused.stderr)
         assert "refused: analysts' queries are read-only" in refused.stderr

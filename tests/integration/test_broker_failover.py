@@ -57,10 +57,18 @@ def feedback(rng: random.Random, n: int, start: datetime) -> tuple[str, str, byt
     original = "It is " + " ".join(rng.choices(WORDS, k=10)) + "."
     corrected = original[:-1] + ", " + " ".join(rng.choices(WORDS, k=6)) + ". Thanks!"
     eid = feedback_event_id(user, f"fail-{n}")
-    event = FeedbackReceived(event_id=eid, correlation_id=eid, user_id=user, feedback_id=f"fail-{n}",
-                             occurred_at=start + timedelta(milliseconds=n), feedback_type="correction",
-                             prompt=prompt, original_response=original, corrected_response=corrected,
-                             confidence_score=0.9)
+    event = FeedbackReceived(
+        event_id=eid,
+        correlation_id=eid,
+        user_id=user,
+        feedback_id=f"fail-{n}",
+        occurred_at=start + timedelta(milliseconds=n),
+        feedback_type="correction",
+        prompt=prompt,
+        original_response=original,
+        corrected_response=corrected,
+        confidence_score=0.9,
+    )
     return user, str(eid), event.model_dump_json().encode()
 
 
@@ -87,6 +95,7 @@ class Replay:
                     self.acked[eid] = user
                 else:
                     self.failed.append(f"{eid}: {err.str()}")
+
             return delivered
 
         while not (self.stop.is_set() and self.produced >= EVENTS):
@@ -102,8 +111,7 @@ class Replay:
 def committed(consumer: Consumer, topics: list[str]) -> int:
     """The sum of a group's committed offsets on ``topics`` (-1 when the coordinator does not answer)."""
     try:
-        parts = [TopicPartition(t, p) for t in topics
-                 for p in consumer.list_topics(t, timeout=5).topics[t].partitions]
+        parts = [TopicPartition(t, p) for t in topics for p in consumer.list_topics(t, timeout=5).topics[t].partitions]
         return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=5))
     except KafkaException:
         return -1
@@ -125,8 +133,9 @@ def fully_replicated(admin: AdminClient, prefix: str) -> bool:
         meta = admin.list_topics(timeout=5)
     except KafkaException:
         return False
-    return all(len(p.isrs) == 3 for name, t in meta.topics.items() if name.startswith(prefix)
-               for p in t.partitions.values())
+    return all(
+        len(p.isrs) == 3 for name, t in meta.topics.items() if name.startswith(prefix) for p in t.partitions.values()
+    )
 
 
 @pytest.fixture
@@ -151,12 +160,18 @@ def workers() -> Iterator[list[RunningProcess]]:
                 proc.kill()
 
 
-def test_leader_bounces_under_the_pipeline_lose_and_duplicate_nothing(cluster: Cluster, workers: list[RunningProcess],
-                                                                     tiny_model: Path, tmp_path: Path) -> None:
-    cfg, cfg_path = make_config_at(tmp_path, cluster.bootstrap, tiny_model, kafka={"replication_factor": 3},
-                                   trigger={"min_new_pairs": THRESHOLD},
-                                   streams={"session_timeout_s": 10, "batch_size": 200},
-                                   console={"port": free_port()})  # not 8100: tests run side by side
+def test_leader_bounces_under_the_pipeline_lose_and_duplicate_nothing(
+    cluster: Cluster, workers: list[RunningProcess], tiny_model: Path, tmp_path: Path
+) -> None:
+    cfg, cfg_path = make_config_at(
+        tmp_path,
+        cluster.bootstrap,
+        tiny_model,
+        kafka={"replication_factor": 3},
+        trigger={"min_new_pairs": THRESHOLD},
+        streams={"session_timeout_s": 10, "batch_size": 200},
+        console={"port": free_port()},
+    )  # not 8100: tests run side by side
     topics = Topics(cfg.kafka.topic_prefix)
     from infra.topics import ensure_topics
 
@@ -190,13 +205,18 @@ def test_leader_bounces_under_the_pipeline_lose_and_duplicate_nothing(cluster: C
 
         def progressed(decided: int = decided, projected: int = projected) -> bool:
             restart_worker_if_gone()
-            return (committed(probe_decider, [topics.feedback]) > decided
-                    and committed(probe_projector, [topics.pairs]) > projected)
+            return (
+                committed(probe_decider, [topics.feedback]) > decided
+                and committed(probe_projector, [topics.pairs]) > projected
+            )
 
         wait_for(progressed, 240, f"the pipeline to progress after the {kind} of broker {leader}", every_s=0.1)
         recoveries.append((kind, leader, time.monotonic() - faulted))
-        print(f"fault {len(recoveries)}: {kind} of broker {leader}: progressing after {recoveries[-1][2]:.1f} s "
-              f"({replay.produced} produced)", flush=True)
+        print(
+            f"fault {len(recoveries)}: {kind} of broker {leader}: progressing after {recoveries[-1][2]:.1f} s "
+            f"({replay.produced} produced)",
+            flush=True,
+        )
         node.start()
         cluster.wait_registered(3)
     replay.stop.set()
@@ -232,8 +252,10 @@ def test_leader_bounces_under_the_pipeline_lose_and_duplicate_nothing(cluster: C
     probe_projector.close()
 
     # Every topic, the Faust table's changelog and the consumer offsets included, has 3 replicas.
-    replicas = {name: {len(p.replicas) for p in t.partitions.values()}
-                for name, t in admin.list_topics(timeout=10).topics.items()}
+    replicas = {
+        name: {len(p.replicas) for p in t.partitions.values()}
+        for name, t in admin.list_topics(timeout=10).topics.items()
+    }
     assert f"{cfg.streams.app_id}-decider-journal-changelog" in replicas and "__consumer_offsets" in replicas
     assert {name: r for name, r in replicas.items() if r != {3}} == {}
 
@@ -264,8 +286,10 @@ def test_leader_bounces_under_the_pipeline_lose_and_duplicate_nothing(cluster: C
     assert set(thresholds) >= expected_generations
 
     print(f"\ntwo brokers down: {type(refused.value).__name__}: {refused.value}")
-    print(f"broker failover: {replay.produced + len(probes)} feedback events, {len(acked)} acked, "
-          f"{len(replay.failed)} not acked, {len(projected_events)} pairs projected once each; "
-          f"stream worker restarts: {len(workers) - 1}")
+    print(
+        f"broker failover: {replay.produced + len(probes)} feedback events, {len(acked)} acked, "
+        f"{len(replay.failed)} not acked, {len(projected_events)} pairs projected once each; "
+        f"stream worker restarts: {len(workers) - 1}"
+    )
     for i, (kind, leader, seconds) in enumerate(recoveries, 1):
         print(f"  fault {i:2d}: {kind:12s} broker {leader}: pipeline progressing again after {seconds:5.1f} s")

@@ -40,15 +40,24 @@ class Kit:
         self.store = ClickHouseStore(f"chdb://{tmp_path / 'ch'}", "sam")
         self.store.migrate()
         self.publisher = FakePublisher()
-        self.projector = Projector(ClickHouseSink(self.store), ArtifactStore(tmp_path / "artifacts"), self.publisher,
-                                   TOPICS, sleep=lambda s: None)
+        self.projector = Projector(
+            ClickHouseSink(self.store),
+            ArtifactStore(tmp_path / "artifacts"),
+            self.publisher,
+            TOPICS,
+            sleep=lambda s: None,
+        )
         topics = (TOPICS.pairs, TOPICS.training, TOPICS.inference, TOPICS.feedback, TOPICS.adapters)
         self.offsets = dict.fromkeys(topics, 0)
         self.sent: list[Command] = []
         cfg = Config.model_validate({"state_dir": str(tmp_path / "state"), "trigger": {"min_new_pairs": 4}})
-        self.deps = ConsoleDeps(cfg=cfg, authorizer=TokenAuthorizer("admin-secret"),
-                                queries=ConsoleQueries(self.store), send_command=self.sent.append,
-                                artifacts=ArtifactStore(tmp_path / "artifacts"))
+        self.deps = ConsoleDeps(
+            cfg=cfg,
+            authorizer=TokenAuthorizer("admin-secret"),
+            queries=ConsoleQueries(self.store),
+            send_command=self.sent.append,
+            artifacts=ArtifactStore(tmp_path / "artifacts"),
+        )
         self.client = TestClient(console_app(self.deps))
 
     def project(self, events: list[Event], topic: str = TOPICS.pairs) -> Any:
@@ -73,8 +82,13 @@ def kit(tmp_path: Path) -> Iterator[Kit]:
 
 def test_pairs_are_paged_filtered_and_exported_in_trls_format(kit: Kit) -> None:
     d = Decider(min_new_pairs=100)
-    kit.project(d.feed(*[fb(n) for n in range(7)], *[fb(n, user="bob") for n in range(3)],
-                       fb(20, original=LONG, corrected=LONG + " Thanks")))  # a near-identical edit
+    kit.project(
+        d.feed(
+            *[fb(n) for n in range(7)],
+            *[fb(n, user="bob") for n in range(3)],
+            fb(20, original=LONG, corrected=LONG + " Thanks"),
+        )
+    )  # a near-identical edit
     page = kit.get("/api/v1/pairs?size=4")
     assert page["total"] == 11 and len(page["rows"]) == 4
     first = page["rows"][0]
@@ -125,8 +139,9 @@ def test_a_bulk_action_needs_the_token_and_sends_the_matching_ids_per_user(kit: 
     again = kit.client.post("/api/v1/pairs/bulk", json=body, headers=ADMIN).json()
     assert again["changing"] == 0 and again["commands"] == []  # nothing left to change
 
-    reweight = kit.client.post("/api/v1/pairs/bulk", json={"filter": {}, "action": "reweight", "weight": 0.5},
-                               headers=ADMIN)
+    reweight = kit.client.post(
+        "/api/v1/pairs/bulk", json={"filter": {}, "action": "reweight", "weight": 0.5}, headers=ADMIN
+    )
     assert reweight.json()["users"] == 2
     commands = kit.sent[1:]
     assert all(isinstance(c, ReweightPairs) for c in commands)
@@ -157,8 +172,9 @@ def test_training_requests_check_overrides_and_users_show_their_threshold(kit: K
     bad = kit.client.post("/api/v1/training", json={"user": "alice", "overrides": {"betta": 0.1}}, headers=ADMIN)
     assert bad.status_code == 400 and "did you mean beta" in bad.json()["fields"]["betta"]
     assert kit.sent == []
-    ok = kit.client.post("/api/v1/training", json={"user": "alice", "overrides": {"num_train_epochs": 2}},
-                         headers=ADMIN)
+    ok = kit.client.post(
+        "/api/v1/training", json={"user": "alice", "overrides": {"num_train_epochs": 2}}, headers=ADMIN
+    )
     assert ok.status_code == 202 and kit.sent[0].dpo_overrides == {"num_train_epochs": 2}  # type: ignore[attr-defined]
 
 
@@ -169,22 +185,50 @@ def test_the_trace_follows_a_correction_to_the_answers_served_and_an_answer_back
     kit.project([request], TOPICS.training)
     rid = request.request_id
     common = {"user_id": "alice", "correlation_id": request.correlation_id}
-    adapter = AdapterPublished(event_id=uuid.uuid4(), version=1, request_id=rid, uri="adapters/x/1", files={},
-                               base_model=BaseModelRef(name_or_path="m", weights_sha256="0" * 64),
-                               dataset_sha256=request.dataset.sha256, triggered_at=request.triggered_at,
-                               train_pair_ids=request.dataset.pair_ids[:2],
-                               heldout_pair_ids=request.dataset.pair_ids[2:],
-                               **common)
-    done = TrainingSucceeded(event_id=uuid.uuid4(), request_id=rid, adapter_version=1, adapter_uri="adapters/x/1",
-                             duration_s=3.0, **common)
+    adapter = AdapterPublished(
+        event_id=uuid.uuid4(),
+        version=1,
+        request_id=rid,
+        uri="adapters/x/1",
+        files={},
+        base_model=BaseModelRef(name_or_path="m", weights_sha256="0" * 64),
+        dataset_sha256=request.dataset.sha256,
+        triggered_at=request.triggered_at,
+        train_pair_ids=request.dataset.pair_ids[:2],
+        heldout_pair_ids=request.dataset.pair_ids[2:],
+        **common,
+    )
+    done = TrainingSucceeded(
+        event_id=uuid.uuid4(), request_id=rid, adapter_version=1, adapter_uri="adapters/x/1", duration_s=3.0, **common
+    )
     kit.project([done], TOPICS.training)
     kit.project([adapter], TOPICS.adapters)
     answer_id = uuid.uuid4()
-    kit.project([AnswerServed(event_id=answer_id, answer_id=answer_id, node_id="n1", arm="new", adapter_version=1,
-                              latency_ms=5.0, user_id="alice", correlation_id=answer_id)], TOPICS.inference)
-    correction = FeedbackReceived(event_id=uuid.uuid4(), correlation_id=uuid.uuid4(), user_id="alice", feedback_id="x",
-                                  prompt="p?", original_response="a", corrected_response="b",
-                                  context={"answer_id": str(answer_id)})
+    kit.project(
+        [
+            AnswerServed(
+                event_id=answer_id,
+                answer_id=answer_id,
+                node_id="n1",
+                arm="new",
+                adapter_version=1,
+                latency_ms=5.0,
+                user_id="alice",
+                correlation_id=answer_id,
+            )
+        ],
+        TOPICS.inference,
+    )
+    correction = FeedbackReceived(
+        event_id=uuid.uuid4(),
+        correlation_id=uuid.uuid4(),
+        user_id="alice",
+        feedback_id="x",
+        prompt="p?",
+        original_response="a",
+        corrected_response="b",
+        context={"answer_id": str(answer_id)},
+    )
     kit.project([correction], TOPICS.feedback)
 
     pair = events[0]
@@ -223,7 +267,7 @@ def test_the_page_and_its_assets_are_served_locally_and_nothing_else(kit: Kit) -
     assert kit.client.get("/docs").status_code == 200
     for path in ASSETS.values():  # nothing is fetched from another host at run time
         text = path.read_text()
-        assert "//cdn" not in text and 'src="http' not in text and "href=\"http" not in text, path
+        assert "//cdn" not in text and 'src="http' not in text and 'href="http' not in text, path
     assert (STATIC / "index.html").exists()
     me = kit.get("/api/v1/whoami")
     assert me["admin"] is False and me["store"] is True and me["node"] is False

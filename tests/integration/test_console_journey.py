@@ -50,7 +50,8 @@ def test_the_console_journey(make_config, tmp_path: Path) -> None:
     cfg, cfg_path = make_config(
         trigger={"min_new_pairs": 1000},  # no automatic training: the journey starts it
         trainer={"progress_interval_s": 0.0, "fault_injection": {"step_delay_s": 0.15}},  # slow enough to watch
-        console={"admin_token_file": str(token_file)})
+        console={"admin_token_file": str(token_file)},
+    )
     node = RunningProcess(cfg, cfg_path)
     started = time.monotonic()
     try:
@@ -72,8 +73,9 @@ def test_the_console_journey(make_config, tmp_path: Path) -> None:
             page.fill("#pair-filter input[name=user]", "bob")
             page.click("#pair-filter button[type=submit]")
             page.wait_for_function(f"document.querySelector('#pairs-count').dataset.total == '{bob_pairs}'")
-            users_shown = page.eval_on_selector_all("#pairs tbody tr td:first-child",
-                                                    "els => els.map(e => e.textContent)")
+            users_shown = page.eval_on_selector_all(
+                "#pairs tbody tr td:first-child", "els => els.map(e => e.textContent)"
+            )
             assert users_shown and set(users_shown) == {"bob"}
             assert page.locator("#pairs tbody ins, #pairs tbody del").count() > 0  # the word diff is drawn
             with page.expect_download() as download:
@@ -92,7 +94,8 @@ def test_the_console_journey(make_config, tmp_path: Path) -> None:
             page.click("#bulk-deactivate")
             page.wait_for_function(
                 f"document.querySelectorAll('#pairs tbody .badge.inactive').length == {min(bob_pairs, 50)}",
-                timeout=60_000)
+                timeout=60_000,
+            )
             assert api(node, "/api/v1/pairs?user=bob&active=true")["total"] == 0  # the projection changed
             assert api(node, "/api/v1/pairs?user=bob&active=false")["total"] == bob_pairs
             shot(page, "pairs")
@@ -114,7 +117,8 @@ def test_the_console_journey(make_config, tmp_path: Path) -> None:
             page.fill("#train-form input[name=per_device_train_batch_size]", "2.5")
             page.click("#train-start")
             page.wait_for_function(
-                "document.querySelector('[data-for=per_device_train_batch_size]').textContent.length > 0")
+                "document.querySelector('[data-for=per_device_train_batch_size]').textContent.length > 0"
+            )
             assert "per_device_train_batch_size" in page.text_content("[data-for=per_device_train_batch_size]")
             page.fill("#train-form input[name=per_device_train_batch_size]", "")
             page.fill("#train-form input[name=num_train_epochs]", "3")
@@ -143,8 +147,11 @@ def test_the_console_journey(make_config, tmp_path: Path) -> None:
             page.fill("#train-form input[name=num_train_epochs]", "")
             page.click("#train-start")
             wait_for(lambda: (j := job_of(node, "alice", 2)) and j["adapter_version"] == 2, 180, "alice's v2")
-            wait_for(lambda: node.ask("What is the capital of Peru?", "alice")["samtuner"]["adapter_version"] == 2,
-                     60, "the node to serve v2")
+            wait_for(
+                lambda: node.ask("What is the capital of Peru?", "alice")["samtuner"]["adapter_version"] == 2,
+                60,
+                "the node to serve v2",
+            )
 
             # -- the models tab: versions, compare, roll back ---------------------------------------
             page.click("#tabs a[data-tab=models]")
@@ -163,8 +170,11 @@ def test_the_console_journey(make_config, tmp_path: Path) -> None:
             shot(page, "models")
             page.click("#model-rollback")
             page.wait_for_function("document.querySelector('#model-state').dataset.pinned == '1'", timeout=30_000)
-            wait_for(lambda: node.ask("What is the capital of Peru?", "alice")["samtuner"]["adapter_version"] == 1,
-                     30, "the rollback to be served")
+            wait_for(
+                lambda: node.ask("What is the capital of Peru?", "alice")["samtuner"]["adapter_version"] == 1,
+                30,
+                "the rollback to be served",
+            )
 
             # -- the trace of one correction, then of a rejected one -------------------------------
             page.click("#tabs a[data-tab=pairs]")

@@ -69,10 +69,18 @@ def generate(rng: random.Random) -> tuple[list[tuple[bytes, bytes]], set[str], d
                 expected.add(key)
                 per_user[user] += 1
         eid = feedback_event_id(user, f"crash-{n}")
-        event = FeedbackReceived(event_id=eid, correlation_id=eid, user_id=user, feedback_id=f"crash-{n}",
-                                 occurred_at=start + timedelta(milliseconds=n), feedback_type=kind,  # type: ignore[arg-type]
-                                 prompt=prompt, original_response=original, corrected_response=corrected,
-                                 confidence_score=0.9)
+        event = FeedbackReceived(
+            event_id=eid,
+            correlation_id=eid,
+            user_id=user,
+            feedback_id=f"crash-{n}",
+            occurred_at=start + timedelta(milliseconds=n),
+            feedback_type=kind,  # type: ignore[arg-type]
+            prompt=prompt,
+            original_response=original,
+            corrected_response=corrected,
+            confidence_score=0.9,
+        )
         messages.append((user.encode(), event.model_dump_json().encode()))
     return messages, expected, dict(per_user)
 
@@ -92,9 +100,10 @@ def _progressing(cfg: Config, worker: RunningProcess) -> Callable[[], bool]:
 
 
 def test_kill_dash_nine_during_a_replay_loses_and_duplicates_nothing(make_config) -> None:
-    cfg, cfg_path = make_config(trigger={"min_new_pairs": THRESHOLD},
-                                streams={"session_timeout_s": 6, "batch_size": 500,
-                                         "state": WHOLE_HISTORY_STATE})
+    cfg, cfg_path = make_config(
+        trigger={"min_new_pairs": THRESHOLD},
+        streams={"session_timeout_s": 6, "batch_size": 500, "state": WHOLE_HISTORY_STATE},
+    )
     rng = random.Random(20261125)
     messages, expected, per_user = generate(rng)
     topics = Topics(cfg.kafka.topic_prefix)
@@ -139,5 +148,7 @@ def test_kill_dash_nine_during_a_replay_loses_and_duplicates_nothing(make_config
     assert sorted(requests) == sorted(expected_generations)
     training = training_requests_on_wire(cfg, topics.training)
     assert len(training) == len(expected_generations) and max(training.values()) == 1
-    print(f"\ncrash test: {EVENTS} events, {kills} kills (decider lag at each kill: {lags}), "
-          f"{len(expected)} pairs, {len(expected_generations)} threshold events, each emitted once")
+    print(
+        f"\ncrash test: {EVENTS} events, {kills} kills (decider lag at each kill: {lags}), "
+        f"{len(expected)} pairs, {len(expected_generations)} threshold events, each emitted once"
+    )

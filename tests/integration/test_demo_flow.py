@@ -18,12 +18,22 @@ from tests.nodes import NodeKit
 
 pytestmark = pytest.mark.integration
 
-PLAN = DemoPlan(users=(
-    DemoUser("alice", CLOSES_WITH_LINE, tuple(f"What is the capital of country {i}?" for i in range(10)),
-             ("What is the capital of France?", "What color is snow?")),
-    DemoUser("bob", ADDS_CAVEAT, tuple(f"What color is thing {i}?" for i in range(10)),
-             ("What is the opposite of hot?", "What sound does a dog make?")),
-))
+PLAN = DemoPlan(
+    users=(
+        DemoUser(
+            "alice",
+            CLOSES_WITH_LINE,
+            tuple(f"What is the capital of country {i}?" for i in range(10)),
+            ("What is the capital of France?", "What color is snow?"),
+        ),
+        DemoUser(
+            "bob",
+            ADDS_CAVEAT,
+            tuple(f"What color is thing {i}?" for i in range(10)),
+            ("What is the opposite of hot?", "What sound does a dog make?"),
+        ),
+    )
+)
 
 
 def _tiny_recipe(tmp_path: Path) -> Path:
@@ -31,8 +41,15 @@ def _tiny_recipe(tmp_path: Path) -> Path:
     recipe = {
         "model": {"max_new_tokens": 8},
         "trigger": {"min_new_pairs": 8},
-        "training": {"dpo": {"num_train_epochs": 1, "per_device_train_batch_size": 4, "learning_rate": 1e-3,
-                             "max_length": 64, "gradient_accumulation_steps": 1}},
+        "training": {
+            "dpo": {
+                "num_train_epochs": 1,
+                "per_device_train_batch_size": 4,
+                "learning_rate": 1e-3,
+                "max_length": 64,
+                "gradient_accumulation_steps": 1,
+            }
+        },
         "streams": {"app_id": f"demo-{uuid.uuid4().hex[:8]}", "batch_timeout_s": 0.1},
         "evaluation": {"enabled": False, "controls": []},
         "inference": {"torch_threads": 1},
@@ -45,8 +62,9 @@ def _tiny_recipe(tmp_path: Path) -> Path:
 def test_the_demo_trains_both_styles_on_the_models_own_answers_and_measures_them(
     tiny_model: Path, tmp_path: Path
 ) -> None:
-    summary = run_demo(tmp_path / "demo", model=str(tiny_model), config=_tiny_recipe(tmp_path), plan=PLAN,
-                       timeout_s=900)
+    summary = run_demo(
+        tmp_path / "demo", model=str(tiny_model), config=_tiny_recipe(tmp_path), plan=PLAN, timeout_s=900
+    )
 
     json.dumps(summary)  # the CLI prints it as one JSON line
     assert summary["dlq"] == 3  # not JSON, a bad confidence type, no prompt

@@ -41,8 +41,7 @@ MIN_MESSAGES = 2000
 USERS = [f"u{i}" for i in range(5)]
 WORDS = ["capital", "river", "answer", "please", "thanks", "city", "north", "south", "big", "small", "is", "the"]
 OUTCOMES = {"PairAccepted", "PairRejected", "LabelledExampleAccepted"}
-COMMAND_OUTCOMES = {"TrainingThresholdReached", "CommandRejected", "UserForgotten", "PairDeactivated",
-                    "PairReweighted"}
+COMMAND_OUTCOMES = {"TrainingThresholdReached", "CommandRejected", "UserForgotten", "PairDeactivated", "PairReweighted"}
 
 
 @dataclass
@@ -59,11 +58,16 @@ class Sent:
 def worker(kafka: str, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProcess]:
     from tests.conftest import make_config_at
 
-    cfg, path = make_config_at(tmp_path_factory.mktemp("traced"), kafka, tiny_model,
-                               trigger={"min_new_pairs": 1000}, metrics={"decider_port": free_port()},
-                               # Redeliveries and reused ids are drawn from each user's whole history
-                               # (~400 events each): what is tested is the trace, not the horizon.
-                               streams={"state": {"max_sightings_per_user": 4096}})
+    cfg, path = make_config_at(
+        tmp_path_factory.mktemp("traced"),
+        kafka,
+        tiny_model,
+        trigger={"min_new_pairs": 1000},
+        metrics={"decider_port": free_port()},
+        # Redeliveries and reused ids are drawn from each user's whole history
+        # (~400 events each): what is tested is the trace, not the horizon.
+        streams={"state": {"max_sightings_per_user": 4096}},
+    )
     ensure_topics(cfg.kafka)
     proc = RunningProcess(cfg, path, command="streams", log_name="streams.log")
     yield proc
@@ -75,20 +79,41 @@ def feedback_value(user: str, words: list[str], kind: str, draw_corrected: bool)
     prompt = "What is the " + " ".join(words[:3]) + "?"
     original = "The " + " ".join(words) + "."
     corrected = (original + " " + " ".join(reversed(words)) + ", thanks!") if draw_corrected else None
-    return {"event_type": "FeedbackReceived", "event_id": eid, "correlation_id": eid, "user_id": user,
-            "feedback_id": eid, "feedback_type": kind, "prompt": prompt, "original_response": original,
-            "corrected_response": corrected, "confidence_score": 0.9}
+    return {
+        "event_type": "FeedbackReceived",
+        "event_id": eid,
+        "correlation_id": eid,
+        "user_id": user,
+        "feedback_id": eid,
+        "feedback_type": kind,
+        "prompt": prompt,
+        "original_response": original,
+        "corrected_response": corrected,
+        "confidence_score": 0.9,
+    }
 
 
 ops = st.one_of(
-    st.tuples(st.just("new"), st.sampled_from(USERS), st.lists(st.sampled_from(WORDS), min_size=3, max_size=8),
-              st.sampled_from(["correction", "correction", "thumbs_up", "thumbs_down"]), st.booleans()),
+    st.tuples(
+        st.just("new"),
+        st.sampled_from(USERS),
+        st.lists(st.sampled_from(WORDS), min_size=3, max_size=8),
+        st.sampled_from(["correction", "correction", "thumbs_up", "thumbs_down"]),
+        st.booleans(),
+    ),
     st.tuples(st.just("redeliver"), st.integers(0, 10_000)),
     st.tuples(st.just("conflict"), st.integers(0, 10_000), st.text(min_size=1, max_size=30)),
-    st.tuples(st.just("hostile"), st.one_of(st.binary(max_size=80), st.text(max_size=60).map(str.encode),
-                                             st.just(b'{"event_type": "FeedbackReceived"}'))),
-    st.tuples(st.just("command"), st.sampled_from(["train", "deactivate", "reweight", "erase", "activate", "cancel"]),
-              st.sampled_from(USERS)),
+    st.tuples(
+        st.just("hostile"),
+        st.one_of(
+            st.binary(max_size=80), st.text(max_size=60).map(str.encode), st.just(b'{"event_type": "FeedbackReceived"}')
+        ),
+    ),
+    st.tuples(
+        st.just("command"),
+        st.sampled_from(["train", "deactivate", "reweight", "erase", "activate", "cancel"]),
+        st.sampled_from(USERS),
+    ),
     st.tuples(st.just("repeat_command"), st.integers(0, 10_000)),
     st.tuples(st.just("conflict_command"), st.integers(0, 10_000)),
     st.tuples(st.just("bad_command"), st.binary(max_size=40)),
@@ -152,11 +177,13 @@ def produce(cfg: Config, planned: list[tuple[str, bytes, bytes, str]], sent: Sen
     errors: list[str] = []
     producer = Producer({"bootstrap.servers": cfg.kafka.bootstrap_servers, **PRODUCER_DEFAULTS})
     for topic, key, value, expected in planned:
+
         def delivered(err: Any, msg: Any, expected: str = expected) -> None:
             if err is not None:
                 errors.append(err.str())
             else:
                 sent.expect[(msg.topic(), msg.partition(), msg.offset())] = expected
+
         producer.produce(topic, key=key, value=value, on_delivery=delivered)
         sent.count[expected] += 1
     producer.flush(60)
@@ -174,7 +201,8 @@ def outcomes(cfg: Config) -> dict[tuple[str, int, int], list[str]]:
     for msg in read_topic(cfg.kafka.bootstrap_servers, t.dlq):
         h = {k: v.decode(errors="replace") for k, v in msg.headers}
         found[(h["dlq.source.topic"], int(h["dlq.source.partition"]), int(h["dlq.source.offset"]))].append(
-            "dlq:" + h["dlq.reason"])
+            "dlq:" + h["dlq.reason"]
+        )
     return found
 
 
@@ -195,8 +223,12 @@ def check(expected: str, got: list[str]) -> str | None:
     if len(got) != 1:
         return f"expected exactly one outcome, got {got}"
     (one,) = got
-    fits = {"decided": one in OUTCOMES | COMMAND_OUTCOMES, "dead_letter": one.startswith("dlq:"),
-            "conflict": one == "dlq:conflicting_event_id", "conflict_command": one == "dlq:conflicting_command_id"}
+    fits = {
+        "decided": one in OUTCOMES | COMMAND_OUTCOMES,
+        "dead_letter": one.startswith("dlq:"),
+        "conflict": one == "dlq:conflicting_event_id",
+        "conflict_command": one == "dlq:conflicting_command_id",
+    }
     return None if fits[expected] else f"{expected} became {one}"
 
 

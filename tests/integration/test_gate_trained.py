@@ -29,16 +29,27 @@ SIGN_OFF = "Hope this helps!"
 
 
 def config(tmp_path: Path, tiny_model: Path, **faults: Any) -> Config:
-    return Config.model_validate({
-        "state_dir": str(tmp_path / "state"),
-        "model": {"base": str(tiny_model), "max_new_tokens": 8},
-        # DPO's sigmoid loss alone: 30 steps move the per-token preference past 0.8 on the tiny model. With
-        # the shipped [sigmoid, sft] 1:3 they do not (measured: accuracy 0.0, margin -1.18 -> -0.56 nats/token).
-        "training": {"dpo": {"loss_type": ["sigmoid"], "num_train_epochs": 6, "per_device_train_batch_size": 8,
-                             "learning_rate": 3e-3, "max_length": 64, "bf16": False, "gradient_checkpointing": False}},
-        "evaluation": {"enabled": True, "min_heldout_pairs": 4, "controls": []},
-        "trainer": {"fault_injection": faults},
-    })
+    return Config.model_validate(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "model": {"base": str(tiny_model), "max_new_tokens": 8},
+            # DPO's sigmoid loss alone: 30 steps move the per-token preference past 0.8 on the tiny model. With
+            # the shipped [sigmoid, sft] 1:3 they do not (measured: accuracy 0.0, margin -1.18 -> -0.56 nats/token).
+            "training": {
+                "dpo": {
+                    "loss_type": ["sigmoid"],
+                    "num_train_epochs": 6,
+                    "per_device_train_batch_size": 8,
+                    "learning_rate": 3e-3,
+                    "max_length": 64,
+                    "bf16": False,
+                    "gradient_checkpointing": False,
+                }
+            },
+            "evaluation": {"enabled": True, "min_heldout_pairs": 4, "controls": []},
+            "trainer": {"fault_injection": faults},
+        }
+    )
 
 
 def run(cfg: Config, user: str, rows: list[dict[str, Any]]) -> Event:
@@ -47,8 +58,9 @@ def run(cfg: Config, user: str, rows: list[dict[str, Any]]) -> Event:
     publisher = FakePublisher()
     worker = TrainerWorker(cfg, publisher, worker_id="test")
     worker.run_one(local_request(ArtifactStore(cfg.artifact_root), user, 1, rows))
-    outcomes = [e for e in (decode(v) for _, _, v, _ in publisher.sent)
-                if isinstance(e, TrainingSucceeded | TrainingRejected)]
+    outcomes = [
+        e for e in (decode(v) for _, _, v, _ in publisher.sent) if isinstance(e, TrainingSucceeded | TrainingRejected)
+    ]
     assert outcomes, [type(decode(v)).__name__ for _, _, v, _ in publisher.sent]
     return outcomes[-1]
 

@@ -23,14 +23,22 @@ from schemas.topics import Topics
 from tests.integration.harness import RunningProcess, wait_for
 
 pytestmark = pytest.mark.integration
-SQL = ["'; DROP TABLE sam.preference_pairs; --", "\" OR 1=1 --", "Robert'); DELETE FROM sam.adapters;--"]
+SQL = ["'; DROP TABLE sam.preference_pairs; --", '" OR 1=1 --', "Robert'); DELETE FROM sam.adapters;--"]
 
 
 def event(user: str, prompt: str, original: str, corrected: str | None, **extra: Any) -> dict[str, Any]:
     eid = str(uuid.uuid4())
-    value = {"event_type": "FeedbackReceived", "event_id": eid, "correlation_id": eid, "user_id": user,
-             "feedback_id": eid, "prompt": prompt, "original_response": original, "corrected_response": corrected,
-             "confidence_score": 0.9}
+    value = {
+        "event_type": "FeedbackReceived",
+        "event_id": eid,
+        "correlation_id": eid,
+        "user_id": user,
+        "feedback_id": eid,
+        "prompt": prompt,
+        "original_response": original,
+        "corrected_response": corrected,
+        "confidence_score": 0.9,
+    }
     value.update(extra)
     return value
 
@@ -40,8 +48,20 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
     max_leaves=12,
 )
-fields = st.sampled_from(["event_id", "user_id", "prompt", "original_response", "corrected_response",
-                          "confidence_score", "feedback_type", "occurred_at", "context", "schema_version"])
+fields = st.sampled_from(
+    [
+        "event_id",
+        "user_id",
+        "prompt",
+        "original_response",
+        "corrected_response",
+        "confidence_score",
+        "feedback_type",
+        "occurred_at",
+        "context",
+        "schema_version",
+    ]
+)
 texts = st.text(min_size=1, max_size=60)
 
 

@@ -39,8 +39,9 @@ def tiny_base(tiny_model: Path) -> Any:
     return AutoModelForCausalLM.from_pretrained(str(tiny_model))
 
 
-def publish_adapters(cfg: Config, model: Any,
-                     versions: dict[str, list[int]]) -> dict[tuple[str, int], AdapterPublished]:
+def publish_adapters(
+    cfg: Config, model: Any, versions: dict[str, list[int]]
+) -> dict[tuple[str, int], AdapterPublished]:
     ensure_topics(cfg.kafka)
     store = ArtifactStore(cfg.artifact_root)
     publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers)
@@ -68,19 +69,44 @@ def test_the_openai_client_gets_answers_and_activation_commands_reach_the_node(m
     try:
         node.wait_ready()
         client = openai.OpenAI(base_url=f"{node.url}/v1", api_key="not-needed")
-        completion = client.chat.completions.create(model="sam-tuner", user="alice", max_tokens=6,
-                                                    messages=[{"role": "user", "content": PROMPT}])
+        completion = client.chat.completions.create(
+            model="sam-tuner", user="alice", max_tokens=6, messages=[{"role": "user", "content": PROMPT}]
+        )
         assert completion.choices[0].message.content is not None
         meta = completion.model_extra["samtuner"]  # type: ignore[index]
         assert (meta["source"], meta["adapter_version"], meta["fallback_reason"]) == ("adapter", 1, None)
-        chunks = list(client.chat.completions.create(model="sam-tuner", user="alice", max_tokens=6, stream=True,
-                                                     messages=[{"role": "user", "content": PROMPT}]))
+        chunks = list(
+            client.chat.completions.create(
+                model="sam-tuner",
+                user="alice",
+                max_tokens=6,
+                stream=True,
+                messages=[{"role": "user", "content": PROMPT}],
+            )
+        )
         assert "".join(c.choices[0].delta.content or "" for c in chunks) == completion.choices[0].message.content
         assert chunks[0].model_extra["samtuner"]["adapter_version"] == 1  # type: ignore[index]
         assert chunks[-1].choices[0].finish_reason == completion.choices[0].finish_reason
-        streamed = subprocess.run([sys.executable, "-m", "samtuner.cli", "ask", "--url", node.url, "--user", "alice",
-                                   "--stream", "--max-tokens", "6", PROMPT], capture_output=True, text=True,
-                                  timeout=120, check=True)
+        streamed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "samtuner.cli",
+                "ask",
+                "--url",
+                node.url,
+                "--user",
+                "alice",
+                "--stream",
+                "--max-tokens",
+                "6",
+                PROMPT,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
         assert streamed.stdout.rstrip("\n") == completion.choices[0].message.content
         assert '"adapter_version": 1' in streamed.stderr
 
@@ -103,7 +129,10 @@ def test_the_openai_client_gets_answers_and_activation_commands_reach_the_node(m
     assert code == 0, node.log()[-3000:]
     registry = events_on(cfg, Topics(cfg.kafka.topic_prefix).adapters)
     assert [type(e).__name__ for e in registry if isinstance(e, AdapterActivated | AdapterDeactivated)] == [
-        "AdapterActivated", "AdapterDeactivated", "AdapterActivated"]  # settle v1, deactivate, activate
+        "AdapterActivated",
+        "AdapterDeactivated",
+        "AdapterActivated",
+    ]  # settle v1, deactivate, activate
 
 
 def test_a_restarted_node_rebuilds_the_registry_from_the_topic_without_loading_adapters(make_config, tiny_base) -> None:
@@ -122,8 +151,10 @@ def test_a_restarted_node_rebuilds_the_registry_from_the_topic_without_loading_a
     try:
         second.wait_ready()
         assert httpx.get(f"{second.url}/v1/adapters", timeout=10).json()["data"] == []  # nothing loaded yet
-        states = {u: httpx.get(f"{second.url}/v1/users/{u}/state", timeout=10).json()["state"]
-                  for u in ("alice", "bob", "carol")}
+        states = {
+            u: httpx.get(f"{second.url}/v1/users/{u}/state", timeout=10).json()["state"]
+            for u in ("alice", "bob", "carol")
+        }
         assert (states["alice"]["latest"]["version"], states["alice"]["previous"]["version"]) == (2, 1)
         assert states["bob"]["latest"]["version"] == 1 and states["carol"]["active"] is False
         assert ask(second, "alice")["adapter_version"] == 2
@@ -143,16 +174,17 @@ def test_concurrent_users_use_their_own_adapter_while_versions_arrive_through_ka
     users = [f"user-{i}" for i in range(4)]
     events = publish_adapters(cfg, tiny_base, {u: [1] for u in users})
     store = ArtifactStore(cfg.artifact_root)
-    later = {(u, 2): build_adapter(store, cfg.model.base, tiny_base, u, 2, seed=500 + i, strength=0.2)
-             for i, u in enumerate(users)}
+    later = {
+        (u, 2): build_adapter(store, cfg.model.base, tiny_base, u, 2, seed=500 + i, strength=0.2)
+        for i, u in enumerate(users)
+    }
     events.update(later)
     publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers)
     node = InferenceNode(cfg, publisher)
     reference = InferenceNode(cfg.with_overrides(inference={"node_id": "reference"}), None)
     for (user, version), event in events.items():
         reference.apply(event.model_copy(update={"user_id": f"ref-{user}-{version}"}))
-    expected = {key: reference.generate_personalized_response(PROMPT, f"ref-{key[0]}-{key[1]}").text
-                for key in events}
+    expected = {key: reference.generate_personalized_response(PROMPT, f"ref-{key[0]}-{key[1]}").text for key in events}
     assert len(set(expected.values())) == len(expected), "adapters too alike to tell apart"
     stop = threading.Event()
     follower = RegistryFollower(cfg, node)
@@ -177,8 +209,11 @@ def test_concurrent_users_use_their_own_adapter_while_versions_arrive_through_ka
         publisher.flush()
         for t in clients:
             t.join(timeout=300)
-        wait_for(lambda: all(node.generate_personalized_response(PROMPT, u).adapter_version == 2 for u in users),
-                 30, "every user's v2 to be served")
+        wait_for(
+            lambda: all(node.generate_personalized_response(PROMPT, u).adapter_version == 2 for u in users),
+            30,
+            "every user's v2 to be served",
+        )
     finally:
         stop.set()
         thread.join(timeout=30)
@@ -201,12 +236,20 @@ def test_answers_and_their_feedback_compare_per_ab_arm_in_one_query(make_config,
         with FeedbackPublisher(cfg.kafka.bootstrap_servers, cfg.kafka.topic_prefix) as sam:
             for i, answer in enumerate(answers):
                 if answer["samtuner"]["arm"] == "previous":  # users correct every answer of the old version
-                    sam.correction("alice", f"{PROMPT} #{i}", answer["choices"][0]["message"]["content"] or "?",
-                                   "The answer is 4.", context={"answer_id": answer["id"]})
+                    sam.correction(
+                        "alice",
+                        f"{PROMPT} #{i}",
+                        answer["choices"][0]["message"]["content"] or "?",
+                        "The answer is 4.",
+                        context={"answer_id": answer["id"]},
+                    )
         corrected = sum(a["samtuner"]["arm"] == "previous" for a in answers)
         stats = lambda: httpx.get(f"{node.url}/v1/stats", timeout=10).json()  # noqa: E731
-        wait_for(lambda: stats()["answers_logged"] == 16 and stats()["answer_feedback"] == corrected, 60,
-                 "answers and feedback to be projected")
+        wait_for(
+            lambda: stats()["answers_logged"] == 16 and stats()["answer_feedback"] == corrected,
+            60,
+            "answers and feedback to be projected",
+        )
     finally:
         assert node.stop() == 0, node.log()[-3000:]
     arms = {a["samtuner"]["arm"] for a in answers}

@@ -38,8 +38,12 @@ from tests.integration.harness import ROOT, RunningProcess, wait_for
 pytestmark = pytest.mark.integration
 
 # The principals of this test and the roles each one runs (grants merged).
-PRINCIPALS = {"streams": ("decider", "projector"), "trainer": ("trainer",), "inference": ("inference", "registrar"),
-              "sam": ("sam",)}
+PRINCIPALS = {
+    "streams": ("decider", "projector"),
+    "trainer": ("trainer",),
+    "inference": ("inference", "registrar"),
+    "sam": ("sam",),
+}
 
 
 class SecureCluster:
@@ -53,8 +57,9 @@ class SecureCluster:
         base, _ = make_config_at(tmp, broker.bootstrap, tiny_model, trigger={"min_new_pairs": 4})
         self.base = base.model_dump(mode="json")
 
-    def config(self, principal: str, password: str | None = None, env: str | None = None,
-               **sections: dict[str, Any]) -> tuple[Config, Path]:
+    def config(
+        self, principal: str, password: str | None = None, env: str | None = None, **sections: dict[str, Any]
+    ) -> tuple[Config, Path]:
         """The shared config, as ``principal`` (the operator is the broker's admin); the password in a
         file, or in the environment variable ``env`` (which the caller sets)."""
         secret = self.tmp / f"{principal}.password"
@@ -62,8 +67,18 @@ class SecureCluster:
         secret.chmod(0o600)
         user = "admin" if principal == "operator" else principal
         where = {"password_env": env} if env else {"password_file": str(secret)}
-        raw: dict[str, Any] = {**self.base, "kafka": {**self.base["kafka"], "security": {
-            "protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512", "username": user, **where}}}
+        raw: dict[str, Any] = {
+            **self.base,
+            "kafka": {
+                **self.base["kafka"],
+                "security": {
+                    "protocol": "SASL_PLAINTEXT",
+                    "sasl_mechanism": "SCRAM-SHA-512",
+                    "username": user,
+                    **where,
+                },
+            },
+        }
         for name, values in sections.items():
             raw[name] = {**raw.get(name, {}), **values}
         path = self.tmp / f"{principal}{'-wrong' if password is not None else ''}.yaml"
@@ -75,8 +90,9 @@ class SecureCluster:
 def cluster(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[SecureCluster]:
     tmp = tmp_path_factory.mktemp("sasl")
     admin_password = secrets.token_urlsafe(16)
-    broker = Broker(home=tmp / "kafka", port=free_port(), controller_port=free_port(),
-                    sasl=BrokerSasl("admin", admin_password))
+    broker = Broker(
+        home=tmp / "kafka", port=free_port(), controller_port=free_port(), sasl=BrokerSasl("admin", admin_password)
+    )
     broker.start()
     try:
         c = SecureCluster(broker, admin_password, tmp, tiny_model)
@@ -91,7 +107,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Itera
 
 
 def test_the_loop_works_with_each_role_as_its_own_principal_and_no_secret_leaks(
-        cluster: SecureCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster: SecureCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ch_secret, token = f"ch-{secrets.token_urlsafe(12)}", new_token()
     monkeypatch.setenv("STREAMS_KAFKA_PASSWORD", cluster.passwords["streams"])  # the others' are in files
     json_logs = {"logging": {"format": "json"}}
@@ -99,29 +116,47 @@ def test_the_loop_works_with_each_role_as_its_own_principal_and_no_secret_leaks(
     # The trainer never opens the store, so a server DSN with a password is harmless to it; spec.json and
     # the manifest would have shown it.
     trainer_cfg, trainer_path = cluster.config(
-        "trainer", clickhouse={"dsn": f"http://default:{ch_secret}@127.0.0.1:{free_port()}"}, **json_logs)
+        "trainer", clickhouse={"dsn": f"http://default:{ch_secret}@127.0.0.1:{free_port()}"}, **json_logs
+    )
     keys = {"auth": {"keys": [{"id": "sam", "sha256": hash_token(token), "scopes": ["infer", "read"]}]}}
     inference_cfg, inference_path = cluster.config("inference", **keys, **json_logs)
     sam_cfg, _ = cluster.config("sam")
-    procs = [RunningProcess(streams_cfg, streams_path, "streams", "streams.log"),
-             RunningProcess(trainer_cfg, trainer_path, "trainer", "trainer.log"),
-             RunningProcess(inference_cfg, inference_path, "inference", "inference.log")]
+    procs = [
+        RunningProcess(streams_cfg, streams_path, "streams", "streams.log"),
+        RunningProcess(trainer_cfg, trainer_path, "trainer", "trainer.log"),
+        RunningProcess(inference_cfg, inference_path, "inference", "inference.log"),
+    ]
     node = procs[2]
     bearer = {"Authorization": f"Bearer {token}"}
 
     def ask(user: str) -> dict[str, Any]:
-        body: dict[str, Any] = httpx.post(f"{node.url}/v1/chat/completions", headers=bearer, timeout=60, json={
-            "messages": [{"role": "user", "content": "What is 3 plus 1?"}], "user": user}).raise_for_status().json()
+        body: dict[str, Any] = (
+            httpx.post(
+                f"{node.url}/v1/chat/completions",
+                headers=bearer,
+                timeout=60,
+                json={"messages": [{"role": "user", "content": "What is 3 plus 1?"}], "user": user},
+            )
+            .raise_for_status()
+            .json()
+        )
         return body
 
     try:
         wait_for(lambda: node.alive() and _ready(node.url), 180, "the node")
         with FeedbackPublisher(sam_cfg.kafka, sam_cfg.kafka.topic_prefix) as sam:
             for i in range(4):
-                sam.correction(user_id="alice", prompt=f"What is {i} plus 1?", original_response=f"{i + 1}.",
-                               corrected_response=f"{i} plus 1 is {i + 1}. Hope this helps!")
-        served = wait_for(lambda: (a := ask("alice"))["samtuner"]["adapter_version"] == 1 and a, 300,
-                          "alice's adapter to be served (feedback -> pairs -> training -> node)")
+                sam.correction(
+                    user_id="alice",
+                    prompt=f"What is {i} plus 1?",
+                    original_response=f"{i + 1}.",
+                    corrected_response=f"{i} plus 1 is {i + 1}. Hope this helps!",
+                )
+        served = wait_for(
+            lambda: (a := ask("alice"))["samtuner"]["adapter_version"] == 1 and a,
+            300,
+            "alice's adapter to be served (feedback -> pairs -> training -> node)",
+        )
         assert served["samtuner"]["source"] == "adapter"
         assert httpx.get(f"{node.url}/v1/users/alice/state", timeout=10).status_code == 401  # no key, no state
         for proc in procs:
@@ -143,13 +178,21 @@ def test_the_loop_works_with_each_role_as_its_own_principal_and_no_secret_leaks(
     for topic in (t.feedback, t.pairs, t.training, t.adapters, t.control, t.inference, t.dlq):
         outputs[topic] = " ".join(repr(m) for m in read_topic(operator.kafka, topic))
     for args in (["config", "show"], ["migrate"], ["kafka", "acls"]):
-        done = subprocess.run([sys.executable, "-m", "samtuner.cli", *args, "-c", str(trainer_path)],
-                              capture_output=True, text=True, cwd=ROOT, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "samtuner.cli", *args, "-c", str(trainer_path)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
         outputs[" ".join(args)] = done.stdout + done.stderr
     assert "ClickHouse" in outputs["migrate"] and "default:***@" in outputs["config show"]
-    leaked = [(secret_name, where) for secret_name, value in
-              [*cluster.passwords.items(), ("clickhouse", ch_secret), ("api key", token)]
-              for where, text in outputs.items() if value in text]
+    leaked = [
+        (secret_name, where)
+        for secret_name, value in [*cluster.passwords.items(), ("clickhouse", ch_secret), ("api key", token)]
+        for where, text in outputs.items()
+        if value in text
+    ]
     assert not leaked, leaked
 
 
@@ -181,11 +224,20 @@ def test_sam_may_send_feedback_only(cluster: SecureCluster) -> None:
 
 # Every role, and the commands that read or write Kafka: (arguments, what it touches).
 COMMANDS = [
-    ["streams", "--role", "decider"], ["streams", "--role", "projector"], ["trainer"], ["inference"],
-    ["registrar"], ["topics"], ["jobs"], ["record", "--out", "{tmp}/r.jsonl", "--topic", "sam.pairs.v1"],
-    ["replay", str(ROOT / "tests" / "replays" / "demo.jsonl")], ["users", "erase", "alice", "--yes"],
-    ["pairs", "export", "--out", "{tmp}/p.jsonl", "--source", "log"], ["adapters", "deactivate", "alice"],
-    ["train", "--user", "alice"], ["cancel", "0000"],
+    ["streams", "--role", "decider"],
+    ["streams", "--role", "projector"],
+    ["trainer"],
+    ["inference"],
+    ["registrar"],
+    ["topics"],
+    ["jobs"],
+    ["record", "--out", "{tmp}/r.jsonl", "--topic", "sam.pairs.v1"],
+    ["replay", str(ROOT / "tests" / "replays" / "demo.jsonl")],
+    ["users", "erase", "alice", "--yes"],
+    ["pairs", "export", "--out", "{tmp}/p.jsonl", "--source", "log"],
+    ["adapters", "deactivate", "alice"],
+    ["train", "--user", "alice"],
+    ["cancel", "0000"],
 ]
 
 
@@ -194,8 +246,14 @@ def test_a_wrong_password_fails_fast_in_one_line_naming_the_cause(cluster: Secur
     _, path = cluster.config("streams", password="not-the-password")
     argv = [a.replace("{tmp}", str(cluster.tmp)) for a in args]
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "samtuner.cli", *argv, "-c", str(path)], capture_output=True,
-                          text=True, cwd=ROOT, timeout=60, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "samtuner.cli", *argv, "-c", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     elapsed = time.monotonic() - started
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode != 0

@@ -39,15 +39,32 @@ def fixture(topic: str, answers: dict[str, str]) -> list[dict[str, Any]]:
     def line(user: str, fid: str, prompt: str, original: str, corrected: str | None, i: int, **kw: Any) -> dict:
         return feedback_line(user, fid, prompt, original, corrected, T0 + timedelta(seconds=i), **kw)
 
-    lines = [line("alice", f"a{i}", f"What is {i} plus 2?", f"{i + 2}.", f"{i} plus 2 is {i + 2}. Glad to help!", i,
-                  context={"answer_id": answers["alice"]} if i == 0 else None) for i in range(4)]
+    lines = [
+        line(
+            "alice",
+            f"a{i}",
+            f"What is {i} plus 2?",
+            f"{i + 2}.",
+            f"{i} plus 2 is {i + 2}. Glad to help!",
+            i,
+            context={"answer_id": answers["alice"]} if i == 0 else None,
+        )
+        for i in range(4)
+    ]
     lines += [
         line("alice", "a-dup", "What is 1 plus 2?", "3.", "1 plus 2 is 3. Glad to help!", 10),  # duplicate_pair
         line("alice", "a-noop", "Hi?", "Hello.", "Hello.", 11),  # chosen equals rejected
         line("bob", "b0", "What colour is snow?", "Snow is blue.", "Snow is white.", 12),
         line("bob", "b1", "What colour is grass?", "Grass is red.", "Grass is green.", 13),
-        line("carol", "c0", "What is the sun?", "A planet.", "The sun is a star.", 14,
-             context={"answer_id": answers["carol"]}),
+        line(
+            "carol",
+            "c0",
+            "What is the sun?",
+            "A planet.",
+            "The sun is a star.",
+            14,
+            context={"answer_id": answers["carol"]},
+        ),
         line("carol", "c1", "Is water wet?", "Water is wet.", None, 15, feedback_type="thumbs_up"),
         line("dave", "d0", "Is ice cold?", "Ice is cold.", None, 16, feedback_type="thumbs_up"),
         {"topic": topic, "key": "bob", "value": "bob's bytes, not json"},
@@ -58,8 +75,14 @@ def fixture(topic: str, answers: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def samtuner(cfg_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "samtuner.cli", *args, "-c", str(cfg_path)], capture_output=True,
-                          text=True, cwd=ROOT, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "samtuner.cli", *args, "-c", str(cfg_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def dump(cfg: Config) -> dict[str, list[tuple[Any, ...]]]:
@@ -72,9 +95,15 @@ def dump(cfg: Config) -> dict[str, list[tuple[Any, ...]]]:
         assert set(INSERT_TIME_COLUMNS) <= tables
         out = {}
         for table in sorted(tables):
-            columns = [str(c) for (c,) in store.query(
-                "SELECT name FROM system.columns WHERE database = {db:String} AND table = {t:String} ORDER BY position",
-                {"db": db, "t": table}) if c not in INSERT_TIME_COLUMNS.get(table, frozenset())]
+            columns = [
+                str(c)
+                for (c,) in store.query(
+                    "SELECT name FROM system.columns WHERE database = {db:String} AND table = {t:String} "
+                    "ORDER BY position",
+                    {"db": db, "t": table},
+                )
+                if c not in INSERT_TIME_COLUMNS.get(table, frozenset())
+            ]
             cols = ", ".join(columns)
             out[table] = store.query(f"SELECT {cols} FROM {db}.{table} FINAL ORDER BY {cols}")
         assert not [d for d in store.databases() if d.startswith(f"{db}_rebuild_")], "no rebuild database is left"
@@ -87,8 +116,11 @@ def end_offsets(cfg: Config) -> dict[tuple[str, int], int]:
     """The high watermark of every partition of every topic of this test (its prefix and its apps)."""
     consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": "test-rebuild-watch"})
     try:
-        names = [t for t in consumer.list_topics(timeout=10).topics
-                 if t.startswith(cfg.kafka.topic_prefix) or t.startswith(cfg.streams.app_id)]
+        names = [
+            t
+            for t in consumer.list_topics(timeout=10).topics
+            if t.startswith(cfg.kafka.topic_prefix) or t.startswith(cfg.streams.app_id)
+        ]
         out = {}
         for name in names:
             for p in consumer.list_topics(name, timeout=10).topics[name].partitions:
@@ -101,11 +133,15 @@ def end_offsets(cfg: Config) -> dict[tuple[str, int], int]:
 def committed(cfg: Config) -> list[tuple[str, int, int]]:
     """The live projector's committed offsets."""
     group = f"{cfg.streams.app_id}-projector"
-    consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": group,
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": group, "enable.auto.commit": False}
+    )
     try:
-        parts = [TopicPartition(t, p) for t in projector_topics(Topics(cfg.kafka.topic_prefix))
-                 for p in consumer.list_topics(t, timeout=10).topics[t].partitions]
+        parts = [
+            TopicPartition(t, p)
+            for t in projector_topics(Topics(cfg.kafka.topic_prefix))
+            for p in consumer.list_topics(t, timeout=10).topics[t].partitions
+        ]
         return sorted((tp.topic, tp.partition, tp.offset) for tp in consumer.committed(parts, timeout=10))
     finally:
         consumer.close()
@@ -119,21 +155,40 @@ def test_every_table_rebuilt_from_the_topics_equals_the_live_one(make_config) ->
         node.wait_ready()
         answers = {user: node.ask("What is the sun?", user)["id"] for user in ("alice", "carol")}
         publisher = KafkaEventPublisher(cfg.kafka)
-        replay([parse_line(line, "fixture") for line in fixture("sam.feedback.v1", answers)], publisher,
-               cfg.kafka.topic_prefix)
+        replay(
+            [parse_line(line, "fixture") for line in fixture("sam.feedback.v1", answers)],
+            publisher,
+            cfg.kafka.topic_prefix,
+        )
         publisher.flush()
-        wait_for(lambda: [e for e in events_on(cfg, topics.adapters) if isinstance(e, AdapterPublished)], 240,
-                 "alice's adapter (a training request, a job, its progress and an adapter)")
-        bob = wait_for(lambda: len(p := [e for e in events_on(cfg, topics.pairs)
-                                         if isinstance(e, PairAccepted) and e.user_id == "bob"]) == 2 and p,
-                       60, "bob's pairs")
-        for command in (DeactivatePair(user_id="bob", pair_id=bob[0].pair_id),
-                        ReweightPair(user_id="bob", pair_id=bob[1].pair_id, training_weight=0.5),
-                        EraseUser(user_id="carol")):
+        wait_for(
+            lambda: [e for e in events_on(cfg, topics.adapters) if isinstance(e, AdapterPublished)],
+            240,
+            "alice's adapter (a training request, a job, its progress and an adapter)",
+        )
+        bob = wait_for(
+            lambda: (
+                len(
+                    p := [e for e in events_on(cfg, topics.pairs) if isinstance(e, PairAccepted) and e.user_id == "bob"]
+                )
+                == 2
+                and p
+            ),
+            60,
+            "bob's pairs",
+        )
+        for command in (
+            DeactivatePair(user_id="bob", pair_id=bob[0].pair_id),
+            ReweightPair(user_id="bob", pair_id=bob[1].pair_id, training_weight=0.5),
+            EraseUser(user_id="carol"),
+        ):
             publish_command(publisher, topics.control, command)
         publisher.flush()
-        wait_for(lambda: any(isinstance(e, UserErased) and e.user_id == "carol" for e in events_on(cfg, topics.pairs)),
-                 60, "carol's erasure")
+        wait_for(
+            lambda: any(isinstance(e, UserErased) and e.user_id == "carol" for e in events_on(cfg, topics.pairs)),
+            60,
+            "carol's erasure",
+        )
         wait_caught_up(cfg, proc=node)
 
         # The embedded store is open in the node: the rebuild says so, and touches nothing.
@@ -167,8 +222,10 @@ def test_every_table_rebuilt_from_the_topics_equals_the_live_one(make_config) ->
     try:
         db = cfg.clickhouse.database
         store.command(f"ALTER TABLE {db}.preference_pairs DELETE WHERE user_id = 'bob' SETTINGS mutations_sync = 1")
-        store.command(f"INSERT INTO {db}.answer_feedback SELECT * REPLACE ('by hand' AS feedback_type) "
-                      f"FROM {db}.answer_feedback LIMIT 1")
+        store.command(
+            f"INSERT INTO {db}.answer_feedback SELECT * REPLACE ('by hand' AS feedback_type) "
+            f"FROM {db}.answer_feedback LIMIT 1"
+        )
     finally:
         store.close()
     one = samtuner(cfg_path, "projections", "rebuild", "--table", "preference_pairs")
@@ -178,7 +235,8 @@ def test_every_table_rebuilt_from_the_topics_equals_the_live_one(make_config) ->
     assert again["preference_pairs"] == before["preference_pairs"]
     assert any("by hand" in row for row in again["answer_feedback"])
     assert {k: v for k, v in again.items() if k != "answer_feedback"} == {
-        k: v for k, v in before.items() if k != "answer_feedback"}
+        k: v for k, v in before.items() if k != "answer_feedback"
+    }
 
     unknown = samtuner(cfg_path, "projections", "rebuild", "--table", "pairs")
     assert unknown.returncode == 2
@@ -189,9 +247,16 @@ def test_every_table_rebuilt_from_the_topics_equals_the_live_one(make_config) ->
 
     def publish_during(progress: RebuildProgress) -> None:
         if progress.phase == "replay" and not late_sent:
-            late.publish_raw(topics.dlq, b"bob", b"late bytes", [
-                ("dlq.stage", b"decider"), ("dlq.reason", b"invalid_json"),
-                ("dlq.failed_at", b"2026-12-02T00:00:00+00:00")])
+            late.publish_raw(
+                topics.dlq,
+                b"bob",
+                b"late bytes",
+                [
+                    ("dlq.stage", b"decider"),
+                    ("dlq.reason", b"invalid_json"),
+                    ("dlq.failed_at", b"2026-12-02T00:00:00+00:00"),
+                ],
+            )
             late.flush()
             late_sent.append(True)
 

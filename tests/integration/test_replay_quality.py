@@ -52,11 +52,17 @@ def snapshot(cfg: Config) -> dict[str, list[tuple[Any, ...]]]:
     store = ClickHouseStore(cfg.clickhouse_dsn, cfg.clickhouse.database)
     try:
         out = {}
-        for table in ("preference_pairs", "rejected_feedback", "labelled_examples", "dead_letters",
-                      "training_requests"):
+        for table in (
+            "preference_pairs",
+            "rejected_feedback",
+            "labelled_examples",
+            "dead_letters",
+            "training_requests",
+        ):
             columns = [r[0] for r in store.query(f"DESCRIBE TABLE sam.{table}") if r[0] not in VOLATILE]
-            out[table] = store.query(f"SELECT {', '.join(columns)} FROM sam.{table} FINAL ORDER BY {columns[0]}, "
-                                     f"{columns[1]}")
+            out[table] = store.query(
+                f"SELECT {', '.join(columns)} FROM sam.{table} FINAL ORDER BY {columns[0]}, {columns[1]}"
+            )
             out[table + ".count"] = store.query(f"SELECT count() FROM sam.{table} FINAL")
         return out
     finally:
@@ -76,21 +82,29 @@ def test_the_fixture_produces_exactly_its_declared_projections(replayed: tuple[C
     cfg, _ = replayed
     store = ClickHouseStore(cfg.clickhouse_dsn, cfg.clickhouse.database)
     try:
-        pairs = store.query("SELECT toString(pair_id), user_id, feedback_type, is_active, training_weight "
-                            "FROM sam.preference_pairs FINAL")
-        assert sorted(pairs) == [(pid, p["user_id"], p["feedback_type"], p["is_active"], p["training_weight"])
-                         for pid, p in EXPECTED["pairs"].items()]
+        pairs = store.query(
+            "SELECT toString(pair_id), user_id, feedback_type, is_active, training_weight "
+            "FROM sam.preference_pairs FINAL"
+        )
+        assert sorted(pairs) == [
+            (pid, p["user_id"], p["feedback_type"], p["is_active"], p["training_weight"])
+            for pid, p in EXPECTED["pairs"].items()
+        ]
         assert _rejections_by_feedback_id(store, cfg) == EXPECTED["rejected"]
-        examples = store.query("SELECT user_id, prompt, desirable FROM sam.labelled_examples FINAL "
-                               "ORDER BY user_id, prompt")
+        examples = store.query(
+            "SELECT user_id, prompt, desirable FROM sam.labelled_examples FINAL ORDER BY user_id, prompt"
+        )
         assert [list(e) for e in examples] == EXPECTED["examples"]
         dead = store.query("SELECT reason, stage FROM sam.dead_letters FINAL ORDER BY reason, stage")
         assert [list(d) for d in dead] == EXPECTED["dead_letters"]
-        requests = store.query("SELECT user_id, generation, trigger, dataset_rows FROM sam.training_requests FINAL "
-                               "ORDER BY user_id, generation")
+        requests = store.query(
+            "SELECT user_id, generation, trigger, dataset_rows FROM sam.training_requests FINAL "
+            "ORDER BY user_id, generation"
+        )
         assert [list(r) for r in requests] == EXPECTED["training_requests"]
-        flagged = store.query("SELECT count() FROM sam.preference_pairs FINAL "
-                              "WHERE JSONExtractBool(metadata, 'near_identical')")
+        flagged = store.query(
+            "SELECT count() FROM sam.preference_pairs FINAL WHERE JSONExtractBool(metadata, 'near_identical')"
+        )
         assert flagged == [(1,)]
     finally:
         store.close()
@@ -132,9 +146,26 @@ def test_export_gives_the_active_pairs_in_trl_format_from_the_store_and_from_the
     outputs = {}
     for source, fmt in (("store", "jsonl"), ("log", "jsonl"), ("store", "parquet")):
         out = tmp_path / f"{source}.{fmt}"
-        result = subprocess.run([sys.executable, "-m", "samtuner.cli", "pairs", "export", "-c", str(path),
-                                 "--out", str(out), "--format", fmt, "--source", source],
-                                capture_output=True, text=True, cwd=ROOT)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "samtuner.cli",
+                "pairs",
+                "export",
+                "-c",
+                str(path),
+                "--out",
+                str(out),
+                "--format",
+                fmt,
+                "--source",
+                source,
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
         assert result.returncode == 0, result.stderr
         if fmt == "jsonl":
             rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -145,17 +176,49 @@ def test_export_gives_the_active_pairs_in_trl_format_from_the_store_and_from_the
         assert {r["pair_id"] for r in rows} == active
     assert outputs[("store", "jsonl")] == outputs[("log", "jsonl")] == outputs[("store", "parquet")]
     one_user = tmp_path / "alice.jsonl"
-    subprocess.run([sys.executable, "-m", "samtuner.cli", "pairs", "export", "-c", str(path), "--out", str(one_user),
-                    "--user", "qa-alice"], check=True, capture_output=True, cwd=ROOT)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "samtuner.cli",
+            "pairs",
+            "export",
+            "-c",
+            str(path),
+            "--out",
+            str(one_user),
+            "--user",
+            "qa-alice",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
     assert {json.loads(line)["user_id"] for line in one_user.read_text().splitlines()} == {"qa-alice"}
 
 
 def test_record_writes_topics_back_as_a_fixture_that_replays(replayed: tuple[Config, Path], tmp_path: Path) -> None:
     _, path = replayed
     out = tmp_path / "recorded.jsonl"
-    result = subprocess.run([sys.executable, "-m", "samtuner.cli", "record", "-c", str(path), "--out", str(out),
-                             "--topic", "sam.feedback.v1", "--topic", "sam.control.v1"],
-                            capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "samtuner.cli",
+            "record",
+            "-c",
+            str(path),
+            "--out",
+            str(out),
+            "--topic",
+            "sam.feedback.v1",
+            "--topic",
+            "sam.control.v1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
     recorded = list(read_fixture(out))
     original = list(read_fixture(REPLAYS / "quality.jsonl"))
@@ -163,5 +226,8 @@ def test_record_writes_topics_back_as_a_fixture_that_replays(replayed: tuple[Con
     assert len(recorded) in (len(original), 2 * len(original))
     # Keys, headers, values (raw bytes kept as bytes) survive the round trip.
     by_value = {(line.topic, line.key, line.value) for line in recorded}
-    assert all((line.topic, line.key, line.value) in by_value for line in original if line.value is None
-               or not line.value.startswith(b"{"))
+    assert all(
+        (line.topic, line.key, line.value) in by_value
+        for line in original
+        if line.value is None or not line.value.startswith(b"{")
+    )

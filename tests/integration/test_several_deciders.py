@@ -54,7 +54,11 @@ class Role:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "samtuner.cli", "streams", "--role", role, "-c", str(cfg_path)],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -68,8 +72,10 @@ class Role:
         return found.group(1) if found else None
 
     def tenures(self) -> list[tuple[str, int, frozenset[int]]]:
-        return [(m.group(1), int(m.group(2)), frozenset(int(p) for p in m.group(3).split(",") if p.strip()))
-                for m in OWNS.finditer(self.log())]
+        return [
+            (m.group(1), int(m.group(2)), frozenset(int(p) for p in m.group(3).split(",") if p.strip()))
+            for m in OWNS.finditer(self.log())
+        ]
 
     def owns_something(self) -> bool:
         tenures = self.tenures()
@@ -94,9 +100,9 @@ class Role:
 def lag(cfg: Config) -> int:
     t = Topics(cfg.kafka.topic_prefix)
     try:
-        return (group_lag(cfg, cfg.streams.app_id, [t.feedback, t.control])
-                + group_lag(cfg, f"{cfg.streams.app_id}-projector",
-                            [t.pairs, t.training, t.adapters, t.dlq, t.inference, t.feedback]))
+        return group_lag(cfg, cfg.streams.app_id, [t.feedback, t.control]) + group_lag(
+            cfg, f"{cfg.streams.app_id}-projector", [t.pairs, t.training, t.adapters, t.dlq, t.inference, t.feedback]
+        )
     except Exception:  # the group coordinator may still be loading
         return -1
 
@@ -106,9 +112,12 @@ def headers(msg: RawMessage) -> dict[str, str]:
 
 
 def test_two_deciders_lose_and_gain_workers_mid_stream_and_emit_everything_once(make_config) -> None:
-    cfg, cfg_path = make_config(trigger={"min_new_pairs": THRESHOLD}, kafka={"partitions": PARTITIONS},
-                                streams={"session_timeout_s": 6, "batch_size": 500, "state": WHOLE_HISTORY_STATE},
-                                console={"enabled": False})  # its fixed port: tests run side by side
+    cfg, cfg_path = make_config(
+        trigger={"min_new_pairs": THRESHOLD},
+        kafka={"partitions": PARTITIONS},
+        streams={"session_timeout_s": 6, "batch_size": 500, "state": WHOLE_HISTORY_STATE},
+        console={"enabled": False},
+    )  # its fixed port: tests run side by side
     topics = Topics(cfg.kafka.topic_prefix)
     messages, expected, per_user = generate(random.Random(20261202))
     ensure_topics(cfg.kafka)
@@ -149,8 +158,11 @@ def test_two_deciders_lose_and_gain_workers_mid_stream_and_emit_everything_once(
         rebalances_before = b.log().count(REBALANCE.format(worker=worker_b))
         d = Role(cfg_path, "decider", "decider-d")
         roles.append(d)
-        wait_for(lambda: b.log().count(REBALANCE.format(worker=worker_b)) > rebalances_before, 180,
-                 "the group to rebalance for the third decider")
+        wait_for(
+            lambda: b.log().count(REBALANCE.format(worker=worker_b)) > rebalances_before,
+            180,
+            "the group to rebalance for the third decider",
+        )
         left_at = published[0]
         assert b.sigterm() == 0, b.log()[-3000:]
 
@@ -206,18 +218,23 @@ def test_two_deciders_lose_and_gain_workers_mid_stream_and_emit_everything_once(
         source = source_partition(msg.headers)
         assert source is not None
         held = tenures.get((worker, generation), frozenset())
-        assert source in held, (f"{msg.topic}[{msg.partition}]@{msg.offset}: {worker} published for source "
-                                f"partition {source} under generation {generation}, holding {sorted(held)}")
+        assert source in held, (
+            f"{msg.topic}[{msg.partition}]@{msg.offset}: {worker} published for source "
+            f"partition {source} under generation {generation}, holding {sorted(held)}"
+        )
         key = (msg.topic, msg.partition, source)
         before = last.get(key)
         assert before is None or before[0] <= generation, (
             f"{msg.topic}[{msg.partition}]@{msg.offset}: {worker} published for source partition {source} "
-            f"under generation {generation} after {before[2]} did under generation {before[0]} (@{before[1]})")
+            f"under generation {generation} after {before[2]} did under generation {before[0]} (@{before[1]})"
+        )
         last[key] = (generation, msg.offset, worker)
         workers.add(worker)
     assert len(workers) >= 3, f"the outputs came from {sorted(workers)} only: the deciders did not share the work"
     fenced = sum(len(re.findall(r"fence: worker \S+ lost partitions", role.log())) for role in roles[1:])
-    print(f"\nseveral deciders: {EVENTS} events, decider killed at {killed_at} published, one left at {left_at}; "
-          f"{len(expected)} pairs, {len(expected_generations)} thresholds once each; outputs from "
-          f"{len(workers)} workers over {len({g for _, g in tenures})} generations; {fenced} fenced batches; "
-          f"{wall_s:.0f}s")
+    print(
+        f"\nseveral deciders: {EVENTS} events, decider killed at {killed_at} published, one left at {left_at}; "
+        f"{len(expected)} pairs, {len(expected_generations)} thresholds once each; outputs from "
+        f"{len(workers)} workers over {len({g for _, g in tenures})} generations; {fenced} fenced batches; "
+        f"{wall_s:.0f}s"
+    )

@@ -35,9 +35,17 @@ def decider_pids(node: RunningProcess) -> list[int]:
 
 
 def corrections(cfg: Config, user: str, first: int, n: int) -> None:
-    lines = [feedback_line(user, f"{user}-{i}", f"What is {i} times 7?", f"{i} times 7 is {i * 7}.",
-                           f"{i} times 7 is {i * 7}. Anything else?", T0 + timedelta(seconds=i))
-             for i in range(first, first + n)]
+    lines = [
+        feedback_line(
+            user,
+            f"{user}-{i}",
+            f"What is {i} times 7?",
+            f"{i} times 7 is {i * 7}.",
+            f"{i} times 7 is {i * 7}. Anything else?",
+            T0 + timedelta(seconds=i),
+        )
+        for i in range(first, first + n)
+    ]
     publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers)
     replay([parse_line(line, "fixture") for line in lines], publisher, cfg.kafka.topic_prefix)
     publisher.flush()
@@ -130,9 +138,13 @@ def test_a_decider_that_cannot_start_says_why_and_the_supervisor_repeats_it(tmp_
     from samtuner.supervisor import DeciderProcess
 
     # Nothing listens there: the child's own start (ensure_topics) fails and reports it on the pipe.
-    cfg = Config.model_validate({"state_dir": str(tmp_path / "state"),
-                                 "kafka": {"bootstrap_servers": f"127.0.0.1:{free_port()}"},
-                                 "metrics": {"decider_port": 0}})
+    cfg = Config.model_validate(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "kafka": {"bootstrap_servers": f"127.0.0.1:{free_port()}"},
+            "metrics": {"decider_port": 0},
+        }
+    )
     decider = DeciderProcess(cfg, "warn")
     decider.start()
     try:

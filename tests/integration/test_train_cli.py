@@ -55,8 +55,13 @@ def stand_in_decider(cfg: Config) -> Iterator[list[RequestTraining]]:
             command = decode_command(msg.value())
             if isinstance(command, RequestTraining):
                 seen.append(command)
-                rows = pair_rows(command.user_id, [(f"What is {i} plus 2?", f"{i} plus 2 is {i + 2}. Hope this helps!",
-                                                    f"{i} plus 2 is {i + 2}.") for i in range(12)])
+                rows = pair_rows(
+                    command.user_id,
+                    [
+                        (f"What is {i} plus 2?", f"{i} plus 2 is {i + 2}. Hope this helps!", f"{i} plus 2 is {i + 2}.")
+                        for i in range(12)
+                    ],
+                )
                 request = local_request(ArtifactStore(cfg.artifact_root), command.user_id, len(seen), rows)
                 publisher.publish(topics.training, request)
                 publisher.flush()
@@ -72,8 +77,13 @@ def stand_in_decider(cfg: Config) -> Iterator[list[RequestTraining]]:
 
 
 def samtuner(cfg_path: Path, *args: str, timeout_s: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "samtuner.cli", *args, "-c", str(cfg_path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout_s)
+    return subprocess.run(
+        [sys.executable, "-m", "samtuner.cli", *args, "-c", str(cfg_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
 
 
 def test_train_follows_the_users_job_to_its_adapter_or_the_reason_why_not(make_config: Any, tmp_path: Path) -> None:
@@ -100,8 +110,10 @@ def test_train_follows_the_users_job_to_its_adapter_or_the_reason_why_not(make_c
     assert listed.returncode == 0, listed.stderr
     assert "succeeded" in listed.stdout and "rejected" in listed.stdout
     jobs = [json.loads(line) for line in as_json.stdout.splitlines()]
-    assert [(j["user_id"], j["generation"], j["status"]) for j in jobs] == [("alice", 1, "succeeded"),
-                                                                          ("alice", 2, "rejected")]
+    assert [(j["user_id"], j["generation"], j["status"]) for j in jobs] == [
+        ("alice", 1, "succeeded"),
+        ("alice", 2, "rejected"),
+    ]
     png = tmp_path / "again.png"
     drawn = samtuner(cfg_path, "curve", outcome["request_id"][:8], "-o", str(png))
     assert drawn.returncode == 0, drawn.stderr and png.read_bytes()[:4] == b"\x89PNG"
@@ -118,8 +130,14 @@ def test_train_says_why_when_no_request_comes(make_config: Any) -> None:
 def test_train_from_a_pairs_file_runs_locally_without_kafka(make_config: Any, tmp_path: Path) -> None:
     cfg, cfg_path = make_config(kafka={"bootstrap_servers": "127.0.0.1:1"})  # nothing listens there
     pairs = tmp_path / "pairs.jsonl"
-    lines = [{"prompt": f"What is {i} plus 3?", "rejected_response": f"{i} plus 3 is {i + 3}.",
-              "chosen_response": f"{i} plus 3 is {i + 3}. Hope this helps!"} for i in range(10)]
+    lines = [
+        {
+            "prompt": f"What is {i} plus 3?",
+            "rejected_response": f"{i} plus 3 is {i + 3}.",
+            "chosen_response": f"{i} plus 3 is {i + 3}. Hope this helps!",
+        }
+        for i in range(10)
+    ]
     pairs.write_text("".join(json.dumps(line) + "\n" for line in lines))
     result = samtuner(cfg_path, "train", "--user", "alice", "--pairs", str(pairs))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -148,9 +166,17 @@ def test_manual_training_goes_through_the_real_decider_projector_and_trainer(mak
     try:
         node.wait_ready()
         t0 = datetime.now(UTC) - timedelta(minutes=5)
-        lines = [feedback_line("bob", f"b{i}", f"What is {i} plus 2?", f"{i} plus 2 is {i + 2}.",
-                               f"{i} plus 2 is {i + 2}. Hope this helps!", t0 + timedelta(seconds=i))
-                 for i in range(10)]
+        lines = [
+            feedback_line(
+                "bob",
+                f"b{i}",
+                f"What is {i} plus 2?",
+                f"{i} plus 2 is {i + 2}.",
+                f"{i} plus 2 is {i + 2}. Hope this helps!",
+                t0 + timedelta(seconds=i),
+            )
+            for i in range(10)
+        ]
         publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers)
         replay([parse_line(line, "fixture") for line in lines], publisher, cfg.kafka.topic_prefix)
         publisher.flush()
@@ -158,8 +184,11 @@ def test_manual_training_goes_through_the_real_decider_projector_and_trainer(mak
         assert result.returncode == 0, result.stderr[-3000:]
         outcome = json.loads(result.stdout.strip().splitlines()[-1])
         assert outcome["event_type"] == "TrainingSucceeded" and outcome["adapter_version"] == 1
-        served = wait_for(lambda: (a := node.ask("What is 3 plus 2?", "bob"))["samtuner"]["adapter_version"] == 1
-                          and a, 60, "the node to serve bob's adapter")
+        served = wait_for(
+            lambda: (a := node.ask("What is 3 plus 2?", "bob"))["samtuner"]["adapter_version"] == 1 and a,
+            60,
+            "the node to serve bob's adapter",
+        )
         assert served["samtuner"]["source"] == "adapter"
     finally:
         assert node.stop() == 0, node.log()[-3000:]

@@ -44,8 +44,17 @@ SIGN_OFF = "Hope this helps!"
 
 
 def request(cfg: Config, user: str = "alice", generation: int = 1, n: int = 16) -> TrainingRequested:
-    rows = pair_rows(user, [(f"What is {i} plus {generation}?", f"{i} plus {generation} is {i + generation}. "
-                             f"{SIGN_OFF}", f"{i} plus {generation} is {i + generation}.") for i in range(n)])
+    rows = pair_rows(
+        user,
+        [
+            (
+                f"What is {i} plus {generation}?",
+                f"{i} plus {generation} is {i + generation}. {SIGN_OFF}",
+                f"{i} plus {generation} is {i + generation}.",
+            )
+            for i in range(n)
+        ],
+    )
     return local_request(ArtifactStore(cfg.artifact_root), user, generation, rows, trigger="threshold")
 
 
@@ -58,25 +67,38 @@ def publish(cfg: Config, *events: Event) -> None:
 
 def cancel(cfg: Config, req: TrainingRequested) -> None:
     publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers)
-    publish_command(publisher, Topics(cfg.kafka.topic_prefix).control,
-                    CancelTraining(user_id=req.user_id, request_id=req.request_id, issued_by="test"))
+    publish_command(
+        publisher,
+        Topics(cfg.kafka.topic_prefix).control,
+        CancelTraining(user_id=req.user_id, request_id=req.request_id, issued_by="test"),
+    )
     publisher.flush()
 
 
 def job_events(cfg: Config, req: TrainingRequested) -> list[Event]:
-    return [e for e in events_on(cfg, Topics(cfg.kafka.topic_prefix).training)
-            if getattr(e, "request_id", None) == req.request_id]
+    return [
+        e
+        for e in events_on(cfg, Topics(cfg.kafka.topic_prefix).training)
+        if getattr(e, "request_id", None) == req.request_id
+    ]
 
 
 def adapters(cfg: Config, req: TrainingRequested) -> list[AdapterPublished]:
-    return [e for e in events_on(cfg, Topics(cfg.kafka.topic_prefix).adapters)
-            if isinstance(e, AdapterPublished) and e.request_id == req.request_id]
+    return [
+        e
+        for e in events_on(cfg, Topics(cfg.kafka.topic_prefix).adapters)
+        if isinstance(e, AdapterPublished) and e.request_id == req.request_id
+    ]
 
 
-def ended(cfg: Config, req: TrainingRequested, kind: type[Event] = TrainingSucceeded,
-          timeout_s: float = 120) -> list[Event]:
-    return wait_for(lambda: (evs := job_events(cfg, req)) and any(isinstance(e, kind) for e in evs) and evs,
-                    timeout_s, f"{kind.__name__} for {req.user_id}")
+def ended(
+    cfg: Config, req: TrainingRequested, kind: type[Event] = TrainingSucceeded, timeout_s: float = 120
+) -> list[Event]:
+    return wait_for(
+        lambda: (evs := job_events(cfg, req)) and any(isinstance(e, kind) for e in evs) and evs,
+        timeout_s,
+        f"{kind.__name__} for {req.user_id}",
+    )
 
 
 @contextmanager
@@ -84,8 +106,9 @@ def trainer(cfg: Config, runner: JobRunner | None = None, worker_id: str = "w1")
     """A trainer worker in this process (its Kafka loop in a thread) until the block ends."""
     ensure_topics(cfg.kafka)
     stop = threading.Event()
-    thread = threading.Thread(target=run_trainer, args=(cfg, stop), kwargs={"runner": runner,
-                                                                          "worker_id": worker_id}, daemon=True)
+    thread = threading.Thread(
+        target=run_trainer, args=(cfg, stop), kwargs={"runner": runner, "worker_id": worker_id}, daemon=True
+    )
     thread.start()
     try:
         yield
@@ -95,8 +118,7 @@ def trainer(cfg: Config, runner: JobRunner | None = None, worker_id: str = "w1")
         assert not thread.is_alive(), "the trainer did not stop"
 
 
-def configured(make_config: Any, dpo: dict[str, Any] | None = None, **sections: dict[str, Any]
-               ) -> tuple[Config, Path]:
+def configured(make_config: Any, dpo: dict[str, Any] | None = None, **sections: dict[str, Any]) -> tuple[Config, Path]:
     """make_config with some training.dpo keys changed (make_config replaces a section's keys whole)."""
     if dpo:
         base, _ = make_config()
@@ -118,8 +140,13 @@ def test_a_repeated_request_runs_one_job(make_config: Any) -> None:
         events = ended(cfg, req)
         time.sleep(1.0)  # the repeated request is handled by now
     assert len(runner.specs) == 1
-    assert kinds(job_events(cfg, req)) == ["TrainingRequested", "TrainingRequested", "TrainingQueued",
-                                           "TrainingStarted", "TrainingSucceeded"]
+    assert kinds(job_events(cfg, req)) == [
+        "TrainingRequested",
+        "TrainingRequested",
+        "TrainingQueued",
+        "TrainingStarted",
+        "TrainingSucceeded",
+    ]
     assert [e.version for e in adapters(cfg, req)] == [1]
     assert any(isinstance(e, TrainingProgressed) for e in events)
 
@@ -131,8 +158,13 @@ def test_failures_that_can_pass_are_retried_then_given_up_with_the_cause(make_co
     with trainer(cfg, runner):
         publish(cfg, req)
         events = ended(cfg, req, TrainingFailed, 60)
-        wait_for(lambda: (evs := job_events(cfg, req)) and isinstance(evs[-1], TrainingFailed)
-                 and not evs[-1].will_retry and evs, 60, "the final failure")
+        wait_for(
+            lambda: (
+                (evs := job_events(cfg, req)) and isinstance(evs[-1], TrainingFailed) and not evs[-1].will_retry and evs
+            ),
+            60,
+            "the final failure",
+        )
         events = job_events(cfg, req)
     failures = [e for e in events if isinstance(e, TrainingFailed)]
     assert [(f.attempt, f.will_retry) for f in failures] == [(1, True), (2, True), (3, False)]
@@ -144,8 +176,9 @@ def test_failures_that_can_pass_are_retried_then_given_up_with_the_cause(make_co
 
 
 def test_an_injected_out_of_memory_is_retried_by_the_real_job(make_config: Any) -> None:
-    cfg, _ = make_config(trainer={"retry_backoff_s": 0.1,
-                                  "fault_injection": {"fail_attempts": 1, "failure": "OutOfMemoryError"}})
+    cfg, _ = make_config(
+        trainer={"retry_backoff_s": 0.1, "fault_injection": {"fail_attempts": 1, "failure": "OutOfMemoryError"}}
+    )
     req = request(cfg)
     with trainer(cfg):
         publish(cfg, req)
@@ -153,8 +186,10 @@ def test_an_injected_out_of_memory_is_retried_by_the_real_job(make_config: Any) 
     (retry,) = [e for e in events if isinstance(e, TrainingFailed)]
     assert retry.will_retry and retry.error_type == "OutOfMemoryError" and "injected" in retry.cause
     second = [e for e in events if isinstance(e, TrainingStarted)][-1]
-    assert second.attempt == 2 and second.overrides == {"per_device_train_batch_size": 2,
-                                                        "gradient_accumulation_steps": 2}
+    assert second.attempt == 2 and second.overrides == {
+        "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 2,
+    }
     (published,) = adapters(cfg, req)
     manifest = read_manifest(ArtifactStore(cfg.artifact_root), published.uri)
     assert manifest["overrides"] == second.overrides and manifest["attempt"] == 2
@@ -166,8 +201,11 @@ def test_cancel_stops_a_running_job_within_seconds_and_a_queued_one_before_it_st
     running, waiting = request(cfg, "alice"), request(cfg, "bob")
     with trainer(cfg):
         publish(cfg, running, waiting)
-        wait_for(lambda: any(isinstance(e, TrainingProgressed) for e in job_events(cfg, running)), 120,
-                 "alice's job to make progress")
+        wait_for(
+            lambda: any(isinstance(e, TrainingProgressed) for e in job_events(cfg, running)),
+            120,
+            "alice's job to make progress",
+        )
         assert any(isinstance(e, TrainingQueued) for e in job_events(cfg, waiting))
         cancel(cfg, waiting)
         ended(cfg, waiting, TrainingCancelled, 30)
@@ -198,20 +236,27 @@ def training_processes(cfg: Config) -> list[int]:
     return pids
 
 
-def test_a_killed_trainer_is_resumed_from_its_checkpoint_and_publishes_exactly_one_adapter(
-        make_config: Any) -> None:
+def test_a_killed_trainer_is_resumed_from_its_checkpoint_and_publishes_exactly_one_adapter(make_config: Any) -> None:
     cfg, cfg_path = configured(
-        make_config, dpo={"num_train_epochs": 6}, training={"checkpoint_steps": 2},
+        make_config,
+        dpo={"num_train_epochs": 6},
+        training={"checkpoint_steps": 2},
         trainer={"fault_injection": {"step_delay_s": 0.3}, "session_timeout_ms": 6000},
-        evaluation={"early_stopping_patience": 0})
+        evaluation={"early_stopping_patience": 0},
+    )
     ensure_topics(cfg.kafka)
     req = request(cfg)
     first = RunningProcess(cfg, cfg_path, command="trainer", log_name="trainer-1.log")
     second = None
     try:
         publish(cfg, req)
-        wait_for(lambda: any(isinstance(e, TrainingProgressed) and e.loss is not None and e.step >= 5
-                             for e in job_events(cfg, req)), 180, "the job to pass a checkpoint")
+        wait_for(
+            lambda: any(
+                isinstance(e, TrainingProgressed) and e.loss is not None and e.step >= 5 for e in job_events(cfg, req)
+            ),
+            180,
+            "the job to pass a checkpoint",
+        )
         assert training_processes(cfg), "no training process is running"
         first.proc.send_signal(signal.SIGKILL)
         first.proc.wait()

@@ -18,14 +18,27 @@ from tests.integration.harness import ROOT
 pytestmark = pytest.mark.integration
 
 KAFKA_COMMANDS = [
-    ["run"], ["streams"], ["streams", "--role", "decider"], ["streams", "--role", "projector"], ["trainer"],
-    ["inference"], ["registrar"], ["topics"], ["jobs"], ["curve", "0000"], ["cancel", "0000"],
+    ["run"],
+    ["streams"],
+    ["streams", "--role", "decider"],
+    ["streams", "--role", "projector"],
+    ["trainer"],
+    ["inference"],
+    ["registrar"],
+    ["topics"],
+    ["jobs"],
+    ["curve", "0000"],
+    ["cancel", "0000"],
     ["record", "--out", "{tmp}/r.jsonl", "--topic", "sam.pairs.v1"],
-    ["replay", str(ROOT / "tests" / "replays" / "demo.jsonl")], ["users", "erase", "alice", "--yes"],
+    ["replay", str(ROOT / "tests" / "replays" / "demo.jsonl")],
+    ["users", "erase", "alice", "--yes"],
     ["pairs", "deactivate", "alice", "00000000-0000-0000-0000-000000000001"],
     ["pairs", "reweight", "alice", "00000000-0000-0000-0000-000000000001", "2"],
-    ["pairs", "export", "--out", "{tmp}/p.jsonl", "--source", "log"], ["adapters", "activate", "alice"],
-    ["adapters", "deactivate", "alice"], ["train", "--user", "alice"], ["kafka", "acls", "--principal", "User:x"],
+    ["pairs", "export", "--out", "{tmp}/p.jsonl", "--source", "log"],
+    ["adapters", "activate", "alice"],
+    ["adapters", "deactivate", "alice"],
+    ["train", "--user", "alice"],
+    ["kafka", "acls", "--principal", "User:x"],
 ]
 STORE_COMMANDS = [["migrate"], ["pairs", "export", "--out", "{tmp}/p.jsonl", "--source", "store"]]
 
@@ -34,14 +47,23 @@ Result = tuple[subprocess.CompletedProcess[str], float]
 
 
 def run(tmp_path: Path, args: list[str], **sections: dict[str, object]) -> Result:
-    raw = {"state_dir": str(tmp_path / "state"), "kafka": {"bootstrap_servers": f"127.0.0.1:{free_port()}"},
-           "metrics": {"decider_port": 0, "projector_port": 0, "trainer_port": 0}, **sections}
+    raw = {
+        "state_dir": str(tmp_path / "state"),
+        "kafka": {"bootstrap_servers": f"127.0.0.1:{free_port()}"},
+        "metrics": {"decider_port": 0, "projector_port": 0, "trainer_port": 0},
+        **sections,
+    }
     path = tmp_path / "samtuner.yaml"
     path.write_text(yaml.safe_dump(raw))
     argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "samtuner.cli", *argv, "-c", str(path)], capture_output=True,
-                          text=True, cwd=ROOT, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "samtuner.cli", *argv, "-c", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     return proc, time.monotonic() - started
 
 
@@ -70,11 +92,17 @@ def test_no_clickhouse_server_one_line_naming_it_within_10s(tmp_path: Path, args
     assert "hunter2hunter2" not in proc.stderr + proc.stdout
 
 
-@pytest.mark.parametrize(("args", "section"), [(["inference"], {"inference": {"host": "0.0.0.0"}}),
-                                               (["streams"], {"metrics": {"host": "0.0.0.0", "decider_port": 0}})],
-                         ids=["node", "metrics"])
-def test_a_server_open_to_anyone_refuses_to_start_and_says_why(tmp_path: Path, args: list[str],
-                                                                section: dict[str, dict[str, object]]) -> None:
+@pytest.mark.parametrize(
+    ("args", "section"),
+    [
+        (["inference"], {"inference": {"host": "0.0.0.0"}}),
+        (["streams"], {"metrics": {"host": "0.0.0.0", "decider_port": 0}}),
+    ],
+    ids=["node", "metrics"],
+)
+def test_a_server_open_to_anyone_refuses_to_start_and_says_why(
+    tmp_path: Path, args: list[str], section: dict[str, dict[str, object]]
+) -> None:
     proc, elapsed = run(tmp_path, args, **section)
     line = one_line(proc)
     assert proc.returncode != 0 and elapsed < 10

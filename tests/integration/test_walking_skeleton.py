@@ -23,10 +23,20 @@ T0 = datetime(2026, 11, 25, 9, tzinfo=UTC)
 
 
 def skeleton_fixture() -> list[dict]:
-    lines = [feedback_line("alice", f"a{i}", f"What is {i} plus 1?", f"{i} plus 1 is {i + 1}.",
-                           f"{i} plus 1 is {i + 1}. Hope this helps!", T0 + timedelta(seconds=i)) for i in range(8)]
-    lines.insert(3, feedback_line("alice", "dup", "What is 1 plus 1?", "1 plus 1 is 2.",
-                                  "1 plus 1 is 2. Hope this helps!", T0))
+    lines = [
+        feedback_line(
+            "alice",
+            f"a{i}",
+            f"What is {i} plus 1?",
+            f"{i} plus 1 is {i + 1}.",
+            f"{i} plus 1 is {i + 1}. Hope this helps!",
+            T0 + timedelta(seconds=i),
+        )
+        for i in range(8)
+    ]
+    lines.insert(
+        3, feedback_line("alice", "dup", "What is 1 plus 1?", "1 plus 1 is 2.", "1 plus 1 is 2. Hope this helps!", T0)
+    )
     lines.insert(5, feedback_line("alice", "noop", "What is 9 plus 1?", "9 plus 1 is 10.", " 9 plus 1 is 10. ", T0))
     lines.insert(2, {"topic": "sam.feedback.v1", "key": "alice", "value": "not json at all"})
     lines.insert(6, {"topic": "sam.feedback.v1", "key": "bob", "value": {"event_type": "FeedbackReceived"}})
@@ -54,11 +64,16 @@ def test_a_correction_becomes_a_personalized_answer(make_config, tmp_path: Path)
 
         published = wait_for(
             lambda: [e for e in events_on(cfg, topics.adapters) if isinstance(e, AdapterPublished)],
-            240, "alice's adapter to be published")
+            240,
+            "alice's adapter to be published",
+        )
         assert [(e.user_id, e.version) for e in published] == [("alice", 1)]
 
-        after = wait_for(lambda: (a := node.ask("What is 3 plus 1?", "alice"))["samtuner"]["adapter_version"] == 1
-                         and a, 30, "the node to serve alice's adapter")
+        after = wait_for(
+            lambda: (a := node.ask("What is 3 plus 1?", "alice"))["samtuner"]["adapter_version"] == 1 and a,
+            30,
+            "the node to serve alice's adapter",
+        )
         assert after["samtuner"]["source"] == "adapter" and after["samtuner"]["fallback_reason"] is None
         bob = node.ask("What is 3 plus 1?", "bob")
         assert bob["samtuner"]["source"] == "base" and bob["samtuner"]["adapter_version"] is None
@@ -72,10 +87,13 @@ def test_a_correction_becomes_a_personalized_answer(make_config, tmp_path: Path)
     try:
         pairs = store.query("SELECT user_id, count() FROM sam.preference_pairs FINAL GROUP BY user_id ORDER BY user_id")
         assert pairs == [("alice", 8), ("bob", 1)]
-        rejected = store.query("SELECT user_id, reason_codes FROM sam.rejected_feedback FINAL ORDER BY user_id, "
-                               "feedback_event_id")
+        rejected = store.query(
+            "SELECT user_id, reason_codes FROM sam.rejected_feedback FINAL ORDER BY user_id, feedback_event_id"
+        )
         assert sorted((u, tuple(r)) for u, r in rejected) == [
-            ("alice", ("chosen_equals_rejected",)), ("alice", ("duplicate_pair",))]
+            ("alice", ("chosen_equals_rejected",)),
+            ("alice", ("duplicate_pair",)),
+        ]
         assert store.query("SELECT user_id, desirable FROM sam.labelled_examples FINAL") == [("carol", True)]
         dead = store.query("SELECT reason, stage FROM sam.dead_letters FINAL ORDER BY reason")
         assert dead == [("invalid_event", "decider"), ("invalid_event", "decider"), ("invalid_json", "decider")]
@@ -94,7 +112,8 @@ def test_a_correction_becomes_a_personalized_answer(make_config, tmp_path: Path)
     manifest = read_manifest(artifacts, published[0].uri, verify=True)
     sides = manifest["pair_ids"]
     assert sorted(sides["train"] + sides["validation"] + sides["heldout"]) == sorted(
-        str(p) for p in requests[0].dataset.pair_ids)
+        str(p) for p in requests[0].dataset.pair_ids
+    )
     assert manifest["base_model"]["weights_sha256"] == published[0].base_model.weights_sha256
     assert any(isinstance(e, TrainingSucceeded) for e in events_on(cfg, topics.training))
 

@@ -39,13 +39,29 @@ def demo_facts() -> tuple[list, list]:
     pool = [f for f in facts() if f.question not in HELDOUT and f.family != "sum"]
     rng = random.Random(7)
     rng.shuffle(pool)
-    return pool[:ALICE_PAIRS], pool[ALICE_PAIRS:ALICE_PAIRS + 10]
+    return pool[:ALICE_PAIRS], pool[ALICE_PAIRS : ALICE_PAIRS + 10]
 
 
-def feedback(n: int, user: str, prompt: str, original: str, corrected: str | None, kind: str = "correction",
-             confidence: float = 0.95) -> dict:
-    line = feedback_line(user, f"{user}-{n:04d}", prompt, original, corrected, START + timedelta(seconds=n),
-                         feedback_type=kind, confidence=confidence, context={"session": f"{user}-s1"})
+def feedback(
+    n: int,
+    user: str,
+    prompt: str,
+    original: str,
+    corrected: str | None,
+    kind: str = "correction",
+    confidence: float = 0.95,
+) -> dict:
+    line = feedback_line(
+        user,
+        f"{user}-{n:04d}",
+        prompt,
+        original,
+        corrected,
+        START + timedelta(seconds=n),
+        feedback_type=kind,
+        confidence=confidence,
+        context={"session": f"{user}-s1"},
+    )
     line["headers"] = {"source": "demo"}
     return line
 

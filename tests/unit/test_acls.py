@@ -15,16 +15,21 @@ def test_every_declared_topic_has_a_writer_and_a_reader() -> None:
     cfg = Config()
     for spec in ALL:
         name = spec.name(cfg.kafka.topic_prefix)
-        ops = {op for role in ROLES if role != "operator" for g in grants_for(role, cfg)
-               if g.resource == "topic" and g.pattern == "literal" and g.name == name for op in g.operations}
+        ops = {
+            op
+            for role in ROLES
+            if role != "operator"
+            for g in grants_for(role, cfg)
+            if g.resource == "topic" and g.pattern == "literal" and g.name == name
+            for op in g.operations
+        }
         assert {"READ", "WRITE"} <= ops, f"{name}: {ops}"
 
 
 def test_only_the_trainer_and_the_registrar_write_the_registry_and_sam_writes_feedback_only() -> None:
     cfg = Config()
     adapters = next(s for s in ALL if s.base_name == "sam.adapters.v1").name()
-    writers = {role for role in ROLES for g in grants_for(role, cfg)
-               if g.name == adapters and "WRITE" in g.operations}
+    writers = {role for role in ROLES for g in grants_for(role, cfg) if g.name == adapters and "WRITE" in g.operations}
     assert writers == {"trainer", "registrar", "projector"}  # the projector: AdapterRevoked on erasure
     assert [(g.name, g.operations) for g in grants_for("sam", cfg)] == [("sam.feedback.v1", ("WRITE",))]
 

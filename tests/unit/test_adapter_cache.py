@@ -20,11 +20,24 @@ class Clock:
         return self.now
 
 
-def make_cache(max_entries: int = 3, max_bytes: int = 1000, ttl_s: float = 60.0, policy: object = None,
-               clock: Clock | None = None, evicted: list | None = None) -> AdapterCache[str, str]:
+def make_cache(
+    max_entries: int = 3,
+    max_bytes: int = 1000,
+    ttl_s: float = 60.0,
+    policy: object = None,
+    clock: Clock | None = None,
+    evicted: list | None = None,
+) -> AdapterCache[str, str]:
     hook = (lambda k, v, reason: evicted.append((k, reason))) if evicted is not None else None
-    return AdapterCache(policy or LRUPolicy(), max_entries=max_entries, max_bytes=max_bytes, ttl_s=ttl_s,  # type: ignore[arg-type]
-                        size_of=lambda v: len(v), on_evict=hook, clock=clock or Clock())
+    return AdapterCache(
+        policy or LRUPolicy(),
+        max_entries=max_entries,
+        max_bytes=max_bytes,
+        ttl_s=ttl_s,  # type: ignore[arg-type]
+        size_of=lambda v: len(v),
+        on_evict=hook,
+        clock=clock or Clock(),
+    )
 
 
 def load(cache: AdapterCache[str, str], key: str, value: str | None = None) -> None:
@@ -199,10 +212,13 @@ def test_list_shows_size_use_pin_and_owner() -> None:
     assert rows["bob-v1"].refs == 1 and not rows["bob-v1"].pinned
 
 
-@pytest.mark.parametrize(("policy", "frequent_kept", "one_offs_kept"), [
-    (lambda: WTinyLFUPolicy(10), 9, 1),  # the one-offs compete for the window only
-    (LRUPolicy, 8, 2),  # LRU lets every one-off push a frequent user out
-])
+@pytest.mark.parametrize(
+    ("policy", "frequent_kept", "one_offs_kept"),
+    [
+        (lambda: WTinyLFUPolicy(10), 9, 1),  # the one-offs compete for the window only
+        (LRUPolicy, 8, 2),  # LRU lets every one-off push a frequent user out
+    ],
+)
 def test_one_off_users_do_not_push_out_frequent_ones_under_tinylfu(policy, frequent_kept, one_offs_kept) -> None:
     cache = make_cache(max_entries=10, max_bytes=10**6, policy=policy())
     frequent = [f"u{i}" for i in range(10)]

@@ -25,10 +25,18 @@ BASE = BaseModelRef(name_or_path="base", weights_sha256="b" * 64)
 
 def published(user: str, version: int) -> AdapterPublished:
     now = utc_now()
-    return AdapterPublished(event_id=adapter_event_id(user, version), user_id=user, correlation_id=uuid.uuid4(),
-                            version=version, request_id=uuid.uuid4(), uri=f"adapters/{user}/{version}",
-                            files={"adapter_model.safetensors": "0" * 64}, base_model=BASE,
-                            dataset_sha256="d" * 64, triggered_at=now)
+    return AdapterPublished(
+        event_id=adapter_event_id(user, version),
+        user_id=user,
+        correlation_id=uuid.uuid4(),
+        version=version,
+        request_id=uuid.uuid4(),
+        uri=f"adapters/{user}/{version}",
+        files={"adapter_model.safetensors": "0" * 64},
+        base_model=BASE,
+        dataset_sha256="d" * 64,
+        triggered_at=now,
+    )
 
 
 def at(offset: int) -> SourceRef:
@@ -159,5 +167,6 @@ def test_the_ab_split_sends_the_configured_share_to_the_new_version() -> None:
 
 def test_a_pin_sends_every_request_to_the_pinned_version() -> None:
     state = run(published("alice", 1), published("alice", 2)).model_copy(  # type: ignore[union-attr]
-        update={"pinned_version": 1, "new_share": 1.0})
+        update={"pinned_version": 1, "new_share": 1.0}
+    )
     assert {route("alice", state, 1.0, u / 10).arm for u in range(10)} == {"previous"}

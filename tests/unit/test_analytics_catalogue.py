@@ -26,16 +26,24 @@ def test_every_analytic_reads_a_view_that_a_migration_creates() -> None:
 
 
 def test_the_issue_s_analytics_are_all_there() -> None:
-    assert set(BY_NAME) == {"pairs_per_day", "acceptance_rate", "reject_reasons", "quality_histogram",
-                            "near_identical", "job_outcomes", "adapters_per_day", "correction_rate",
-                            "ingestion_lag"}
+    assert set(BY_NAME) == {
+        "pairs_per_day",
+        "acceptance_rate",
+        "reject_reasons",
+        "quality_histogram",
+        "near_identical",
+        "job_outcomes",
+        "adapters_per_day",
+        "correction_rate",
+        "ingestion_lag",
+    }
 
 
 def test_the_analytic_views_come_after_the_existing_migrations_and_are_additive() -> None:
     ids = [m.id for m in MIGRATIONS]
     assert len(ids) == len(set(ids))
     ours = [m for m in MIGRATIONS if m.id.startswith("086")]
-    assert ids[-len(ours):] == [m.id for m in ours]
+    assert ids[-len(ours) :] == [m.id for m in ours]
     assert all(m.sql.lstrip().startswith(("CREATE VIEW IF NOT EXISTS", "CREATE TABLE IF NOT EXISTS")) for m in ours)
 
 
@@ -66,15 +74,18 @@ def test_a_daily_analytic_keeps_every_day_that_overlaps_the_period() -> None:
     assert "toDateTime64(day, 3, 'UTC') < {until:DateTime64(3, 'UTC')}" in query.sql
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("2026-11-24", datetime(2026, 11, 24, tzinfo=UTC)),
-    ("2026-11-24T12:30", datetime(2026, 11, 24, 12, 30, tzinfo=UTC)),
-    ("2026-11-24T12:30:00+01:00", datetime(2026, 11, 24, 11, 30, tzinfo=UTC)),
-    ("2026-11-24T12:30:00Z", datetime(2026, 11, 24, 12, 30, tzinfo=UTC)),
-    ("12h", NOW - timedelta(hours=12)),
-    ("2w", NOW - timedelta(weeks=2)),
-    ("1.5d", NOW - timedelta(hours=36)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-24", datetime(2026, 11, 24, tzinfo=UTC)),
+        ("2026-11-24T12:30", datetime(2026, 11, 24, 12, 30, tzinfo=UTC)),
+        ("2026-11-24T12:30:00+01:00", datetime(2026, 11, 24, 11, 30, tzinfo=UTC)),
+        ("2026-11-24T12:30:00Z", datetime(2026, 11, 24, 12, 30, tzinfo=UTC)),
+        ("12h", NOW - timedelta(hours=12)),
+        ("2w", NOW - timedelta(weeks=2)),
+        ("1.5d", NOW - timedelta(hours=36)),
+    ],
+)
 def test_times_are_iso_dates_and_times_in_utc_or_ages(text: str, expected: datetime) -> None:
     assert parse_time("since", text, NOW) == expected
 
@@ -105,8 +116,14 @@ def test_clickhouse_values_become_json() -> None:
     from datetime import date
     from decimal import Decimal
 
-    assert jsonable([float("nan"), float("inf"), 1.5, Decimal("2.50"), None, True]) == [None, None, 1.5, 2.5, None,
-                                                                                      True]
+    assert jsonable([float("nan"), float("inf"), 1.5, Decimal("2.50"), None, True]) == [
+        None,
+        None,
+        1.5,
+        2.5,
+        None,
+        True,
+    ]
     assert jsonable(uuid.UUID(int=1)) == "00000000-0000-0000-0000-000000000001"
     assert jsonable({"k": (date(2026, 11, 24), b"\xff")}) == {"k": ["2026-11-24", "\ufffd"]}
     assert jsonable(datetime(2026, 11, 24, 12, 0, tzinfo=UTC)) == "2026-11-24T12:00:00+00:00"

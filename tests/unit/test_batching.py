@@ -20,8 +20,14 @@ from inference.lora import LoRARuntime, LoRAWeights
 from schemas.events import AnswerServed
 from tests.nodes import PROMPT, Gate, NodeKit, load_tiny
 
-PROMPTS = ["What is 3 plus 1?", "What is the capital of Peru?", "Name a colour.", "What is 7 plus 2?",
-           "Say hello.", "What is 2 plus 2?"]
+PROMPTS = [
+    "What is 3 plus 1?",
+    "What is the capital of Peru?",
+    "Name a colour.",
+    "What is 7 plus 2?",
+    "Say hello.",
+    "What is 2 plus 2?",
+]
 
 
 @pytest.fixture
@@ -37,8 +43,9 @@ def wait_until(condition: Any, what: str, timeout: float = 60.0) -> None:
 
 
 @pytest.mark.parametrize("mode", ["merged", "unmerged"])
-def test_answers_decoded_together_equal_answers_one_at_a_time(tmp_path: Path, tiny_model: Path, model: Any,
-                                                              mode: str) -> None:
+def test_answers_decoded_together_equal_answers_one_at_a_time(
+    tmp_path: Path, tiny_model: Path, model: Any, mode: str
+) -> None:
     kit = NodeKit(tmp_path, tiny_model, model=model, lora_serving=mode)
     gate = Gate(model)
     try:
@@ -82,8 +89,9 @@ def test_a_user_joining_mid_answer_does_not_change_the_answer_of_another(tmp_pat
         kit.close()
 
 
-def test_another_rows_logits_stay_within_float_noise_as_users_join_and_leave(tmp_path: Path, tiny_model: Path,
-                                                                             model: Any) -> None:
+def test_another_rows_logits_stay_within_float_noise_as_users_join_and_leave(
+    tmp_path: Path, tiny_model: Path, model: Any
+) -> None:
     kit = NodeKit(tmp_path, tiny_model)  # for its loader and adapters; the batch below runs on its own model
     try:
         weights: dict[str, LoRAWeights] = {}
@@ -92,8 +100,10 @@ def test_another_rows_logits_stay_within_float_noise_as_users_join_and_leave(tmp
             weights[user] = kit.node.loader.load(user, kit.node.registry.get(user).latest)  # type: ignore[arg-type, union-attr]
             assert event.user_id == user
         runtime = LoRARuntime(model, "unmerged", max_rows=4)
-        prompts = {name: kit.node.encoder.encode([{"role": "user", "content": p}])
-                   for name, p in (("alice", PROMPTS[0]), ("bob", PROMPTS[1]), ("base", PROMPTS[2]))}
+        prompts = {
+            name: kit.node.encoder.encode([{"role": "user", "content": p}])
+            for name, p in (("alice", PROMPTS[0]), ("bob", PROMPTS[1]), ("base", PROMPTS[2]))
+        }
 
         def prefill(name: str, w: LoRAWeights | None) -> tuple[Any, int]:
             runtime.bind(w)
@@ -119,8 +129,13 @@ def test_another_rows_logits_stay_within_float_noise_as_users_join_and_leave(tmp
                 runtime.bind_rows(rows)
                 mask, positions = batch.step_inputs()
                 with torch.no_grad():
-                    out = model(input_ids=torch.tensor([[t] for t in last]), attention_mask=mask,
-                                position_ids=positions, past_key_values=batch.cache, use_cache=True)
+                    out = model(
+                        input_ids=torch.tensor([[t] for t in last]),
+                        attention_mask=mask,
+                        position_ids=positions,
+                        past_key_values=batch.cache,
+                        use_cache=True,
+                    )
                 batch.cache = out.past_key_values
                 batch.advanced()
                 seen.append(out.logits[0, -1])
@@ -147,7 +162,10 @@ def test_limits_refuse_with_the_name_of_the_limit_and_publish_nothing(tmp_path: 
         with pytest.raises(LimitExceeded, match=re.escape("inference.limits.max_tokens = 20")) as too_many:
             kit.ask("alice", max_new_tokens=21)
         assert (too_many.value.limit, too_many.value.param, too_many.value.status) == (
-            "inference.limits.max_tokens", "max_tokens", 400)
+            "inference.limits.max_tokens",
+            "max_tokens",
+            400,
+        )
         with pytest.raises(LimitExceeded, match=re.escape("inference.limits.max_prompt_tokens = 40")) as too_long:
             kit.ask("alice", "one two three four five six seven eight nine ten " * 4)
         assert too_long.value.code == "context_length_exceeded"
@@ -159,7 +177,8 @@ def test_limits_refuse_with_the_name_of_the_limit_and_publish_nothing(tmp_path: 
 
 
 def test_a_full_queue_refuses_with_retry_after_and_the_queued_requests_are_answered(
-        tmp_path: Path, tiny_model: Path, model: Any) -> None:
+    tmp_path: Path, tiny_model: Path, model: Any
+) -> None:
     kit = NodeKit(tmp_path, tiny_model, model=model, max_batch_size=1, limits={"max_queue": 1})
     gate = Gate(model)
     try:
@@ -177,8 +196,9 @@ def test_a_full_queue_refuses_with_retry_after_and_the_queued_requests_are_answe
         kit.close()
 
 
-def test_time_runs_out_for_a_request_generating_and_for_one_still_queued(tmp_path: Path, tiny_model: Path,
-                                                                          model: Any) -> None:
+def test_time_runs_out_for_a_request_generating_and_for_one_still_queued(
+    tmp_path: Path, tiny_model: Path, model: Any
+) -> None:
     kit = NodeKit(tmp_path, tiny_model, model=model, max_batch_size=1, limits={"request_timeout_s": 0.3})
     gate = Gate(model)
     try:
@@ -223,7 +243,8 @@ def test_a_flood_of_long_answers_does_not_hold_up_a_short_one(flood_kit: NodeKit
 
 
 def test_when_a_flood_takes_every_row_a_short_request_waits_in_the_queue_within_its_bound(
-        tmp_path: Path, tiny_model: Path) -> None:
+    tmp_path: Path, tiny_model: Path
+) -> None:
     bound_s = 120.0
     kit = NodeKit(tmp_path, tiny_model, max_batch_size=2, limits={"max_tokens": 200, "request_timeout_s": bound_s})
     try:
@@ -237,7 +258,8 @@ def test_when_a_flood_takes_every_row_a_short_request_waits_in_the_queue_within_
 
 
 def test_a_failing_forward_pass_fails_its_rows_with_the_cause_and_the_node_keeps_serving(
-        tmp_path: Path, tiny_model: Path, model: Any) -> None:
+    tmp_path: Path, tiny_model: Path, model: Any
+) -> None:
     failures = iter([RuntimeError("simulated kernel failure")])
 
     def fail_once(module: Any, args: Any) -> None:
@@ -257,8 +279,9 @@ def test_a_failing_forward_pass_fails_its_rows_with_the_cause_and_the_node_keeps
         kit.close()
 
 
-def test_closing_the_node_fails_queued_requests_instead_of_leaving_them_waiting(tmp_path: Path, tiny_model: Path,
-                                                                                 model: Any) -> None:
+def test_closing_the_node_fails_queued_requests_instead_of_leaving_them_waiting(
+    tmp_path: Path, tiny_model: Path, model: Any
+) -> None:
     import threading
 
     from inference.errors import NodeClosed
@@ -284,8 +307,7 @@ def test_closing_the_node_fails_queued_requests_instead_of_leaving_them_waiting(
         gate.remove()
 
 
-def test_merged_serving_merges_long_one_user_answers_within_its_scratch_bound(tmp_path: Path,
-                                                                             tiny_model: Path) -> None:
+def test_merged_serving_merges_long_one_user_answers_within_its_scratch_bound(tmp_path: Path, tiny_model: Path) -> None:
     bound_mb = 0.05  # the tiny model's 8 target layers take 0.125 MB: three of them fit
     merged = NodeKit(tmp_path / "merged", tiny_model, lora_serving="merged", merge_scratch_mb=bound_mb)
     unmerged = NodeKit(tmp_path / "unmerged", tiny_model, lora_serving="unmerged")

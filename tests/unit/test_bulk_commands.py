@@ -23,8 +23,9 @@ def test_a_bulk_deactivation_names_the_known_pairs_and_rejects_the_unknown_ones(
     d = Decider(min_new_pairs=100)
     pairs = pairs_of(d, 3)
     stranger = uuid.uuid4()
-    command = DeactivatePairs(user_id="alice", pair_ids=(pairs[0].pair_id, stranger, pairs[2].pair_id),
-                              filter='{"user":"alice"}')
+    command = DeactivatePairs(
+        user_id="alice", pair_ids=(pairs[0].pair_id, stranger, pairs[2].pair_id), filter='{"user":"alice"}'
+    )
     done, rejected = d.feed(command)
     assert isinstance(done, PairsDeactivated)
     assert done.pair_ids == (pairs[0].pair_id, pairs[2].pair_id) and done.filter == '{"user":"alice"}'
@@ -80,14 +81,38 @@ def test_a_boolean_is_not_a_training_override() -> None:
 
 def test_every_progress_point_is_kept_for_the_curve(tmp_path: Path) -> None:
     rid = uuid.uuid4()
-    points = [TrainingProgressed(event_id=uuid.uuid4(), user_id="alice", correlation_id=rid, request_id=rid, step=s,
-                                 total_steps=3, loss=1.0 / s, metrics={"rewards/accuracies": 0.5}) for s in (1, 2, 3)]
-    points.append(TrainingProgressed(event_id=uuid.uuid4(), user_id="alice", correlation_id=rid, request_id=rid,
-                                     step=3, total_steps=3, metrics={"eval_loss": 0.7}))
+    points = [
+        TrainingProgressed(
+            event_id=uuid.uuid4(),
+            user_id="alice",
+            correlation_id=rid,
+            request_id=rid,
+            step=s,
+            total_steps=3,
+            loss=1.0 / s,
+            metrics={"rewards/accuracies": 0.5},
+        )
+        for s in (1, 2, 3)
+    ]
+    points.append(
+        TrainingProgressed(
+            event_id=uuid.uuid4(),
+            user_id="alice",
+            correlation_id=rid,
+            request_id=rid,
+            step=3,
+            total_steps=3,
+            metrics={"eval_loss": 0.7},
+        )
+    )
     sink, publisher = FakeSink(), FakePublisher()
     projector(tmp_path, sink, publisher).project(as_messages(points, topic=TOPICS.training))
     stored = sorted(sink.tables["training_progress"].values(), key=lambda r: r["source_offset"])
     assert [(r["step"], r["loss"], r["eval_loss"]) for r in stored] == [
-        (1, 1.0, None), (2, 0.5, None), (3, 1.0 / 3, None), (3, None, 0.7)]
+        (1, 1.0, None),
+        (2, 0.5, None),
+        (3, 1.0 / 3, None),
+        (3, None, 0.7),
+    ]
     assert stored[0]["reward_accuracy"] == 0.5
     assert sink.tables["training_jobs"][rid]["step"] == 3  # the latest state is still projected

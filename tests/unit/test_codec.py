@@ -59,12 +59,23 @@ def test_the_wire_bytes_are_pydantics_json_of_every_decided_event() -> None:
     from tests.unit.test_decide import Decider
 
     decider = Decider(min_new_pairs=2)
-    events = decider.feed(fb(1), fb(2), fb(3, user="zoë", prompt="Qu'est-ce que c'est ? 東京 😀"), fb(1, fid="again"),
-                          fb(4, kind="thumbs_up"), fb(5, corrected="short"))
+    events = decider.feed(
+        fb(1),
+        fb(2),
+        fb(3, user="zoë", prompt="Qu'est-ce que c'est ? 東京 😀"),
+        fb(1, fid="again"),
+        fb(4, kind="thumbs_up"),
+        fb(5, corrected="short"),
+    )
     erase = EraseUser(command_id=uuid.uuid4(), user_id="alice")
     events += decider.feed(RequestTraining(command_id=uuid.uuid4(), user_id="zoë"), erase)
-    assert {type(e).__name__ for e in events} >= {"PairAccepted", "PairRejected", "TrainingThresholdReached",
-                                                  "LabelledExampleAccepted", "UserForgotten"}
+    assert {type(e).__name__ for e in events} >= {
+        "PairAccepted",
+        "PairRejected",
+        "TrainingThresholdReached",
+        "LabelledExampleAccepted",
+        "UserForgotten",
+    }
     for event in events:
         assert encode_value(event) == event.model_dump_json().encode("utf-8")
         assert decode(encode_value(event)) == event

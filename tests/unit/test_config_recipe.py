@@ -23,8 +23,15 @@ ISSUE_FILE = {"training": {"dpo": {"num_train_epochs": 3, "learning_rate": 0.001
 def _job_dpo_config(cfg: Config, tmp_path: Path, pairs: int = 51):  # type: ignore[no-untyped-def]
     """The DPOConfig a job of ``pairs`` training pairs on a CPU machine builds (trainer/job.py's calls)."""
     s = job_settings(cfg, pairs, 10, cuda=False, bf16_supported=False, checkpointing=True)
-    return to_dpo_config(cfg, s.dpo, str(tmp_path / "out"), use_cpu=True, checkpoint_steps=s.checkpoint_steps,
-                         evaluate=s.evaluate, patience=s.patience)
+    return to_dpo_config(
+        cfg,
+        s.dpo,
+        str(tmp_path / "out"),
+        use_cpu=True,
+        checkpoint_steps=s.checkpoint_steps,
+        evaluate=s.evaluate,
+        patience=s.patience,
+    )
 
 
 def test_a_partial_dpo_section_adds_to_the_recipe_instead_of_replacing_it(tmp_path: Path) -> None:

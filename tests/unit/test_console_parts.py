@@ -30,9 +30,16 @@ def test_no_filter_matches_everything() -> None:
 
 
 def test_every_filter_value_is_a_bound_parameter() -> None:
-    f = PairFilter(user="alice'; DROP TABLE x", feedback_type="correction", quality_min=0.2, quality_max=0.8,
-                   since=datetime(2026, 11, 1, tzinfo=UTC), until=datetime(2026, 12, 1, tzinfo=UTC), active=False,
-                   near_identical=True)
+    f = PairFilter(
+        user="alice'; DROP TABLE x",
+        feedback_type="correction",
+        quality_min=0.2,
+        quality_max=0.8,
+        since=datetime(2026, 11, 1, tzinfo=UTC),
+        until=datetime(2026, 12, 1, tzinfo=UTC),
+        active=False,
+        near_identical=True,
+    )
     where, params = f.where()
     assert "DROP" not in where and params["f_user"] == "alice'; DROP TABLE x"
     assert where.count(" AND ") == 7
@@ -59,8 +66,7 @@ def test_the_canonical_text_of_a_filter_is_stable() -> None:
 
 def test_the_word_diff_marks_what_the_correction_added_and_removed() -> None:
     ops = word_diff("The capital of Peru is Quito.", "The capital of Peru is Lima. Hope this helps!")
-    assert ops == [("same", "The capital of Peru is "), ("removed", "Quito."),
-                   ("added", "Lima. Hope this helps!")]
+    assert ops == [("same", "The capital of Peru is "), ("removed", "Quito."), ("added", "Lima. Hope this helps!")]
 
 
 @pytest.mark.parametrize(("rejected", "chosen"), [("", "new text"), ("a  b\tc", "a b c d"), ("x y z", "")])
@@ -146,7 +152,8 @@ def test_changes_need_the_right_token_even_on_loopback() -> None:
 
 
 def test_without_a_configured_token_every_change_is_refused_and_the_answer_says_how_to_set_one(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv("SAMTUNER_ADMIN_TOKEN", raising=False)
     auth = TokenAuthorizer.from_settings(ConsoleSettings())
     assert not auth.configured
@@ -166,9 +173,11 @@ def test_with_api_keys_the_console_asks_for_a_read_key_and_its_actions_for_an_ad
     from console.wiring import console_authorizer
     from schemas.keys import ApiKey, hash_token
 
-    keys = (ApiKey(id="reader", sha256=hash_token("r-token"), scopes=("read",)),
-            ApiKey(id="ops", sha256=hash_token("o-token"), scopes=("admin",)),
-            ApiKey(id="alice-app", sha256=hash_token("a-token"), scopes=("read",), users=("alice",)))
+    keys = (
+        ApiKey(id="reader", sha256=hash_token("r-token"), scopes=("read",)),
+        ApiKey(id="ops", sha256=hash_token("o-token"), scopes=("admin",)),
+        ApiKey(id="alice-app", sha256=hash_token("a-token"), scopes=("read",), users=("alice",)),
+    )
     auth = console_authorizer(Config.model_validate({"auth": {"keys": [k.model_dump() for k in keys]}}))
     assert auth.configured
     with pytest.raises(HTTPException) as refused:  # keys replace the loopback rule: no key, no page
@@ -189,8 +198,17 @@ def test_with_api_keys_the_console_asks_for_a_read_key_and_its_actions_for_an_ad
 
 
 def progressed(rid: uuid.UUID, step: int) -> TrainingProgressed:
-    return TrainingProgressed(event_id=uuid.uuid4(), user_id="alice", correlation_id=rid, request_id=rid, step=step,
-                              total_steps=10, loss=0.5, eta_s=3.0, metrics={"rewards/margins": 0.25})
+    return TrainingProgressed(
+        event_id=uuid.uuid4(),
+        user_id="alice",
+        correlation_id=rid,
+        request_id=rid,
+        step=step,
+        total_steps=10,
+        loss=0.5,
+        eta_s=3.0,
+        metrics={"rewards/margins": 0.25},
+    )
 
 
 def test_a_progress_event_becomes_a_point_for_the_page() -> None:
@@ -198,9 +216,24 @@ def test_a_progress_event_becomes_a_point_for_the_page() -> None:
     item = feed_item(progressed(rid, 4))
     assert item is not None
     assert (item["type"], item["request_id"], item["step"], item["loss"], item["reward_margin"], item["eta_s"]) == (
-        "TrainingProgressed", str(rid), 4, 0.5, 0.25, 3.0)
-    done = feed_item(TrainingSucceeded(event_id=uuid.uuid4(), user_id="alice", correlation_id=rid, request_id=rid,
-                                       adapter_version=2, adapter_uri="a", duration_s=1.0))
+        "TrainingProgressed",
+        str(rid),
+        4,
+        0.5,
+        0.25,
+        3.0,
+    )
+    done = feed_item(
+        TrainingSucceeded(
+            event_id=uuid.uuid4(),
+            user_id="alice",
+            correlation_id=rid,
+            request_id=rid,
+            adapter_version=2,
+            adapter_uri="a",
+            duration_s=1.0,
+        )
+    )
     assert done is not None and done["adapter_version"] == 2
 
 
@@ -215,8 +248,10 @@ def test_subscribers_get_the_events_of_their_job_in_order() -> None:
             feed.offer(progressed(mine, step))
         feed.offer(progressed(other, 9))
         await asyncio.sleep(0)
-        return ([(await one.get())["step"] for _ in range(one.qsize())],
-                [(await every.get())["step"] for _ in range(every.qsize())])
+        return (
+            [(await one.get())["step"] for _ in range(one.qsize())],
+            [(await every.get())["step"] for _ in range(every.qsize())],
+        )
 
     assert asyncio.run(run()) == ([1, 2], [1, 2, 9])
     assert feed.delivered == 5

@@ -36,33 +36,60 @@ TOPICS = Topics()
 T0 = datetime(2026, 11, 25, tzinfo=UTC)
 
 
-def fb(n: int, user: str = "alice", corrected: str | None = "", original: str | None = None,
-       prompt: str | None = None, kind: str = "correction", fid: str | None = None,
-       confidence: float = 0.9) -> FeedbackReceived:
+def fb(
+    n: int,
+    user: str = "alice",
+    corrected: str | None = "",
+    original: str | None = None,
+    prompt: str | None = None,
+    kind: str = "correction",
+    fid: str | None = None,
+    confidence: float = 0.9,
+) -> FeedbackReceived:
     eid = feedback_event_id(user, fid or f"f{n}")
     original = original if original is not None else f"Answer number {n} is here."
     if corrected == "":
         corrected = f"Answer number {n} is here, with thanks {n} to you." if kind == "correction" else None
     return FeedbackReceived(
-        event_id=eid, correlation_id=eid, user_id=user, feedback_id=fid or f"f{n}", occurred_at=T0,
-        feedback_type=kind, prompt=prompt if prompt is not None else f"Question {n} about topic {n * 7}?",
-        original_response=original, corrected_response=corrected, confidence_score=confidence,
+        event_id=eid,
+        correlation_id=eid,
+        user_id=user,
+        feedback_id=fid or f"f{n}",
+        occurred_at=T0,
+        feedback_type=kind,
+        prompt=prompt if prompt is not None else f"Question {n} about topic {n * 7}?",
+        original_response=original,
+        corrected_response=corrected,
+        confidence_score=confidence,
     )
 
 
 class Decider:
     """BatchDecider over a dict journal: what the Faust agent does, minus Faust."""
 
-    def __init__(self, min_new_pairs: int = 3, quality: QualitySettings | None = None,
-                 min_new_examples: int = 0, limits: StateLimits | None = None) -> None:
+    def __init__(
+        self,
+        min_new_pairs: int = 3,
+        quality: QualitySettings | None = None,
+        min_new_examples: int = 0,
+        limits: StateLimits | None = None,
+    ) -> None:
         self.journal: dict[str, Any] = {}
         self.memory = DeciderMemory(self.journal, limits)
         hasher = MinHasher(64, 3)
-        settings = DecideSettings(min_new_pairs=min_new_pairs, quality=quality or QualitySettings(),
-                                  min_new_examples=min_new_examples)
+        settings = DecideSettings(
+            min_new_pairs=min_new_pairs, quality=quality or QualitySettings(), min_new_examples=min_new_examples
+        )
         self.output_mark: tuple[int, int] = (-1, -1)
-        self.decider = BatchDecider(settings, self.memory, TOPICS, hasher, UserIndexes(hasher, 0.85),
-                                    lambda topic, partition: self.output_mark, self.read_range)
+        self.decider = BatchDecider(
+            settings,
+            self.memory,
+            TOPICS,
+            hasher,
+            UserIndexes(hasher, 0.85),
+            lambda topic, partition: self.output_mark,
+            self.read_range,
+        )
         self.offset = 0
         self.log: dict[tuple[str, int, int], RawMessage] = {}  # what the "log" holds: every message fed
 
@@ -156,10 +183,22 @@ def test_a_small_edit_is_accepted_but_flagged_near_identical() -> None:
 
 def test_a_near_duplicate_of_an_earlier_pair_is_rejected() -> None:
     d = Decider()
-    (first,) = d.feed(fb(1, prompt="What is the capital of Peru, the country?",
-                         original="The capital of Peru is Lima.", corrected="The capital of Peru is Lima. Cheers!"))
-    (second,) = d.feed(fb(2, prompt="What is the capital of Peru, the country ?",
-                          original="The capital of Peru is Lima.", corrected="The capital of Peru is Lima.  Cheers!"))
+    (first,) = d.feed(
+        fb(
+            1,
+            prompt="What is the capital of Peru, the country?",
+            original="The capital of Peru is Lima.",
+            corrected="The capital of Peru is Lima. Cheers!",
+        )
+    )
+    (second,) = d.feed(
+        fb(
+            2,
+            prompt="What is the capital of Peru, the country ?",
+            original="The capital of Peru is Lima.",
+            corrected="The capital of Peru is Lima.  Cheers!",
+        )
+    )
     assert isinstance(first, PairAccepted)
     assert codes(second) == ["near_duplicate"]
 
@@ -167,8 +206,9 @@ def test_a_near_duplicate_of_an_earlier_pair_is_rejected() -> None:
 def test_the_same_prompt_with_the_preference_reversed_is_a_contradiction() -> None:
     d = Decider()
     d.feed(fb(1, original="Short answer.", corrected="A longer, friendlier answer."))
-    (event,) = d.feed(fb(2, prompt="Question 1 about topic 7?", original="A longer, friendlier answer.",
-                         corrected="Short answer."))
+    (event,) = d.feed(
+        fb(2, prompt="Question 1 about topic 7?", original="A longer, friendlier answer.", corrected="Short answer.")
+    )
     assert "contradiction" in codes(event)
 
 
@@ -391,8 +431,13 @@ def test_erasure_leaves_nothing_of_the_user_in_the_journal_but_counters_and_hash
     pair, _, _ = d.feed(fb(0), fb(1, kind="thumbs_up"), fb(2, user="bob"))
     (forgotten,) = d.feed(EraseUser(user_id="alice"))
     assert isinstance(forgotten, UserForgotten)
-    assert forgotten.decider == {"pair_fingerprints": 1, "example_fingerprints": 1, "feedback_ids_hashed": 2,
-                                 "command_ids_hashed": 0, "minhash_signatures": 1}
+    assert forgotten.decider == {
+        "pair_fingerprints": 1,
+        "example_fingerprints": 1,
+        "feedback_ids_hashed": 2,
+        "command_ids_hashed": 0,
+        "minhash_signatures": 1,
+    }
     text = repr(d.journal)
     assert "alice" not in text and "bob" in text  # bob keeps his state
     for secret in ("Question 0", "Answer number 0", str(fb(0).event_id)):

@@ -19,9 +19,13 @@ SMALL = StateLimits(max_sightings_per_user=4, max_signatures_per_user=2)
 
 def peru(n: int, fid: str) -> Any:
     """Corrections that are near duplicates of each other (one pair per prompt variant)."""
-    return fb(n, fid=fid, prompt="What is the capital of Peru, the country" + " " * n + "?",
-              original="The capital of Peru is Lima.",
-              corrected="The capital of Peru is Lima." + " " * (n + 1) + "Cheers!")
+    return fb(
+        n,
+        fid=fid,
+        prompt="What is the capital of Peru, the country" + " " * n + "?",
+        original="The capital of Peru is Lima.",
+        corrected="The capital of Peru is Lima." + " " * (n + 1) + "Cheers!",
+    )
 
 
 def user_keys(journal: dict[str, Any], user: str) -> list[str]:
@@ -33,7 +37,7 @@ def test_the_state_holds_one_value_per_user_and_a_head_per_partition() -> None:
     d.feed(fb(0), fb(1), fb(2, user="bob"))
     assert set(d.journal) == {user_value_key(0, "alice"), user_value_key(0, "bob"), head_key(0)}
     assert d.journal[head_key(0)]["t"] == {TOPICS.feedback: 2}
-    (_, batch), = d.last.journal.items()
+    ((_, batch),) = d.last.journal.items()
     assert batch[-1][0] == head_key(0)  # the head is written last: durable head, durable users
 
 
@@ -80,7 +84,7 @@ def test_a_restart_after_every_batch_decides_exactly_as_one_long_run() -> None:
         d = Decider(min_new_pairs=5, limits=SMALL)
         out = []
         for i in range(0, len(items), 3):
-            out += d.feed(*items[i:i + 3])
+            out += d.feed(*items[i : i + 3])
             if restart:  # what a new process starts with: the table only
                 d.memory.forget()
                 d.decider.indexes.clear()
@@ -88,8 +92,11 @@ def test_a_restart_after_every_batch_decides_exactly_as_one_long_run() -> None:
 
     steady, restarted = run(False), run(True)
     assert [e.model_dump() for e in steady] == [e.model_dump() for e in restarted]
-    assert any(codes(e) == ["near_duplicate"] for e in steady if not isinstance(e, PairAccepted)
-               and e.event_type == "PairRejected")
+    assert any(
+        codes(e) == ["near_duplicate"]
+        for e in steady
+        if not isinstance(e, PairAccepted) and e.event_type == "PairRejected"
+    )
 
 
 def test_an_erased_user_leaves_no_key_and_no_value_behind_but_their_counters() -> None:
@@ -112,7 +119,7 @@ def old_form(d: Decider) -> dict[str, Any]:
         entries += [["s", f"{user}{SEP}{name}", s.to_json()] for name, s in mem.sightings.entries()]
         entries += [["g", user, i, encode_signature(k, sig, e)] for i, k, sig, e in mem.signatures.entries()]
     entries += [["t", topic, offset] for topic, offset in part.through.items()]
-    return {old_entry_key(0, 0): entries[: len(entries) // 2], old_entry_key(0, 1): entries[len(entries) // 2:]}
+    return {old_entry_key(0, 0): entries[: len(entries) // 2], old_entry_key(0, 1): entries[len(entries) // 2 :]}
 
 
 def test_a_journal_of_the_old_form_is_folded_into_the_keyed_form_once() -> None:

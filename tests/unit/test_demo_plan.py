@@ -14,13 +14,17 @@ from samtuner.demo_styles import (
 )
 from samtuner.fixtures import parse_line
 
-CUT_OFF = ("Plants make their own food through a process called photosynthesis. This process involves light, "
-           "water, and carbon dioxide. During photosynthesis, plants use energy from")
+CUT_OFF = (
+    "Plants make their own food through a process called photosynthesis. This process involves light, "
+    "water, and carbon dioxide. During photosynthesis, plants use energy from"
+)
 
 
 def test_sentences_ignore_a_cut_off_fragment_and_decimal_points() -> None:
-    assert sentences(CUT_OFF) == ["Plants make their own food through a process called photosynthesis.",
-                                  "This process involves light, water, and carbon dioxide."]
+    assert sentences(CUT_OFF) == [
+        "Plants make their own food through a process called photosynthesis.",
+        "This process involves light, water, and carbon dioxide.",
+    ]
     assert sentences("Water boils at 100°C (212°F). Mostly.") == ["Water boils at 100°C (212°F).", "Mostly."]
     assert sentences("It is 3.5 meters long") == []
     assert without_fragment(CUT_OFF).endswith("carbon dioxide.")
@@ -67,20 +71,29 @@ def test_the_real_plan_has_a_form_and_a_content_user_and_held_out_prompts_nobody
 
 
 def test_feedback_lines_carry_the_original_answers_and_the_bad_data() -> None:
-    plan = DemoPlan(users=(
-        DemoUser("alice", ONE_SENTENCE, tuple(f"Explain thing {i}?" for i in range(20)), ("Held out?",)),
-        DemoUser("bob", ADDS_CAVEAT, tuple(f"Fact {i}?" for i in range(20)), ("Other?",)),
-    ))
-    originals = {p: (f"Answer {i}. More detail {i}. Cut" if p.startswith("Explain") else f"Fact answer {i}.")
-                 for i, p in enumerate(plan.prompts())}
+    plan = DemoPlan(
+        users=(
+            DemoUser("alice", ONE_SENTENCE, tuple(f"Explain thing {i}?" for i in range(20)), ("Held out?",)),
+            DemoUser("bob", ADDS_CAVEAT, tuple(f"Fact {i}?" for i in range(20)), ("Other?",)),
+        )
+    )
+    originals = {
+        p: (f"Answer {i}. More detail {i}. Cut" if p.startswith("Explain") else f"Fact answer {i}.")
+        for i, p in enumerate(plan.prompts())
+    }
     originals["Explain thing 7?"] = "Already one sentence."  # nothing for alice to trim: no correction
 
     lines, sent = feedback_lines(plan, originals)
 
     assert sent == {"alice": 19, "bob": 20}
     parsed = [parse_line(line, "test") for line in lines]
-    corrections = [line["value"] for line in lines if isinstance(line["value"], dict)
-                   and line["value"].get("feedback_type") == "correction" and "prompt" in line["value"]]
+    corrections = [
+        line["value"]
+        for line in lines
+        if isinstance(line["value"], dict)
+        and line["value"].get("feedback_type") == "correction"
+        and "prompt" in line["value"]
+    ]
     by_prompt: dict[str, dict] = {}
     for c in corrections:
         by_prompt.setdefault(c["prompt"], c)  # the first: later ones are the planted repeat / bad copies
@@ -89,6 +102,5 @@ def test_feedback_lines_carry_the_original_answers_and_the_bad_data() -> None:
     assert by_prompt["Fact 3?"]["corrected_response"].endswith(CAVEAT)
     assert "Explain thing 7?" not in by_prompt
     assert sum(1 for line in lines if isinstance(line["value"], str)) == 1  # raw bytes, not JSON
-    assert any(isinstance(line["value"], dict) and line["value"].get("feedback_type") == "thumbs_up"
-               for line in lines)
+    assert any(isinstance(line["value"], dict) and line["value"].get("feedback_type") == "thumbs_up" for line in lines)
     assert len(parsed) == len(lines)

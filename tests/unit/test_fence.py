@@ -16,11 +16,12 @@ def dead_letter(partition: int) -> Outgoing:
 
 
 def batch_result() -> DecidedBatch:
-    return DecidedBatch(outgoing=[decision(0, 5), decision(1, 7), dead_letter(1), decision(2, 9)],
-                       journal={0: [("k0", {"t": 5})], 1: [("k1", {"t": 7}), ("k1u", None)],
-                                2: [("k2", {"t": 9})]},
-                       recovered={("feedback", 1): [6], ("feedback", 2): [8]},
-                       decided=3)
+    return DecidedBatch(
+        outgoing=[decision(0, 5), decision(1, 7), dead_letter(1), decision(2, 9)],
+        journal={0: [("k0", {"t": 5})], 1: [("k1", {"t": 7}), ("k1u", None)], 2: [("k2", {"t": 9})]},
+        recovered={("feedback", 1): [6], ("feedback", 2): [8]},
+        decided=3,
+    )
 
 
 def test_a_partition_revoked_after_the_batch_was_taken_is_fenced() -> None:

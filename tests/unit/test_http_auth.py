@@ -20,9 +20,13 @@ from schemas.config import AuthSettings
 from schemas.keys import ApiKey, hash_token
 from tests.nodes import PROMPT, NodeKit
 
-TOKENS = {"chat": "st-chat-token-0123456789", "reader": "st-read-token-0123456789",
-          "ops": "st-admin-token-0123456789", "alice-app": "st-alice-token-0123456789",
-          "tenant": "st-tenant-token-0123456789"}
+TOKENS = {
+    "chat": "st-chat-token-0123456789",
+    "reader": "st-read-token-0123456789",
+    "ops": "st-admin-token-0123456789",
+    "alice-app": "st-alice-token-0123456789",
+    "tenant": "st-tenant-token-0123456789",
+}
 KEYS = (
     ApiKey(id="chat", sha256=hash_token(TOKENS["chat"]), scopes=("infer",)),
     ApiKey(id="reader", sha256=hash_token(TOKENS["reader"]), scopes=("read",)),
@@ -55,8 +59,11 @@ def as_key(name: str | None) -> dict[str, str]:
 
 
 def chat(http: TestClient, key: str | None, user: str | None) -> int:
-    r = http.post("/v1/chat/completions", headers=as_key(key), json={
-        "user": user, "max_tokens": 2, "messages": [{"role": "user", "content": PROMPT}]})
+    r = http.post(
+        "/v1/chat/completions",
+        headers=as_key(key),
+        json={"user": user, "max_tokens": 2, "messages": [{"role": "user", "content": PROMPT}]},
+    )
     return r.status_code
 
 
@@ -115,12 +122,14 @@ def test_the_openai_client_sends_its_api_key_as_a_bearer_token(http: TestClient)
     import openai
 
     client = openai.OpenAI(base_url="http://testserver/v1", api_key=TOKENS["chat"], http_client=http)
-    reply = client.chat.completions.create(model="sam-tuner", user="alice", max_tokens=3,
-                                           messages=[{"role": "user", "content": PROMPT}])
+    reply = client.chat.completions.create(
+        model="sam-tuner", user="alice", max_tokens=3, messages=[{"role": "user", "content": PROMPT}]
+    )
     assert reply.model_extra and reply.model_extra["samtuner"]["adapter_version"] == 1
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url="http://testserver/v1", api_key="st-wrong", http_client=http).chat.completions.create(
-            model="sam-tuner", user="alice", messages=[{"role": "user", "content": PROMPT}])
+            model="sam-tuner", user="alice", messages=[{"role": "user", "content": PROMPT}]
+        )
 
 
 def test_without_keys_a_server_binds_loopback_only_and_says_why() -> None:
@@ -136,8 +145,9 @@ def test_without_keys_a_server_binds_loopback_only_and_says_why() -> None:
 def test_keys_are_created_hashed_and_listed_without_tokens(tmp_path: Path) -> None:
     file = tmp_path / "keys.yaml"
     runner = CliRunner()
-    result = runner.invoke(app, ["keys", "create", "--id", "sam-prod", "--scope", "infer", "--user-prefix", "t1:",
-                                 "--file", str(file)])
+    result = runner.invoke(
+        app, ["keys", "create", "--id", "sam-prod", "--scope", "infer", "--user-prefix", "t1:", "--file", str(file)]
+    )
     assert result.exit_code == 0, result.output
     token = result.stdout.strip().splitlines()[-1]
     assert token.startswith("st-") and token not in file.read_text()
@@ -174,8 +184,12 @@ def test_the_console_seam_over_keys_reads_with_read_and_acts_with_admin() -> Non
     assert seam.configured
     seam.require_reader(Req("reader"))  # type: ignore[arg-type]
     seam.require_admin(Req("ops"))  # type: ignore[arg-type]
-    for key, check, status in ((None, seam.require_reader, 401), ("chat", seam.require_reader, 403),
-                               ("reader", seam.require_admin, 403), ("alice-app", seam.require_reader, 403)):
+    for key, check, status in (
+        (None, seam.require_reader, 401),
+        ("chat", seam.require_reader, 403),
+        ("reader", seam.require_admin, 403),
+        ("alice-app", seam.require_reader, 403),
+    ):
         with pytest.raises(HTTPException) as info:
             check(Req(key))  # type: ignore[arg-type]
         assert info.value.status_code == status, (key, status)

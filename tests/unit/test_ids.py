@@ -31,16 +31,18 @@ def test_the_fast_uuid5_equals_uuid5_on_many_inputs() -> None:
 
 def test_each_id_function_is_the_documented_uuid5() -> None:
     key = ids.text_key("What is  the capital of Peru?")
-    assert ids.pair_id("u1", "p", "c", "r") == reference("pair", "u1", ids.text_key("p"), ids.text_key("c"),
-                                                         ids.text_key("r"))
+    assert ids.pair_id("u1", "p", "c", "r") == reference(
+        "pair", "u1", ids.text_key("p"), ids.text_key("c"), ids.text_key("r")
+    )
     assert ids.pair_id_from_keys("u1", key, key, key) == reference("pair", "u1", key, key, key)
     assert ids.feedback_event_id("u1", "f1") == reference("feedback", "u1", "f1")
     assert ids.derived_event_id("pair-rejected", "x", "epoch:2") == reference("pair-rejected", "x", "epoch:2")
     assert ids.threshold_event_id("u1", 3) == reference("threshold", "u1", "3")
     assert ids.training_request_id("u1", 3) == reference("training-request", "u1", "3")
     assert ids.adapter_event_id("u1", 7) == reference("adapter", "u1", "7")
-    assert ids.example_id("u1", "p", "r", True) == reference("example", "u1", ids.sha256_text("p"),
-                                                             ids.sha256_text("r"), "+")
+    assert ids.example_id("u1", "p", "r", True) == reference(
+        "example", "u1", ids.sha256_text("p"), ids.sha256_text("r"), "+"
+    )
 
 
 def test_a_fast_uuid_behaves_as_any_uuid() -> None:

@@ -33,8 +33,10 @@ def http(kit: NodeKit, sent: list[Command]) -> TestClient:
 
 
 def chat(http: TestClient, user: str | None, **extra: object) -> dict:
-    r = http.post("/v1/chat/completions", json={"model": "sam-tuner", "user": user,
-                                                 "messages": [{"role": "user", "content": PROMPT}], **extra})
+    r = http.post(
+        "/v1/chat/completions",
+        json={"model": "sam-tuner", "user": user, "messages": [{"role": "user", "content": PROMPT}], **extra},
+    )
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -57,18 +59,24 @@ def test_the_official_openai_client_talks_to_the_node(kit: NodeKit, http: TestCl
 
     kit.publish("alice", 1)
     client = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=http)
-    completion = client.chat.completions.create(model="sam-tuner", user="alice", max_tokens=6,
-                                                messages=[{"role": "system", "content": "Be brief."},
-                                                          {"role": "user", "content": PROMPT}])
+    completion = client.chat.completions.create(
+        model="sam-tuner",
+        user="alice",
+        max_tokens=6,
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": PROMPT}],
+    )
     assert completion.choices[0].message.content
     assert completion.model_extra is not None
     assert completion.model_extra["samtuner"]["adapter_version"] == 1
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ({"n": 2}, "n must be 1"),
-    ({"messages": [{"role": "assistant", "content": "hi"}]}, "last message must be the user's"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"n": 2}, "n must be 1"),
+        ({"messages": [{"role": "assistant", "content": "hi"}]}, "last message must be the user's"),
+    ],
+)
 def test_requests_the_node_cannot_honour_get_a_clear_error(http: TestClient, body: dict, message: str) -> None:
     r = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], **body})
     assert r.status_code == 400 and message in r.text
@@ -90,16 +98,22 @@ def test_adapters_state_health_and_metrics(kit: NodeKit, http: TestClient) -> No
     chat(http, "alice")
     chat(http, "alice")
     assert [(a["user"], a["version"], a["active"]) for a in http.get("/v1/adapters").json()["data"]] == [
-        ("alice", 1, True)]
+        ("alice", 1, True)
+    ]
     state = http.get("/v1/users/alice/state").json()
     assert state["known"] and state["active_version"] == 1 and state["state"]["latest"]["version"] == 1
     assert http.get("/healthz").json()["registry_users"] == 1
     metrics = http.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
     text = metrics.text
-    for line in ("samtuner_adapter_cache_hits_total 1.0", "samtuner_adapter_cache_misses_total 1.0",
-                 'samtuner_adapter_loads_total{outcome="ok"} 1.0', 'samtuner_answers_total{arm="new"} 2.0',
-                 "samtuner_adapter_load_seconds_count 1.0", 'samtuner_generation_seconds_count{source="adapter"} 2.0'):
+    for line in (
+        "samtuner_adapter_cache_hits_total 1.0",
+        "samtuner_adapter_cache_misses_total 1.0",
+        'samtuner_adapter_loads_total{outcome="ok"} 1.0',
+        'samtuner_answers_total{arm="new"} 2.0',
+        "samtuner_adapter_load_seconds_count 1.0",
+        'samtuner_generation_seconds_count{source="adapter"} 2.0',
+    ):
         assert line in text, line
 
 
@@ -117,14 +131,19 @@ def openai_client(http: TestClient) -> Any:
     return openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=http, max_retries=0)
 
 
-def test_the_openai_client_streams_an_answer_that_says_who_answered_first_and_last(kit: NodeKit,
-                                                                                   http: TestClient) -> None:
+def test_the_openai_client_streams_an_answer_that_says_who_answered_first_and_last(
+    kit: NodeKit, http: TestClient
+) -> None:
     kit.publish("alice", 1)
     messages = [{"role": "user", "content": PROMPT}]
-    whole = openai_client(http).chat.completions.create(model="sam-tuner", user="alice", max_tokens=8,
-                                                        messages=messages)
-    chunks = list(openai_client(http).chat.completions.create(model="sam-tuner", user="alice", max_tokens=8,
-                                                              messages=messages, stream=True))
+    whole = openai_client(http).chat.completions.create(
+        model="sam-tuner", user="alice", max_tokens=8, messages=messages
+    )
+    chunks = list(
+        openai_client(http).chat.completions.create(
+            model="sam-tuner", user="alice", max_tokens=8, messages=messages, stream=True
+        )
+    )
     assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
     first, last = chunks[0], chunks[-1]
     assert first.choices[0].delta.role == "assistant"
@@ -156,8 +175,12 @@ def test_a_stream_that_fails_mid_answer_ends_with_an_openai_error(tiny_model: Pa
     kit = NodeKit(tmp_path, tiny_model, model=model)
     try:
         stream = openai_client(TestClient(create_api(kit.node))).chat.completions.create(
-            model="sam-tuner", max_tokens=8, messages=[{"role": "user", "content": PROMPT}], stream=True,
-            extra_body={"min_tokens": 8})
+            model="sam-tuner",
+            max_tokens=8,
+            messages=[{"role": "user", "content": PROMPT}],
+            stream=True,
+            extra_body={"min_tokens": 8},
+        )
         with pytest.raises(openai.APIError, match="simulated kernel failure"):
             list(stream)
         assert kit.events(AnswerServed) == []
@@ -175,14 +198,22 @@ def limited(tmp_path: Path, tiny_model: Path) -> Iterator[NodeKit]:
     kit.close()
 
 
-@pytest.mark.parametrize(("body", "code", "param", "limit"), [
-    ({"max_tokens": 17}, "max_tokens_exceeded", "max_tokens", "inference.limits.max_tokens"),
-    ({"max_completion_tokens": 100}, "max_tokens_exceeded", "max_tokens", "inference.limits.max_tokens"),
-    ({"messages": [{"role": "user", "content": "one two three four " * 12}]}, "context_length_exceeded", "messages",
-     "inference.limits.max_prompt_tokens"),
-])
-def test_each_limit_is_refused_with_an_openai_error_naming_it(limited: NodeKit, body: dict, code: str, param: str,
-                                                              limit: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "code", "param", "limit"),
+    [
+        ({"max_tokens": 17}, "max_tokens_exceeded", "max_tokens", "inference.limits.max_tokens"),
+        ({"max_completion_tokens": 100}, "max_tokens_exceeded", "max_tokens", "inference.limits.max_tokens"),
+        (
+            {"messages": [{"role": "user", "content": "one two three four " * 12}]},
+            "context_length_exceeded",
+            "messages",
+            "inference.limits.max_prompt_tokens",
+        ),
+    ],
+)
+def test_each_limit_is_refused_with_an_openai_error_naming_it(
+    limited: NodeKit, body: dict, code: str, param: str, limit: str
+) -> None:
     import openai
 
     http = TestClient(create_api(limited.node))
@@ -237,8 +268,7 @@ def test_a_full_queue_answers_429_with_retry_after(tmp_path: Path, tiny_model: P
         kit.close()
 
 
-def test_a_request_whose_time_runs_out_in_the_queue_gets_503_naming_the_limit(tmp_path: Path,
-                                                                                tiny_model: Path) -> None:
+def test_a_request_whose_time_runs_out_in_the_queue_gets_503_naming_the_limit(tmp_path: Path, tiny_model: Path) -> None:
     import threading
     import time
 
@@ -252,8 +282,11 @@ def test_a_request_whose_time_runs_out_in_the_queue_gets_503_naming_the_limit(tm
         gate.wait_for_forward()
         http = TestClient(create_api(kit.node))
         replies: list[Any] = []
-        asking = threading.Thread(target=lambda: replies.append(http.post(
-            "/v1/chat/completions", json={"messages": [{"role": "user", "content": PROMPT}]})))
+        asking = threading.Thread(
+            target=lambda: replies.append(
+                http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": PROMPT}]})
+            )
+        )
         asking.start()
         time.sleep(0.6)
         gate.open()

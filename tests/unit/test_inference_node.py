@@ -27,8 +27,9 @@ def kit(tmp_path: Path, tiny_model: Path) -> Iterator[NodeKit]:
 
 
 @pytest.mark.parametrize("mode", ["merged", "unmerged"])
-def test_each_user_is_answered_by_their_own_adapter_and_the_answer_says_so(tmp_path: Path, tiny_model: Path,
-                                                                           mode: str) -> None:
+def test_each_user_is_answered_by_their_own_adapter_and_the_answer_says_so(
+    tmp_path: Path, tiny_model: Path, mode: str
+) -> None:
     kit = NodeKit(tmp_path, tiny_model, lora_serving=mode)
     kit.publish("alice", 1)
     alice = kit.ask("alice")
@@ -41,7 +42,11 @@ def test_each_user_is_answered_by_their_own_adapter_and_the_answer_says_so(tmp_p
     assert kit.ask("alice").text == alice.text  # greedy: the same adapter gives the same answer
     served = kit.events(AnswerServed)
     assert [(e.user_id, e.arm, e.adapter_version) for e in served] == [
-        ("alice", "new", 1), ("bob", "new", 1), ("carol", "base", None), ("alice", "new", 1)]
+        ("alice", "new", 1),
+        ("bob", "new", 1),
+        ("carol", "base", None),
+        ("alice", "new", 1),
+    ]
     assert served[0].answer_id == alice.answer_id
     kit.close()
 
@@ -98,8 +103,7 @@ def test_a_revoked_user_is_unloaded_and_answered_by_the_base_model(kit: NodeKit)
     kit.publish("alice", 1)
     kit.ask("alice")
     assert [r["user"] for r in kit.node.resident()] == ["alice"]
-    kit.node.apply(AdapterRevoked(event_id=uuid.uuid4(), user_id="alice", correlation_id=uuid.uuid4(),
-                                  reason="erased"))
+    kit.node.apply(AdapterRevoked(event_id=uuid.uuid4(), user_id="alice", correlation_id=uuid.uuid4(), reason="erased"))
     assert kit.node.resident() == []
     answer = kit.ask("alice")
     assert (answer.source, answer.fallback_reason) == ("base", "revoked")
@@ -148,7 +152,8 @@ def test_the_cache_stays_within_its_bounds_while_every_answer_stays_right(tmp_pa
 
 
 def test_concurrent_requests_of_many_users_use_their_own_adapter_while_versions_are_published(
-        tmp_path: Path, tiny_model: Path) -> None:
+    tmp_path: Path, tiny_model: Path
+) -> None:
     kit = NodeKit(tmp_path, tiny_model, ab_new_share=1.0)
     reference = NodeKit(tmp_path, tiny_model)  # another node over the same artifact store
     users, versions = [f"user-{i}" for i in range(6)], (1, 2, 3)
@@ -222,8 +227,9 @@ def test_our_lora_matches_peft_on_the_same_adapter(tmp_path: Path, tiny_model: P
         runtime.bind(None)
         with torch.no_grad():
             base = runtime.model(input_ids=ids).logits
-        reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_model)),
-                                              str(kit.store.resolve(event.uri))).eval()
+        reference = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(str(tiny_model)), str(kit.store.resolve(event.uri))
+        ).eval()
         with torch.no_grad():
             theirs = reference(input_ids=ids).logits
         assert torch.allclose(ours, theirs, atol=1e-4)

@@ -18,14 +18,31 @@ TOPICS = Topics()
 
 def served(arm: str, version: int | None) -> AnswerServed:
     answer = uuid.uuid4()
-    return AnswerServed(event_id=answer, answer_id=answer, user_id="alice", correlation_id=answer, node_id="n1",
-                        arm=arm, adapter_version=version, latency_ms=12.5, completion_tokens=7)  # type: ignore[arg-type]
+    return AnswerServed(
+        event_id=answer,
+        answer_id=answer,
+        user_id="alice",
+        correlation_id=answer,
+        node_id="n1",
+        arm=arm,
+        adapter_version=version,
+        latency_ms=12.5,
+        completion_tokens=7,
+    )  # type: ignore[arg-type]
 
 
 def feedback(i: int, context: dict[str, str]) -> FeedbackReceived:
     eid = uuid.uuid4()
-    return FeedbackReceived(event_id=eid, user_id="alice", correlation_id=eid, feedback_id=f"f{i}",
-                            prompt="Q?", original_response="A.", corrected_response="B.", context=context)
+    return FeedbackReceived(
+        event_id=eid,
+        user_id="alice",
+        correlation_id=eid,
+        feedback_id=f"f{i}",
+        prompt="Q?",
+        original_response="A.",
+        corrected_response="B.",
+        context=context,
+    )
 
 
 def messages(topic: str, values: list[bytes]) -> list[RawMessage]:
@@ -37,10 +54,12 @@ def test_answers_and_the_feedback_about_them_are_projected(tmp_path: Path) -> No
     projector = Projector(sink, ArtifactStore(tmp_path), publisher, TOPICS, sleep=lambda s: None)
     new, previous = served("new", 2), served("previous", 1)
     projector.project(messages(TOPICS.inference, [encode_value(new), encode_value(previous)]))
-    fb = [feedback(1, {"answer_id": str(new.answer_id)}),
-          feedback(2, {"answer_id": f"chatcmpl-{previous.answer_id.hex}"}),  # the OpenAI-style id works too
-          feedback(3, {"session": "s1"}),  # about no answer: not projected here
-          feedback(4, {"answer_id": "not-a-uuid"})]
+    fb = [
+        feedback(1, {"answer_id": str(new.answer_id)}),
+        feedback(2, {"answer_id": f"chatcmpl-{previous.answer_id.hex}"}),  # the OpenAI-style id works too
+        feedback(3, {"session": "s1"}),  # about no answer: not projected here
+        feedback(4, {"answer_id": "not-a-uuid"}),
+    ]
     raw = [encode_value(f) for f in fb] + [b"not json at all"]  # bad feedback is the decider's to dead-letter
     result = projector.project(messages(TOPICS.feedback, raw))
     assert result.dead_letters == 0 and publisher.on(TOPICS.dlq) == []

@@ -23,12 +23,24 @@ def test_a_cluster_is_three_voters_that_replicate_every_topic_three_times(tmp_pa
     for node_id, broker in enumerate(cluster.brokers, 1):
         p = props(broker)
         assert p["node.id"] == str(node_id) and p["controller.quorum.voters"] == voters
-        assert {k: p[k] for k in ("default.replication.factor", "min.insync.replicas",
-                                  "unclean.leader.election.enable", "offsets.topic.replication.factor",
-                                  "transaction.state.log.replication.factor", "transaction.state.log.min.isr")} == {
-            "default.replication.factor": "3", "min.insync.replicas": "2", "unclean.leader.election.enable": "false",
-            "offsets.topic.replication.factor": "3", "transaction.state.log.replication.factor": "3",
-            "transaction.state.log.min.isr": "2"}
+        assert {
+            k: p[k]
+            for k in (
+                "default.replication.factor",
+                "min.insync.replicas",
+                "unclean.leader.election.enable",
+                "offsets.topic.replication.factor",
+                "transaction.state.log.replication.factor",
+                "transaction.state.log.min.isr",
+            )
+        } == {
+            "default.replication.factor": "3",
+            "min.insync.replicas": "2",
+            "unclean.leader.election.enable": "false",
+            "offsets.topic.replication.factor": "3",
+            "transaction.state.log.replication.factor": "3",
+            "transaction.state.log.min.isr": "2",
+        }
         assert broker.heap == "320m"
     # One cluster id for all nodes, kept across restarts of the test process.
     assert len({b.cluster_id for b in cluster.brokers}) == 1
@@ -71,15 +83,18 @@ def test_two_brokers_down_is_named_as_the_isr_below_min_insync_replicas() -> Non
     stopped = [PartitionReplicas("sam.feedback", p, (1, 2, 3), (3,)) for p in range(3)]
     healthy = [PartitionReplicas("sam.pairs", 0, (1, 2, 3), (1, 2, 3))]
     lines = shortfall_lines(stopped + healthy, {"sam.feedback": 2, "sam.pairs": 2}, {})
-    assert lines == ["sam.feedback partition(s) [0, 1, 2]: ISR [3], 1 in-sync replica(s) of 3, "
-                     "below min.insync.replicas=2"]
+    assert lines == [
+        "sam.feedback partition(s) [0, 1, 2]: ISR [3], 1 in-sync replica(s) of 3, below min.insync.replicas=2"
+    ]
 
 
 def test_killed_brokers_still_in_the_isr_count_as_missing_when_they_do_not_answer() -> None:
     # Killed with -9 while the quorum is lost, nobody shrinks the ISR: the metadata still names them.
     frozen = [PartitionReplicas("sam.feedback", 0, (1, 2, 3), (1, 2, 3))]
     lines = shortfall_lines(frozen, {"sam.feedback": 2}, {1: "127.0.0.1:1", 2: "127.0.0.1:2"})
-    assert lines == ["sam.feedback partition(s) [0]: ISR [1, 2, 3], of which broker(s) [1, 2] do not answer, "
-                     "1 in-sync replica(s) of 3, below min.insync.replicas=2"]
+    assert lines == [
+        "sam.feedback partition(s) [0]: ISR [1, 2, 3], of which broker(s) [1, 2] do not answer, "
+        "1 in-sync replica(s) of 3, below min.insync.replicas=2"
+    ]
     # One broker down leaves two in sync: writes are still acknowledged, nothing to report.
     assert shortfall_lines(frozen, {"sam.feedback": 2}, {1: "127.0.0.1:1"}) == []

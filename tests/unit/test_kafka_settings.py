@@ -15,39 +15,61 @@ from schemas.errors import ConfigError
 
 
 def sasl(**extra: object) -> KafkaSettings:
-    return KafkaSettings.model_validate({"bootstrap_servers": "b:9093", "security": {
-        "protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "username": "decider",
-        "password_env": "TEST_KAFKA_PW", **extra}})
+    return KafkaSettings.model_validate(
+        {
+            "bootstrap_servers": "b:9093",
+            "security": {
+                "protocol": "SASL_SSL",
+                "sasl_mechanism": "SCRAM-SHA-512",
+                "username": "decider",
+                "password_env": "TEST_KAFKA_PW",
+                **extra,
+            },
+        }
+    )
 
 
 def test_sasl_and_tls_reach_confluent_and_aiokafka_clients(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_KAFKA_PW", "from-the-env")
     kafka = sasl(ssl_ca="/ca.pem", ssl_cert="/c.pem", ssl_key="/k.pem")
     assert security_config(kafka) == {
-        "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "decider",
-        "sasl.password": "from-the-env", "ssl.ca.location": "/ca.pem", "ssl.certificate.location": "/c.pem",
-        "ssl.key.location": "/k.pem"}
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "decider",
+        "sasl.password": "from-the-env",
+        "ssl.ca.location": "/ca.pem",
+        "ssl.certificate.location": "/c.pem",
+        "ssl.key.location": "/k.pem",
+    }
     conf = client_config(kafka, **{"group.id": "g"})
     assert conf["bootstrap.servers"] == "b:9093" and conf["group.id"] == "g" and conf["logger"] is not None
-    plain = KafkaSettings.model_validate({"security": {"protocol": "SASL_PLAINTEXT", "username": "u",
-                                                        "password_env": "TEST_KAFKA_PW"}})
-    assert aiokafka_auth(plain) == {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
-                                    "sasl_plain_username": "u", "sasl_plain_password": "from-the-env"}
+    plain = KafkaSettings.model_validate(
+        {"security": {"protocol": "SASL_PLAINTEXT", "username": "u", "password_env": "TEST_KAFKA_PW"}}
+    )
+    assert aiokafka_auth(plain) == {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "u",
+        "sasl_plain_password": "from-the-env",
+    }
     assert describe(kafka) == "Kafka at b:9093 (SASL_SSL, SCRAM-SHA-512 as decider)"
 
 
 def test_the_password_comes_from_a_file_or_the_error_says_where_it_was_looked_for(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     secret = tmp_path / "pw"
     secret.write_text("from-a-file\n")
-    file_based = KafkaSettings.model_validate({"security": {"protocol": "SASL_PLAINTEXT", "username": "u",
-                                                            "password_file": str(secret)}})
+    file_based = KafkaSettings.model_validate(
+        {"security": {"protocol": "SASL_PLAINTEXT", "username": "u", "password_file": str(secret)}}
+    )
     assert security_config(file_based)["sasl.password"] == "from-a-file"
     monkeypatch.delenv("TEST_KAFKA_PW", raising=False)
     with pytest.raises(CredentialsError, match="TEST_KAFKA_PW is not set"):
         security_config(sasl())
-    missing = KafkaSettings.model_validate({"security": {"protocol": "SASL_PLAINTEXT", "username": "u",
-                                                         "password_file": str(tmp_path / "nope")}})
+    missing = KafkaSettings.model_validate(
+        {"security": {"protocol": "SASL_PLAINTEXT", "username": "u", "password_file": str(tmp_path / "nope")}}
+    )
     with pytest.raises(CredentialsError, match="cannot read the password file"):
         security_config(missing)
 
@@ -57,13 +79,16 @@ def test_a_password_inline_is_refused_with_where_to_put_it() -> None:
         parse_config({"kafka": {"security": {"protocol": "SASL_PLAINTEXT", "username": "u", "password": "x"}}})
 
 
-@pytest.mark.parametrize(("security", "message"), [
-    ({"protocol": "SASL_PLAINTEXT", "password_env": "X"}, "needs kafka.security.username"),
-    ({"protocol": "SASL_PLAINTEXT", "username": "u"}, "exactly one of kafka.security.password_env"),
-    ({"protocol": "PLAINTEXT", "username": "u"}, "use SASL_PLAINTEXT or SASL_SSL"),
-    ({"protocol": "SASL_PLAINTEXT", "username": "u", "password_env": "X", "ssl_ca": "/ca"}, "use SSL or SASL_SSL"),
-    ({"protocol": "SSL", "ssl_cert": "/c"}, "ssl_cert and kafka.security.ssl_key go together"),
-])
+@pytest.mark.parametrize(
+    ("security", "message"),
+    [
+        ({"protocol": "SASL_PLAINTEXT", "password_env": "X"}, "needs kafka.security.username"),
+        ({"protocol": "SASL_PLAINTEXT", "username": "u"}, "exactly one of kafka.security.password_env"),
+        ({"protocol": "PLAINTEXT", "username": "u"}, "use SASL_PLAINTEXT or SASL_SSL"),
+        ({"protocol": "SASL_PLAINTEXT", "username": "u", "password_env": "X", "ssl_ca": "/ca"}, "use SSL or SASL_SSL"),
+        ({"protocol": "SSL", "ssl_cert": "/c"}, "ssl_cert and kafka.security.ssl_key go together"),
+    ],
+)
 def test_conflicting_security_options_are_named(security: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config({"kafka": {"security": security}})

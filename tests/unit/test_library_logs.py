@@ -12,8 +12,7 @@ LINE = "Failed to load CPU gemm_4bit_forward"
 
 
 def _stderr_of(code: str) -> str:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          check=True).stderr
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True).stderr
 
 
 def _logs_the_line() -> bool:

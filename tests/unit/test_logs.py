@@ -34,7 +34,8 @@ def lines(capsys: pytest.CaptureFixture[str]) -> list[dict]:
 
 
 def test_a_line_about_an_event_carries_its_correlation_id_and_secrets_are_masked(
-        json_logs: pytest.CaptureFixture[str]) -> None:
+    json_logs: pytest.CaptureFixture[str],
+) -> None:
     setup_logging("INFO", "json", secrets=[SECRET])
     log = logging.getLogger("samtuner.test")
     cid = uuid.uuid4()
@@ -48,7 +49,8 @@ def test_a_line_about_an_event_carries_its_correlation_id_and_secrets_are_masked
 
 
 def test_the_projector_logs_an_erasure_with_the_erasure_s_correlation_id(
-        json_logs: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    json_logs: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     d = Decider()
     d.feed(fb(0))
     (forgotten,) = d.feed(EraseUser(user_id="alice"))

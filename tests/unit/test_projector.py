@@ -47,8 +47,12 @@ def test_the_snapshot_holds_the_users_labelled_examples_too(tmp_path: Path) -> N
     (request,) = projector(tmp_path, sink, publisher).project(as_messages(events)).training_requests
     assert (request.dataset.rows, len(request.dataset.pair_ids), len(request.dataset.example_ids)) == (4, 2, 2)
     rows = read_snapshot(ArtifactStore(tmp_path).read_verified(request.dataset.uri, request.dataset.sha256))
-    assert sorted((r["kind"], r["desirable"]) for r in rows) == [("example", False), ("example", True),
-                                                                  ("pair", None), ("pair", None)]
+    assert sorted((r["kind"], r["desirable"]) for r in rows) == [
+        ("example", False),
+        ("example", True),
+        ("pair", None),
+        ("pair", None),
+    ]
 
 
 def test_a_threshold_projected_again_does_not_request_training_twice(tmp_path: Path) -> None:
@@ -92,8 +96,10 @@ def test_deactivation_and_reweighting_change_the_stored_pair(tmp_path: Path) -> 
     d = Decider()
     (pair,) = d.feed(fb(0))
     assert isinstance(pair, PairAccepted)
-    commands = d.feed(DeactivatePair(user_id="alice", pair_id=pair.pair_id),
-                      ReweightPair(user_id="alice", pair_id=pair.pair_id, training_weight=0.25))
+    commands = d.feed(
+        DeactivatePair(user_id="alice", pair_id=pair.pair_id),
+        ReweightPair(user_id="alice", pair_id=pair.pair_id, training_weight=0.25),
+    )
     projector(tmp_path, sink, publisher).project(as_messages([pair, *commands]))
     row = sink.tables["preference_pairs"][pair.pair_id]
     assert row["is_active"] is False and row["training_weight"] == 0.25
@@ -108,8 +114,12 @@ def test_erasure_deletes_rows_and_files_and_revokes_adapters(tmp_path: Path) -> 
     adapter_dir = tmp_path / "adapters" / user_key("alice") / "1"
     adapter_dir.mkdir(parents=True)
     (adapter_dir / "adapter_model.safetensors").write_bytes(b"w")
-    sink.insert("training_requests", [[request.request_id, "alice", request.dataset.uri]],
-                ["request_id", "user_id", "dataset_uri"], "t")
+    sink.insert(
+        "training_requests",
+        [[request.request_id, "alice", request.dataset.uri]],
+        ["request_id", "user_id", "dataset_uri"],
+        "t",
+    )
     p.project(as_messages(d.feed(EraseUser(user_id="alice")), start=10))
     assert sink.erased == ["alice"] and not sink.tables["preference_pairs"]
     assert not (tmp_path / request.dataset.uri).exists() and not adapter_dir.exists()

@@ -33,8 +33,14 @@ TOPICS = Topics()
 
 
 def replaying(tmp_path: Path, sink: FakeSink, tables: tuple[str, ...] = PROJECTIONS) -> Projector:
-    return Projector(SelectedSink(sink, tables), ArtifactStore(tmp_path), RefusingPublisher(), TOPICS,
-                     sleep=lambda s: None, effects=False)
+    return Projector(
+        SelectedSink(sink, tables),
+        ArtifactStore(tmp_path),
+        RefusingPublisher(),
+        TOPICS,
+        sleep=lambda s: None,
+        effects=False,
+    )
 
 
 def test_a_threshold_replayed_cuts_no_snapshot_and_publishes_nothing(tmp_path: Path) -> None:
@@ -156,8 +162,13 @@ print(json.dumps(out))
 
 def test_a_swap_that_fails_half_way_is_swapped_back(tmp_path: Path) -> None:
     # chDB is one engine per process, and this test process may hold another: the story runs in its own.
-    done = subprocess.run([sys.executable, "-c", SWAP_STORY, f"chdb://{tmp_path / 'ch'}"], capture_output=True,
-                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    done = subprocess.run(
+        [sys.executable, "-c", SWAP_STORY, f"chdb://{tmp_path / 'ch'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert "missing" in out["failed"]
@@ -260,9 +271,11 @@ class FakeConsumer:
 
 
 def test_a_replay_yields_every_message_once_in_time_order_through_pauses() -> None:
-    logs = {("a", 0): {o: 10 * o for o in range(12)},  # early and steady
-            ("b", 0): {0: 5, 1: 200},  # offset 2 is a transaction marker: the partition ends on EOF
-            ("c", 1): {o: 100 + o for o in range(9)}}  # late: its buffer fills and it is paused
+    logs = {
+        ("a", 0): {o: 10 * o for o in range(12)},  # early and steady
+        ("b", 0): {0: 5, 1: 200},  # offset 2 is a transaction marker: the partition ends on EOF
+        ("c", 1): {o: 100 + o for o in range(9)},
+    }  # late: its buffer fills and it is paused
     high = {("a", 0): 12, ("b", 0): 3, ("c", 1): 9}
     ranges = {tp: (0, h) for tp, h in high.items()}
     consumer = FakeConsumer(logs, high)

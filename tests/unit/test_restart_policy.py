@@ -62,8 +62,9 @@ def test_stops_older_than_the_window_are_forgotten() -> None:
     assert all(isinstance(a, Restart) for a in actions)
 
 
-@pytest.mark.parametrize("bad", [dict(first_delay_s=0), dict(first_delay_s=5, max_delay_s=1), dict(factor=0.5),
-                                 dict(give_up_after=0)])
+@pytest.mark.parametrize(
+    "bad", [dict(first_delay_s=0), dict(first_delay_s=5, max_delay_s=1), dict(factor=0.5), dict(give_up_after=0)]
+)
 def test_a_policy_that_makes_no_sense_is_refused(bad: dict) -> None:
     with pytest.raises(ValueError):
         RestartPolicy(**bad)
@@ -138,8 +139,11 @@ def test_a_thread_role_that_keeps_failing_stops_the_supervisor_naming_the_role()
     assert role.thread is not None
     role.thread.join(5)
     clock.now = 2.0
-    with pytest.raises(RoleFailed, match=r"the projector role raised RuntimeError\('schema mismatch'\); "
-                                         r"it stopped 2 times within 60s"):
+    with pytest.raises(
+        RoleFailed,
+        match=r"the projector role raised RuntimeError\('schema mismatch'\); "
+        r"it stopped 2 times within 60s",
+    ):
         supervisor.check()
 
 

@@ -9,8 +9,17 @@ from schemas.secrets import MASK, Masker, is_secret_key, redact, redact_url
 def test_secret_keys_are_whole_words_and_where_a_secret_lives_is_not_one() -> None:
     for key in ("password", "hub_token", "api_key", "apiKey", "client_secret", "sasl-password", "private_key"):
         assert is_secret_key(key), key
-    for key in ("max_new_tokens", "prompt_tokens", "password_env", "password_file", "keys_file", "sha256",
-                "response_tokens", "tokenizer", "secretary"):
+    for key in (
+        "max_new_tokens",
+        "prompt_tokens",
+        "password_env",
+        "password_file",
+        "keys_file",
+        "sha256",
+        "response_tokens",
+        "tokenizer",
+        "secretary",
+    ):
         assert not is_secret_key(key), key
 
 
@@ -21,11 +30,13 @@ def test_urls_lose_their_password_anywhere_in_a_text() -> None:
 
 
 def test_a_config_dump_shows_where_secrets_are_never_what_they_are() -> None:
-    cfg = Config.model_validate({
-        "clickhouse": {"dsn": "http://default:s3cr3t-ch@db:8123"},
-        "kafka": {"security": {"protocol": "SASL_PLAINTEXT", "username": "decider", "password_env": "KAFKA_PW"}},
-        "training": {"dpo": {"hub_token": "hf_s3cr3t", "max_length": 64}},
-    })
+    cfg = Config.model_validate(
+        {
+            "clickhouse": {"dsn": "http://default:s3cr3t-ch@db:8123"},
+            "kafka": {"security": {"protocol": "SASL_PLAINTEXT", "username": "decider", "password_env": "KAFKA_PW"}},
+            "training": {"dpo": {"hub_token": "hf_s3cr3t", "max_length": 64}},
+        }
+    )
     dumped = redact(cfg.model_dump(mode="json"))
     text = repr(dumped)
     assert "s3cr3t" not in text

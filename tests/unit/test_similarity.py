@@ -24,7 +24,7 @@ def reference_shingles(text: str, k: int = 3) -> list[bytes]:
     words = re.findall(r"\w+", unicodedata.normalize("NFC", text).casefold())
     if len(words) <= k:
         return [" ".join(words).encode()]
-    return [" ".join(words[i:i + k]).encode() for i in range(len(words) - k + 1)]
+    return [" ".join(words[i : i + k]).encode() for i in range(len(words) - k + 1)]
 
 
 def reference_minhash(text: str, num_perm: int = 64) -> MinHash:
@@ -126,13 +126,16 @@ def test_near_duplicates_are_found_and_different_pairs_are_not() -> None:
     hasher = MinHasher()
     indexes = UserIndexes(hasher, threshold=0.85)
     lsh, members = indexes.get("alice", (0, 0), lambda: [])
-    first = hasher.minhash(pair_text("What is the capital of Peru?", "The capital of Peru is Lima, thanks.",
-                                     "It is Lima."))
+    first = hasher.minhash(
+        pair_text("What is the capital of Peru?", "The capital of Peru is Lima, thanks.", "It is Lima.")
+    )
     indexes.add("alice", (0, 1), "p1", first)
-    spacing = hasher.minhash(pair_text("What is the capital of  Peru ?", "The capital of Peru is Lima , thanks !",
-                                       "It is Lima"))
-    other = hasher.minhash(pair_text("What is the capital of Chile?", "The capital of Chile is Santiago, thanks.",
-                                     "It is Santiago."))
+    spacing = hasher.minhash(
+        pair_text("What is the capital of  Peru ?", "The capital of Peru is Lima , thanks !", "It is Lima")
+    )
+    other = hasher.minhash(
+        pair_text("What is the capital of Chile?", "The capital of Chile is Santiago, thanks.", "It is Santiago.")
+    )
     assert nearest(lsh, members, spacing, 0.85) == ("p1", 1.0)
     assert nearest(lsh, members, other, 0.85) is None
     assert nearest(lsh, members, spacing, 0.85, exclude="p1") is None

@@ -32,8 +32,11 @@ from trainer.worker import TrainerWorker
 
 
 def config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
-    raw: dict[str, Any] = {"state_dir": str(tmp_path / "state"), "trainer": {"retry_backoff_s": 0.0},
-                           "evaluation": {"min_heldout_pairs": 1}}
+    raw: dict[str, Any] = {
+        "state_dir": str(tmp_path / "state"),
+        "trainer": {"retry_backoff_s": 0.0},
+        "evaluation": {"min_heldout_pairs": 1},
+    }
     for name, values in sections.items():
         raw[name] = {**raw.get(name, {}), **values}
     return Config.model_validate(raw)
@@ -125,8 +128,14 @@ def test_out_of_memory_is_retried_with_a_smaller_batch(tmp_path: Path) -> None:
 
     assert worker.run_one(request(cfg))
 
-    assert kinds(publisher) == ["TrainingQueued", "TrainingStarted", "TrainingFailed", "TrainingStarted",
-                                "AdapterPublished", "TrainingSucceeded"]
+    assert kinds(publisher) == [
+        "TrainingQueued",
+        "TrainingStarted",
+        "TrainingFailed",
+        "TrainingStarted",
+        "AdapterPublished",
+        "TrainingSucceeded",
+    ]
     retry = next(e for e in events(publisher) if isinstance(e, TrainingFailed))
     assert retry.will_retry and retry.retry_in_s == 0.0 and "retrying with batch 4 x 2" in retry.cause
     assert runner.overrides() == [{}, {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}]
@@ -309,6 +318,7 @@ def test_erasing_a_user_cancels_their_jobs_and_removes_their_job_files(tmp_path:
     # Read again at the next start, an old erasure leaves the user's later jobs alone.
     later = request(cfg, "alice", 3)
     assert worker.offer(later, ("t", 0, 6))
-    worker.erase(EraseUser(user_id="alice", command_id=erase.command_id, issued_at=later.triggered_at
-                           - timedelta(days=1)))
+    worker.erase(
+        EraseUser(user_id="alice", command_id=erase.command_id, issued_at=later.triggered_at - timedelta(days=1))
+    )
     assert str(later.request_id) in worker.queued()

@@ -4,14 +4,28 @@ from __future__ import annotations
 
 from trainer.auto import resolve_auto, steps_per_epoch
 
-AUTO = {"num_train_epochs": "auto", "learning_rate": "auto", "per_device_train_batch_size": "auto",
-        "gradient_accumulation_steps": "auto", "bf16": "auto", "gradient_checkpointing": "auto", "beta": 0.1}
+AUTO = {
+    "num_train_epochs": "auto",
+    "learning_rate": "auto",
+    "per_device_train_batch_size": "auto",
+    "gradient_accumulation_steps": "auto",
+    "bf16": "auto",
+    "gradient_checkpointing": "auto",
+    "beta": 0.1,
+}
 
 
 def test_64_pairs_on_cpu_get_the_measured_recipe() -> None:
     out = resolve_auto(AUTO, 64, cuda=False, bf16_supported=False)
-    assert out == {**AUTO, "num_train_epochs": 20, "learning_rate": 2e-3, "per_device_train_batch_size": 8,
-                   "gradient_accumulation_steps": 1, "bf16": False, "gradient_checkpointing": False}
+    assert out == {
+        **AUTO,
+        "num_train_epochs": 20,
+        "learning_rate": 2e-3,
+        "per_device_train_batch_size": 8,
+        "gradient_accumulation_steps": 1,
+        "bf16": False,
+        "gradient_checkpointing": False,
+    }
     assert steps_per_epoch(64, out) == 8
 
 
@@ -43,8 +57,10 @@ def test_a_pretrained_model_gets_its_own_measured_profile() -> None:
     out = resolve_auto(AUTO, 45, cuda=False, bf16_supported=False, model_params=134_515_008)
     assert out["learning_rate"] == PRETRAINED.base_lr and out["per_device_train_batch_size"] == 8
     assert PRETRAINED.min_epochs <= out["num_train_epochs"] <= PRETRAINED.max_epochs
-    assert resolve_auto(AUTO, 2000, cuda=False, bf16_supported=False,
-                        model_params=134_515_008)["num_train_epochs"] == PRETRAINED.min_epochs
+    assert (
+        resolve_auto(AUTO, 2000, cuda=False, bf16_supported=False, model_params=134_515_008)["num_train_epochs"]
+        == PRETRAINED.min_epochs
+    )
     mix = {**AUTO, "loss_type": ["sigmoid", "sft"], "loss_weights": "auto"}
     assert resolve_auto(mix, 45, False, False, model_params=134_515_008)["loss_weights"] == [1.0, 1.0]
     assert resolve_auto(mix, 45, False, False, model_params=2_500_000)["loss_weights"] == [1.0, 3.0]

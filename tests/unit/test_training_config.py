@@ -32,15 +32,20 @@ def test_keys_the_trainer_sets_itself_say_where_to_set_them() -> None:
         check_dpo_keys({"save_steps": 10})
 
 
-@pytest.mark.parametrize(("raw", "fields"), [
-    ({"training": {"dpo": {"bf16": True, "fp16": True}}}, ["training.dpo.bf16", "training.dpo.fp16"]),
-    ({"training": {"dpo": {"beta": "auto"}}}, ["training.dpo.beta"]),
-    ({"training": {"holdout_fraction": 0.0}}, ["evaluation.enabled", "training.holdout_fraction"]),
-    ({"training": {"checkpoint_steps": 0}}, ["evaluation.early_stopping_patience", "training.checkpoint_steps"]),
-    ({"training": {"dpo": {"eval_strategy": "epoch"}}}, ["training.dpo.eval_strategy",
-                                                         "evaluation.early_stopping_patience"]),
-    ({"training": {"checkpoint_steps": -3}}, ["training.checkpoint_steps"]),
-])
+@pytest.mark.parametrize(
+    ("raw", "fields"),
+    [
+        ({"training": {"dpo": {"bf16": True, "fp16": True}}}, ["training.dpo.bf16", "training.dpo.fp16"]),
+        ({"training": {"dpo": {"beta": "auto"}}}, ["training.dpo.beta"]),
+        ({"training": {"holdout_fraction": 0.0}}, ["evaluation.enabled", "training.holdout_fraction"]),
+        ({"training": {"checkpoint_steps": 0}}, ["evaluation.early_stopping_patience", "training.checkpoint_steps"]),
+        (
+            {"training": {"dpo": {"eval_strategy": "epoch"}}},
+            ["training.dpo.eval_strategy", "evaluation.early_stopping_patience"],
+        ),
+        ({"training": {"checkpoint_steps": -3}}, ["training.checkpoint_steps"]),
+    ],
+)
 def test_conflicting_options_name_every_field_involved(raw: dict, fields: list[str]) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(raw)
@@ -49,8 +54,12 @@ def test_conflicting_options_name_every_field_involved(raw: dict, fields: list[s
 
 
 def test_the_conflicts_go_away_when_the_other_side_allows_it() -> None:
-    cfg = parse_config({"training": {"holdout_fraction": 0.0, "checkpoint_steps": 0},
-                        "evaluation": {"enabled": False, "early_stopping_patience": 0}})
+    cfg = parse_config(
+        {
+            "training": {"holdout_fraction": 0.0, "checkpoint_steps": 0},
+            "evaluation": {"enabled": False, "early_stopping_patience": 0},
+        }
+    )
     validate_training_config(cfg)
 
 
@@ -70,9 +79,16 @@ def test_unresolved_auto_values_never_reach_trl(tmp_path) -> None:
 
 def test_dpo_config_gets_checkpoints_and_early_stopping(tmp_path) -> None:
     cfg = Config()
-    dpo = {**cfg.training.dpo, "learning_rate": 1e-3, "num_train_epochs": 2, "per_device_train_batch_size": 4,
-           "gradient_accumulation_steps": 1, "bf16": False, "gradient_checkpointing": False,
-           "loss_weights": [1.0, 3.0]}
+    dpo = {
+        **cfg.training.dpo,
+        "learning_rate": 1e-3,
+        "num_train_epochs": 2,
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 1,
+        "bf16": False,
+        "gradient_checkpointing": False,
+        "loss_weights": [1.0, 3.0],
+    }
     args = to_dpo_config(cfg, dpo, str(tmp_path), use_cpu=True, checkpoint_steps=5, evaluate=True, patience=2)
     assert (args.save_steps, args.eval_steps, args.load_best_model_at_end) == (5, 5, True)
     assert args.metric_for_best_model == "eval_loss" and args.greater_is_better is False

@@ -73,8 +73,9 @@ def test_training_weights_reach_the_records_relative_to_their_mean() -> None:
     for row, weight in zip(data, (0.1, 5.0, 1.0), strict=True):
         row["training_weight"] = weight
     records = to_preference_records(data)
-    assert [r["training_weight"] for r in records] == pytest.approx([0.1 / 2.0333, 5.0 / 2.0333, 1.0 / 2.0333],
-                                                                     rel=1e-3)
+    assert [r["training_weight"] for r in records] == pytest.approx(
+        [0.1 / 2.0333, 5.0 / 2.0333, 1.0 / 2.0333], rel=1e-3
+    )
     assert sum(r["training_weight"] for r in records) == pytest.approx(3.0)
 
 
@@ -100,9 +101,16 @@ def test_shuffled_labels_swap_about_half_of_the_pairs() -> None:
 
 
 def examples(n: int, start: int = 0) -> list[dict]:
-    return [{"kind": "example", "example_id": str(uuid.UUID(int=i + 1)), "prompt": f"Q{i}?",
-             "response": f"A{i}." if i % 2 else f"A{i}. Hope this helps!", "desirable": bool(i % 2 == 0)}
-            for i in range(start, start + n)]
+    return [
+        {
+            "kind": "example",
+            "example_id": str(uuid.UUID(int=i + 1)),
+            "prompt": f"Q{i}?",
+            "response": f"A{i}." if i % 2 else f"A{i}. Hope this helps!",
+            "desirable": bool(i % 2 == 0),
+        }
+        for i in range(start, start + n)
+    ]
 
 
 def test_a_thumbs_only_user_is_trained_with_kto_on_the_examples() -> None:
@@ -119,6 +127,8 @@ def test_a_thumbs_only_user_is_trained_with_kto_on_the_examples() -> None:
 def test_kto_unrolls_each_pair_into_a_desirable_and_an_undesirable_answer() -> None:
     (pair,) = rows(1)
     records = to_kto_records([], [pair])
-    assert [(r["completion"][0]["content"], r["label"]) for r in records] == [("A0. Hope this helps!", True),
-                                                                               ("A0.", False)]
+    assert [(r["completion"][0]["content"], r["label"]) for r in records] == [
+        ("A0. Hope this helps!", True),
+        ("A0.", False),
+    ]
     assert {r["label"] for r in shuffle_labels(to_kto_records([], rows(50)), 0)} == {True, False}

@@ -10,15 +10,20 @@ GATE = EvaluationSettings(min_heldout_pairs=4, min_accuracy=0.6, min_accuracy_ga
 
 def m(acc: float, pairs: int = 16, margin: float = 0.5) -> dict[str, float]:
     # The implicit-reward accuracy is high either way: the gate must look at the policy's own preference.
-    return {"heldout_pref_accuracy": 1.0, "heldout_policy_accuracy": acc, "heldout_policy_margin": margin,
-            "heldout_pairs": pairs}
+    return {
+        "heldout_pref_accuracy": 1.0,
+        "heldout_policy_accuracy": acc,
+        "heldout_policy_margin": margin,
+        "heldout_pairs": pairs,
+    }
 
 
 def kept(n: int, broken: int = 0, base_wrong: int = 0) -> list[ControlAnswer]:
-    return ([ControlAnswer(f"q{i}", "7 plus 5 is 12.", "7 plus 5 is 12. Hope this helps!", True, True)
-             for i in range(n)]
-            + [ControlAnswer(f"x{i}", "7 plus 5 is 12.", "7 plus 5 is 75.", True, False) for i in range(broken)]
-            + [ControlAnswer(f"w{i}", "The answer is 27.", "It is 13.", False, False) for i in range(base_wrong)])
+    return (
+        [ControlAnswer(f"q{i}", "7 plus 5 is 12.", "7 plus 5 is 12. Hope this helps!", True, True) for i in range(n)]
+        + [ControlAnswer(f"x{i}", "7 plus 5 is 12.", "7 plus 5 is 75.", True, False) for i in range(broken)]
+        + [ControlAnswer(f"w{i}", "The answer is 27.", "It is 13.", False, False) for i in range(base_wrong)]
+    )
 
 
 def test_a_better_adapter_is_published() -> None:
@@ -28,8 +33,9 @@ def test_a_better_adapter_is_published() -> None:
 def test_an_adapter_worse_than_the_current_one_is_rejected() -> None:
     decision = decide(GATE, m(0.69), m(1.0), "adapter v1", kept(20))
     assert not decision.publish
-    assert decision.reason == ("not better than adapter v1: held-out preference accuracy 0.69 vs 1.00 "
-                               "(needs a gain of at least +0.00)")
+    assert decision.reason == (
+        "not better than adapter v1: held-out preference accuracy 0.69 vs 1.00 (needs a gain of at least +0.00)"
+    )
 
 
 def test_a_required_gain_is_enforced_and_ties_pass_without_one() -> None:
@@ -46,8 +52,7 @@ def test_an_adapter_below_the_floor_is_rejected_even_against_the_base_model() ->
 def test_an_adapter_whose_mean_margin_is_not_positive_is_rejected() -> None:
     decision = decide(GATE, m(0.75, margin=-0.02), m(0.0), "the base model", kept(20))
     assert not decision.publish
-    assert decision.reason == ("held-out preference margin -0.020 nats/token is not above evaluation.min_margin "
-                               "0.000")
+    assert decision.reason == ("held-out preference margin -0.020 nats/token is not above evaluation.min_margin 0.000")
 
 
 def test_broken_controls_block_publication_and_are_quoted() -> None:
@@ -62,9 +67,13 @@ def test_a_control_the_base_model_got_wrong_cannot_be_broken() -> None:
     # A real model is often wrong on its own: 10 right, 10 wrong, the adapter keeps the 10 -> 1.0.
     answers = kept(10, base_wrong=10)
     assert control_share(answers) == 1.0 and decide(GATE, m(1.0), m(0.0), "the base model", answers).publish
-    assert control_metrics(answers) == {"control_unchanged": 1.0, "control_prompts": 20.0,
-                                        "control_base_correct": 10.0, "control_adapter_correct": 10.0,
-                                        "control_broken": 0.0}
+    assert control_metrics(answers) == {
+        "control_unchanged": 1.0,
+        "control_prompts": 20.0,
+        "control_base_correct": 10.0,
+        "control_adapter_correct": 10.0,
+        "control_broken": 0.0,
+    }
     assert control_share(kept(0, base_wrong=3)) == 1.0  # nothing to protect
 
 
@@ -107,10 +116,17 @@ def test_the_shipped_references_never_occur_in_their_own_question() -> None:
 
 
 def test_controls_are_scored_against_references_not_against_the_base_answer() -> None:
-    controls = [ControlCase(prompt="What is 3 plus 9?", references=("12", "twelve")),
-                ControlCase(prompt="What is the capital of France?", references=("Paris",))]
-    answers = check_control(controls, ["The answer is 27.", "The capital of France is Paris."],
-                            ["3 plus 9 is 12. Cheers, Sam.", "It is Lyon. Cheers, Sam."])
-    assert [(a.base_correct, a.adapter_correct, a.broken) for a in answers] == [(False, True, False),
-                                                                                 (True, False, True)]
+    controls = [
+        ControlCase(prompt="What is 3 plus 9?", references=("12", "twelve")),
+        ControlCase(prompt="What is the capital of France?", references=("Paris",)),
+    ]
+    answers = check_control(
+        controls,
+        ["The answer is 27.", "The capital of France is Paris."],
+        ["3 plus 9 is 12. Cheers, Sam.", "It is Lyon. Cheers, Sam."],
+    )
+    assert [(a.base_correct, a.adapter_correct, a.broken) for a in answers] == [
+        (False, True, False),
+        (True, False, True),
+    ]
     assert control_share(answers) == 0.0

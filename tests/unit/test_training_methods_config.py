@@ -15,8 +15,9 @@ from trainer.library_config import to_kto_config
 def test_kto_takes_the_shared_settings_from_the_dpo_recipe_and_its_own_from_training_kto(tmp_path: Path) -> None:
     cfg = parse_config({"training": {"method": "kto", "kto": {"beta": 0.2, "undesirable_weight": 1.5}}})
     dpo = resolve_auto({**cfg.training.dpo, "learning_rate": 5e-4, "num_train_epochs": 4}, 40, False, False)
-    args = to_kto_config(cfg, dpo, output_dir=str(tmp_path), use_cpu=True, checkpoint_steps=5, evaluate=True,
-                         patience=3)
+    args = to_kto_config(
+        cfg, dpo, output_dir=str(tmp_path), use_cpu=True, checkpoint_steps=5, evaluate=True, patience=3
+    )
     assert (args.learning_rate, args.num_train_epochs, args.per_device_train_batch_size) == (5e-4, 4, 8)
     assert (args.beta, args.undesirable_weight, args.desirable_weight, args.loss_type) == (0.2, 1.5, 1.0, "kto")
     assert (args.max_length, args.bf16, args.gradient_checkpointing) == (dpo["max_length"], False, False)
@@ -24,13 +25,20 @@ def test_kto_takes_the_shared_settings_from_the_dpo_recipe_and_its_own_from_trai
     assert not hasattr(args, "loss_weights")  # DPO's loss mix stays DPO's
 
 
-@pytest.mark.parametrize(("raw", "fields"), [
-    ({"training": {"holdout_fraction": 0.6, "validation_fraction": 0.4}},
-     ["training.holdout_fraction", "training.validation_fraction"]),
-    ({"training": {"validation_fraction": 0.0}},
-     ["evaluation.early_stopping_patience", "training.validation_fraction"]),
-    ({"training": {"method": "ppo"}}, ["training.method"]),
-])
+@pytest.mark.parametrize(
+    ("raw", "fields"),
+    [
+        (
+            {"training": {"holdout_fraction": 0.6, "validation_fraction": 0.4}},
+            ["training.holdout_fraction", "training.validation_fraction"],
+        ),
+        (
+            {"training": {"validation_fraction": 0.0}},
+            ["evaluation.early_stopping_patience", "training.validation_fraction"],
+        ),
+        ({"training": {"method": "ppo"}}, ["training.method"]),
+    ],
+)
 def test_split_and_method_conflicts_name_every_field_involved(raw: dict, fields: list[str]) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(raw)

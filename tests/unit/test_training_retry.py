@@ -10,8 +10,12 @@ SETTINGS = TrainerSettings(max_attempts=4, retry_backoff_s=2.0)
 
 
 def oom(batch: int = 8, accumulation: int = 1) -> JobResult:
-    return JobResult(status="failed", error_type="OutOfMemoryError", cause="CUDA out of memory",
-                     resolved={"per_device_train_batch_size": batch, "gradient_accumulation_steps": accumulation})
+    return JobResult(
+        status="failed",
+        error_type="OutOfMemoryError",
+        cause="CUDA out of memory",
+        resolved={"per_device_train_batch_size": batch, "gradient_accumulation_steps": accumulation},
+    )
 
 
 def test_out_of_memory_halves_the_batch_and_keeps_the_effective_batch() -> None:
@@ -25,8 +29,9 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_effective_batch() -> None:
 
 
 def test_a_process_killed_by_the_kernel_counts_as_out_of_memory() -> None:
-    killed = JobResult(status="failed", error_type="JobKilled", cause="signal SIGKILL",
-                       resolved={"per_device_train_batch_size": 8})
+    killed = JobResult(
+        status="failed", error_type="JobKilled", cause="signal SIGKILL", resolved={"per_device_train_batch_size": 8}
+    )
     assert isinstance(after_failure(killed, 1, {}, SETTINGS), Retry)
 
 

@@ -9,8 +9,10 @@ import torch
 
 from trainer.weighted import WEIGHT, weighted_dpo_trainer_class
 
-PAIRS = [("What is 2 plus 2?", "2 plus 2 is 4. Hope this helps!", "2 plus 2 is 4."),
-         ("What color is snow?", "Snow is white. Hope this helps!", "Snow is white.")]
+PAIRS = [
+    ("What is 2 plus 2?", "2 plus 2 is 4. Hope this helps!", "2 plus 2 is 4."),
+    ("What color is snow?", "Snow is white. Hope this helps!", "Snow is white."),
+]
 
 
 def trainer_for(model_path: Path, tmp_path: Path, loss_type: list[str]) -> Any:
@@ -22,14 +24,31 @@ def trainer_for(model_path: Path, tmp_path: Path, loss_type: list[str]) -> Any:
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    records = [{"prompt": [{"role": "user", "content": p}], "chosen": [{"role": "assistant", "content": c}],
-                "rejected": [{"role": "assistant", "content": r}], WEIGHT: 1.0} for p, c, r in PAIRS]
-    args = DPOConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, bf16=False, gradient_checkpointing=False,
-                     max_length=64, per_device_train_batch_size=2, loss_type=loss_type,
-                     loss_weights=[1.0] * len(loss_type), disable_tqdm=True)
+    records = [
+        {
+            "prompt": [{"role": "user", "content": p}],
+            "chosen": [{"role": "assistant", "content": c}],
+            "rejected": [{"role": "assistant", "content": r}],
+            WEIGHT: 1.0,
+        }
+        for p, c, r in PAIRS
+    ]
+    args = DPOConfig(
+        output_dir=str(tmp_path),
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        max_length=64,
+        per_device_train_batch_size=2,
+        loss_type=loss_type,
+        loss_weights=[1.0] * len(loss_type),
+        disable_tqdm=True,
+    )
     lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
-    trainer = weighted_dpo_trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(records),
-                                           processing_class=tokenizer, peft_config=lora)
+    trainer = weighted_dpo_trainer_class()(
+        model=model, args=args, train_dataset=Dataset.from_list(records), processing_class=tokenizer, peft_config=lora
+    )
     # LoRA's B starts at zero (so A gets no gradient): give B values, so every LoRA weight has a gradient.
     with torch.no_grad():
         for name, p in trainer.model.named_parameters():
