@@ -63,6 +63,8 @@ def write_llama_gguf(model_dir: Path, out: Path, quant: str = "F32", architectur
     model = LlamaForCausalLM.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     cfg = model.config
+    kv_heads, rope = cfg.num_key_value_heads, cfg.rope_parameters
+    assert kv_heads is not None and rope is not None, "the tiny model's config names its KV heads and RoPE"
     writer = gguf.GGUFWriter(out, architecture)
     writer.add_name("samtuner test model")
     writer.add_context_length(cfg.max_position_embeddings)
@@ -70,9 +72,9 @@ def write_llama_gguf(model_dir: Path, out: Path, quant: str = "F32", architectur
     writer.add_block_count(cfg.num_hidden_layers)
     writer.add_feed_forward_length(cfg.intermediate_size)
     writer.add_head_count(cfg.num_attention_heads)
-    writer.add_head_count_kv(cfg.num_key_value_heads)
+    writer.add_head_count_kv(kv_heads)
     writer.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
-    writer.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]))
+    writer.add_rope_freq_base(float(rope["rope_theta"]))  # type: ignore[arg-type]
     writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     writer.add_vocab_size(cfg.vocab_size)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32 if quant == "F32" else gguf.LlamaFileType.MOSTLY_Q4_1)
@@ -82,7 +84,7 @@ def write_llama_gguf(model_dir: Path, out: Path, quant: str = "F32", architectur
         if hf_name.endswith("q_proj.weight"):
             data = permute(data, cfg.num_attention_heads)
         elif hf_name.endswith("k_proj.weight"):
-            data = permute(data, cfg.num_key_value_heads)
+            data = permute(data, kv_heads)
         if quant != "F32" and data.ndim == 2:
             qtype = gguf.GGMLQuantizationType[quant]
             writer.add_tensor(gguf_name(hf_name), gguf.quantize(data, qtype), raw_dtype=qtype)

@@ -21,6 +21,9 @@ from schemas.config import Config
 from schemas.errors import EventDecodeError
 from schemas.events import Event
 
+# The make_config fixture (tests/conftest.py): make_config(trigger={...}, ...) -> (Config, its YAML path).
+MakeConfig = Callable[..., tuple[Config, Path]]
+
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 

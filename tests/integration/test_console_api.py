@@ -24,7 +24,15 @@ from infra.clickhouse import ClickHouseStore
 from infra.kafka import RawMessage
 from schemas.commands import Command, DeactivatePairs, ReweightPairs
 from schemas.config import Config
-from schemas.events import AdapterPublished, AnswerServed, BaseModelRef, Event, FeedbackReceived, TrainingSucceeded
+from schemas.events import (
+    AdapterPublished,
+    AnswerServed,
+    BaseModelRef,
+    Event,
+    FeedbackReceived,
+    PairRejected,
+    TrainingSucceeded,
+)
 from streams.projector import ClickHouseSink, Projector
 from tests.fakes import FakePublisher
 from tests.unit.test_decide import Decider, fb
@@ -247,8 +255,8 @@ def test_the_trace_follows_a_correction_to_the_answers_served_and_an_answer_back
     assert [s["step"] for s in back["steps"]] == ["answer", "adapter", "job", "answer_feedback"]
     assert back["steps"][3]["outcome"] == "pending"  # that feedback was never decided in this test
 
-    rejected = next(e for e in events if e.event_type == "PairRejected")
-    trace = kit.get(f"/api/v1/trace/{rejected.feedback_event_id}")  # type: ignore[attr-defined]
+    rejected = next(e for e in events if isinstance(e, PairRejected))
+    trace = kit.get(f"/api/v1/trace/{rejected.feedback_event_id}")
     assert trace["kind"] == "rejected" and trace["steps"][1]["reasons"][0]["code"] == "low_confidence"
     missing = kit.client.get(f"/api/v1/trace/{uuid.uuid4()}")
     assert missing.status_code == 404 and "nothing found" in missing.json()["detail"]

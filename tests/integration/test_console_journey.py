@@ -20,7 +20,7 @@ from infra.kafka import KafkaEventPublisher
 from samtuner.fixtures import parse_line, replay
 from tests.browser import browser_page
 from tests.conftest import REPLAYS
-from tests.integration.harness import RunningProcess, wait_caught_up, wait_for
+from tests.integration.harness import MakeConfig, RunningProcess, wait_caught_up, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 TOKEN = "journey-admin-token"
@@ -44,7 +44,7 @@ def job_of(node: RunningProcess, user: str, count: int) -> dict[str, Any] | None
     return done[0] if len(jobs) >= count and len(done) >= count else None
 
 
-def test_the_console_journey(make_config, tmp_path: Path) -> None:
+def test_the_console_journey(make_config: MakeConfig, tmp_path: Path) -> None:
     token_file = tmp_path / "admin-token"
     token_file.write_text(TOKEN + "\n")
     cfg, cfg_path = make_config(
@@ -124,7 +124,7 @@ def test_the_console_journey(make_config, tmp_path: Path) -> None:
             page.fill("#train-form input[name=num_train_epochs]", "3")
             page.click("#train-start")
             page.wait_for_selector("#job-view:not([hidden])", timeout=60_000)
-            counts = []
+            counts: list[int] = []
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 n = int(page.get_attribute("#job-points", "data-count") or 0)

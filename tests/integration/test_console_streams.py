@@ -9,12 +9,12 @@ import pytest
 
 from infra.broker import free_port
 from samtuner.publisher import FeedbackPublisher
-from tests.integration.harness import RunningProcess, wait_for
+from tests.integration.harness import MakeConfig, RunningProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def test_the_stream_worker_serves_the_console_and_its_commands(make_config, tmp_path: Path) -> None:
+def test_the_stream_worker_serves_the_console_and_its_commands(make_config: MakeConfig, tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("streams-token")
     port = free_port()

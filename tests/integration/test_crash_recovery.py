@@ -18,6 +18,7 @@ from schemas.events import FeedbackReceived
 from schemas.ids import feedback_event_id, pair_id
 from schemas.topics import Topics
 from tests.integration.harness import (
+    MakeConfig,
     RunningProcess,
     decisions_on_wire,
     group_lag,
@@ -75,7 +76,7 @@ def generate(rng: random.Random) -> tuple[list[tuple[bytes, bytes]], set[str], d
             user_id=user,
             feedback_id=f"crash-{n}",
             occurred_at=start + timedelta(milliseconds=n),
-            feedback_type=kind,  # type: ignore[arg-type]
+            feedback_type=kind,
             prompt=prompt,
             original_response=original,
             corrected_response=corrected,
@@ -99,7 +100,7 @@ def _progressing(cfg: Config, worker: RunningProcess) -> Callable[[], bool]:
     return lambda: worker.alive() and 0 <= decider_lag(cfg) < limit
 
 
-def test_kill_dash_nine_during_a_replay_loses_and_duplicates_nothing(make_config) -> None:
+def test_kill_dash_nine_during_a_replay_loses_and_duplicates_nothing(make_config: MakeConfig) -> None:
     cfg, cfg_path = make_config(
         trigger={"min_new_pairs": THRESHOLD},
         streams={"session_timeout_s": 6, "batch_size": 500, "state": WHOLE_HISTORY_STATE},

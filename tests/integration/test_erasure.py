@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -18,11 +19,12 @@ import pytest
 from infra.clickhouse import ClickHouseStore
 from infra.kafka import KafkaEventPublisher, read_topic
 from samtuner import FeedbackPublisher
+from schemas.config import Config
 from schemas.ddl import USER_DATA
 from schemas.events import AdapterPublished, PairAccepted, UserErased
 from schemas.ids import user_key
 from schemas.topics import Topics
-from tests.integration.harness import ROOT, RunningProcess, events_on, wait_for
+from tests.integration.harness import ROOT, MakeConfig, RunningProcess, events_on, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -31,11 +33,11 @@ ALICE_TEXTS = ["Hope this helps, Alice-", "alice-thumb-text", "alice-rejected-te
 BOB = ("What sound does a dog make?", "A dog meows.", "A dog barks, bob-text.")
 
 
-def _values(cfg, topic: str, user: str) -> list:
+def _values(cfg: Config, topic: str, user: str) -> list[Any]:
     return [e for e in events_on(cfg, topic) if e.user_id == user]
 
 
-def test_an_erased_user_leaves_nothing_in_any_store(make_config, tmp_path: Path) -> None:
+def test_an_erased_user_leaves_nothing_in_any_store(make_config: MakeConfig, tmp_path: Path) -> None:
     cfg, cfg_path = make_config(trigger={"min_new_pairs": 4})
     topics = Topics(cfg.kafka.topic_prefix)
     node = RunningProcess(cfg, cfg_path)
@@ -138,7 +140,7 @@ def _found(text: str) -> list[str]:
     return [needle for needle in ["alice", *ALICE_TEXTS] if needle.lower() in text.lower()]
 
 
-def scan_store(cfg) -> None:
+def scan_store(cfg: Config) -> None:
     """Every table with storage, every column, every row: nothing of alice; bob is still there."""
     store = ClickHouseStore(cfg.clickhouse_dsn, cfg.clickhouse.database)
     try:
@@ -164,7 +166,7 @@ def scan_store(cfg) -> None:
         store.close()
 
 
-def files_with_alice(cfg) -> list[str]:
+def files_with_alice(cfg: Config) -> list[str]:
     """Files under the artifact root and the trainer's job directories that hold alice's id or texts:
     raw bytes, and the decoded rows of Parquet snapshots (they are compressed)."""
     hits = []
@@ -181,7 +183,7 @@ def files_with_alice(cfg) -> list[str]:
     return hits
 
 
-def scan_journal(cfg) -> None:
+def scan_journal(cfg: Config) -> None:
     """The decider's journal as a compacted changelog keeps it: the last value of every key."""
     changelog = f"{cfg.streams.app_id}-decider-journal-changelog"
     last: dict[bytes | None, bytes | None] = {}

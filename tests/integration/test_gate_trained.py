@@ -82,6 +82,6 @@ def test_a_good_adapter_is_published_and_a_shuffled_label_one_is_rejected(tiny_m
     assert held and val and not (held & val or held & train or val & train)  # the gate graded unseen pairs
 
     bad = run(config(tmp_path / "bad", tiny_model, shuffle_train_labels=True), "bob", rows)
-    assert isinstance(bad, TrainingRejected), bad.metrics
+    assert isinstance(bad, TrainingRejected), bad
     assert "held-out preference" in bad.reason
     assert bad.metrics["heldout_policy_accuracy"] < m["heldout_policy_accuracy"]

@@ -26,7 +26,7 @@ from samtuner.publisher import FeedbackPublisher
 from schemas.config import Config
 from schemas.events import AdapterActivated, AdapterDeactivated, AdapterPublished, AnswerServed
 from schemas.topics import Topics
-from tests.integration.harness import RunningProcess, events_on, wait_for
+from tests.integration.harness import MakeConfig, RunningProcess, events_on, wait_for
 
 pytestmark = pytest.mark.integration
 PROMPT = "What is 3 plus 1?"
@@ -60,7 +60,9 @@ def ask(node: RunningProcess, user: str | None) -> dict[str, Any]:
     return node.ask(PROMPT, user)["samtuner"]
 
 
-def test_the_openai_client_gets_answers_and_activation_commands_reach_the_node(make_config, tiny_base) -> None:
+def test_the_openai_client_gets_answers_and_activation_commands_reach_the_node(
+    make_config: MakeConfig, tiny_base: Any
+) -> None:
     import openai
 
     cfg, cfg_path = make_config()
@@ -135,7 +137,9 @@ def test_the_openai_client_gets_answers_and_activation_commands_reach_the_node(m
     ]  # settle v1, deactivate, activate
 
 
-def test_a_restarted_node_rebuilds_the_registry_from_the_topic_without_loading_adapters(make_config, tiny_base) -> None:
+def test_a_restarted_node_rebuilds_the_registry_from_the_topic_without_loading_adapters(
+    make_config: MakeConfig, tiny_base: Any
+) -> None:
     cfg, cfg_path = make_config()
     publish_adapters(cfg, tiny_base, {"alice": [1, 2], "bob": [1], "carol": [1]})
     first = RunningProcess(cfg, cfg_path, command="inference", log_name="first.log")
@@ -166,7 +170,9 @@ def test_a_restarted_node_rebuilds_the_registry_from_the_topic_without_loading_a
         assert second.stop() == 0, second.log()[-3000:]
 
 
-def test_concurrent_users_use_their_own_adapter_while_versions_arrive_through_kafka(make_config, tiny_base) -> None:
+def test_concurrent_users_use_their_own_adapter_while_versions_arrive_through_kafka(
+    make_config: MakeConfig, tiny_base: Any
+) -> None:
     from inference.follow import RegistryFollower
     from inference.node import InferenceNode
 
@@ -225,7 +231,7 @@ def test_concurrent_users_use_their_own_adapter_while_versions_arrive_through_ka
         assert answer.text == expected[(user, answer.adapter_version)]
 
 
-def test_answers_and_their_feedback_compare_per_ab_arm_in_one_query(make_config, tiny_base) -> None:
+def test_answers_and_their_feedback_compare_per_ab_arm_in_one_query(make_config: MakeConfig, tiny_base: Any) -> None:
     cfg, cfg_path = make_config(inference={"ab_new_share": 0.5})
     publish_adapters(cfg, tiny_base, {"alice": [1, 2]})
     node = RunningProcess(cfg, cfg_path)  # every role: the projector writes inference_log

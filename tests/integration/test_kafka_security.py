@@ -111,14 +111,14 @@ def test_the_loop_works_with_each_role_as_its_own_principal_and_no_secret_leaks(
 ) -> None:
     ch_secret, token = f"ch-{secrets.token_urlsafe(12)}", new_token()
     monkeypatch.setenv("STREAMS_KAFKA_PASSWORD", cluster.passwords["streams"])  # the others' are in files
-    json_logs = {"logging": {"format": "json"}}
+    json_logs: dict[str, Any] = {"logging": {"format": "json"}}
     streams_cfg, streams_path = cluster.config("streams", env="STREAMS_KAFKA_PASSWORD", **json_logs)
     # The trainer never opens the store, so a server DSN with a password is harmless to it; spec.json and
     # the manifest would have shown it.
     trainer_cfg, trainer_path = cluster.config(
         "trainer", clickhouse={"dsn": f"http://default:{ch_secret}@127.0.0.1:{free_port()}"}, **json_logs
     )
-    keys = {"auth": {"keys": [{"id": "sam", "sha256": hash_token(token), "scopes": ["infer", "read"]}]}}
+    keys: dict[str, Any] = {"auth": {"keys": [{"id": "sam", "sha256": hash_token(token), "scopes": ["infer", "read"]}]}}
     inference_cfg, inference_path = cluster.config("inference", **keys, **json_logs)
     sam_cfg, _ = cluster.config("sam")
     procs = [

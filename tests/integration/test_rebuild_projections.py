@@ -29,7 +29,7 @@ from schemas.events import AdapterPublished, PairAccepted, UserErased
 from schemas.topics import Topics
 from streams.projector_consumer import projector_topics
 from streams.rebuild import PROJECTIONS, RebuildProgress, rebuild
-from tests.integration.harness import ROOT, RunningProcess, events_on, wait_caught_up, wait_for
+from tests.integration.harness import ROOT, MakeConfig, RunningProcess, events_on, wait_caught_up, wait_for
 
 pytestmark = pytest.mark.integration
 T0 = datetime.now(UTC) - timedelta(minutes=10)
@@ -147,7 +147,7 @@ def committed(cfg: Config) -> list[tuple[str, int, int]]:
         consumer.close()
 
 
-def test_every_table_rebuilt_from_the_topics_equals_the_live_one(make_config) -> None:
+def test_every_table_rebuilt_from_the_topics_equals_the_live_one(make_config: MakeConfig) -> None:
     cfg, cfg_path = make_config(trigger={"min_new_pairs": 4})
     topics = Topics(cfg.kafka.topic_prefix)
     node = RunningProcess(cfg, cfg_path)
@@ -168,11 +168,12 @@ def test_every_table_rebuilt_from_the_topics_equals_the_live_one(make_config) ->
         )
         bob = wait_for(
             lambda: (
-                len(
+                p
+                if len(
                     p := [e for e in events_on(cfg, topics.pairs) if isinstance(e, PairAccepted) and e.user_id == "bob"]
                 )
                 == 2
-                and p
+                else None
             ),
             60,
             "bob's pairs",

@@ -29,6 +29,7 @@ from schemas.topics import Topics
 from streams.fence import GENERATION, WORKER, source_partition
 from tests.integration.harness import (
     ROOT,
+    MakeConfig,
     decisions_on_wire,
     group_lag,
     projected_pairs,
@@ -111,7 +112,7 @@ def headers(msg: RawMessage) -> dict[str, str]:
     return {k: v.decode() for k, v in msg.headers}
 
 
-def test_two_deciders_lose_and_gain_workers_mid_stream_and_emit_everything_once(make_config) -> None:
+def test_two_deciders_lose_and_gain_workers_mid_stream_and_emit_everything_once(make_config: MakeConfig) -> None:
     cfg, cfg_path = make_config(
         trigger={"min_new_pairs": THRESHOLD},
         kafka={"partitions": PARTITIONS},

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +17,7 @@ import pytest
 from infra.kafka import KafkaEventPublisher
 from samtuner.fixtures import feedback_line, parse_line, replay
 from schemas.config import Config
-from tests.integration.harness import RunningProcess, wait_for
+from tests.integration.harness import MakeConfig, RunningProcess, wait_for
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 25, 9, tzinfo=UTC)
@@ -75,7 +76,7 @@ class Chatter:
                 self.failures.append(repr(exc))
 
 
-def test_the_node_keeps_answering_while_the_decider_is_killed_and_comes_back(make_config) -> None:
+def test_the_node_keeps_answering_while_the_decider_is_killed_and_comes_back(make_config: MakeConfig) -> None:
     cfg, cfg_path = make_config(trigger={"min_new_pairs": 1000}, streams={"session_timeout_s": 6.0})
     node = RunningProcess(cfg, cfg_path)
     chatter = Chatter(node)
@@ -110,7 +111,7 @@ def test_the_node_keeps_answering_while_the_decider_is_killed_and_comes_back(mak
             node.stop()
 
 
-def test_sigterm_stops_the_parent_and_its_decider_cleanly(make_config) -> None:
+def test_sigterm_stops_the_parent_and_its_decider_cleanly(make_config: MakeConfig) -> None:
     cfg, cfg_path = make_config(trigger={"min_new_pairs": 1000})
     node = RunningProcess(cfg, cfg_path)
     try:
@@ -133,7 +134,7 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_a_decider_that_cannot_start_says_why_and_the_supervisor_repeats_it(tmp_path) -> None:
+def test_a_decider_that_cannot_start_says_why_and_the_supervisor_repeats_it(tmp_path: Path) -> None:
     from infra.broker import free_port
     from samtuner.supervisor import DeciderProcess
 

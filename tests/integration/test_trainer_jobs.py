@@ -95,7 +95,7 @@ def ended(
     cfg: Config, req: TrainingRequested, kind: type[Event] = TrainingSucceeded, timeout_s: float = 120
 ) -> list[Event]:
     return wait_for(
-        lambda: (evs := job_events(cfg, req)) and any(isinstance(e, kind) for e in evs) and evs,
+        lambda: evs if (evs := job_events(cfg, req)) and any(isinstance(e, kind) for e in evs) else None,
         timeout_s,
         f"{kind.__name__} for {req.user_id}",
     )

@@ -15,7 +15,7 @@ from infra.kafka import KafkaEventPublisher, read_topic
 from samtuner.fixtures import feedback_line, parse_line, replay
 from schemas.events import AdapterPublished, TrainingRequested, TrainingSucceeded
 from schemas.topics import Topics
-from tests.integration.harness import RunningProcess, events_on, wait_for
+from tests.integration.harness import MakeConfig, RunningProcess, events_on, wait_for
 from trainer.manifest import read_manifest
 
 pytestmark = pytest.mark.integration
@@ -48,7 +48,7 @@ def skeleton_fixture() -> list[dict]:
     return lines
 
 
-def test_a_correction_becomes_a_personalized_answer(make_config, tmp_path: Path) -> None:
+def test_a_correction_becomes_a_personalized_answer(make_config: MakeConfig, tmp_path: Path) -> None:
     cfg, cfg_path = make_config()
     topics = Topics(cfg.kafka.topic_prefix)
     node = RunningProcess(cfg, cfg_path)

@@ -19,6 +19,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from schemas.events import FeedbackType
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from infra.demo_model.corpus import SIGN_OFF, facts
@@ -48,7 +50,7 @@ def feedback(
     prompt: str,
     original: str,
     corrected: str | None,
-    kind: str = "correction",
+    kind: FeedbackType = "correction",
     confidence: float = 0.95,
 ) -> dict:
     line = feedback_line(

@@ -19,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from schemas.events import FeedbackType
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from samtuner.fixtures import feedback_line
@@ -58,7 +60,7 @@ class Fixture:
         original: str,
         corrected: str | None,
         *,
-        kind: str = "correction",
+        kind: FeedbackType = "correction",
         confidence: float = 0.95,
         expect: str | list[str],
         phase: int = 1,
@@ -77,7 +79,7 @@ class Fixture:
                 confidence=confidence,
             ),
             phase,
-        )  # type: ignore[arg-type]
+        )
         if expect == "pair":
             assert corrected is not None
             pid = str(pair_id(user, prompt, corrected, original))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 from inference.cache import AdapterCache
 from inference.errors import CacheError
-from inference.policies import LRUPolicy, WTinyLFUPolicy
+from inference.policies import EvictionPolicy, LRUPolicy, WTinyLFUPolicy
 
 
 class Clock:
@@ -24,7 +25,7 @@ def make_cache(
     max_entries: int = 3,
     max_bytes: int = 1000,
     ttl_s: float = 60.0,
-    policy: object = None,
+    policy: EvictionPolicy | None = None,
     clock: Clock | None = None,
     evicted: list | None = None,
 ) -> AdapterCache[str, str]:
@@ -33,7 +34,7 @@ def make_cache(
         policy or LRUPolicy(),
         max_entries=max_entries,
         max_bytes=max_bytes,
-        ttl_s=ttl_s,  # type: ignore[arg-type]
+        ttl_s=ttl_s,
         size_of=lambda v: len(v),
         on_evict=hook,
         clock=clock or Clock(),
@@ -219,7 +220,9 @@ def test_list_shows_size_use_pin_and_owner() -> None:
         (LRUPolicy, 8, 2),  # LRU lets every one-off push a frequent user out
     ],
 )
-def test_one_off_users_do_not_push_out_frequent_ones_under_tinylfu(policy, frequent_kept, one_offs_kept) -> None:
+def test_one_off_users_do_not_push_out_frequent_ones_under_tinylfu(
+    policy: Callable[[], EvictionPolicy], frequent_kept: int, one_offs_kept: int
+) -> None:
     cache = make_cache(max_entries=10, max_bytes=10**6, policy=policy())
     frequent = [f"u{i}" for i in range(10)]
     for _ in range(20):

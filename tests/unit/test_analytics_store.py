@@ -11,11 +11,12 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -140,7 +141,7 @@ def answer(user: str, arm: str, version: int | None, at: datetime) -> AnswerServ
         arm=arm,
         adapter_version=version,
         latency_ms=5.0,
-    )  # type: ignore[arg-type]
+    )
 
 
 def feedback_on(a: AnswerServed, kind: str, user: str | None = None) -> FeedbackReceived:
@@ -150,7 +151,7 @@ def feedback_on(a: AnswerServed, kind: str, user: str | None = None) -> Feedback
         user_id=user or a.user_id,
         feedback_id=str(uid()),
         feedback_type=kind,
-        prompt="p",  # type: ignore[arg-type]
+        prompt="p",
         original_response="o",
         corrected_response="c" if kind == "correction" else None,
         context={"answer_id": f"chatcmpl-{a.answer_id.hex}"},
@@ -283,7 +284,7 @@ def load(store: ClickHouseStore) -> dict[str, Any]:
         R.TRAINING_REQUEST_COLUMNS,
         dedup_token="requests-1",
     )
-    store.insert("training_jobs", [R.job_row(e, v) for e, v in job_events], R.JOB_COLUMNS, dedup_token="jobs-1")
+    store.insert("training_jobs", present(R.job_row(e, v) for e, v in job_events), R.JOB_COLUMNS, dedup_token="jobs-1")
     store.insert("training_attempts", [R.attempt_row(s) for s in starts], R.ATTEMPT_COLUMNS, dedup_token="attempts-1")
     store.insert(
         "adapters",
@@ -307,12 +308,15 @@ def load(store: ClickHouseStore) -> dict[str, Any]:
     ]
     store.insert(
         "answer_feedback",
-        [R.answer_feedback_row(f) for f in feedback],
+        present(R.answer_feedback_row(f) for f in feedback),
         R.ANSWER_FEEDBACK_COLUMNS,
         dedup_token="feedback-1",
     )
     store.insert(
-        "answer_feedback", [R.answer_feedback_row(on_a5)], R.ANSWER_FEEDBACK_COLUMNS, dedup_token="feedback-replayed"
+        "answer_feedback",
+        present([R.answer_feedback_row(on_a5)]),
+        R.ANSWER_FEEDBACK_COLUMNS,
+        dedup_token="feedback-replayed",
     )
     store.insert(
         "dead_letters",
@@ -340,7 +344,14 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseStore]
         s.close()
 
 
-def rows(store: ClickHouseStore, name: str, **params: str) -> list[dict[str, Any]]:
+def present(rows: Iterable[list[Any] | None]) -> list[list[Any]]:
+    """The rows of events that all make one (a None would be a fixture that tests nothing)."""
+    out = list(rows)
+    assert all(r is not None for r in out)
+    return cast(list[list[Any]], out)
+
+
+def rows(store: ClickHouseStore, name: str, **params: Any) -> list[dict[str, Any]]:
     result: list[dict[str, Any]] = run_analytic(store, name, **params)["rows"]
     return result
 
@@ -700,7 +711,7 @@ def test_with_api_keys_the_api_answers_read_keys_only(store: ClickHouseStore) ->
         ok = client.post("/api/v1/sql", json=sql, headers={"Authorization": "Bearer r"})
         assert ok.status_code == 200 and ok.json()["rows"] == [[5]]
         with pytest.raises(StoreError, match="'read' scope"):  # the CLI's way says what to pass
-            ApiSource("http://testserver", http=client).sql(sql["sql"], 10)
+            ApiSource("http://testserver", http=cast(httpx.Client, client)).sql(sql["sql"], 10)
 
 
 class TestSources:
@@ -708,7 +719,7 @@ class TestSources:
 
     @pytest.fixture
     def sources(self, store: ClickHouseStore, api: TestClient) -> tuple[StoreSource, ApiSource]:
-        return StoreSource(store), ApiSource("http://testserver", http=api)
+        return StoreSource(store), ApiSource("http://testserver", http=cast(httpx.Client, api))
 
     def test_same_answers(self, sources: tuple[StoreSource, ApiSource]) -> None:
         local, remote = sources

@@ -51,6 +51,7 @@ def test_answers_decoded_together_equal_answers_one_at_a_time(
     try:
         users = ["u0", "u1", "u2", "u3", "u4", None]  # None: the base model in the same batch
         for user in users[:-1]:
+            assert user is not None
             kit.publish(user, 1)
         gate.open()
         alone = [kit.ask(user, prompt) for user, prompt in zip(users, PROMPTS, strict=True)]
@@ -116,7 +117,8 @@ def test_another_rows_logits_stay_within_float_noise_as_users_join_and_leave(
             batch = BatchCache(model.config)
             out, token = prefill("alice", weights["alice"])
             batch.join(out.past_key_values, torch.ones(1, len(prompts["alice"]), dtype=torch.long))
-            rows, last, seen = [weights["alice"]], [token], []
+            rows: list[LoRAWeights | None] = [weights["alice"]]
+            last, seen = [token], []
             for step in range(steps):
                 for name in joins.get(step, []):
                     out, token = prefill(name, weights.get(name))

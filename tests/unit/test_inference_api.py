@@ -147,11 +147,11 @@ def test_the_openai_client_streams_an_answer_that_says_who_answered_first_and_la
     assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
     first, last = chunks[0], chunks[-1]
     assert first.choices[0].delta.role == "assistant"
-    head = first.model_extra["samtuner"]  # type: ignore[index]
+    head = first.model_extra["samtuner"]
     assert (head["user"], head["source"], head["adapter_version"], head["arm"]) == ("alice", "adapter", 1, "new")
     assert last.choices[0].finish_reason == whole.choices[0].finish_reason
-    assert last.usage is not None and last.usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
-    tail = last.model_extra["samtuner"]  # type: ignore[index]
+    assert last.usage is not None and last.usage.completion_tokens == whole.usage.completion_tokens
+    tail = last.model_extra["samtuner"]
     assert tail["answer_id"] == head["answer_id"] and tail["latency_ms"] > 0 and tail["ttft_ms"] > 0
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert text == whole.choices[0].message.content and len(chunks) >= 4  # pieces, not one block

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -160,7 +161,8 @@ def test_concurrent_requests_of_many_users_use_their_own_adapter_while_versions_
     try:
         # What each (user, version) must answer, computed alone on another node; seeds are drawn until
         # every adapter answers differently, so a mix-up between any two of them would show.
-        events, expected = {}, {}
+        events: dict[Any, Any] = {}
+        expected: dict[Any, Any] = {}
         seeds = iter(range(1_000))
         for user in users:
             for version in versions:

@@ -28,7 +28,7 @@ def served(arm: str, version: int | None) -> AnswerServed:
         adapter_version=version,
         latency_ms=12.5,
         completion_tokens=7,
-    )  # type: ignore[arg-type]
+    )
 
 
 def feedback(i: int, context: dict[str, str]) -> FeedbackReceived:

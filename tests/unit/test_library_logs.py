@@ -37,7 +37,7 @@ def _records_after(message: str, level: int, logger_level: int) -> list[logging.
     logger = logging.getLogger(BNB_CPU_LOGGER)
     seen: list[logging.LogRecord] = []
     handler = logging.Handler()
-    handler.emit = seen.append  # type: ignore[method-assign]
+    handler.emit = seen.append  # type: ignore[method-assign,assignment]
     logger.addHandler(handler)
     old = logger.level
     logger.setLevel(logger_level)

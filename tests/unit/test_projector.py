@@ -3,6 +3,7 @@ pair updates, erasure."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from infra.artifacts import ArtifactStore
@@ -20,7 +21,7 @@ from tests.unit.test_decide import Decider, fb
 TOPICS = Topics()
 
 
-def as_messages(events: list[Event], topic: str = TOPICS.pairs, start: int = 0) -> list[RawMessage]:
+def as_messages(events: Sequence[Event], topic: str = TOPICS.pairs, start: int = 0) -> list[RawMessage]:
     return [RawMessage(topic, 0, start + i, e.user_id.encode(), encode_value(e), (), 0) for i, e in enumerate(events)]
 
 

@@ -150,7 +150,11 @@ def test_a_thread_role_that_keeps_failing_stops_the_supervisor_naming_the_role()
 def test_nothing_is_restarted_once_stop_is_set() -> None:
     stop, clock = threading.Event(), Clock()
     supervisor = Supervisor(stop, clock=clock)
-    role = ThreadRole("trainer", lambda stop: stop.wait(), stop)
+
+    def wait_for_stop(stop: threading.Event) -> None:
+        stop.wait()
+
+    role = ThreadRole("trainer", wait_for_stop, stop)
     supervisor.add(role, POLICY)
     supervisor.start()
     stop.set()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import re
 import unicodedata
+from typing import Any
 
 import numpy as np
 import xxhash
@@ -147,6 +148,11 @@ def test_an_index_is_rebuilt_from_stored_signatures_when_the_state_moved_on() ->
     indexes = UserIndexes(hasher, threshold=0.85)
     lsh, members = indexes.get("bob", (0, 1), lambda: [("p1", m.hashvalues)])
     assert nearest(lsh, members, m, 0.85) == ("p1", 1.0)
-    calls = []
-    indexes.get("bob", (1, 1), lambda: calls.append(1) or [])  # another epoch: rebuilt, empty
+    calls: list[int] = []
+
+    def members_of_bob() -> list[tuple[str, Any]]:
+        calls.append(1)
+        return []
+
+    indexes.get("bob", (1, 1), members_of_bob)  # another epoch: rebuilt, empty
     assert calls == [1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from schemas.config import Config, parse_config
@@ -71,13 +73,13 @@ def test_defaults_follow_the_seed_and_the_measurements() -> None:
     validate_training_config(cfg)
 
 
-def test_unresolved_auto_values_never_reach_trl(tmp_path) -> None:
+def test_unresolved_auto_values_never_reach_trl(tmp_path: Path) -> None:
     cfg = Config()
     with pytest.raises(TrainingConfigError, match="unresolved 'auto'"):
         to_dpo_config(cfg, cfg.training.dpo, str(tmp_path), use_cpu=True)
 
 
-def test_dpo_config_gets_checkpoints_and_early_stopping(tmp_path) -> None:
+def test_dpo_config_gets_checkpoints_and_early_stopping(tmp_path: Path) -> None:
     cfg = Config()
     dpo = {
         **cfg.training.dpo,
