@@ -19,9 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from infra.kafka import Connection, client_config
-from schemas.codec import decode
-from schemas.errors import EventDecodeError
+from infra.kafka import Connection, consumer_config, event_or_none
 from schemas.events import (
     Event,
     TrainingCancelled,
@@ -155,11 +153,10 @@ class TrainingTail:
         self._factory = consumer_factory
 
     def _consumer(self) -> Any:
-        conf = client_config(
+        conf = consumer_config(
             self.connection,
+            f"samtuner-console-{uuid.uuid4().hex[:8]}",
             **{
-                "group.id": f"samtuner-console-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
                 "auto.offset.reset": "latest",
                 "fetch.wait.max.ms": 20,
                 "enable.partition.eof": False,
@@ -185,10 +182,9 @@ class TrainingTail:
                     msg = consumer.poll(0.1)
                     if msg is None or msg.error():
                         continue
-                    try:
-                        self.feed.offer(decode(msg.value()))
-                    except EventDecodeError:
-                        continue  # not an event: the projector dead-letters it
+                    event = event_or_none(msg.value())
+                    if event is not None:  # else not an event: the projector dead-letters it
+                        self.feed.offer(event)
             except (KafkaException, KeyError) as exc:
                 log.warning("live training feed: cannot read %s (%s); retrying in 2s", self.topic, exc)
                 stop.wait(2.0)

@@ -19,13 +19,13 @@ import time
 import uuid
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from inference.node import InferenceNode
 from inference.registrar import decide_registry_command, settle
 from inference.registry import REGISTRY_EVENTS, Registry
 from infra.errors import PublishError
-from infra.kafka import EventPublisher, KafkaEventPublisher, RawMessage, client_config
+from infra.kafka import EventPublisher, KafkaEventPublisher, RawMessage, new_consumer
 from infra.logcontext import correlation
 from schemas.codec import decode, decode_command
 from schemas.config import Config
@@ -62,17 +62,10 @@ class RegistryFollower:
         consumer.assign(partitions)
 
     def run(self, stop: threading.Event) -> None:
-        consumer = Consumer(
-            client_config(
-                self.cfg.kafka,
-                **{
-                    "group.id": f"samtuner-inference-{self.cfg.inference.node_id}",
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                    "enable.partition.eof": True,
-                    "fetch.wait.max.ms": 50,
-                },
-            )
+        consumer = new_consumer(
+            self.cfg.kafka,
+            f"samtuner-inference-{self.cfg.inference.node_id}",
+            **{"auto.offset.reset": "earliest", "enable.partition.eof": True, "fetch.wait.max.ms": 50},
         )
         consumer.subscribe([self.topics.adapters], on_assign=self._on_assign)
         eof: set[int] = set()
@@ -160,27 +153,15 @@ class RegistrarWorker:
 
     def run(self, stop: threading.Event) -> None:
         kafka = self.cfg.kafka
-        registry = Consumer(
-            client_config(
-                kafka,
-                **{
-                    "group.id": f"{self.cfg.inference.registrar_group_id}-fold",
-                    "enable.auto.commit": False,
-                    "enable.partition.eof": True,
-                    "fetch.wait.max.ms": 50,
-                },
-            )
+        registry = new_consumer(
+            kafka,
+            f"{self.cfg.inference.registrar_group_id}-fold",
+            **{"enable.partition.eof": True, "fetch.wait.max.ms": 50},
         )
-        control = Consumer(
-            client_config(
-                kafka,
-                **{
-                    "group.id": self.cfg.inference.registrar_group_id,
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                    "fetch.wait.max.ms": 50,
-                },
-            )
+        control = new_consumer(
+            kafka,
+            self.cfg.inference.registrar_group_id,
+            **{"auto.offset.reset": "earliest", "fetch.wait.max.ms": 50},
         )
         try:
             meta = registry.list_topics(self.topics.adapters, timeout=30).topics[self.topics.adapters]

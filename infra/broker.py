@@ -36,6 +36,7 @@ from typing import Any
 
 from infra.errors import BrokerError
 from schemas.config import default_cache_dir
+from schemas.topics import CLIENT_MAX_BYTES
 
 KAFKA_VERSION = "4.4.0"
 _POM = Path(__file__).parent / "kafka" / "pom.xml"
@@ -228,8 +229,8 @@ class Broker:
                 "transaction.state.log.num.partitions=4",
                 "group.initial.rebalance.delay.ms=0",
                 # Room for hostile payloads (10 MB strings) on the topics that allow them.
-                f"message.max.bytes={17 * 1024 * 1024}",
-                f"replica.fetch.max.bytes={17 * 1024 * 1024}",
+                f"message.max.bytes={CLIENT_MAX_BYTES}",
+                f"replica.fetch.max.bytes={CLIENT_MAX_BYTES}",
                 "log.retention.hours=-1",
                 "log.cleaner.min.compaction.lag.ms=0",
                 "",

@@ -21,7 +21,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,10 +30,12 @@ from confluent_kafka import KafkaError as CKafkaError
 
 from infra.credentials import read_secret
 from infra.errors import KafkaCallError, KafkaUnreachable, NotEnoughReplicas, PublishError
-from schemas.codec import encode_command, encode_headers, encode_key, encode_value
+from schemas.codec import decode, encode_command, encode_headers, encode_key, encode_value
 from schemas.commands import Command
 from schemas.config import KafkaSettings
+from schemas.errors import EventDecodeError
 from schemas.events import Event
+from schemas.topics import CLIENT_MAX_BYTES, Topics
 
 # A bootstrap string is a PLAINTEXT connection (tests, benchmarks); settings carry the security too.
 Connection = KafkaSettings | str
@@ -196,7 +198,7 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",
     "linger.ms": 5,
     "partitioner": "murmur2_random",
-    "message.max.bytes": 17 * 1024 * 1024,
+    "message.max.bytes": CLIENT_MAX_BYTES,
     "compression.type": "lz4",
 }
 
@@ -414,18 +416,45 @@ def watermarks(consumer: Any, topic: str, partition: int, timeout_s: float = 30.
 READER_GROUP = "samtuner-reader"  # never joined, never committed: readers assign() partitions
 
 
-def _reader(connection: Connection) -> Consumer:
-    return Consumer(
-        client_config(
-            connection,
-            **{
-                "group.id": READER_GROUP,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "fetch.message.max.bytes": 17 * 1024 * 1024,
-            },
-        )
+def consumer_config(connection: Connection, group_id: str, **extra: Any) -> dict[str, Any]:
+    """What every consumer of ours starts from: ``client_config``, its group, no auto-commit (a role
+    commits what it has handled, or nothing), and fetches sized for the largest message a topic
+    accepts (``schemas.topics``); ``extra`` adds or overrides librdkafka settings."""
+    return client_config(
+        connection,
+        **{"group.id": group_id, "enable.auto.commit": False, "fetch.message.max.bytes": CLIENT_MAX_BYTES, **extra},
     )
+
+
+def new_consumer(connection: Connection, group_id: str, **extra: Any) -> Consumer:
+    """A confluent-kafka consumer with ``consumer_config``: the one way a role gets one."""
+    return Consumer(consumer_config(connection, group_id, **extra))
+
+
+def new_reader(connection: Connection, group_id: str = "samtuner-reader", **extra: Any) -> Consumer:
+    """A consumer that ``assign()``s partitions and never joins its group or stores an offset."""
+    return new_consumer(connection, group_id, **{"enable.auto.offset.store": False, **extra})
+
+
+def event_or_none(value: bytes | None) -> Event | None:
+    """The event in a message's value, or None where it is not one (its dead letter is the decider's
+    or the projector's to write, not a reader's)."""
+    try:
+        return decode(value)
+    except EventDecodeError:
+        return None
+
+
+def events_in(messages: Iterable[RawMessage]) -> Iterator[Event]:
+    """The events among ``messages``, in order; what does not decode is skipped (see ``event_or_none``)."""
+    for msg in messages:
+        event = event_or_none(msg.value)
+        if event is not None:
+            yield event
+
+
+def _reader(connection: Connection) -> Consumer:
+    return new_reader(connection, READER_GROUP)
 
 
 def _read_ranges(
@@ -496,7 +525,7 @@ def read_range(
 
 def topic_counts(connection: Connection, topic: str, timeout_s: float = 10.0) -> int:
     """Messages currently in ``topic`` (high - low watermark summed over partitions)."""
-    consumer = Consumer(client_config(connection, **{"group.id": READER_GROUP}))
+    consumer = new_reader(connection, READER_GROUP)
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if meta is None or meta.error is not None:
@@ -516,3 +545,13 @@ def publish_command(publisher: EventPublisher, topic: str, command: Command) -> 
     """Send a command to the control topic (keyed by its user id)."""
     key, value, headers = encode_command(command)
     publisher.publish_raw(topic, key, value, headers)
+
+
+def send_command(
+    connection: Connection, command: Command, client_id: str = "samtuner-cli", timeout_s: float = 30.0
+) -> None:
+    """One command onto the control topic, acknowledged by the broker before this returns (a
+    :class:`PublishError` or :class:`KafkaUnreachable` otherwise)."""
+    publisher = KafkaEventPublisher(connection, client_id=client_id)
+    publish_command(publisher, Topics(settings_of(connection).topic_prefix).control, command)
+    publisher.flush(timeout_s=timeout_s)

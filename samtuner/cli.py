@@ -515,17 +515,19 @@ def registrar_cmd(config: ConfigOpt = None, log_level: LogOpt = "INFO") -> None:
     _run(config, frozenset({"registrar"}), log_level)
 
 
-def _send_command(cfg: Config, command: Command) -> None:
+def _send(cfg: Config, command: Command) -> None:
+    """One command onto the control topic, acknowledged, or the CLI's error naming why not."""
     from infra.errors import InfraError
-    from infra.kafka import KafkaEventPublisher, publish_command
-    from schemas.topics import Topics
+    from infra.kafka import send_command
 
-    publisher = KafkaEventPublisher(cfg.kafka, client_id="samtuner-cli")
     try:
-        publish_command(publisher, Topics(cfg.kafka.topic_prefix).control, command)
-        publisher.flush(timeout_s=30)
+        send_command(cfg.kafka, command)
     except InfraError as exc:
-        raise _fail(str(exc)) from exc
+        raise _fail(f"the command was not sent: {exc}") from exc
+
+
+def _send_adapter_command(cfg: Config, command: Command) -> None:
+    _send(cfg, command)
     typer.echo(f"{type(command).__name__} sent for {command.user_id} (command {command.command_id})")
 
 
@@ -545,7 +547,7 @@ def adapters_activate(
         command = ActivateAdapter(user_id=user, version=version, new_share=new_share, issued_by="cli")
     except ValidationError as exc:
         raise _fail(f"invalid command: {exc}", 2) from exc
-    _send_command(_kafka_config(config), command)
+    _send_adapter_command(_kafka_config(config), command)
 
 
 @adapters_app.command("deactivate")
@@ -553,7 +555,7 @@ def adapters_deactivate(user: str, config: ConfigOpt = None) -> None:
     """Serve USER from the base model (answers say so) until activated again."""
     from schemas.commands import DeactivateAdapter
 
-    _send_command(_kafka_config(config), DeactivateAdapter(user_id=user, issued_by="cli"))
+    _send_adapter_command(_kafka_config(config), DeactivateAdapter(user_id=user, issued_by="cli"))
 
 
 @adapters_app.command("show")
@@ -654,17 +656,8 @@ app.add_typer(pairs_app, name="pairs")
 app.add_typer(users_app, name="users")
 
 
-def _send(cfg: Config, command: Command) -> None:
-    from infra.errors import InfraError
-    from infra.kafka import KafkaEventPublisher, publish_command
-    from schemas.topics import Topics
-
-    publisher = KafkaEventPublisher(cfg.kafka, client_id="samtuner-cli")
-    try:
-        publish_command(publisher, Topics(cfg.kafka.topic_prefix).control, command)
-        publisher.flush()
-    except InfraError as exc:
-        raise _fail(f"the command was not sent: {exc}") from exc
+def _send_data_command(cfg: Config, command: Command) -> None:
+    _send(cfg, command)
     typer.echo(
         f"{command.command_type} sent (command id {command.command_id}); "  # type: ignore[attr-defined]
         "its outcome comes back as an event on the pairs topic"
@@ -676,7 +669,7 @@ def pairs_deactivate(user: str, pair_id: uuid.UUID, config: ConfigOpt = None) ->
     """Stop training on a pair (it stays stored with is_active = false)."""
     from schemas.commands import DeactivatePair
 
-    _send(_kafka_config(config), DeactivatePair(user_id=user, pair_id=pair_id))
+    _send_data_command(_kafka_config(config), DeactivatePair(user_id=user, pair_id=pair_id))
 
 
 @pairs_app.command("reweight")
@@ -690,7 +683,7 @@ def pairs_reweight(user: str, pair_id: uuid.UUID, weight: float, config: ConfigO
         command = ReweightPair(user_id=user, pair_id=pair_id, training_weight=weight)
     except ValidationError as exc:
         raise _fail(f"invalid weight: {exc.errors()[0]['msg']}", 2) from exc
-    _send(_kafka_config(config), command)
+    _send_data_command(_kafka_config(config), command)
 
 
 @users_app.command("erase")
@@ -711,7 +704,7 @@ def users_erase(
         raise _fail("erasing a user cannot be undone: add --yes", 2)
     cfg = _kafka_config(config)
     if wait <= 0:
-        _send(cfg, EraseUser(user_id=user))
+        _send_data_command(cfg, EraseUser(user_id=user))
         return
     try:
         command_id, erased = erase_and_follow(cfg, user, wait)
@@ -1129,10 +1122,9 @@ def cancel(
 ) -> None:
     """Cancel a queued or running training job (CancelTraining on the control topic)."""
     from infra.errors import InfraError
-    from infra.kafka import KafkaEventPublisher, publish_command
+    from infra.kafka import send_command
     from samtuner.training import find_job, ledger_from_topic
     from schemas.commands import CancelTraining
-    from schemas.topics import Topics
 
     cfg = _kafka_config(config)
     try:
@@ -1140,13 +1132,7 @@ def cancel(
         job = find_job(ledger, request)
         if job.done:
             raise _fail(f"job {job.request_id[:8]} already ended ({job.status}); nothing to cancel")
-        publisher = KafkaEventPublisher(cfg.kafka, client_id="samtuner-cli")
-        publish_command(
-            publisher,
-            Topics(cfg.kafka.topic_prefix).control,
-            CancelTraining(user_id=job.request.user_id, request_id=job.request.request_id),
-        )
-        publisher.flush()
+        send_command(cfg.kafka, CancelTraining(user_id=job.request.user_id, request_id=job.request.request_id))
     except (InfraError, LookupError) as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"cancel sent for job {job.request_id[:8]} ({job.status})")

@@ -30,18 +30,16 @@ from typing import Any
 
 import httpx
 import yaml
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from infra.broker import Broker, free_port
-from infra.kafka import KafkaEventPublisher, client_config
+from infra.kafka import KafkaEventPublisher, event_or_none, new_consumer
 from infra.topics import ensure_topics
 from samtuner.demo_answers import base_answers
 from samtuner.demo_plan import REAL_MODEL_PLAN, DemoPlan, DemoUser, feedback_lines
 from samtuner.demo_styles import style_rate
 from samtuner.fixtures import parse_line, replay
-from schemas.codec import decode
 from schemas.config import Config, deep_merge
-from schemas.errors import EventDecodeError
 from schemas.events import (
     AdapterPublished,
     TrainingFailed,
@@ -297,7 +295,7 @@ def _follow_training(
     bootstrap: str, topics: Topics, proc: subprocess.Popen[bytes], users: list[str], deadline: float
 ) -> dict[str, UserOutcome]:
     """Print the users' training progress until every one's job ended (published, rejected or failed)."""
-    consumer = Consumer(client_config(bootstrap, **{"group.id": "demo-follower", "enable.auto.commit": False}))
+    consumer = new_consumer(bootstrap, "demo-follower")
     parts = []
     for topic in (topics.pairs, topics.training, topics.adapters):
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
@@ -314,9 +312,8 @@ def _follow_training(
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
-            try:
-                event = decode(msg.value())
-            except EventDecodeError:
+            event = event_or_none(msg.value())
+            if event is None:
                 continue
             outcome = outcomes.get(event.user_id)
             if outcome is None or outcome.status != "waiting":
@@ -351,7 +348,7 @@ def _follow_training(
 
 def _crossing_times(bootstrap: str, topics: Topics, outcomes: dict[str, UserOutcome]) -> dict[str, float]:
     """When each published user's threshold-crossing feedback reached Kafka (its CreateTime)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "demo-times", "enable.auto.commit": False})
+    consumer = new_consumer(bootstrap, "demo-times")
     times: dict[str, float] = {}
     try:
         for user_id, outcome in outcomes.items():

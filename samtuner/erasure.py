@@ -5,14 +5,10 @@ from __future__ import annotations
 import time
 import uuid
 
-from confluent_kafka import Consumer
-
-from infra.kafka import client_config, publish_command
+from infra.kafka import event_or_none, new_reader, publish_command
 from samtuner.training import end_offsets
-from schemas.codec import decode
 from schemas.commands import EraseUser
 from schemas.config import Config
-from schemas.errors import EventDecodeError
 from schemas.events import UserErased
 from schemas.topics import Topics
 
@@ -23,11 +19,7 @@ def erase_and_follow(cfg: Config, user_id: str, timeout_s: float) -> tuple[uuid.
     from infra.kafka import KafkaEventPublisher
 
     topics = Topics(cfg.kafka.topic_prefix)
-    consumer = Consumer(
-        client_config(
-            cfg.kafka, **{"group.id": "samtuner-cli", "enable.auto.commit": False, "enable.auto.offset.store": False}
-        )
-    )
+    consumer = new_reader(cfg.kafka, "samtuner-cli")
     try:
         consumer.assign(end_offsets(cfg, topics.pairs))  # from the end, before the command exists
         command = EraseUser(user_id=user_id, issued_by="cli")
@@ -39,10 +31,7 @@ def erase_and_follow(cfg: Config, user_id: str, timeout_s: float) -> tuple[uuid.
             msg = consumer.poll(0.5)
             if msg is None or msg.error() is not None:
                 continue
-            try:
-                event = decode(msg.value())
-            except EventDecodeError:
-                continue
+            event = event_or_none(msg.value())
             if isinstance(event, UserErased) and event.command_id == command.command_id:
                 return command.command_id, event
         return command.command_id, None

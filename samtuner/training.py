@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -25,16 +25,16 @@ from infra.errors import KafkaCallError
 from infra.kafka import (
     EventPublisher,
     KafkaEventPublisher,
-    client_config,
     describe,
+    event_or_none,
+    events_in,
+    new_reader,
     publish_command,
     read_topic,
     watermarks,
 )
-from schemas.codec import decode
 from schemas.commands import CancelTraining, RequestTraining
 from schemas.config import Config
-from schemas.errors import EventDecodeError
 from schemas.events import (
     Event,
     TrainingCancelled,
@@ -145,7 +145,7 @@ class JobDisplay:
 
 
 def end_offsets(cfg: Config, topic: str) -> list[TopicPartition]:
-    consumer = Consumer(client_config(cfg.kafka, **{"group.id": "samtuner-cli"}))
+    consumer = new_reader(cfg.kafka, "samtuner-cli")
     try:
         try:
             meta = consumer.list_topics(topic, timeout=15).topics.get(topic)
@@ -182,11 +182,7 @@ def follow_training(
         if request_id is None
         else [TopicPartition(topics.training, tp.partition, 0) for tp in end_offsets(cfg, topics.training)]
     )
-    consumer = Consumer(
-        client_config(
-            cfg.kafka, **{"group.id": "samtuner-cli", "enable.auto.commit": False, "enable.auto.offset.store": False}
-        )
-    )
+    consumer = new_reader(cfg.kafka, "samtuner-cli")
     consumer.assign(starts)
     if request is not None:
         request()
@@ -204,11 +200,8 @@ def follow_training(
                     "is the decider running (`samtuner run` or `samtuner streams`)?"
                 )
             return False
-        try:
-            event = decode(msg.value())
-        except EventDecodeError:
-            return False
-        if event.user_id != user_id:
+        event = event_or_none(msg.value())
+        if event is None or event.user_id != user_id:
             return False
         if followed is None and isinstance(event, TrainingRequested) and event.trigger == "manual":
             followed = event.request_id
@@ -293,12 +286,7 @@ def next_local_version(store: Any, user_id: str) -> int:
 
 
 def ledger_from_topic(cfg: Config) -> tuple[L.Ledger, list[Event]]:
-    events: list[Event] = []
-    for msg in read_topic(cfg.kafka, Topics(cfg.kafka.topic_prefix).training):
-        try:
-            events.append(decode(msg.value))
-        except EventDecodeError:
-            continue
+    events = list(events_in(read_topic(cfg.kafka, Topics(cfg.kafka.topic_prefix).training)))
     ledger: L.Ledger = {}
     for event in events:
         ledger = L.apply(ledger, event)

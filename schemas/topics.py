@@ -49,6 +49,11 @@ DLQ = TopicSpec(
 
 ALL: tuple[TopicSpec, ...] = (FEEDBACK, PAIRS, TRAINING, ADAPTERS, CONTROL, INFERENCE, DLQ)
 
+# The largest message any topic accepts; brokers, producers and consumers allow that plus a MiB for a
+# record batch's overhead and the headers (a dead letter carries the original's and its own).
+MAX_MESSAGE_BYTES = max(spec.max_message_bytes for spec in ALL)
+CLIENT_MAX_BYTES = MAX_MESSAGE_BYTES + MIB
+
 
 @dataclass(frozen=True)
 class Topics:

@@ -37,7 +37,7 @@ from faust.types import TP, EventT, StreamT
 from infra.kafka import KafkaEventPublisher, RawMessage, aiokafka_auth, kafka_password, read_range
 from infra.metrics import RoleMetrics
 from schemas.config import Config, KafkaSettings
-from schemas.topics import Topics
+from schemas.topics import CLIENT_MAX_BYTES, Topics
 from streams.decide import DecideSettings
 from streams.decider import BatchDecider, DecidedBatch
 from streams.faust_guards import guard_commit_holes, mark_acked, repair_acks
@@ -50,7 +50,7 @@ from streams.tokens import token_counter
 
 log = logging.getLogger("samtuner.streams")
 
-MAX_MESSAGE = 17 * 1024 * 1024
+MAX_MESSAGE = CLIENT_MAX_BYTES
 # The state table is keyed by user (streams/journal.py): its changelog must compact for a restore to
 # read users, not history. Small segments (the active one is never cleaned), a low dirty ratio, and
 # tombstones (erased users) kept one minute after cleaning.

@@ -14,9 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from infra.clickhouse import ClickHouseStore
-from infra.kafka import RawMessage
-from schemas.codec import decode
-from schemas.errors import EventDecodeError
+from infra.kafka import RawMessage, events_in
 from schemas.events import (
     PairAccepted,
     PairDeactivated,
@@ -56,11 +54,7 @@ def from_store(store: ClickHouseStore, user_id: str | None) -> list[dict[str, An
 def from_log(messages: Iterable[RawMessage], user_id: str | None) -> list[dict[str, Any]]:
     """Fold PairAccepted / PairDeactivated / PairReweighted / UserForgotten into the active pairs."""
     pairs: dict[tuple[str, str], dict[str, Any]] = {}
-    for msg in messages:
-        try:
-            event = decode(msg.value)
-        except EventDecodeError:
-            continue
+    for event in events_in(messages):
         if user_id is not None and event.user_id != user_id:
             continue
         if isinstance(event, PairAccepted):

@@ -12,10 +12,10 @@ from __future__ import annotations
 import threading
 from typing import cast
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from infra.errors import KafkaCallError
-from infra.kafka import Connection, client_config
+from infra.kafka import Connection, new_consumer
 
 SRC_TOPIC, SRC_PARTITION, SRC_OFFSET, SRC_INDEX = "src.topic", "src.partition", "src.offset", "src.index"
 NONE: tuple[int, int] = (-1, -1)
@@ -56,16 +56,7 @@ class OutputMarks:
 
     def _scan(self, partition: int) -> None:
         """Read the tail of the output partition with the same number (the topics are co-partitioned)."""
-        consumer = Consumer(
-            client_config(
-                self.connection,
-                **{
-                    "group.id": "samtuner-output-marks",
-                    "enable.auto.commit": False,
-                    "fetch.message.max.bytes": 17 * 1024 * 1024,
-                },
-            )
-        )
+        consumer = new_consumer(self.connection, "samtuner-output-marks")
         try:
             tp = TopicPartition(self.output_topic, partition)
             low, high = consumer.get_watermark_offsets(tp, timeout=self.timeout_s)

@@ -12,13 +12,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import KafkaException
 
-from infra.kafka import RawMessage, client_config, read_topic, to_raw_message
+from infra.kafka import RawMessage, events_in, new_consumer, read_topic, to_raw_message
 from infra.metrics import RoleMetrics, consumer_lag
-from schemas.codec import decode
 from schemas.config import Config
-from schemas.errors import EventDecodeError
 from schemas.events import TrainingRequested
 from schemas.topics import Topics
 from streams.projector import Projector
@@ -37,11 +35,7 @@ class ProjectorStats:
 def known_requests(cfg: Config) -> set[str]:
     """Training requests already in the training log (read once at start)."""
     out = set()
-    for msg in read_topic(cfg.kafka, Topics(cfg.kafka.topic_prefix).training):
-        try:
-            event = decode(msg.value)
-        except EventDecodeError:
-            continue
+    for event in events_in(read_topic(cfg.kafka, Topics(cfg.kafka.topic_prefix).training)):
         if isinstance(event, TrainingRequested):
             out.add(str(event.request_id))
     return out
@@ -83,18 +77,14 @@ class ProjectorConsumer:
 
     def run(self, stop: threading.Event) -> None:
         self.projector.known_requests |= known_requests(self.cfg)
-        consumer = Consumer(
-            client_config(
-                self.cfg.kafka,
-                **{
-                    "group.id": f"{self.cfg.streams.app_id}-projector",
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                    "fetch.message.max.bytes": 17 * 1024 * 1024,
-                    "max.poll.interval.ms": 600_000,
-                    "session.timeout.ms": int(self.cfg.streams.session_timeout_s * 1000),
-                },
-            )
+        consumer = new_consumer(
+            self.cfg.kafka,
+            f"{self.cfg.streams.app_id}-projector",
+            **{
+                "auto.offset.reset": "earliest",
+                "max.poll.interval.ms": 600_000,
+                "session.timeout.ms": int(self.cfg.streams.session_timeout_s * 1000),
+            },
         )
         consumer.subscribe(projector_topics(self.topics))
         self.metrics.gauges.lag = lambda: consumer_lag(consumer)

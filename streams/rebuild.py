@@ -38,7 +38,7 @@ from confluent_kafka import KafkaError as CKafkaError
 from infra.artifacts import ArtifactStore
 from infra.clickhouse import ClickHouseStore, embedded_holder, fresh_database_name, open_store
 from infra.errors import InfraError, SwapIncomplete
-from infra.kafka import RawMessage, client_config, to_raw_message, watermarks
+from infra.kafka import RawMessage, new_reader, to_raw_message, watermarks
 from schemas.config import Config
 from schemas.events import Event
 from schemas.secrets import redact_url
@@ -188,18 +188,7 @@ class TimeOrderedMerge:
 
 def _reader(cfg: Config) -> Consumer:
     # assign() only and no commit, ever: the live projector's group and its offsets are never touched.
-    return Consumer(
-        client_config(
-            cfg.kafka,
-            **{
-                "group.id": f"{cfg.streams.app_id}-rebuild",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "enable.partition.eof": True,
-                "fetch.message.max.bytes": 17 * 1024 * 1024,
-            },
-        )
-    )
+    return new_reader(cfg.kafka, f"{cfg.streams.app_id}-rebuild", **{"enable.partition.eof": True})
 
 
 def source_ranges(

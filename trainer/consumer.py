@@ -16,10 +16,10 @@ import time
 import uuid
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from infra.errors import InfraError
-from infra.kafka import EventPublisher, KafkaEventPublisher, client_config, read_topic, to_raw_message
+from infra.kafka import EventPublisher, KafkaEventPublisher, events_in, new_consumer, read_topic, to_raw_message
 from infra.metrics import CountingPublisher, RoleMetrics, consumer_lag
 from schemas.codec import decode
 from schemas.config import Config
@@ -71,13 +71,7 @@ class TrainingConsumer:
         """Every event of ``partitions``: a worker decides nothing about a partition it could not read."""
         for attempt in range(1, attempts + 1):
             try:
-                events: list[Event] = []
-                for msg in read_topic(self.cfg.kafka, self.topics.training, partitions=partitions):
-                    try:
-                        events.append(decode(msg.value))
-                    except EventDecodeError:
-                        continue
-                return events
+                return list(events_in(read_topic(self.cfg.kafka, self.topics.training, partitions=partitions)))
             except InfraError as exc:
                 if attempt == attempts:
                     raise
@@ -110,19 +104,16 @@ class TrainingConsumer:
         jobs = threading.Thread(target=self.worker.run_jobs, args=(stop,), name="trainer-jobs", daemon=True)
         control.start()
         jobs.start()
-        consumer = Consumer(
-            client_config(
-                self.cfg.kafka,
-                **{
-                    "group.id": self.cfg.trainer.group_id,
-                    "client.id": self.worker_id,
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                    "max.poll.interval.ms": self.cfg.trainer.max_poll_interval_ms,
-                    "session.timeout.ms": self.cfg.trainer.session_timeout_ms,
-                    "partition.assignment.strategy": "cooperative-sticky",
-                },
-            )
+        consumer = new_consumer(
+            self.cfg.kafka,
+            self.cfg.trainer.group_id,
+            **{
+                "client.id": self.worker_id,
+                "auto.offset.reset": "earliest",
+                "max.poll.interval.ms": self.cfg.trainer.max_poll_interval_ms,
+                "session.timeout.ms": self.cfg.trainer.session_timeout_ms,
+                "partition.assignment.strategy": "cooperative-sticky",
+            },
         )
         self._consumer = consumer
         self.metrics.gauges.lag = lambda: consumer_lag(consumer)

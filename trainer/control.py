@@ -17,7 +17,7 @@ from collections.abc import Callable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from infra.errors import KafkaCallError
-from infra.kafka import client_config, watermarks
+from infra.kafka import new_reader, watermarks
 from schemas.codec import decode_command
 from schemas.commands import CancelTraining, EraseUser
 from schemas.config import Config
@@ -40,16 +40,7 @@ class ControlFollower:
         self.on_erase = on_erase
 
     def run(self, stop: threading.Event, ready: threading.Event) -> None:
-        consumer = Consumer(
-            client_config(
-                self.cfg.kafka,
-                **{
-                    "group.id": "samtuner-trainer-control",  # never joins: assign() only, nothing committed
-                    "enable.auto.commit": False,
-                    "enable.auto.offset.store": False,
-                },
-            )
-        )
+        consumer = new_reader(self.cfg.kafka, "samtuner-trainer-control")  # assign() only, nothing committed
         try:
             ends = self._assign(consumer, stop)
             if not ends:
