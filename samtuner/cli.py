@@ -248,6 +248,14 @@ def topics(config: ConfigOpt = None) -> None:
     typer.echo(f"created: {', '.join(created) if created else 'none (all exist)'}")
 
 
+@app.command("roles")
+def roles(config: ConfigOpt = None) -> None:
+    """The roles: what each reads, writes and keeps (schemas/roles.py), with this config's topic names."""
+    from schemas.roles import roles_markdown
+
+    typer.echo(roles_markdown(_config(config).kafka.topic_prefix))
+
+
 @app.command("migrate")
 def migrate(config: ConfigOpt = None) -> None:
     """Create the ClickHouse database and tables (idempotent)."""
