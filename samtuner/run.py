@@ -96,8 +96,8 @@ def run_roles(cfg: Config, roles: frozenset[str] = ALL_ROLES, loglevel: str = "w
                 ThreadRole("projector", _projector_role(cfg, store, metrics["projector"]), stop), THREAD_POLICY
             )
         if "trainer" in roles:
+            from trainer.consumer import run_trainer
             from trainer.library_config import validate_training_config
-            from trainer.worker import run_trainer
 
             validate_training_config(cfg)  # a bad training config stops the start, not every job
 

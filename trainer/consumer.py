@@ -178,3 +178,19 @@ class TrainingConsumer:
             self.offsets.committed(positions)
         except KafkaException as exc:
             log.warning("commit failed (the request may run again, idempotently): %s", exc)
+
+
+def run_trainer(
+    cfg: Config,
+    stop: threading.Event,
+    publisher: EventPublisher | None = None,
+    runner: JobRunner | None = None,
+    worker_id: str | None = None,
+    metrics: Any = None,
+) -> None:
+    """The Kafka loop around :class:`TrainerWorker`, until ``stop`` is set."""
+    try:
+        TrainingConsumer(cfg, publisher=publisher, runner=runner, worker_id=worker_id, metrics=metrics).run(stop)
+    except Exception:
+        log.critical("the trainer stopped: no training jobs run in this process", exc_info=True)
+        raise

@@ -530,21 +530,3 @@ class TrainerWorker:
 
     def _discard(self, rid: str) -> None:
         checkpoints.discard(self._checkpoint_dir(rid))
-
-
-def run_trainer(
-    cfg: Config,
-    stop: threading.Event,
-    publisher: EventPublisher | None = None,
-    runner: JobRunner | None = None,
-    worker_id: str | None = None,
-    metrics: Any = None,
-) -> None:
-    """The Kafka loop around :class:`TrainerWorker`, until ``stop`` is set."""
-    from trainer.consumer import TrainingConsumer
-
-    try:
-        TrainingConsumer(cfg, publisher=publisher, runner=runner, worker_id=worker_id, metrics=metrics).run(stop)
-    except Exception:
-        log.critical("the trainer stopped: no training jobs run in this process", exc_info=True)
-        raise

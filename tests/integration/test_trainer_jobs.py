@@ -33,10 +33,10 @@ from schemas.events import (
 from schemas.topics import Topics
 from tests.integration.harness import RunningProcess, events_on, wait_for
 from tests.trainer_fakes import FakeJobRunner, fail, succeed
+from trainer.consumer import run_trainer
 from trainer.local import local_request, pair_rows
 from trainer.manifest import read_manifest
 from trainer.runner import JobRunner
-from trainer.worker import run_trainer
 
 pytestmark = pytest.mark.integration
 
