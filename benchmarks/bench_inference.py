@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from inference.base import configure_torch, load_served_base
 from inference.cache_sim import belady_hit_rate, independent_zipf, replay, session_zipf, static_top_hit_rate
 from inference.follow import RegistryFollower
 from inference.node import InferenceNode
@@ -113,7 +114,9 @@ class Bench:
         )
 
     def node(self, name: str, publisher: Any = None, **inference: Any) -> InferenceNode:
-        return InferenceNode(self.config(name, **inference), publisher)
+        cfg = self.config(name, **inference)
+        configure_torch(cfg)
+        return InferenceNode(cfg, publisher, load_served_base(cfg))
 
     def adapter(self, node: InferenceNode, user: str, version: int, seed: int | None = None) -> AdapterPublished:
         store = ArtifactStore(node.cfg.artifact_root)
@@ -415,7 +418,8 @@ def measure_publish_to_served(bench: Bench, broker: Broker, mode: str, trials: i
         ensure_topics(cfg.kafka)
         topic = Topics(cfg.kafka.topic_prefix).adapters
         publisher = KafkaEventPublisher(broker.bootstrap, client_id="bench-trainer")
-        node = InferenceNode(cfg, KafkaEventPublisher(broker.bootstrap, client_id="bench-node"))
+        configure_torch(cfg)
+        node = InferenceNode(cfg, KafkaEventPublisher(broker.bootstrap, client_id="bench-node"), load_served_base(cfg))
         follower = RegistryFollower(cfg, node)
         thread = threading.Thread(target=follower.run, args=(stop,), daemon=True)
         thread.start()

@@ -29,11 +29,12 @@ from typing import Any, cast
 
 import torch
 
+from inference.base import ServedBase
 from inference.cache import AdapterCache, Lease
 from inference.errors import AdapterRejected, CacheError, GenerationError, LimitExceeded
 from inference.generator import GENERATION_OPTIONS, ChatEncoder, Detokenizer, stop_token_ids
 from inference.loader import AdapterLoader
-from inference.lora import LoRARuntime, LoRAWeights
+from inference.lora import LoRAWeights
 from inference.metrics import NodeMetrics
 from inference.pending import PendingAnswer
 from inference.policies import make_policy
@@ -81,20 +82,11 @@ class InferenceNode:
         self,
         cfg: Config,
         publisher: EventPublisher | None,
-        model: Any | None = None,
-        tokenizer: Any | None = None,
-        base_sha256: str | None = None,
+        base: ServedBase,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        from transformers.utils import logging as hf_logging
-
-        from infra.models import load_base_model, load_tokenizer, weights_sha256
-
-        hf_logging.set_verbosity_error()
-        if cfg.inference.torch_threads is not None:
-            import torch
-
-            torch.set_num_threads(cfg.inference.torch_threads)
+        """A node around ``base`` (``inference.base.load_served_base``): it loads nothing itself and
+        changes no process-wide setting (``inference.base.configure_torch`` does, once per process)."""
         self.cfg = cfg
         self.node_id = cfg.inference.node_id
         self.topics = Topics(cfg.kafka.topic_prefix)
@@ -105,14 +97,9 @@ class InferenceNode:
                 self.node_id,
             )
         self._clock = clock
-        tokenizer = tokenizer or load_tokenizer(cfg.model.base)
-        model = model or load_base_model(cfg.model, cfg.quantization)
-        model.requires_grad_(False)
-        model.eval()
+        model, tokenizer = base.model, base.tokenizer
         serving = cfg.inference
-        self.runtime = LoRARuntime(
-            model, serving.lora_serving, int(serving.merge_scratch_mb * 2**20), max_rows=serving.max_batch_size
-        )
+        self.runtime = base.runtime
         self.encoder = ChatEncoder(tokenizer)
         context = getattr(model.config, "max_position_embeddings", None)
         self._context_tokens = int(context) if isinstance(context, int) else None
@@ -124,7 +111,7 @@ class InferenceNode:
             serving.limits.max_queue,
             pad_id=int(tokenizer.pad_token_id or 0),
         )
-        self.base_sha256 = base_sha256 or weights_sha256(cfg.model.base)
+        self.base_sha256 = base.sha256
         cache_cfg = cfg.inference.cache
         self.loader = AdapterLoader(
             ArtifactStore(cfg.artifact_root),

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from inference.base import configure_torch, load_served_base
 from inference.follow import RegistrarWorker, RegistryFollower
 from inference.node import InferenceNode
 from infra.kafka import KafkaEventPublisher, publish_command
@@ -54,7 +55,8 @@ def start_node(
     auth = Authenticator.from_settings(cfg.auth)
     auth.check_bind(cfg.inference.host, "the inference node's address (inference.host)")
     publisher = KafkaEventPublisher(cfg.kafka, client_id=f"samtuner-node-{cfg.inference.node_id}")
-    node = InferenceNode(cfg, publisher)
+    configure_torch(cfg)  # process-wide settings, before the model is loaded
+    node = InferenceNode(cfg, publisher, load_served_base(cfg))
     follower = RegistryFollower(cfg, node)
     control = Topics(cfg.kafka.topic_prefix).control
 

@@ -6,6 +6,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from inference.base import configure_torch, load_served_base
 from inference.node import InferenceNode
 from infra.artifacts import ArtifactStore
 from infra.demo_model.adapter import build_adapter
@@ -71,7 +72,8 @@ class NodeKit:
     def __init__(self, tmp_path: Path, tiny_model: Path, model: Any = None, **inference: Any) -> None:
         self.cfg = node_config(tmp_path, tiny_model, **inference)
         self.publisher = FakePublisher()
-        self.node = InferenceNode(self.cfg, self.publisher, model=model)
+        configure_torch(self.cfg)
+        self.node = InferenceNode(self.cfg, self.publisher, load_served_base(self.cfg, model))
         self.store = ArtifactStore(self.cfg.artifact_root)
 
     def adapter(self, user: str, version: int, seed: int | None = None) -> AdapterPublished:

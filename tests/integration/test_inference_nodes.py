@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from inference.base import load_served_base
 from infra.artifacts import ArtifactStore
 from infra.clickhouse import ClickHouseStore
 from infra.demo_model.adapter import build_adapter
@@ -186,8 +187,8 @@ def test_concurrent_users_use_their_own_adapter_while_versions_arrive_through_ka
     }
     events.update(later)
     publisher = KafkaEventPublisher(cfg.kafka.bootstrap_servers)
-    node = InferenceNode(cfg, publisher)
-    reference = InferenceNode(cfg.with_overrides(inference={"node_id": "reference"}), None)
+    node = InferenceNode(cfg, publisher, load_served_base(cfg))
+    reference = InferenceNode(cfg.with_overrides(inference={"node_id": "reference"}), None, load_served_base(cfg))
     for (user, version), event in events.items():
         reference.apply(event.model_copy(update={"user_id": f"ref-{user}-{version}"}))
     expected = {key: reference.generate_personalized_response(PROMPT, f"ref-{key[0]}-{key[1]}").text for key in events}
