@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from infra.analytics import run_analytic
 from infra.clickhouse import MAX_RESULT_ROWS, ClickHouseStore
 from schemas.analytics import CATALOGUE
-from streams import rows as R
+from streams.projector import rows as R
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 REASONS = ["low_quality", "duplicate_pair", "near_duplicate", "chosen_too_long", "low_confidence", "contradiction"]

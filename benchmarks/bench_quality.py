@@ -50,7 +50,7 @@ from benchmarks.quality_data import STYLES, Prompt, Style, prompts  # noqa: E402
 from infra.artifacts import ArtifactStore  # noqa: E402
 from schemas.config import Config, default_cache_dir  # noqa: E402
 from schemas.events import Event, TrainingFailed, TrainingProgressed, TrainingRejected, TrainingSucceeded  # noqa: E402
-from streams.quality import similarity  # noqa: E402
+from streams.decider.quality import similarity  # noqa: E402
 from trainer import gate  # noqa: E402
 from trainer.local import example_rows, local_request, pair_rows  # noqa: E402
 from trainer.manifest import read_manifest  # noqa: E402
@@ -193,7 +193,9 @@ def user_data(
         (p.question, style.correct(answers[p.question]["answer"]), answers[p.question]["answer"]) for p in chosen
     ]
     rows = pair_rows(f"bench-{style.name}-{seed}", triples)
-    for row in rows:  # the decider's near-identical flag (streams/quality.py), so the trainer sees what it would
+    for (
+        row
+    ) in rows:  # the decider's near-identical flag (streams/decider/quality.py), so the trainer sees what it would
         sim = similarity(row["chosen_response"], row["rejected_response"])
         row["metadata"] = {"near_identical": sim >= near_identical_at, "similarity": round(sim, 4)}
     return rows, outside

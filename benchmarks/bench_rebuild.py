@@ -28,7 +28,7 @@ from infra.topics import ensure_topics  # noqa: E402
 from schemas.config import Config  # noqa: E402
 from schemas.events import FeedbackReceived, PairAccepted, SourceRef  # noqa: E402
 from schemas.topics import Topics  # noqa: E402
-from streams.rebuild import RebuildProgress, rebuild  # noqa: E402
+from streams.projector.rebuild import RebuildProgress, rebuild  # noqa: E402
 
 
 def main() -> None:

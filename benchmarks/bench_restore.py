@@ -1,5 +1,5 @@
 """make bench-restore: how long a fresh decider takes to load its state after 20,000 and after
-200,000 feedback events from the same 500 users (streams/journal.py: state keyed by user, bounded).
+200,000 feedback events from the same 500 users (streams/decider/journal.py: state keyed by user, bounded).
 
 For each stage a real decider (`samtuner streams --role decider`, a subprocess, on its own broker)
 handles the new events until its group has committed them all, and is stopped (SIGTERM). The

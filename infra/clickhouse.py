@@ -11,7 +11,7 @@ and puts a per-query setting on the last one only, and a refused write leaves ``
 session it was tried on (so never on the projector's). A failed query closes that client (chDB leaves
 the rest of a failed multi-statement query pending on it); the next one opens a fresh one.
 
-Rebuilds (``streams/rebuild.py``) use :func:`fresh_database_name`, :meth:`ClickHouseStore.swap_tables`
+Rebuilds (``streams/projector/rebuild.py``) use :func:`fresh_database_name`, :meth:`ClickHouseStore.swap_tables`
 and :meth:`ClickHouseStore.drop_database`: tables are built in a database of their own, then swapped
 in with ``EXCHANGE TABLES`` (Atomic databases: chDB's default and a server's), or by renames where the
 engine has no exchange (Ordinary databases).

@@ -458,7 +458,7 @@ def projections_rebuild(
 ) -> None:
     """Rebuild the projection tables from the topics (help: REBUILD_HELP)."""
     from streams.errors import RebuildError, UnknownProjection
-    from streams.rebuild import RebuildProgress, rebuild, select_tables
+    from streams.projector.rebuild import RebuildProgress, rebuild, select_tables
 
     try:
         tables = select_tables(table)
@@ -742,7 +742,7 @@ def pairs_export(
     from infra.errors import InfraError, StoreError
     from infra.kafka import check_reachable, read_topic
     from schemas.topics import Topics
-    from streams import export
+    from streams.projector import export
 
     if fmt not in ("jsonl", "parquet"):
         raise _fail(f"unknown format {fmt!r}; valid: jsonl, parquet", 2)

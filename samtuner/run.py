@@ -196,8 +196,8 @@ class _ServerHandle:
 
 
 def _projector_role(cfg: Config, store: ClickHouseStore, metrics: RoleMetrics) -> Callable[[threading.Event], None]:
-    from streams.projector import ClickHouseSink, Projector
-    from streams.projector_consumer import ProjectorConsumer
+    from streams.projector.consumer import ProjectorConsumer
+    from streams.projector.projection import ClickHouseSink, Projector
 
     def run(stop: threading.Event) -> None:  # a restart builds it afresh (the store stays open)
         publisher = CountingPublisher(KafkaEventPublisher(cfg.kafka, client_id="samtuner-projector"), metrics)
@@ -212,7 +212,7 @@ def _projector_role(cfg: Config, store: ClickHouseStore, metrics: RoleMetrics) -
 def _run_faust(cfg: Config, loglevel: str, metrics: RoleMetrics) -> None:
     from faust.worker import Worker
 
-    from streams.app import StreamsStats, create_app
+    from streams.decider.app import StreamsStats, create_app
 
     stats = StreamsStats()
     app = create_app(cfg, stats, metrics)

@@ -439,7 +439,7 @@ class EvaluationSettings(Section):
 
 
 class StateSettings(Section):
-    """How much the decider remembers per user (``streams/journal.py``): the changelog of its state
+    """How much the decider remembers per user (``streams/decider/journal.py``): the changelog of its state
     keeps one value per key, so its size, and a restart's restore time, follow the number of users times these bounds.
 
     Counts, not a time window: the state must be a function of the log alone (a batch decided again

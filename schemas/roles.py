@@ -14,7 +14,7 @@ from schemas.topics import ADAPTERS, CONTROL, DLQ, FEEDBACK, INFERENCE, PAIRS, T
 @dataclass(frozen=True)
 class RoleSpec:
     name: str
-    package: str  # where its code lives
+    package: str  # where its code lives (a dotted package)
     command: str  # how it runs alone
     does: str
     reads: tuple[TopicSpec, ...]
@@ -25,7 +25,7 @@ class RoleSpec:
 ROLES: tuple[RoleSpec, ...] = (
     RoleSpec(
         "decider",
-        "streams",
+        "streams.decider",
         "samtuner streams --role decider",
         "validates, scores and de-duplicates feedback; carries out data commands; counts to the threshold",
         reads=(FEEDBACK, CONTROL, PAIRS),  # the pairs topic's tail: what is already out, after a restart
@@ -34,7 +34,7 @@ ROLES: tuple[RoleSpec, ...] = (
     ),
     RoleSpec(
         "projector",
-        "streams",
+        "streams.projector",
         "samtuner streams --role projector",
         "projects the topics into ClickHouse; snapshots a user's dataset and requests training",
         reads=(FEEDBACK, PAIRS, TRAINING, ADAPTERS, INFERENCE, DLQ),
@@ -81,5 +81,6 @@ def roles_markdown(prefix: str = "") -> str:
     lines = ["| role | code | runs alone as | reads | writes | keeps |", "| --- | --- | --- | --- | --- | --- |"]
     for r in ROLES:
         keeps = "; ".join(r.stores) or "nothing"
-        lines.append(f"| {r.name} | `{r.package}/` | `{r.command}` | {names(r.reads)} | {names(r.writes)} | {keeps} |")
+        code = r.package.replace(".", "/")
+        lines.append(f"| {r.name} | `{code}/` | `{r.command}` | {names(r.reads)} | {names(r.writes)} | {keeps} |")
     return "\n".join(lines)

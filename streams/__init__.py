@@ -1,8 +1,8 @@
 """Stream processors: feedback -> validated pairs -> ClickHouse projections and training requests."""
 
-from streams.decide import DecideSettings, Decision, Lookups, decide_command, decide_feedback
+from streams.decider.decisions import DecideSettings, Decision, Lookups, decide_command, decide_feedback
 from streams.errors import StreamsError
-from streams.projector import ClickHouseSink, Projector
+from streams.projector.projection import ClickHouseSink, Projector
 
 __all__ = [
     "ClickHouseSink",

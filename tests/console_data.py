@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas.ids import feedback_event_id, pair_id
-from streams.rows import PAIR_COLUMNS, REJECTED_COLUMNS
+from streams.projector.rows import PAIR_COLUMNS, REJECTED_COLUMNS
 
 BASE_TIME = datetime(2026, 11, 1, tzinfo=UTC)
 WORDS = (

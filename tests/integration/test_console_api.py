@@ -33,7 +33,7 @@ from schemas.events import (
     PairRejected,
     TrainingSucceeded,
 )
-from streams.projector import ClickHouseSink, Projector
+from streams.projector.projection import ClickHouseSink, Projector
 from tests.fakes import FakePublisher
 from tests.unit.test_decide import Decider, fb
 from tests.unit.test_projector import TOPICS, as_messages

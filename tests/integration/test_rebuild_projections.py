@@ -27,8 +27,8 @@ from schemas.config import Config
 from schemas.ddl import INSERT_TIME_COLUMNS
 from schemas.events import AdapterPublished, PairAccepted, UserErased
 from schemas.topics import Topics
-from streams.projector_consumer import projector_topics
-from streams.rebuild import PROJECTIONS, RebuildProgress, rebuild
+from streams.projector.consumer import projector_topics
+from streams.projector.rebuild import PROJECTIONS, RebuildProgress, rebuild
 from tests.integration.harness import ROOT, MakeConfig, RunningProcess, events_on, wait_caught_up, wait_for
 
 pytestmark = pytest.mark.integration

@@ -26,7 +26,7 @@ from infra.kafka import KafkaEventPublisher, RawMessage, read_topic
 from infra.topics import ensure_topics
 from schemas.config import Config
 from schemas.topics import Topics
-from streams.fence import GENERATION, WORKER, source_partition
+from streams.decider.fence import GENERATION, WORKER, source_partition
 from tests.integration.harness import (
     ROOT,
     MakeConfig,

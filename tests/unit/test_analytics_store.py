@@ -48,8 +48,8 @@ from schemas.events import (
     TrainingSucceeded,
 )
 from schemas.topics import Topics
-from streams import rows as R
-from streams.projector import ClickHouseSink, Projector
+from streams.projector import rows as R
+from streams.projector.projection import ClickHouseSink, Projector
 from tests.conftest import ROOT, make_config_at
 from tests.fakes import FakePublisher
 

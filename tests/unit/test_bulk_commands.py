@@ -8,7 +8,7 @@ from pathlib import Path
 
 from schemas.commands import DeactivatePairs, RequestTraining, ReweightPairs
 from schemas.events import CommandRejected, PairAccepted, PairsDeactivated, PairsReweighted, TrainingProgressed
-from streams.export import from_log
+from streams.projector.export import from_log
 from tests.fakes import FakePublisher, FakeSink
 from tests.unit.test_decide import Decider, fb
 from tests.unit.test_projector import TOPICS, as_messages, projector

@@ -27,10 +27,10 @@ from schemas.events import (
 )
 from schemas.ids import feedback_event_id
 from schemas.topics import Topics
-from streams.decide import DecideSettings
-from streams.decider import BatchDecider
-from streams.journal import DeciderMemory, StateLimits, apply_writes
-from streams.similarity import MinHasher, UserIndexes
+from streams.decider.batch import BatchDecider
+from streams.decider.decisions import DecideSettings
+from streams.decider.journal import DeciderMemory, StateLimits, apply_writes
+from streams.decider.similarity import MinHasher, UserIndexes
 
 TOPICS = Topics()
 T0 = datetime(2026, 11, 25, tzinfo=UTC)

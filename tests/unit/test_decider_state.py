@@ -1,5 +1,5 @@
 """The decider's state as it is stored: one value per user, bounded rings, a head per partition, and
-what a restart, an erasure or an old journal make of it (streams/journal.py)."""
+what a restart, an erasure or an old journal make of it (streams/decider/journal.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 
 from schemas.commands import EraseUser
 from schemas.events import Event, PairAccepted, PairRejected
+from streams.decider.journal import SEP, StateLimits, head_key, old_entry_key, user_value_key
+from streams.decider.state import encode_signature
 from streams.errors import JournalFormatError
-from streams.journal import SEP, StateLimits, head_key, old_entry_key, user_value_key
-from streams.state import encode_signature
 from tests.unit.test_decide import TOPICS, Decider, codes, fb
 
 SMALL = StateLimits(max_sightings_per_user=4, max_signatures_per_user=2)

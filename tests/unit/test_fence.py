@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from streams.decider import DecidedBatch, Outgoing
-from streams.fence import GENERATION, WORKER, PartitionFence, fence_off, lost_since, source_partition, stamped
-from streams.output_marks import source_headers
+from streams.decider.batch import DecidedBatch, Outgoing
+from streams.decider.fence import GENERATION, WORKER, PartitionFence, fence_off, lost_since, source_partition, stamped
+from streams.decider.output_marks import source_headers
 
 
 def decision(partition: int, offset: int) -> Outgoing:

@@ -10,7 +10,7 @@ from infra.kafka import RawMessage
 from schemas.codec import encode_value
 from schemas.events import AnswerServed, FeedbackReceived
 from schemas.topics import Topics
-from streams.projector import Projector
+from streams.projector.projection import Projector
 from tests.fakes import FakePublisher, FakeSink
 
 TOPICS = Topics()

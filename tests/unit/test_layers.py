@@ -110,3 +110,12 @@ def test_no_module_imports_itself_round_a_cycle() -> None:
 
 def test_the_cycle_check_finds_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_two_stream_roles_share_only_the_streams_errors() -> None:
+    graph = module_graph()
+    for role, sibling in (("streams.decider", "streams.projector"), ("streams.projector", "streams.decider")):
+        for module, deps in graph.items():
+            if module == role or module.startswith(role + "."):
+                crossing = sorted(d for d in deps if d == sibling or d.startswith(sibling + ".") or d == "streams")
+                assert crossing == [], f"{module} imports {crossing}"

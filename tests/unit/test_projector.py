@@ -14,7 +14,7 @@ from schemas.events import AdapterRevoked, Event, PairAccepted, TrainingRequeste
 from schemas.ids import user_key
 from schemas.snapshot import read_snapshot
 from schemas.topics import Topics
-from streams.projector import Projector
+from streams.projector.projection import Projector
 from tests.fakes import FakePublisher, FakeSink
 from tests.unit.test_decide import Decider, fb
 

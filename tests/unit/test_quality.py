@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.quality import quality_score, similarity
+from streams.decider.quality import quality_score, similarity
 
 
 def test_similarity_is_word_overlap() -> None:

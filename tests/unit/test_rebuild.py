@@ -23,8 +23,15 @@ from schemas.ddl import INSERT_TIME_COLUMNS
 from schemas.ids import user_key
 from schemas.topics import Topics
 from streams.errors import RebuildError, UnknownProjection
-from streams.projector import COLUMNS, Projector
-from streams.rebuild import PROJECTIONS, RefusingPublisher, SelectedSink, TimeOrderedMerge, replay, select_tables
+from streams.projector.projection import COLUMNS, Projector
+from streams.projector.rebuild import (
+    PROJECTIONS,
+    RefusingPublisher,
+    SelectedSink,
+    TimeOrderedMerge,
+    replay,
+    select_tables,
+)
 from tests.fakes import FakeSink
 from tests.unit.test_decide import Decider, fb
 from tests.unit.test_projector import as_messages

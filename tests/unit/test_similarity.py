@@ -14,7 +14,7 @@ import xxhash
 from datasketch import MinHash, MinHashLSH
 
 from schemas.config import QualitySettings
-from streams.similarity import MinHasher, UserIndexes, nearest, pair_text
+from streams.decider.similarity import MinHasher, UserIndexes, nearest, pair_text
 
 THRESHOLD = QualitySettings().near_duplicate_jaccard
 WORDS = [f"w{i:03d}" for i in range(300)] + ["Straße", "café", "naïve", "東京", "Ωmega", "ﬁne", "e\u0301t\u00e9"]

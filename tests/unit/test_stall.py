@@ -1,4 +1,4 @@
-from streams.stall import Lagging, StallDetector, lagging_partitions, repaired_acks
+from streams.decider.stall import Lagging, StallDetector, lagging_partitions, repaired_acks
 
 
 def test_lagging_partitions_are_those_with_events_past_the_committed_offset() -> None:
@@ -58,7 +58,7 @@ def test_acks_are_repaired_only_when_duplicates_or_stale_entries_block_commits()
 
 
 def test_a_missing_event_at_the_committed_offset_blocks_the_commit() -> None:
-    from streams.faust_guards import head_is_missing
+    from streams.decider.faust_guards import head_is_missing
 
     assert head_is_missing([11, 12], committed=10, covered_by_gap=False)  # Faust itself would commit 13
     assert not head_is_missing([10, 11], committed=10, covered_by_gap=False)

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 
 from schemas.events import DatasetRef, TrainingRequested
-from streams.rows import ADAPTER_COLUMNS, JOB_COLUMNS, adapter_row, job_row
+from streams.projector.rows import ADAPTER_COLUMNS, JOB_COLUMNS, adapter_row, job_row
 from trainer import outcomes
 
 REQ = TrainingRequested(

@@ -17,7 +17,7 @@ first flush every earlier row of the batch, so they see exactly the log before t
 Everything here is synchronous; it runs in the projector's consumer thread, which commits a batch's
 offsets only after this returns.
 
-``effects=False`` (``samtuner projections rebuild``, ``streams/rebuild.py``) writes rows only: no
+``effects=False`` (``samtuner projections rebuild``, ``streams/projector/rebuild.py``) writes rows only: no
 snapshot is cut, nothing is published, no file is removed. What those effects produced is in the log
 already (``TrainingRequested``, ``AdapterRevoked``, the projector's dead letters), and replays from there.
 """
@@ -69,9 +69,9 @@ from schemas.events import (
 from schemas.ids import derived_event_id, training_request_id, user_key
 from schemas.snapshot import EXAMPLE_COLUMNS, SNAPSHOT_COLUMNS, snapshot_bytes
 from schemas.topics import Topics
-from streams import rows as R
+from streams.projector import rows as R
 
-log = logging.getLogger("samtuner.streams.projector")
+log = logging.getLogger("samtuner.streams.projector.projection")
 
 # What an erasure leaves, said in every report.
 KEPT = (

@@ -19,9 +19,9 @@ from infra.metrics import RoleMetrics, consumer_lag
 from schemas.config import Config
 from schemas.events import TrainingRequested
 from schemas.topics import Topics
-from streams.projector import Projector
+from streams.projector.projection import Projector
 
-log = logging.getLogger("samtuner.streams.projector")
+log = logging.getLogger("samtuner.streams.projector.projection")
 
 
 @dataclass

@@ -4,7 +4,7 @@ back what to send and the state writes to make.
 The order of effects is what makes emission exactly-once on the wire: the agent sends the outputs
 and waits for the broker's acks, and only then writes the batch's state (per partition: the users'
 values, then the partition's head, in its changelog partition, which keeps order; see
-``streams/journal.py``). So a state that holds an event implies its outputs are durable, and such an
+``streams/decider/journal.py``). So a state that holds an event implies its outputs are durable, and such an
 event is skipped when it is delivered again: by position when the head holds its offset, or as a
 redelivery when only its user's value was written (the value holds the user's state and the
 sighting of the event together, so it is never half applied). An event delivered again whose state
@@ -40,7 +40,7 @@ from schemas.dead_letters import dead_letter_headers
 from schemas.errors import EventDecodeError
 from schemas.events import Event, FeedbackReceived, SourceRef
 from schemas.topics import Topics
-from streams.decide import (
+from streams.decider.decisions import (
     DecideSettings,
     Decision,
     Lookups,
@@ -50,12 +50,12 @@ from streams.decide import (
     is_pair,
     pair_keys_for,
 )
-from streams.journal import DeciderMemory, PartitionState, Write
-from streams.output_marks import source_headers
-from streams.similarity import MinHasher, UserIndexes, nearest, pair_text
-from streams.state import UserState, seen_key
+from streams.decider.journal import DeciderMemory, PartitionState, Write
+from streams.decider.output_marks import source_headers
+from streams.decider.similarity import MinHasher, UserIndexes, nearest, pair_text
+from streams.decider.state import UserState, seen_key
 
-log = logging.getLogger("samtuner.streams.decider")
+log = logging.getLogger("samtuner.streams.decider.batch")
 
 Outgoing = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
 

@@ -29,7 +29,7 @@ Why Faust's own rebalance is not enough, and why the rest is safe:
   begun), is safe by the order of effects: outputs are acked by the broker before the journal is
   written, and the journal is not written for a partition lost by then (step 3). The new owner then
   finds the events not journalled, decides them again, and its output marks
-  (``streams/output_marks.py``: the last output on the pairs topic per source partition, read when it
+  (``streams/decider/output_marks.py``: the last output on the pairs topic per source partition, read when it
   first handles the partition) suppress the outputs that already landed. The publish calls and the
   check of step 2 run on the event loop with no await in between, so a loss seen by the loop is
   either before the check (fenced) or after every publish call (covered by the flush). ``close``
@@ -47,7 +47,7 @@ which tenure), so the wire shows the fence at work: for each source partition, g
 back in an output partition's order (see ``tests/integration/test_several_deciders.py``).
 
 The decisions (``lost_since``, ``fence_off``, ``stamped``) are pure; ``PartitionFence`` holds the
-assignment, fed by Faust's rebalance signals (``streams/app.py``).
+assignment, fed by Faust's rebalance signals (``streams/decider/app.py``).
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from streams.decider import DecidedBatch, Outgoing
-from streams.output_marks import SRC_PARTITION
+from streams.decider.batch import DecidedBatch, Outgoing
+from streams.decider.output_marks import SRC_PARTITION
 
 WORKER, GENERATION = "decider.worker", "decider.generation"
 DLQ_PARTITION = "dlq.source.partition"

@@ -1,5 +1,5 @@
 """The decider's per-user state and sightings, as stored in its Faust table (plain JSON values; the
-keys and the bounded form they are kept in: ``streams/journal.py``)."""
+keys and the bounded form they are kept in: ``streams/decider/journal.py``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class UserState:
     """What the decider knows about one user (one value per user: its changelog message is atomic).
 
     Which events are already applied is the partition's business, not the user's: see
-    ``PartitionState.through`` (the partition's head) in ``streams/journal.py``. ``epoch`` grows when
+    ``PartitionState.through`` (the partition's head) in ``streams/decider/journal.py``. ``epoch`` grows when
     the user is erased: sightings and signatures of an older epoch are ignored. ``sig_count`` is how
     many MinHash signatures the user has stored (the last ``streams.state.max_signatures_per_user``
     of them are kept).

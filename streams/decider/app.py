@@ -3,15 +3,15 @@
 One agent reads the feedback and control topics (co-partitioned by user id, so a user's state has
 one owner) in batches. For each batch it decides every event, sends the outputs and waits for the
 broker's acks, then writes the batch's state per partition, user values then the partition's head
-(see ``streams/journal.py``); only then does Faust ack the batch. Every exception is handled inside
+(see ``streams/decider/journal.py``); only then does Faust ack the batch. Every exception is handled inside
 the loop (Faust acks a message even when an agent raises) and the agent runs with ``concurrency=1`` (more can commit
 offsets past unprocessed events).
 
 Any number of decider processes can run at once (same app id, same consumer group). Each is fenced
-(``streams/fence.py``): it decides, publishes and journals nothing for a partition it lost since it
+(``streams/decider/fence.py``): it decides, publishes and journals nothing for a partition it lost since it
 took the batch, and stamps every output with its worker id and the group generation of its tenure.
 
-The projector (ClickHouse writer) is not a Faust agent: see ``streams/projector_consumer.py``.
+The projector (ClickHouse writer) is not a Faust agent: see ``streams/projector/consumer.py``.
 """
 
 from __future__ import annotations
@@ -38,20 +38,20 @@ from infra.kafka import KafkaEventPublisher, RawMessage, aiokafka_auth, kafka_pa
 from infra.metrics import RoleMetrics
 from schemas.config import Config, KafkaSettings
 from schemas.topics import CLIENT_MAX_BYTES, Topics
-from streams.decide import DecideSettings
-from streams.decider import BatchDecider, DecidedBatch
-from streams.faust_guards import guard_commit_holes, mark_acked, repair_acks
-from streams.fence import Fenced, PartitionFence, fence_off, stamped
-from streams.journal import DeciderMemory, StateLimits, apply_writes
-from streams.output_marks import OutputMarks
-from streams.similarity import MinHasher, UserIndexes
-from streams.stall import StallDetector, lagging_partitions
-from streams.tokens import token_counter
+from streams.decider.batch import BatchDecider, DecidedBatch
+from streams.decider.decisions import DecideSettings
+from streams.decider.faust_guards import guard_commit_holes, mark_acked, repair_acks
+from streams.decider.fence import Fenced, PartitionFence, fence_off, stamped
+from streams.decider.journal import DeciderMemory, StateLimits, apply_writes
+from streams.decider.output_marks import OutputMarks
+from streams.decider.similarity import MinHasher, UserIndexes
+from streams.decider.stall import StallDetector, lagging_partitions
+from streams.decider.tokens import token_counter
 
 log = logging.getLogger("samtuner.streams")
 
 MAX_MESSAGE = CLIENT_MAX_BYTES
-# The state table is keyed by user (streams/journal.py): its changelog must compact for a restore to
+# The state table is keyed by user (streams/decider/journal.py): its changelog must compact for a restore to
 # read users, not history. Small segments (the active one is never cleaned), a low dirty ratio, and
 # tombstones (erased users) kept one minute after cleaning.
 JOURNAL_TOPIC_CONFIGS = {
@@ -77,7 +77,7 @@ class StreamsStats:
     journal_s: float = 0.0
     crashed: str | None = None  # why the worker stopped itself, when it did
     in_batch: bool = False  # a batch is being decided, sent or journalled (or retried)
-    recovered: int = 0  # events Faust fetched but never delivered, read from the log (streams/decider.py)
+    recovered: int = 0  # events Faust fetched but never delivered, read from the log (streams/decider/batch.py)
     fenced_events: int = 0  # events not decided: their partition was lost before the batch was decided
     fenced_outputs: int = 0  # outputs dropped: their partition was lost before they were published
 
@@ -127,7 +127,7 @@ class DeciderApp(faust.App):
 
     Faust then closes the consumer at once (``App._on_partitions_revoked``) instead of waiting for
     the batch in flight, so another worker can be given its partitions while it still runs; the
-    closed fence keeps that batch off the wire (``streams/fence.py``). ``on_rebalance_start`` is
+    closed fence keeps that batch off the wire (``streams/decider/fence.py``). ``on_rebalance_start`` is
     called from Faust's consumer thread, as early as a rebalance is known."""
 
     fence: PartitionFence | None = None
@@ -284,7 +284,7 @@ def _add_watchdog(app: faust.App, stats: StreamsStats, sources: tuple[str, ...],
     """Two failure modes leave a Faust worker alive but idle; both are acted on here.
 
     A crashed fetcher or agent: stop the worker, so it is restarted. A decider that stopped consuming
-    while its sources still hold events (see ``streams/stall.py``): seek the stuck partitions back to
+    while its sources still hold events (see ``streams/decider/stall.py``): seek the stuck partitions back to
     their committed offsets; if that does not help a few times in a row, stop the worker too. Nothing
     is lost either way: offsets of unprocessed events were not committed, and every handler is
     idempotent.
@@ -452,7 +452,7 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
                     result = await loop.run_in_executor(io, decider.decide, batch)
                     t1 = time.perf_counter()
                     # No await from this check to the last publish call: a loss the loop sees is either
-                    # fenced here or comes after every output was handed to the producer (streams/fence.py).
+                    # fenced here or comes after every output was handed to the producer (streams/decider/fence.py).
                     lost = fence.lost(ticket)
                     if lost:
                         result, dropped = fence_off(result, lost)

@@ -5,7 +5,7 @@ The topics are the truth; the tables are a projection of them. A rebuild:
 1. captures, for every partition of the projector's source topics, the offsets it will replay: from
    the log start to the end offset at this moment (``ends``);
 2. creates a fresh database ``<database>_rebuild_<n>`` with the project's migrations;
-3. replays those offsets through the projector's own code (:class:`streams.projector.Projector`)
+3. replays those offsets through the projector's own code (:class:`streams.projector.projection.Projector`)
    with ``effects=False``: rows only; no snapshot, no file, nothing published (its publisher refuses);
 4. swaps the rebuilt tables in (``EXCHANGE TABLES``; renames where the database has no exchange)
    and drops the fresh database, which then holds the old tables;
@@ -44,10 +44,10 @@ from schemas.events import Event
 from schemas.secrets import redact_url
 from schemas.topics import Topics
 from streams.errors import RebuildError, UnknownProjection
-from streams.projector import COLUMNS, ClickHouseSink, ProjectionSink, Projector
-from streams.projector_consumer import projector_topics
+from streams.projector.consumer import projector_topics
+from streams.projector.projection import COLUMNS, ClickHouseSink, ProjectionSink, Projector
 
-log = logging.getLogger("samtuner.streams.rebuild")
+log = logging.getLogger("samtuner.streams.projector.rebuild")
 
 PROJECTIONS: tuple[str, ...] = tuple(sorted(COLUMNS))  # every table the projector writes rows into
 

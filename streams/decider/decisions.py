@@ -53,8 +53,8 @@ from schemas.events import (
     UserForgotten,
 )
 from schemas.ids import derived_event_id, example_id, pair_id_from_keys, text_key, threshold_event_id
-from streams.quality import assess_example, assess_pair, reason
-from streams.state import Sighting, UserState, seen_key
+from streams.decider.quality import assess_example, assess_pair, reason
+from streams.decider.state import Sighting, UserState, seen_key
 
 TokenCounter = Callable[[str], int]
 

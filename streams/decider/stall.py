@@ -7,13 +7,13 @@ looks healthy (group stable, agent idle) while the lag never shrinks. The first 
 stuck partitions back to their committed offsets: the fetcher reads them again, every handler is
 idempotent, and the output marks suppress outputs that already landed. It is not a cure (a seek races
 with the records the fetcher is still handing out): the decider reads a gap straight from the log
-(``streams/decider.py``), and a stall that seeking does not end stops the worker, which its
+(``streams/decider/batch.py``), and a stall that seeking does not end stops the worker, which its
 supervisor restarts.
 
 Faust's acked-offset bookkeeping can also pick up duplicates and stale entries around a rebalance,
 which slows its commits to one offset per commit interval; ``repaired_acks`` says what to keep.
 
-This module holds the decisions only (pure, clock passed in); ``streams/app.py`` acts on them.
+This module holds the decisions only (pure, clock passed in); ``streams/decider/app.py`` acts on them.
 """
 
 from __future__ import annotations

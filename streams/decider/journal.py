@@ -44,10 +44,10 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from schemas.ids import user_key
+from streams.decider.state import Sighting, UserState, decode_signature, encode_signature, spent_key
 from streams.errors import JournalFormatError
-from streams.state import Sighting, UserState, decode_signature, encode_signature, spent_key
 
-log = logging.getLogger("samtuner.streams.journal")
+log = logging.getLogger("samtuner.streams.decider.journal")
 
 SEP = "\x1f"
 SIGHTING_CHUNK = 16  # entries per closed chunk: small, as the open one is rewritten with its user
@@ -196,7 +196,7 @@ class PartitionState:
     users: dict[str, UserMemory] = field(default_factory=dict)
     sightings: dict[str, Sighting] = field(default_factory=dict)  # by seen_key, for lookups
     # Per source topic: the offset of the last event handled (decided, skipped or dead-lettered). The
-    # decider takes a partition's events strictly in offset order from here (see streams/decider.py).
+    # decider takes a partition's events strictly in offset order from here (see streams/decider/batch.py).
     through: dict[str, int] = field(default_factory=dict)
     erased: dict[str, ErasedUser] = field(default_factory=dict)  # by user key
     legacy_spent: set[str] = field(default_factory=set)

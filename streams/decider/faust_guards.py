@@ -1,9 +1,9 @@
-"""Guards around Faust's offset bookkeeping, for faults seen in the crash test (see ``streams/stall.py``).
+"""Guards around Faust's offset bookkeeping, for faults seen in the crash test (see ``streams/decider/stall.py``).
 
 Faust commits, per partition, the first run of consecutive acked offsets. Around rebalances its
 fetcher can drop a fetched message without handing it to the agent (a hole that is never acked),
 and its acked list can pick up duplicates and stale entries. The decider reads such holes from the
-log itself (``streams/decider.py``); ``mark_acked`` then tells Faust they are done. Two more guards:
+log itself (``streams/decider/batch.py``); ``mark_acked`` then tells Faust they are done. Two more guards:
 
 * ``repair_acks`` drops the duplicates and stale entries, which otherwise slow commits to one offset
   per commit interval;
@@ -20,7 +20,7 @@ from typing import Any
 from faust.transport.consumer import Consumer
 from faust.types.tuples import ack_lock
 
-from streams.stall import repaired_acks
+from streams.decider.stall import repaired_acks
 
 log = logging.getLogger("samtuner.streams")
 
