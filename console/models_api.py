@@ -31,6 +31,15 @@ class AnswerBody(CompareBody):
 
 def models_router(deps: ConsoleDeps) -> APIRouter:
     r = APIRouter(prefix="/api/v1", tags=["models"], dependencies=[Depends(deps.reader)])
+    _add_adapter_routes(r, deps)
+    _add_command_routes(r, deps)
+    _add_compare_routes(r, deps)
+    _add_node_and_trace_routes(r, deps)
+    return r
+
+
+def _add_adapter_routes(r: APIRouter, deps: ConsoleDeps) -> None:
+    """The users with adapters, and one user's versions, registry state and correction rates."""
 
     @r.get("/models", summary="Users with adapters: latest version, how many versions")
     def models() -> dict[str, Any]:
@@ -52,10 +61,9 @@ def models_router(deps: ConsoleDeps) -> APIRouter:
             "correction_rates": queries.correction_rates(user),
         }
 
-    def _activate(user: str, body: ActivateBody) -> dict[str, Any]:
-        command = ActivateAdapter(user_id=user, version=body.version, new_share=body.new_share, issued_by="console")
-        deps.send([command])
-        return {"status": "accepted", "command_id": str(command.command_id), "command": "ActivateAdapter"}
+
+def _add_command_routes(r: APIRouter, deps: ConsoleDeps) -> None:
+    """Activate, roll back and deactivate a user's adapter (admin; 202 Accepted)."""
 
     @r.post(
         "/models/{user:path}/activate",
@@ -64,7 +72,7 @@ def models_router(deps: ConsoleDeps) -> APIRouter:
         summary="ActivateAdapter (a version, and/or the A/B share)",
     )
     def activate(user: str, body: ActivateBody | None = None) -> dict[str, Any]:
-        return _activate(user, body or ActivateBody())
+        return _activate(deps, user, body or ActivateBody())
 
     @r.post(
         "/models/{user:path}/rollback",
@@ -76,7 +84,7 @@ def models_router(deps: ConsoleDeps) -> APIRouter:
         live = [a for a in deps.need_queries().adapters(user) if not a["revoked"]]
         if len(live) < 2:
             raise BadRequest(f"user {user!r} has no previous version to roll back to", field="version")
-        return _activate(user, ActivateBody(version=int(live[1]["version"])))
+        return _activate(deps, user, ActivateBody(version=int(live[1]["version"])))
 
     @r.post(
         "/models/{user:path}/deactivate",
@@ -88,6 +96,17 @@ def models_router(deps: ConsoleDeps) -> APIRouter:
         command = DeactivateAdapter(user_id=user, issued_by="console")
         deps.send([command])
         return {"status": "accepted", "command_id": str(command.command_id), "command": "DeactivateAdapter"}
+
+
+def _activate(deps: ConsoleDeps, user: str, body: ActivateBody) -> dict[str, Any]:
+    """Sends the ActivateAdapter command; the answer names it."""
+    command = ActivateAdapter(user_id=user, version=body.version, new_share=body.new_share, issued_by="console")
+    deps.send([command])
+    return {"status": "accepted", "command_id": str(command.command_id), "command": "ActivateAdapter"}
+
+
+def _add_compare_routes(r: APIRouter, deps: ConsoleDeps) -> None:
+    """Answers to one prompt from the base model and the user's versions."""
 
     @r.post("/compare", summary="One prompt answered by the base model, the previous and the current version")
     def compare(body: CompareBody) -> dict[str, Any]:
@@ -110,6 +129,10 @@ def models_router(deps: ConsoleDeps) -> APIRouter:
     def answer(body: AnswerBody) -> dict[str, Any]:
         return deps.need_nodes().answer(body.prompt, body.user, body.version)
 
+
+def _add_node_and_trace_routes(r: APIRouter, deps: ConsoleDeps) -> None:
+    """Which node holds which adapter, and the trace of a feedback, an answer or a pair."""
+
     @r.get("/nodes", summary="Which inference nodes hold which adapters")
     def nodes() -> dict[str, Any]:
         return {"nodes": deps.need_nodes().holdings()}
@@ -121,5 +144,3 @@ def models_router(deps: ConsoleDeps) -> APIRouter:
     )
     def trace(ident: str, user: str | None = None) -> dict[str, Any]:
         return deps.need_queries().trace(ident, user or None)
-
-    return r

@@ -170,6 +170,15 @@ def create_api(
     api = FastAPI(title="sam-tuner inference node", version="1", docs_url=None, redoc_url=None)
     auth = auth or Authenticator()  # no keys: open, and the server binds loopback only (service.py)
     api.add_middleware(BodyLimit, max_bytes=node.cfg.inference.limits.max_body_bytes)
+    _add_error_handlers(api)
+    _add_read_routes(api, node, stats, ready, auth)
+    _add_command_routes(api, node, send_command, auth)
+    _add_chat_route(api, node, auth)
+    return api
+
+
+def _add_error_handlers(api: FastAPI) -> None:
+    """Limits and invalid chat requests answer as OpenAI-style errors."""
 
     @api.exception_handler(LimitExceeded)
     async def limit_exceeded(request: Request, exc: LimitExceeded) -> JSONResponse:
@@ -185,6 +194,16 @@ def create_api(
             error_body(f"{param or 'request'}: {first.get('msg', 'invalid request')}", 400, "invalid_request", param),
             status_code=400,
         )
+
+
+def _add_read_routes(
+    api: FastAPI,
+    node: InferenceNode,
+    stats: Callable[[], dict[str, Any]] | None,
+    ready: Callable[[], bool] | None,
+    auth: Authenticator,
+) -> None:
+    """Health, metrics, models, the adapters loaded here, the store's stats and a user's state."""
 
     @api.get("/healthz")
     def healthz() -> dict[str, Any]:
@@ -223,44 +242,51 @@ def create_api(
     def user_state(user_id: str) -> dict[str, Any]:
         return node.user_state(user_id)
 
-    def command(cmd: Command) -> dict[str, Any]:
-        if send_command is None:
-            raise HTTPException(503, "this node cannot publish commands (no Kafka publisher)")
-        send_command(cmd)
-        return {
-            "status": "accepted",
-            "command_id": str(cmd.command_id),
-            "command": type(cmd).__name__,
-            "user": cmd.user_id,
-        }
+
+def _add_command_routes(
+    api: FastAPI, node: InferenceNode, send_command: Callable[[Command], None] | None, auth: Authenticator
+) -> None:
+    """Activate and deactivate a user's adapter: commands for the registrar (202 Accepted)."""
 
     @api.post("/v1/users/{user_id:path}/activate", status_code=202, dependencies=[auth.require("admin", user="path")])
     def activate(user_id: str, body: ActivateRequest | None = None) -> dict[str, Any]:
         body = body or ActivateRequest()
-        return command(
+        return _publish(
+            send_command,
             ActivateAdapter(
                 user_id=user_id, version=body.version, new_share=body.new_share, issued_by=f"http:{node.node_id}"
-            )
+            ),
         )
 
     @api.post("/v1/users/{user_id:path}/deactivate", status_code=202, dependencies=[auth.require("admin", user="path")])
     def deactivate(user_id: str) -> dict[str, Any]:
-        return command(DeactivateAdapter(user_id=user_id, issued_by=f"http:{node.node_id}"))
+        return _publish(send_command, DeactivateAdapter(user_id=user_id, issued_by=f"http:{node.node_id}"))
+
+
+def _publish(send_command: Callable[[Command], None] | None, cmd: Command) -> dict[str, Any]:
+    """Hands a command to the publisher; the answer says what was accepted."""
+    if send_command is None:
+        raise HTTPException(503, "this node cannot publish commands (no Kafka publisher)")
+    send_command(cmd)
+    return {
+        "status": "accepted",
+        "command_id": str(cmd.command_id),
+        "command": type(cmd).__name__,
+        "user": cmd.user_id,
+    }
+
+
+def _add_chat_route(api: FastAPI, node: InferenceNode, auth: Authenticator) -> None:
+    """``POST /v1/chat/completions``: one answer, whole or streamed."""
 
     @api.post(_CHAT_PATH, response_model=None, dependencies=[auth.require("infer", user="body")])
     async def chat(req: ChatCompletionRequest) -> dict[str, Any] | Response:
-        if req.n not in (None, 1):
-            return _invalid("n must be 1: a node returns one answer per request", "n")
+        refused = _check_chat_request(req, node.cfg.model.max_new_tokens)
+        if refused is not None:
+            return refused
         last = req.messages[-1]
-        if last.role != "user":
-            return _invalid("the last message must be the user's", "messages")
         context = [{"role": m.role, "content": m.text()} for m in req.messages[:-1]]
         limit = req.max_completion_tokens or req.max_tokens
-        if req.min_tokens and req.min_tokens > (limit or node.cfg.model.max_new_tokens):
-            return _invalid(
-                f"min_tokens ({req.min_tokens}) is more than max_tokens ({limit or node.cfg.model.max_new_tokens})",
-                "min_tokens",
-            )
         try:
             pending: PendingAnswer = await run_in_threadpool(
                 node.submit,
@@ -283,18 +309,36 @@ def create_api(
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        try:
-            answer = await pending.aresult()  # a LimitExceeded (the time bound) goes to its handler
-        except NodeClosed as exc:
-            return _error(503, str(exc), "node_closed")
-        except GenerationError as exc:
-            return _error(500, str(exc), "generation_error")
-        finally:
-            if not pending.done:
-                pending.cancel()  # this handler was cancelled: the row leaves the batch
-        return completion(answer, req.model)
+        return await _whole_answer(pending, req.model)
 
-    return api
+
+def _check_chat_request(req: ChatCompletionRequest, default_max_tokens: int) -> JSONResponse | None:
+    """The refusal of a chat request this node does not answer, or None."""
+    if req.n not in (None, 1):
+        return _invalid("n must be 1: a node returns one answer per request", "n")
+    if req.messages[-1].role != "user":
+        return _invalid("the last message must be the user's", "messages")
+    limit = req.max_completion_tokens or req.max_tokens
+    if req.min_tokens and req.min_tokens > (limit or default_max_tokens):
+        return _invalid(
+            f"min_tokens ({req.min_tokens}) is more than max_tokens ({limit or default_max_tokens})",
+            "min_tokens",
+        )
+    return None
+
+
+async def _whole_answer(pending: PendingAnswer, model: str) -> dict[str, Any] | Response:
+    """The answer as one ``chat.completion``."""
+    try:
+        answer = await pending.aresult()  # a LimitExceeded (the time bound) goes to its handler
+    except NodeClosed as exc:
+        return _error(503, str(exc), "node_closed")
+    except GenerationError as exc:
+        return _error(500, str(exc), "generation_error")
+    finally:
+        if not pending.done:
+            pending.cancel()  # this handler was cancelled: the row leaves the batch
+    return completion(answer, model)
 
 
 async def _sse(pending: PendingAnswer, model: str) -> AsyncIterator[str]:
