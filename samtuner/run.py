@@ -68,49 +68,26 @@ def run_roles(cfg: Config, roles: frozenset[str] = ALL_ROLES, loglevel: str = "w
         raise ValueError(f"unknown roles {sorted(unknown)}; valid: {sorted(ALL_ROLES)}")
     decider_child = "decider" in roles and roles != {"decider"}
     # Everything that can refuse to start does so before anything starts: servers open to anyone, Kafka.
-    auth = Authenticator.from_settings(cfg.auth)
-    if "inference" in roles:
-        auth.check_bind(cfg.inference.host, "the inference node's address (inference.host)")
-    ports = _metrics_ports(cfg, roles)
-    if ports:
-        auth.check_bind(cfg.metrics.host, "the metrics servers' address (metrics.host)")
+    auth, ports = _check_binds(cfg, roles)
     if decider_child:
         ports.pop("decider", None)  # the decider process serves its own
     ensure_topics(cfg.kafka)
     metrics = {role: RoleMetrics(role) for role in ("decider", "projector", "trainer")}
-    stop = threading.Event()
-    threads: list[threading.Thread] = []
-    supervisor = Supervisor(stop)
-    store: ClickHouseStore | None = None
-    server: Any = None
-    metric_servers = [MetricsServer(metrics[role], cfg.metrics.host, port, auth) for role, port in ports.items()]
+    started = _Started(
+        threading.Event(), [MetricsServer(metrics[role], cfg.metrics.host, port, auth) for role, port in ports.items()]
+    )
+    stop, threads, supervisor = started.stop, started.threads, started.supervisor
     try:
-        for metric_server in metric_servers:
+        for metric_server in started.metric_servers:
             metric_server.start()
         if "projector" in roles:
-            store = open_store(cfg)
-            applied = store.migrate()
-            if applied:
-                log.info("migrations applied: %s", ", ".join(applied))
-            supervisor.add(
-                ThreadRole("projector", _projector_role(cfg, store, metrics["projector"]), stop), THREAD_POLICY
-            )
+            started.store = open_store(cfg)
+            _add_projector(cfg, started.store, supervisor, metrics["projector"])
         if "trainer" in roles:
-            from trainer.consumer import run_trainer
-            from trainer.library_config import validate_training_config
-
-            validate_training_config(cfg)  # a bad training config stops the start, not every job
-
-            def trainer(stop: threading.Event) -> None:
-                run_trainer(cfg, stop, metrics=metrics["trainer"])
-
-            supervisor.add(ThreadRole("trainer", trainer, stop), THREAD_POLICY)
+            _add_trainer(cfg, supervisor, metrics["trainer"])
         if decider_child:
             supervisor.add(DeciderProcess(cfg, loglevel), DECIDER_POLICY)
-        if "inference" in roles:
-            server = _start_inference(cfg, stop, threads, store, supervisor)
-        elif store is not None and cfg.console.enabled:
-            server = _start_console(cfg, stop, threads, store)
+        started.server = _start_http_server(cfg, roles, started)
         if "registrar" in roles:
             from inference.service import start_registrar
 
@@ -124,16 +101,70 @@ def run_roles(cfg: Config, roles: frozenset[str] = ALL_ROLES, loglevel: str = "w
             _on_signal_stop(stop)
             supervisor.run()
     finally:
-        stop.set()
-        for metric_server in metric_servers:
+        started.shut_down()
+
+
+def _check_binds(cfg: Config, roles: frozenset[str]) -> tuple[Authenticator, dict[str, int]]:
+    """Refuse servers open to anyone; return the authenticator and the metrics ports this process serves."""
+    auth = Authenticator.from_settings(cfg.auth)
+    if "inference" in roles:
+        auth.check_bind(cfg.inference.host, "the inference node's address (inference.host)")
+    ports = _metrics_ports(cfg, roles)
+    if ports:
+        auth.check_bind(cfg.metrics.host, "the metrics servers' address (metrics.host)")
+    return auth, ports
+
+
+class _Started:
+    """What ``run_roles`` has started, so that shutting down stops each of them, in order."""
+
+    def __init__(self, stop: threading.Event, metric_servers: list[MetricsServer]) -> None:
+        self.stop = stop
+        self.threads: list[threading.Thread] = []
+        self.supervisor = Supervisor(stop)
+        self.store: ClickHouseStore | None = None
+        self.server: Any = None
+        self.metric_servers = metric_servers
+
+    def shut_down(self) -> None:
+        self.stop.set()
+        for metric_server in self.metric_servers:
             metric_server.stop()
-        if server is not None:
-            server.stop()
-        supervisor.shutdown(timeout_s=30)
-        for thread in threads:
+        if self.server is not None:
+            self.server.stop()
+        self.supervisor.shutdown(timeout_s=30)
+        for thread in self.threads:
             thread.join(timeout=30)
-        if store is not None:
-            store.close()
+        if self.store is not None:
+            self.store.close()
+
+
+def _add_projector(cfg: Config, store: ClickHouseStore, supervisor: Supervisor, metrics: RoleMetrics) -> None:
+    applied = store.migrate()
+    if applied:
+        log.info("migrations applied: %s", ", ".join(applied))
+    supervisor.add(ThreadRole("projector", _projector_role(cfg, store, metrics), supervisor.stop), THREAD_POLICY)
+
+
+def _add_trainer(cfg: Config, supervisor: Supervisor, metrics: RoleMetrics) -> None:
+    from trainer.consumer import run_trainer
+    from trainer.library_config import validate_training_config
+
+    validate_training_config(cfg)  # a bad training config stops the start, not every job
+
+    def trainer(stop: threading.Event) -> None:
+        run_trainer(cfg, stop, metrics=metrics)
+
+    supervisor.add(ThreadRole("trainer", trainer, supervisor.stop), THREAD_POLICY)
+
+
+def _start_http_server(cfg: Config, roles: frozenset[str], started: _Started) -> Any:
+    """The inference node (with the console when enabled), else the console alone beside the projector."""
+    if "inference" in roles:
+        return _start_inference(cfg, started.stop, started.threads, started.store, started.supervisor)
+    if started.store is not None and cfg.console.enabled:
+        return _start_console(cfg, started.stop, started.threads, started.store)
+    return None
 
 
 def _start_inference(

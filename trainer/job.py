@@ -177,22 +177,13 @@ def run(spec: JobSpec, notes: dict[str, Any] | None = None) -> JobResult:
     notes = notes if notes is not None else {}
     import torch
 
-    from infra.models import load_base_model, load_tokenizer, parameter_count
-    from trainer.library_config import job_settings, to_dpo_config, to_kto_config, to_lora_config
+    from infra.models import load_tokenizer, parameter_count
+    from trainer.library_config import job_settings, to_dpo_config, to_kto_config
 
     cfg = Config.model_validate(spec.config)
     faults = cfg.trainer.fault_injection
-    data = Path(spec.dataset_path).read_bytes()
-    if sha256_bytes(data) != spec.dataset_sha256:
-        raise DatasetError(f"dataset {spec.dataset_path} does not match sha256 {spec.dataset_sha256}")
     training = cfg.training
-    split = split_dataset(read_snapshot(data), training.holdout_fraction, training.validation_fraction, training.seed)
-    method = resolve_method(training.method, split)
-    records, validation = _records(method, split, training.near_identical_weight)
-    if not records:
-        raise DatasetError(f"nothing with a positive training weight is left to train on ({method})")
-    if faults.shuffle_train_labels:
-        records = shuffle_labels(records, training.seed)
+    split, method, records, validation = _training_data(spec, cfg)
 
     cuda = bool(torch.cuda.is_available())
     bf16_ok = cuda and bool(torch.cuda.is_bf16_supported())
@@ -220,14 +211,7 @@ def run(spec: JobSpec, notes: dict[str, Any] | None = None) -> JobResult:
     )
     torch.manual_seed(training.seed)
     tokenizer = load_tokenizer(cfg.model.base)
-    model = load_base_model(cfg.model, cfg.quantization)
-    peft_config = to_lora_config(cfg)
-    if spec.parent is not None:
-        from peft import PeftModel
-
-        _check_parent_lora(cfg, Path(spec.parent.path))
-        model = PeftModel.from_pretrained(model, spec.parent.path, is_trainable=True)
-        peft_config = None
+    model, peft_config = _model_to_train(cfg, spec)
     if faults.fail_attempts >= spec.attempt:
         raise _injected_failure(faults.failure, spec.attempt)
 
@@ -266,19 +250,7 @@ def run(spec: JobSpec, notes: dict[str, Any] | None = None) -> JobResult:
     trained_at = time.monotonic()
     trained: Any = trainer.model
     trained.eval()
-    state = trainer.state
-    step_times = [b - a for a, b in itertools.pairwise(timing.step_starts)]
-    metrics: dict[str, float] = {
-        "train_loss": float(output.training_loss),
-        "steps": float(output.global_step),
-        "max_steps": float(state.max_steps),
-        "stopped_early": float(output.global_step < state.max_steps),
-        "median_step_s": round(statistics.median(step_times), 5) if step_times else 0.0,
-        "train_pairs": float(len(records)),
-        "validation_pairs": float(len(validation)),
-    }
-    if state.best_model_checkpoint:
-        metrics["best_step"] = float(Path(state.best_model_checkpoint).name.rsplit("-", 1)[-1])
+    metrics = _training_metrics(output, trainer.state, timing, len(records), len(validation))
 
     emit("status", phase="evaluating")
     new, baseline, control = _evaluate(trained, tokenizer, cfg, spec, split, float(getattr(args, "beta", 0.1)))
@@ -322,6 +294,57 @@ def run(spec: JobSpec, notes: dict[str, Any] | None = None) -> JobResult:
         heldout_examples=_ids(split.examples.heldout, "example_id"),
         duration_s=round(time.monotonic() - started, 3),
     )
+
+
+def _training_data(spec: JobSpec, cfg: Config) -> tuple[DatasetSplit, str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """The verified snapshot, split; the method; the records to train on and the validation ones."""
+    data = Path(spec.dataset_path).read_bytes()
+    if sha256_bytes(data) != spec.dataset_sha256:
+        raise DatasetError(f"dataset {spec.dataset_path} does not match sha256 {spec.dataset_sha256}")
+    training = cfg.training
+    split = split_dataset(read_snapshot(data), training.holdout_fraction, training.validation_fraction, training.seed)
+    method = resolve_method(training.method, split)
+    records, validation = _records(method, split, training.near_identical_weight)
+    if not records:
+        raise DatasetError(f"nothing with a positive training weight is left to train on ({method})")
+    if cfg.trainer.fault_injection.shuffle_train_labels:
+        records = shuffle_labels(records, training.seed)
+    return split, method, records, validation
+
+
+def _model_to_train(cfg: Config, spec: JobSpec) -> tuple[Any, Any]:
+    """The base model and a fresh LoRA config, or the parent adapter to go on training (and no config)."""
+    from infra.models import load_base_model
+    from trainer.library_config import to_lora_config
+
+    model = load_base_model(cfg.model, cfg.quantization)
+    peft_config = to_lora_config(cfg)
+    if spec.parent is not None:
+        from peft import PeftModel
+
+        _check_parent_lora(cfg, Path(spec.parent.path))
+        model = PeftModel.from_pretrained(model, spec.parent.path, is_trainable=True)
+        peft_config = None
+    return model, peft_config
+
+
+def _training_metrics(
+    output: Any, state: Any, timing: Timing, train_pairs: int, validation_pairs: int
+) -> dict[str, float]:
+    """What the training run itself reports: loss, steps, early stop, step time, the best checkpoint's step."""
+    step_times = [b - a for a, b in itertools.pairwise(timing.step_starts)]
+    metrics: dict[str, float] = {
+        "train_loss": float(output.training_loss),
+        "steps": float(output.global_step),
+        "max_steps": float(state.max_steps),
+        "stopped_early": float(output.global_step < state.max_steps),
+        "median_step_s": round(statistics.median(step_times), 5) if step_times else 0.0,
+        "train_pairs": float(train_pairs),
+        "validation_pairs": float(validation_pairs),
+    }
+    if state.best_model_checkpoint:
+        metrics["best_step"] = float(Path(state.best_model_checkpoint).name.rsplit("-", 1)[-1])
+    return metrics
 
 
 def _ids(rows: list[dict[str, Any]], key: str) -> list[str]:
