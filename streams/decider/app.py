@@ -24,7 +24,7 @@ import socket
 import sys
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,7 +41,7 @@ from schemas.topics import CLIENT_MAX_BYTES, Topics
 from streams.decider.batch import BatchDecider, DecidedBatch
 from streams.decider.decisions import DecideSettings
 from streams.decider.faust_guards import guard_commit_holes, mark_acked, repair_acks
-from streams.decider.fence import Fenced, PartitionFence, fence_off, stamped
+from streams.decider.fence import Fenced, PartitionFence, Ticket, fence_off, stamped
 from streams.decider.journal import DeciderMemory, StateLimits, apply_writes
 from streams.decider.output_marks import OutputMarks
 from streams.decider.similarity import MinHasher, UserIndexes
@@ -364,16 +364,9 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
     hasher = MinHasher(quality.minhash_num_perm, quality.shingle_words)
     indexes = UserIndexes(hasher, quality.near_duplicate_jaccard)
     output_marks = OutputMarks(cfg.kafka, topics.pairs)
-    settings = DecideSettings(
-        min_new_pairs=cfg.trigger.min_new_pairs,
-        min_new_examples=cfg.trigger.min_new_examples,
-        quality=quality,
-        preview_chars=cfg.streams.preview_chars,
-        count_tokens=token_counter(quality.tokenizer or cfg.model.base),
-    )
     kafka = cfg.kafka
     decider = BatchDecider(
-        settings,
+        _decide_settings(cfg),
         memory,
         topics,
         hasher,
@@ -385,111 +378,212 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
     cast(DeciderApp, app).fence = fence
     # The client id names the worker: several deciders run side by side (the broker's logs tell them apart).
     producer = KafkaEventPublisher(cfg.kafka, client_id=f"samtuner-decider-{fence.worker}")
-    io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decider-io")
-    source_topics = {topics.feedback, topics.control}
-
-    def forget(*_: Any, **__: Any) -> None:
-        # Another worker may have answered these partitions meanwhile: reload state, re-read the log.
-        memory.forget()
-        output_marks.clear()
-        indexes.clear()
-
-    def on_assigned(*args: Any, **_: Any) -> None:
-        assigned: set[TP] = args[1]  # (sender, assigned)
-        generation = int(app.consumer_generation_id or 0)
-        fence.assigned({tp.partition for tp in assigned if tp.topic in source_topics}, generation)
-        # The integration test reads this line: which partitions this worker held in which generation.
-        log.info("fence: worker %s generation %d owns partitions %s", fence.worker, generation, sorted(fence.owned()))
-        forget()
-
-    def on_revoked(*args: Any, **_: Any) -> None:
-        revoked: set[TP] = args[1]  # (sender, revoked)
-        fence.revoked({tp.partition for tp in revoked if tp.topic in source_topics})
-        forget()
-
-    app.on_partitions_assigned.connect(on_assigned)
-    app.on_partitions_revoked.connect(on_revoked)
-
-    def fenced(what: str, dropped: Fenced, events: int = 0) -> None:
-        stats.fenced_events += events
-        stats.fenced_outputs += dropped.outputs
-        metrics.skips({"fenced": events})
-        log.warning(
-            "fence: worker %s lost partitions %s since the batch was taken; %s: %d events, %d outputs "
-            "and %d journal entries dropped (the new owner decides them again)",
-            fence.worker,
-            sorted(dropped.partitions),
-            what,
-            events,
-            dropped.outputs,
-            dropped.journal_entries,
-        )
-        forget()  # the state moved on for partitions another worker now decides
+    worker = _DeciderWorker(
+        app,
+        stats,
+        metrics,
+        fence,
+        decider,
+        producer,
+        journal,
+        _DeciderCaches(memory, output_marks, indexes),
+        {topics.feedback, topics.control},
+    )
+    app.on_partitions_assigned.connect(worker.on_assigned)
+    app.on_partitions_revoked.connect(worker.on_revoked)
 
     @app.agent(sources, concurrency=1, name="decide")
     async def decide_agent(stream: StreamT) -> None:
         loop = asyncio.get_running_loop()
         batches = cast(Any, stream).take_events(cfg.streams.batch_size, within=cfg.streams.batch_timeout_s)
         async for events in batches:
-            consumer = cast(Any, app.consumer)
-            held = {tp.partition for tp in consumer.assignment() if tp.topic in source_topics}
-            ticket = fence.ticket(
-                {event.message.partition for event in events}, held, int(app.consumer_generation_id or 0)
-            )
-            stale = fence.lost(ticket)
-            batch = [raw_message(event) for event in events if event.message.partition not in stale]
-            if stale:  # delivered after their partition was revoked: not ours to decide
-                fenced("not decided", Fenced(stale), len(events) - len(batch))
-            if not batch:
-                continue
-            by_partition = {event.message.partition: event for event in events}
-            stats.in_batch = True
-            while True:
-                try:
-                    # Decided off the loop: CPU work, and the first batch after an assignment reads the
-                    # output log's tail.
-                    t0 = time.perf_counter()
-                    result = await loop.run_in_executor(io, decider.decide, batch)
-                    t1 = time.perf_counter()
-                    # No await from this check to the last publish call: a loss the loop sees is either
-                    # fenced here or comes after every output was handed to the producer (streams/decider/fence.py).
-                    lost = fence.lost(ticket)
-                    if lost:
-                        result, dropped = fence_off(result, lost)
-                        fenced("not published", dropped, sum(1 for m in batch if m.partition in lost))
-                    for topic, key, value, headers in stamped(result.outgoing, fence.worker, ticket):
-                        producer.publish_raw(topic, key, value, headers)
-                    await loop.run_in_executor(io, producer.flush)
-                    t2 = time.perf_counter()
-                    late = fence.lost(ticket) - lost
-                    if late:  # outputs acked, state not: the new owner's output marks suppress them
-                        result, dropped = fence_off(result, late)
-                        fenced("published, not journalled", dropped)
-                    for partition, writes in result.journal.items():
-                        with bound_to(by_partition[partition]):
-                            apply_writes(journal, writes)
-                    stats.decide_s += t1 - t0
-                    stats.send_s += t2 - t1
-                    stats.journal_s += time.perf_counter() - t2
-                    break
-                except Exception:
-                    # Kafka unreachable or the like: nothing of this batch is acked; try it again from
-                    # the durable state. Part of its outputs may be durable: the output marks say which.
-                    log.exception("a decider batch of %d events failed; retrying", len(batch))
-                    forget()
-                    await asyncio.sleep(2.0)
-            for (topic, partition), offsets in result.recovered.items():
-                # Faust never delivered these, so it would never commit past them.
-                mark_acked(cast(Any, app.consumer), TP(topic, partition), offsets)
-                stats.recovered += len(offsets)
-            stats.in_batch = False
-            _count(metrics, batch, result, time.perf_counter() - t0)
-            stats.batches += 1
-            stats.events += len(batch)
-            stats.decided += result.decided
-            stats.skipped += result.skipped
-            stats.suppressed += result.suppressed
-            stats.dead_lettered += result.dead_letters
+            await worker.handle(loop, events)
+
+
+def _decide_settings(cfg: Config) -> DecideSettings:
+    quality = cfg.quality
+    return DecideSettings(
+        min_new_pairs=cfg.trigger.min_new_pairs,
+        min_new_examples=cfg.trigger.min_new_examples,
+        quality=quality,
+        preview_chars=cfg.streams.preview_chars,
+        count_tokens=token_counter(quality.tokenizer or cfg.model.base),
+    )
+
+
+@dataclass
+class _DeciderCaches:
+    """What the decider keeps in memory about its partitions' users, beyond the journal's durable state."""
+
+    memory: DeciderMemory
+    output_marks: OutputMarks
+    indexes: UserIndexes
+
+    def forget(self) -> None:
+        # Another worker may have answered these partitions meanwhile: reload state, re-read the log.
+        self.memory.forget()
+        self.output_marks.clear()
+        self.indexes.clear()
+
+
+class _DeciderWorker:
+    """The decider agent's work on one batch: fence it, decide, publish, journal, count.
+
+    Every exception of a batch is handled here, inside the agent's loop: Faust acks a message even
+    when an agent raises. Deciding and flushing run off the event loop, on one I/O thread.
+    """
+
+    def __init__(
+        self,
+        app: faust.App,
+        stats: StreamsStats,
+        metrics: RoleMetrics,
+        fence: PartitionFence,
+        decider: BatchDecider,
+        producer: KafkaEventPublisher,
+        journal: MutableMapping[str, Any],
+        caches: _DeciderCaches,
+        source_topics: set[str],
+    ) -> None:
+        self.app = app
+        self.stats = stats
+        self.metrics = metrics
+        self.fence = fence
+        self.decider = decider
+        self.producer = producer
+        self.journal = journal
+        self.caches = caches
+        self.source_topics = source_topics
+        self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decider-io")
+
+    def on_assigned(self, *args: Any, **_: Any) -> None:
+        assigned: set[TP] = args[1]  # (sender, assigned)
+        fence = self.fence
+        generation = int(self.app.consumer_generation_id or 0)
+        fence.assigned({tp.partition for tp in assigned if tp.topic in self.source_topics}, generation)
+        # The integration test reads this line: which partitions this worker held in which generation.
+        log.info("fence: worker %s generation %d owns partitions %s", fence.worker, generation, sorted(fence.owned()))
+        self.caches.forget()
+
+    def on_revoked(self, *args: Any, **_: Any) -> None:
+        revoked: set[TP] = args[1]  # (sender, revoked)
+        self.fence.revoked({tp.partition for tp in revoked if tp.topic in self.source_topics})
+        self.caches.forget()
+
+    def fenced(self, what: str, dropped: Fenced, events: int = 0) -> None:
+        self.stats.fenced_events += events
+        self.stats.fenced_outputs += dropped.outputs
+        self.metrics.skips({"fenced": events})
+        log.warning(
+            "fence: worker %s lost partitions %s since the batch was taken; %s: %d events, %d outputs "
+            "and %d journal entries dropped (the new owner decides them again)",
+            self.fence.worker,
+            sorted(dropped.partitions),
+            what,
+            events,
+            dropped.outputs,
+            dropped.journal_entries,
+        )
+        self.caches.forget()  # the state moved on for partitions another worker now decides
+
+    async def handle(self, loop: asyncio.AbstractEventLoop, events: list[EventT]) -> None:
+        """One batch of events, from taking it to counting it."""
+        ticket, batch = self._take(events)
+        if not batch:
+            return
+        by_partition = {event.message.partition: event for event in events}
+        self.stats.in_batch = True
+        result, t0 = await self._until_done(loop, batch, ticket, by_partition)
+        self._finish(batch, result, t0)
+
+    def _take(self, events: list[EventT]) -> tuple[Ticket, list[RawMessage]]:
+        """The batch's ticket, and its events of partitions this worker still owns."""
+        consumer = cast(Any, self.app.consumer)
+        held = {tp.partition for tp in consumer.assignment() if tp.topic in self.source_topics}
+        ticket = self.fence.ticket(
+            {event.message.partition for event in events}, held, int(self.app.consumer_generation_id or 0)
+        )
+        stale = self.fence.lost(ticket)
+        batch = [raw_message(event) for event in events if event.message.partition not in stale]
+        if stale:  # delivered after their partition was revoked: not ours to decide
+            self.fenced("not decided", Fenced(stale), len(events) - len(batch))
+        return ticket, batch
+
+    async def _until_done(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[RawMessage],
+        ticket: Ticket,
+        by_partition: dict[int, EventT],
+    ) -> tuple[DecidedBatch, float]:
+        """Decide, publish and journal the batch, again and again until it succeeds."""
+        while True:
+            try:
+                return await self._decide_publish_journal(loop, batch, ticket, by_partition)
+            except Exception:
+                # Kafka unreachable or the like: nothing of this batch is acked; try it again from
+                # the durable state. Part of its outputs may be durable: the output marks say which.
+                log.exception("a decider batch of %d events failed; retrying", len(batch))
+                self.caches.forget()
+                await asyncio.sleep(2.0)
+
+    async def _decide_publish_journal(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[RawMessage],
+        ticket: Ticket,
+        by_partition: dict[int, EventT],
+    ) -> tuple[DecidedBatch, float]:
+        """One attempt at the batch; returns its result and when the attempt started."""
+        # Decided off the loop: CPU work, and the first batch after an assignment reads the
+        # output log's tail.
+        t0 = time.perf_counter()
+        result = await loop.run_in_executor(self.io, self.decider.decide, batch)
+        t1 = time.perf_counter()
+        result, lost = self._publish(result, batch, ticket)
+        await loop.run_in_executor(self.io, self.producer.flush)
+        t2 = time.perf_counter()
+        late = self.fence.lost(ticket) - lost
+        if late:  # outputs acked, state not: the new owner's output marks suppress them
+            result, dropped = fence_off(result, late)
+            self.fenced("published, not journalled", dropped)
+        for partition, writes in result.journal.items():
+            with bound_to(by_partition[partition]):
+                apply_writes(self.journal, writes)
+        self.stats.decide_s += t1 - t0
+        self.stats.send_s += t2 - t1
+        self.stats.journal_s += time.perf_counter() - t2
+        return result, t0
+
+    def _publish(
+        self, result: DecidedBatch, batch: list[RawMessage], ticket: Ticket
+    ) -> tuple[DecidedBatch, frozenset[int]]:
+        """Hand the outputs of partitions still owned to the producer; returns them and the partitions lost."""
+        # No await from this check to the last publish call: a loss the loop sees is either
+        # fenced here or comes after every output was handed to the producer (streams/decider/fence.py).
+        lost = self.fence.lost(ticket)
+        if lost:
+            result, dropped = fence_off(result, lost)
+            self.fenced("not published", dropped, sum(1 for m in batch if m.partition in lost))
+        for topic, key, value, headers in stamped(result.outgoing, self.fence.worker, ticket):
+            self.producer.publish_raw(topic, key, value, headers)
+        return result, lost
+
+    def _finish(self, batch: list[RawMessage], result: DecidedBatch, t0: float) -> None:
+        """Ack what Faust never delivered, then count the batch."""
+        stats = self.stats
+        for (topic, partition), offsets in result.recovered.items():
+            # Faust never delivered these, so it would never commit past them.
+            mark_acked(cast(Any, self.app.consumer), TP(topic, partition), offsets)
+            stats.recovered += len(offsets)
+        stats.in_batch = False
+        _count(self.metrics, batch, result, time.perf_counter() - t0)
+        stats.batches += 1
+        stats.events += len(batch)
+        stats.decided += result.decided
+        stats.skipped += result.skipped
+        stats.suppressed += result.suppressed
+        stats.dead_lettered += result.dead_letters
 
 
 def _count(metrics: RoleMetrics, batch: list[RawMessage], result: DecidedBatch, seconds: float) -> None:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka import KafkaError as CKafkaError
 
 from infra.artifacts import ArtifactStore
@@ -211,6 +211,76 @@ def source_ranges(
     return out
 
 
+class _RangeReader:
+    """Reads the partitions of a replay into its :class:`TimeOrderedMerge`, pausing and resuming them.
+
+    A partition is paused when its buffer is full or its range is read, and resumed (seeking to the
+    next offset wanted) once its buffer is half drained.
+    """
+
+    def __init__(self, consumer: Consumer, todo: Ranges, cap: int) -> None:
+        self.consumer = consumer
+        self.todo = todo
+        self.merge = TimeOrderedMerge(todo, cap)
+        self.paused: set[Partition] = set()
+        # The next offset wanted per partition: a resume seeks there, and anything below it is a repeat.
+        self.wanted = {tp: start for tp, (start, _) in todo.items()}
+
+    def start(self) -> None:
+        parts = [TopicPartition(t, p, start) for (t, p), (start, _) in self.todo.items()]
+        self.consumer.assign(parts)
+        self.consumer.resume(parts)  # a consumer used before (the catch-up's) may hold them paused
+
+    def pause(self, tp: Partition) -> None:
+        self.consumer.pause([TopicPartition(*tp)])
+        self.paused.add(tp)
+
+    def resume_if_drained(self, tp: Partition) -> None:
+        merge = self.merge
+        if tp in self.paused and tp in merge.open and len(merge.buffers[tp]) <= merge.cap // 2:
+            self.consumer.resume([TopicPartition(*tp)])
+            self.consumer.seek(TopicPartition(tp[0], tp[1], self.wanted[tp]))
+            self.paused.discard(tp)
+
+    def read_next(self, timeout_s: float) -> None:
+        """Poll one message (or partition end) and hand it to the merge."""
+        polled = self.consumer.poll(timeout_s)
+        if polled is None:
+            left = sorted(f"{t}[{p}]" for t, p in self.merge.waiting_on())
+            raise RebuildError(f"timed out after {timeout_s:.0f}s reading {', '.join(left)}: is the broker up?")
+        tp = (str(polled.topic()), int(polled.partition() or 0))
+        error = polled.error()
+        if error is not None:
+            self._on_error(tp, polled, error)
+            return
+        if tp not in self.merge.open:
+            return
+        self._take(tp, polled)
+
+    def _on_error(self, tp: Partition, polled: Message, error: CKafkaError) -> None:
+        if error.code() == CKafkaError._PARTITION_EOF:
+            # At the high watermark, which is at or past the end taken (transaction markers have no message).
+            if tp in self.merge.open and (polled.offset() or 0) >= self.todo[tp][1] - 1:
+                self.merge.close(tp)
+                self.pause(tp)
+            return
+        raise RebuildError(f"reading {tp[0]}[{tp[1]}]: {error.str()}")
+
+    def _take(self, tp: Partition, polled: Message) -> None:
+        offset = polled.offset() or 0
+        if offset < self.wanted[tp]:
+            return  # fetched before a pause, and again after its seek
+        self.wanted[tp] = offset + 1
+        end = self.todo[tp][1]
+        if offset < end:
+            self.merge.add(to_raw_message(polled))
+        if offset + 1 >= end:
+            self.merge.close(tp)
+            self.pause(tp)  # a live topic goes on: nothing past the end is read
+        elif self.merge.full(tp):
+            self.pause(tp)
+
+
 def replay(
     consumer: Consumer, ranges: Ranges, batch_size: int, timeout_s: float = 30.0, cap: int = 2000
 ) -> Iterator[list[RawMessage]]:
@@ -218,59 +288,20 @@ def replay(
     todo = {tp: r for tp, r in ranges.items() if r[1] > r[0]}
     if not todo:
         return
-    merge = TimeOrderedMerge(todo, cap)
-    paused: set[Partition] = set()
-    # The next offset wanted per partition: a resume seeks there, and anything below it is a repeat.
-    wanted = {tp: start for tp, (start, _) in todo.items()}
-
-    def pause(tp: Partition) -> None:
-        consumer.pause([TopicPartition(*tp)])
-        paused.add(tp)
-
-    parts = [TopicPartition(t, p, start) for (t, p), (start, _) in todo.items()]
-    consumer.assign(parts)
-    consumer.resume(parts)  # a consumer used before (the catch-up's) may hold them paused
+    reader = _RangeReader(consumer, todo, cap)
+    merge = reader.merge
+    reader.start()
     batch: list[RawMessage] = []
     while not merge.done:
         while (msg := merge.pop()) is not None:
             batch.append(msg)
-            tp = (msg.topic, msg.partition)
-            if tp in paused and tp in merge.open and len(merge.buffers[tp]) <= merge.cap // 2:
-                consumer.resume([TopicPartition(*tp)])
-                consumer.seek(TopicPartition(tp[0], tp[1], wanted[tp]))
-                paused.discard(tp)
+            reader.resume_if_drained((msg.topic, msg.partition))
             if len(batch) >= batch_size:
                 yield batch
                 batch = []
         if merge.done:
             break
-        polled = consumer.poll(timeout_s)
-        if polled is None:
-            left = sorted(f"{t}[{p}]" for t, p in merge.waiting_on())
-            raise RebuildError(f"timed out after {timeout_s:.0f}s reading {', '.join(left)}: is the broker up?")
-        tp = (str(polled.topic()), int(polled.partition() or 0))
-        error = polled.error()
-        if error is not None:
-            if error.code() == CKafkaError._PARTITION_EOF:
-                # At the high watermark, which is at or past the end taken (transaction markers have no message).
-                if tp in merge.open and (polled.offset() or 0) >= todo[tp][1] - 1:
-                    merge.close(tp)
-                    pause(tp)
-                continue
-            raise RebuildError(f"reading {tp[0]}[{tp[1]}]: {error.str()}")
-        if tp not in merge.open:
-            continue
-        offset = polled.offset() or 0
-        if offset < wanted[tp]:
-            continue  # fetched before a pause, and again after its seek
-        wanted[tp] = offset + 1
-        if offset < todo[tp][1]:
-            merge.add(to_raw_message(polled))
-        if offset + 1 >= todo[tp][1]:
-            merge.close(tp)
-            pause(tp)  # a live topic goes on: nothing past the end is read
-        elif merge.full(tp):
-            pause(tp)
+        reader.read_next(timeout_s)
     if batch:
         yield batch
 
