@@ -30,7 +30,7 @@ from confluent_kafka.admin import AdminClient
 from infra.broker import Broker, Cluster, free_port
 from infra.clickhouse import ClickHouseStore
 from infra.errors import NotEnoughReplicas
-from infra.kafka import PRODUCER_DEFAULTS, KafkaEventPublisher, client_config, read_topic
+from infra.kafka import PRODUCER_DEFAULTS, KafkaEventPublisher, client_config, read_topic, watermarks
 from schemas.config import Config
 from schemas.events import FeedbackReceived
 from schemas.ids import feedback_event_id
@@ -122,7 +122,7 @@ def busiest_leader(admin: AdminClient, consumer: Consumer, topic: str) -> int:
     meta = admin.list_topics(topic, timeout=10).topics[topic]
     load: collections.Counter[int] = collections.Counter()
     for p in meta.partitions.values():
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, p.id), timeout=10)
+        _, high = watermarks(consumer, topic, p.id, 10)  # retries while a leader moves
         load[p.leader] += high + 1  # +1: an empty partition still counts for its leader
     return load.most_common(1)[0][0]
 
