@@ -431,7 +431,7 @@ def new_consumer(connection: Connection, group_id: str, **extra: Any) -> Consume
     return Consumer(consumer_config(connection, group_id, **extra))
 
 
-def new_reader(connection: Connection, group_id: str = "samtuner-reader", **extra: Any) -> Consumer:
+def new_reader(connection: Connection, group_id: str = READER_GROUP, **extra: Any) -> Consumer:
     """A consumer that ``assign()``s partitions and never joins its group or stores an offset."""
     return new_consumer(connection, group_id, **{"enable.auto.offset.store": False, **extra})
 
@@ -451,10 +451,6 @@ def events_in(messages: Iterable[RawMessage]) -> Iterator[Event]:
         event = event_or_none(msg.value)
         if event is not None:
             yield event
-
-
-def _reader(connection: Connection) -> Consumer:
-    return new_reader(connection, READER_GROUP)
 
 
 def _read_ranges(
@@ -488,7 +484,7 @@ def read_topic(
 ) -> Iterator[RawMessage]:
     """Every message of ``topic`` (or of some of its ``partitions``) from the beginning up to the high
     watermarks at call time."""
-    consumer = _reader(connection)
+    consumer = new_reader(connection)
     try:
         try:
             meta = consumer.list_topics(topic, timeout=timeout_s)
@@ -513,7 +509,7 @@ def read_range(
     """The messages of ``topic[partition]`` with ``start <= offset < end``, straight from the log.
 
     Offsets with no message (transaction markers, records deleted by retention) are simply absent."""
-    consumer = _reader(connection)
+    consumer = new_reader(connection)
     try:
         low, high = watermarks(consumer, topic, partition, timeout_s)
         return list(_read_ranges(consumer, topic, {partition: (max(low, start), min(high, end))}, timeout_s))
@@ -525,7 +521,7 @@ def read_range(
 
 def topic_counts(connection: Connection, topic: str, timeout_s: float = 10.0) -> int:
     """Messages currently in ``topic`` (high - low watermark summed over partitions)."""
-    consumer = new_reader(connection, READER_GROUP)
+    consumer = new_reader(connection)
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if meta is None or meta.error is not None:

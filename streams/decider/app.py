@@ -50,7 +50,6 @@ from streams.decider.tokens import token_counter
 
 log = logging.getLogger("samtuner.streams")
 
-MAX_MESSAGE = CLIENT_MAX_BYTES
 # The state table is keyed by user (streams/decider/journal.py): its changelog must compact for a restore to
 # read users, not history. Small segments (the active one is never cleaned), a low dirty ratio, and
 # tombstones (erased users) kept one minute after cleaning.
@@ -159,8 +158,8 @@ def create_app(cfg: Config, stats: StreamsStats | None = None, metrics: RoleMetr
         table_standby_replicas=0,
         web_enabled=False,
         producer_acks=-1,
-        producer_max_request_size=MAX_MESSAGE,
-        consumer_max_fetch_size=MAX_MESSAGE,
+        producer_max_request_size=CLIENT_MAX_BYTES,
+        consumer_max_fetch_size=CLIENT_MAX_BYTES,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         broker_session_timeout=cfg.streams.session_timeout_s,

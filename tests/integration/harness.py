@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import httpx
 from confluent_kafka import KafkaException
 
-from infra.kafka import read_topic
+from infra.kafka import new_consumer, read_topic, watermarks
 from schemas.codec import decode
 from schemas.config import Config
 from schemas.errors import EventDecodeError
@@ -110,11 +110,9 @@ class RunningProcess:
 
 def group_lag(cfg: Config, group: str, topics: list[str]) -> int:
     """Messages in ``topics`` that consumer group ``group`` has not committed yet (all partitions)."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    consumer = Consumer(
-        {"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": group, "enable.auto.commit": False}
-    )
+    consumer = new_consumer(cfg.kafka, group)
     try:
         partitions = []
         for topic in topics:
@@ -123,7 +121,7 @@ def group_lag(cfg: Config, group: str, topics: list[str]) -> int:
         committed = consumer.committed(partitions, timeout=10)
         lag = 0
         for tp in committed:
-            low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
+            low, high = watermarks(consumer, tp.topic, tp.partition, 10)  # retries while a leader moves
             position = tp.offset if tp.offset >= 0 else low
             lag += max(0, high - position)
         return lag
