@@ -15,7 +15,9 @@ every partition, and timed:
 * restore_cpu_s: the CPU time the process used until then (a busy machine stretches wall time).
 
 Several restores per stage (BENCH_RUNS, default 3): medians. The last stdout line is one JSON
-object. Environment: BENCH_USERS (500), BENCH_STAGES ("20000,200000"), BENCH_RUNS (3).
+object. Environment: BENCH_USERS (500), BENCH_STAGES ("20000,200000"), BENCH_RUNS (3), BENCH_PROFILE
+(a path: each stage's first restore runs under py-spy, raw collapsed stacks in PATH.<stage>; py-spy
+slows it, so that run's times are not comparable), BENCH_KEEP (keep the work folder).
 """
 
 from __future__ import annotations
@@ -113,10 +115,14 @@ def probes(bootstrap: str, topic: str, partitions: int, rng: random.Random) -> N
 class Decider:
     """`samtuner streams --role decider` with its lines read as they come (for the timings)."""
 
-    def __init__(self, cfg_path: Path, log_path: Path) -> None:
+    def __init__(self, cfg_path: Path, log_path: Path, profile: str | None = None) -> None:
         self.started = time.monotonic()
+        # Under py-spy (BENCH_PROFILE) the profile is written when the decider stops.
+        spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "-r", "200", "-o"]
+        spy = [*spy, profile, "--"] if profile else []
         self.proc = subprocess.Popen(
             [
+                *spy,
                 sys.executable,
                 "-m",
                 "samtuner.cli",
@@ -133,6 +139,7 @@ class Decider:
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+        self.profiled = bool(profile)
         self.first_line: float | None = None
         self.loaded: dict[int, float] = {}
         self._log = log_path.open("ab")
@@ -157,13 +164,20 @@ class Decider:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the decider did not load its {partitions} partitions ({sorted(self.loaded)})")
             time.sleep(0.01)
-        cpu = cpu_seconds(self.proc.pid)
+        cpu = cpu_seconds(self.worker_pid())
         last = max(self.loaded.values())
         return last - self.started, last - (self.first_line or self.started), cpu
 
+    def worker_pid(self) -> int:
+        """The decider's pid (under py-spy, py-spy's child)."""
+        if not self.profiled:
+            return self.proc.pid
+        children = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
+        return int(children[0]) if children else self.proc.pid
+
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            os.kill(self.worker_pid(), signal.SIGTERM)  # under py-spy, it then writes the profile
             try:
                 self.proc.wait(timeout=120)
             except subprocess.TimeoutExpired:
@@ -299,9 +313,11 @@ def main() -> None:
             written, present = count_messages(broker.bootstrap, changelog)
             say(f"  changelog: {present} messages present of {written} written, {size / 1e6:.1f} MB on disk")
             times, worker_times, cpus = [], [], []
+            key = f"{stage // 1000}k"
             for run in range(runs):
                 probes(broker.bootstrap, topic, cfg.kafka.partitions, rng)
-                decider = Decider(cfg_path, work / "decider.log")
+                profile = os.environ.get("BENCH_PROFILE") if run == 0 else None
+                decider = Decider(cfg_path, work / "decider.log", f"{profile}.{key}" if profile else None)
                 try:
                     total, worker, cpu = decider.wait_loaded(cfg.kafka.partitions, 600)
                     wait_caught_up(cfg, decider, 600)
@@ -314,7 +330,6 @@ def main() -> None:
                     f"  restore {run + 1}: {total:.2f} s from the process's start, {worker:.2f} s from its first line, "
                     f"{cpu:.2f} s of CPU"
                 )
-            key = f"{stage // 1000}k"
             result[f"restore_s_{key}"] = round(statistics.median(times), 2)
             result[f"worker_restore_s_{key}"] = round(statistics.median(worker_times), 2)
             result[f"restore_cpu_s_{key}"] = round(statistics.median(cpus), 2)

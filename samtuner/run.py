@@ -13,11 +13,10 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra.artifacts import ArtifactStore
 from infra.auth import Authenticator
-from infra.clickhouse import ClickHouseStore, open_store
 from infra.kafka import KafkaEventPublisher
 from infra.metrics import CountingPublisher, MetricsServer, RoleMetrics
 from infra.topics import ensure_topics
@@ -25,6 +24,9 @@ from samtuner.errors import RoleFailed, StreamsCrashed
 from samtuner.supervisor import DECIDER_POLICY, THREAD_POLICY, DeciderProcess, Supervisor, ThreadRole
 from schemas.config import Config
 from schemas.topics import Topics
+
+if TYPE_CHECKING:  # the store's client is imported only by the roles that open it, not by a decider
+    from infra.clickhouse import ClickHouseStore
 
 __all__ = ["ALL_ROLES", "RoleFailed", "StreamsCrashed", "run_roles", "store_stats"]
 
@@ -81,6 +83,8 @@ def run_roles(cfg: Config, roles: frozenset[str] = ALL_ROLES, loglevel: str = "w
         for metric_server in started.metric_servers:
             metric_server.start()
         if "projector" in roles:
+            from infra.clickhouse import open_store
+
             started.store = open_store(cfg)
             _add_projector(cfg, started.store, supervisor, metrics["projector"])
         if "trainer" in roles:

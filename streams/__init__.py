@@ -1,16 +1,5 @@
-"""Stream processors: feedback -> validated pairs -> ClickHouse projections and training requests."""
+"""Stream processors: feedback -> validated pairs -> ClickHouse projections and training requests.
 
-from streams.decider.decisions import DecideSettings, Decision, Lookups, decide_command, decide_feedback
-from streams.errors import StreamsError
-from streams.projector.projection import ClickHouseSink, Projector
-
-__all__ = [
-    "ClickHouseSink",
-    "DecideSettings",
-    "Decision",
-    "Lookups",
-    "Projector",
-    "StreamsError",
-    "decide_command",
-    "decide_feedback",
-]
+Two roles, two packages: `streams.decider` and `streams.projector`. Nothing is imported here, so a
+decider does not load the projector's ClickHouse client (and the other way round).
+"""

@@ -6,8 +6,10 @@ bit for bit, so signatures stored by earlier versions stay comparable: no versio
 and ``tests/unit/test_similarity.py`` fails if a datasketch upgrade changes its values. They are
 computed here with a few whole-array numpy operations (datasketch's own MinHash object and its
 ``MinHashLSH`` cost tens of microseconds per event in argument checks and per-band byte swaps).
-The LSH is datasketch's banding (the same ``(bands, rows)`` from ``_optimal_param``), so the
-candidates and the near-duplicate decisions are the same.
+The LSH is datasketch's banding (the same ``(bands, rows)`` as its ``_optimal_param``), so the
+candidates and the near-duplicate decisions are the same. The permutations and the band choice are
+computed here too, so the decider imports neither datasketch nor scipy (datasketch is a test
+dependency, the reference these are checked against).
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import xxhash
-from datasketch import MinHash
-from datasketch.lsh import _optimal_param
 
 _WORDS = re.compile(r"\w+")
 # For ASCII text, ``\w`` is [A-Za-z0-9_]: mapping every other byte to a space and splitting gives the
@@ -31,6 +31,36 @@ _hash32 = xxhash.xxh32_intdigest
 # MurmurHash3's 32-bit finalizer: datasketch's affine32 scheme pre-mixes every input hash with it.
 _S16, _S13 = np.uint32(16), np.uint32(13)
 _M1, _M2 = np.uint32(0x85EBCA6B), np.uint32(0xC2B2AE35)
+
+
+def affine32_permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """datasketch 2.0's affine32 permutations ``h -> a*h + b mod 2**32`` (odd ``a``), drawn as it draws them.
+
+    Computed here rather than taken from a ``datasketch.MinHash`` so the decider does not import
+    datasketch (and scipy, ~0.35 s of every start); test_similarity checks they stay equal.
+    """
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
+
+
+def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5) -> tuple[int, int]:
+    """datasketch's ``_optimal_param``: the (bands, rows) minimising weighted false positives and negatives.
+
+    Its integrands are polynomials of degree <= num_perm, so Gauss-Legendre with num_perm // 2 + 1
+    points integrates them exactly, without scipy; test_similarity checks the choice equals
+    datasketch's over a grid of thresholds and sizes.
+    """
+    x, w = np.polynomial.legendre.leggauss(num_perm // 2 + 1)
+    below = threshold / 2 * (x + 1)  # the nodes mapped onto [0, threshold] and [threshold, 1]
+    above = threshold + (1 - threshold) / 2 * (x + 1)
+    pairs = [(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)]  # datasketch's order
+    bands, rows = (np.array(v, dtype=np.float64)[:, None] for v in zip(*pairs, strict=True))
+    # P(some band of `rows` rows matches) at similarity s is 1 - (1 - s**rows)**bands.
+    fp = threshold / 2 * ((1 - (1 - below**rows) ** bands) @ w)
+    fn = (1 - threshold) / 2 * (((1 - above**rows) ** bands) @ w)
+    return pairs[int(np.argmin(fp * fp_weight + fn * fn_weight))]  # the first of equal minima, as datasketch
 
 
 class Signature:
@@ -53,12 +83,7 @@ class MinHasher:
         self.num_perm = num_perm
         self.shingle_words = shingle_words
         self.seed = seed
-        template = MinHash(num_perm=num_perm, seed=seed, hashfunc=_hash32)
-        if template.scheme != "affine32":  # the arithmetic below is that scheme's
-            raise RuntimeError(f"datasketch's default MinHash scheme is {template.scheme!r}, not 'affine32'")
-        a, b = template.permutations
-        self._a = np.asarray(a, dtype=np.uint32)
-        self._b = np.asarray(b, dtype=np.uint32)
+        self._a, self._b = affine32_permutations(num_perm, seed)
 
     def _shingles(self, text: str) -> list[bytes]:
         # Words only: punctuation and spacing must not make a near-duplicate look new.
@@ -154,7 +179,7 @@ class UserIndexes:
         self.hasher = hasher
         self.threshold = threshold
         # Choosing (bands, rows) integrates a probability curve: milliseconds, so once, not per user.
-        self._params: tuple[int, int] = _optimal_param(threshold, hasher.num_perm, 0.5, 0.5)
+        self._params: tuple[int, int] = optimal_bands(threshold, hasher.num_perm)
         self._capacity = capacity
         self._cache: OrderedDict[str, tuple[tuple[int, int], BandIndex, dict[str, Signature]]] = OrderedDict()
 

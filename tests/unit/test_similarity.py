@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import xxhash
 from datasketch import MinHash, MinHashLSH
+from datasketch.lsh import _optimal_param
 
 from schemas.config import QualitySettings
-from streams.decider.similarity import MinHasher, UserIndexes, nearest, pair_text
+from streams.decider.similarity import MinHasher, UserIndexes, affine32_permutations, nearest, optimal_bands, pair_text
 
 THRESHOLD = QualitySettings().near_duplicate_jaccard
 WORDS = [f"w{i:03d}" for i in range(300)] + ["Straße", "café", "naïve", "東京", "Ωmega", "ﬁne", "e\u0301t\u00e9"]
@@ -58,6 +59,24 @@ def corpus(n: int, seed: int = 5) -> list[str]:
 def exact_jaccard(a: str, b: str) -> float:
     x, y = set(reference_shingles(a)), set(reference_shingles(b))
     return len(x & y) / len(x | y)
+
+
+def test_permutations_are_datasketchs() -> None:
+    for num_perm in (16, 64, 128, 256):
+        for seed in (1, 2, 7):
+            a, b = affine32_permutations(num_perm, seed)
+            ref = MinHash(num_perm=num_perm, seed=seed, hashfunc=xxhash.xxh32_intdigest)
+            assert ref.scheme == "affine32"  # the scheme the numpy arithmetic computes
+            assert a.dtype == b.dtype == np.uint32
+            assert np.array_equal(a, ref.permutations[0]) and np.array_equal(b, ref.permutations[1])
+
+
+def test_band_parameters_are_datasketchs() -> None:
+    thresholds = [t / 100 for t in range(30, 100, 5)] + [THRESHOLD]
+    for num_perm in (16, 64, 128):
+        got = [optimal_bands(t, num_perm) for t in thresholds]
+        assert got == [_optimal_param(t, num_perm, 0.5, 0.5) for t in thresholds]
+    assert len(set(got)) > 3  # the grid spans several choices, so a constant answer fails
 
 
 def test_signatures_equal_datasketchs_bit_for_bit_on_a_corpus() -> None:
