@@ -63,19 +63,26 @@ class OutputMarks:
             if high <= low:
                 return
             consumer.assign([TopicPartition(self.output_topic, partition, max(low, high - self.scan))])
-            while True:
-                msg = consumer.poll(self.timeout_s)
-                if msg is None:
+            while True:  # in batches: a restore reads up to `scan` messages per partition
+                batch = consumer.consume(num_messages=1000, timeout=self.timeout_s)
+                if not batch:
                     raise KafkaCallError(f"timed out reading the tail of {self.output_topic}[{partition}]")
-                if msg.error() is not None:
-                    continue
-                raw_headers = cast(list[tuple[str, bytes]], msg.headers() or [])
-                headers = {str(k): bytes(v or b"").decode() for k, v in raw_headers}
-                if SRC_TOPIC in headers:
-                    key = (headers[SRC_TOPIC], int(headers[SRC_PARTITION]))
-                    position = (int(headers[SRC_OFFSET]), int(headers.get(SRC_INDEX, "0")))
-                    self._cache[key] = max(self._cache.get(key, NONE), position)
-                if (msg.offset() or 0) + 1 >= high:
+                last = -1
+                for msg in batch:
+                    if msg.error() is None:
+                        self._note(cast(list[tuple[str, bytes]], msg.headers() or []))
+                        last = max(last, msg.offset() or 0)
+                if last + 1 >= high:
                     return
         finally:
             consumer.close()
+
+    def _note(self, raw_headers: list[tuple[str, bytes]]) -> None:
+        headers = dict(raw_headers)
+        topic = headers.get(SRC_TOPIC)
+        if topic is None:
+            return
+        key = (topic.decode(), int(headers[SRC_PARTITION]))
+        position = (int(headers[SRC_OFFSET]), int(headers.get(SRC_INDEX, b"0")))
+        if position > self._cache.get(key, NONE):
+            self._cache[key] = position
