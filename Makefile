@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv jars browser demo test test-cluster bench-console test-unit lint bench-streams bench-restore bench-trainer bench-quality bench-inference bench-analytics soak kafka-up kafka-down lock clean
+.PHONY: venv jars browser demo test test-cluster bench-console test-unit lint bench-streams bench-projector bench-restore bench-trainer bench-quality bench-inference bench-analytics soak kafka-up kafka-down lock clean
 
 venv: $(STAMP)
 
@@ -46,6 +46,10 @@ lint: venv
 
 bench-streams: venv jars
 	$(BIN)/python benchmarks/bench_streams.py
+
+# The projector alone, in process: us of CPU per event on a real chDB store (no Kafka).
+bench-projector: venv
+	$(BIN)/python benchmarks/bench_projector.py
 
 bench-restore: venv jars
 	$(BIN)/python benchmarks/bench_restore.py

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from infra.errors import StoreError
@@ -112,13 +112,13 @@ class FakeSink:
         self.erased.append(user_id)
         return removed
 
-    def active_pairs(self, user_id: str) -> list[dict[str, Any]]:
+    def active_pairs(self, user_ids: Collection[str]) -> list[dict[str, Any]]:
         pairs = self.tables.get("preference_pairs", {}).values()
-        return [r for r in pairs if r["user_id"] == user_id and r["is_active"]]
+        return [dict(r) for r in pairs if r["user_id"] in user_ids and r["is_active"]]
 
-    def labelled_examples(self, user_id: str) -> list[dict[str, Any]]:
+    def labelled_examples(self, user_ids: Collection[str]) -> list[dict[str, Any]]:
         examples = self.tables.get("labelled_examples", {}).values()
-        return [r for r in examples if r["user_id"] == user_id]
+        return [dict(r) for r in examples if r["user_id"] in user_ids]
 
     def ping(self) -> bool:
         return not self.down

@@ -2,12 +2,16 @@
 
 It is the only writer of the store. Each batch is written with an insert deduplication token derived
 from the topic-partition-offset ranges it covers, into ``ReplacingMergeTree`` tables keyed by
-deterministic ids. Events that act on rows already written (a threshold, a deactivation, an erasure)
-first flush every earlier row of the batch, so they see exactly the log before them:
+deterministic ids, one insert per table for each run of the batch between events that change rows
+already written (a deactivation, a reweight, an erasure): those first flush every earlier row of
+the batch, so they see exactly the log before them. Thresholds are cut at the end of their run:
 
-* ``TrainingThresholdReached`` -> the user's active pairs as a content-addressed Parquet snapshot,
-  and one ``TrainingRequested`` per (user, generation) (requests already in the log are not sent
-  again);
+* ``TrainingThresholdReached`` -> the user's active pairs and labelled examples at the threshold's
+  place in the log, as a content-addressed Parquet snapshot, and one ``TrainingRequested`` per (user,
+  generation) (requests already in the log are not sent again). The run's thresholds share one read
+  of the store, made before the run's rows are written; each adds its user's rows of the run that
+  come before it (``streams/projector/snapshots.py``). Their requests are published once the run's
+  rows are written;
 * ``PairDeactivated`` / ``PairReweighted`` (and the bulk ``PairsDeactivated`` / ``PairsReweighted``)
   -> the pairs' rows again, changed, with a higher version, in one statement;
 * ``UserForgotten`` (the decider forgot the user) -> the user's rows deleted from every table that
@@ -30,7 +34,7 @@ import shutil
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,6 +74,7 @@ from schemas.ids import derived_event_id, training_request_id, user_key
 from schemas.snapshot import EXAMPLE_COLUMNS, SNAPSHOT_COLUMNS, snapshot_bytes
 from schemas.topics import Topics
 from streams.projector import rows as R
+from streams.projector import snapshots as S
 
 log = logging.getLogger("samtuner.streams.projector.projection")
 
@@ -88,9 +93,13 @@ class ProjectionSink(Protocol):
 
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], dedup_token: str) -> None: ...
 
-    def active_pairs(self, user_id: str) -> list[dict[str, Any]]: ...
+    def active_pairs(self, user_ids: Collection[str]) -> list[dict[str, Any]]:
+        """The active pairs of these users (``user_id`` and the snapshot's columns), in one read."""
+        ...
 
-    def labelled_examples(self, user_id: str) -> list[dict[str, Any]]: ...
+    def labelled_examples(self, user_ids: Collection[str]) -> list[dict[str, Any]]:
+        """The labelled examples of these users (``user_id`` and the snapshot's columns), in one read."""
+        ...
 
     def update_pairs(
         self,
@@ -118,19 +127,20 @@ class ClickHouseSink:
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], dedup_token: str) -> None:
         self.store.insert(table, rows, columns, dedup_token=dedup_token)
 
-    def active_pairs(self, user_id: str) -> list[dict[str, Any]]:
-        cols = ", ".join(SNAPSHOT_COLUMNS)
+    def active_pairs(self, user_ids: Collection[str]) -> list[dict[str, Any]]:
+        cols = ", ".join(("user_id", *SNAPSHOT_COLUMNS))
         return self.store.query_dicts(
             f"SELECT {cols} FROM {self.db}.preference_pairs FINAL "
-            "WHERE user_id = {user:String} AND is_active ORDER BY pair_id",
-            {"user": user_id},
+            "WHERE user_id IN {users:Array(String)} AND is_active ORDER BY user_id, pair_id",
+            {"users": sorted(user_ids)},
         )
 
-    def labelled_examples(self, user_id: str) -> list[dict[str, Any]]:
-        cols = ", ".join(EXAMPLE_COLUMNS)
+    def labelled_examples(self, user_ids: Collection[str]) -> list[dict[str, Any]]:
+        cols = ", ".join(("user_id", *EXAMPLE_COLUMNS))
         return self.store.query_dicts(
-            f"SELECT {cols} FROM {self.db}.labelled_examples FINAL WHERE user_id = {{user:String}} ORDER BY example_id",
-            {"user": user_id},
+            f"SELECT {cols} FROM {self.db}.labelled_examples FINAL WHERE user_id IN {{users:Array(String)}} "
+            "ORDER BY user_id, example_id",
+            {"users": sorted(user_ids)},
         )
 
     def update_pairs(
@@ -218,16 +228,27 @@ class ProjectedBatch:
 
 @dataclass
 class _Pending:
-    """Rows waiting to be written, and the positions they came from (for the dedup token)."""
+    """Rows waiting to be written, and the positions they came from (for the dedup token); and, for the
+    thresholds cut before they are written, each user's snapshot rows among them, in log order."""
 
     rows: dict[str, list[list[Any]]] = field(default_factory=lambda: defaultdict(list))
     ranges: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    of_user: dict[tuple[str, str], list[list[Any]]] = field(default_factory=lambda: defaultdict(list))
 
-    def add(self, table: str, row: list[Any], msg: RawMessage) -> None:
+    def add(self, table: str, row: list[Any], msg: RawMessage, user_id: str) -> None:
         self.rows[table].append(row)
+        if table in SNAPSHOT_TABLES:
+            self.of_user[(table, user_id)].append(row)
         span = self.ranges.setdefault((msg.topic, msg.partition), [msg.offset, msg.offset])
         span[0] = min(span[0], msg.offset)
         span[1] = max(span[1], msg.offset)
+
+    def mark(self, user_id: str) -> dict[str, int]:
+        """How many snapshot rows of the user are pending now: a threshold's place in the batch."""
+        return {table: len(self.of_user.get((table, user_id), ())) for table in SNAPSHOT_TABLES}
+
+    def before(self, table: str, user_id: str, mark: dict[str, int]) -> list[list[Any]]:
+        return self.of_user.get((table, user_id), [])[: mark[table]]
 
     def token(self, table: str) -> str:
         spans = ",".join(f"{t}/{p}/{a}-{b}" for (t, p), (a, b) in sorted(self.ranges.items()))
@@ -236,7 +257,27 @@ class _Pending:
     def clear(self) -> None:
         self.rows.clear()
         self.ranges.clear()
+        self.of_user.clear()
 
+
+@dataclass(frozen=True)
+class _Cut:
+    """A threshold waiting for its snapshot, and its place among the pending rows."""
+
+    event: TrainingThresholdReached
+    mark: dict[str, int]
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """A threshold's dataset, computed; written and announced once the batch's rows are."""
+
+    event: TrainingThresholdReached
+    pairs: list[dict[str, Any]]
+    examples: list[dict[str, Any]]
+
+
+SNAPSHOT_TABLES = ("preference_pairs", "labelled_examples")
 
 COLUMNS = {
     "preference_pairs": R.PAIR_COLUMNS,
@@ -251,8 +292,8 @@ COLUMNS = {
     "answer_feedback": R.ANSWER_FEEDBACK_COLUMNS,
     "training_progress": R.PROGRESS_COLUMNS,
 }
+# Events that change rows already written: the rows before them are written first.
 ACTING = (
-    TrainingThresholdReached,
     PairDeactivated,
     PairReweighted,
     PairsDeactivated,
@@ -286,12 +327,18 @@ class Projector:
         self.effects = effects
 
     def project(self, messages: Sequence[RawMessage]) -> ProjectedBatch:
-        """Project a batch read from any of the event topics, in order; then flush the publisher."""
+        """Project a batch read from any of the event topics, in order; then flush the publisher.
+
+        Rows are written in one insert per table for each run of the batch between events that change
+        written rows (a deactivation, a reweight, an erasure). Thresholds are cut at the end of their
+        run, each from the store plus its user's rows before it (``streams/projector/snapshots.py``):
+        what it would have read had the rows before it been written first."""
         result = ProjectedBatch()
         pending = _Pending()
+        cuts: list[_Cut] = []
         for msg in messages:
             if msg.topic == self.topics.dlq:
-                pending.add("dead_letters", R.dead_letter_row(headers_dict(msg.headers), msg.key, msg.value), msg)
+                pending.add("dead_letters", R.dead_letter_row(headers_dict(msg.headers), msg.key, msg.value), msg, "")
                 continue
             if msg.topic == self.topics.feedback and not R.mentions_answer(msg.value):
                 continue  # feedback is the decider's; here only feedback about a served answer is projected
@@ -304,19 +351,33 @@ class Projector:
                     self._dead_letter(msg, exc.reason, exc.detail)
                 result.dead_letters += 1
                 continue
+            if isinstance(event, TrainingThresholdReached):
+                # Its TrainingRequested, if one was sent, is on the training topic (a rebuild cuts nothing).
+                if self.effects:
+                    cuts.append(_Cut(event, pending.mark(event.user_id)))
+                continue
             if isinstance(event, ACTING):
-                self._flush(pending, result)
+                self._write(pending, cuts, result)
                 with correlation(event.correlation_id):
                     self._act(event, msg, result)
                 continue
             if isinstance(event, TrainingRequested):
                 self.known_requests.add(str(event.request_id))
             for table, row in self._rows_for(event, msg):
-                pending.add(table, row, msg)
-        self._flush(pending, result)
+                pending.add(table, row, msg, event.user_id)
+        self._write(pending, cuts, result)
         if self.effects:
             self.publisher.flush()
         return result
+
+    def _write(self, pending: _Pending, cuts: list[_Cut], result: ProjectedBatch) -> None:
+        """The pending thresholds' snapshots (read before the rows land), the rows, then the requests."""
+        snapshots = self._snapshots(pending, cuts)
+        cuts.clear()
+        self._flush(pending, result)
+        for snapshot in snapshots:
+            with correlation(snapshot.event.correlation_id):
+                result.training_requests.append(self._request(snapshot))
 
     # -- rows ----------------------------------------------------------------------------------
 
@@ -374,13 +435,7 @@ class Projector:
     # -- events that act on what is already written ----------------------------------------------
 
     def _act(self, event: Event, msg: RawMessage, result: ProjectedBatch) -> None:
-        if isinstance(event, TrainingThresholdReached):
-            if not self.effects:
-                return  # its TrainingRequested, if one was sent, is on the training topic
-            request = self._cut_snapshot(event)
-            if request is not None:
-                result.training_requests.append(request)
-        elif isinstance(event, PairDeactivated):
+        if isinstance(event, PairDeactivated):
             self._retrying(
                 "deactivate a pair",
                 lambda: self.sink.update_pairs(event.user_id, [event.pair_id], msg.offset, is_active=False),
@@ -412,13 +467,33 @@ class Projector:
             self._erase(event, report=False)
             result.erased_users += 1
 
-    def _cut_snapshot(self, event: TrainingThresholdReached) -> TrainingRequested | None:
-        request_id = training_request_id(event.user_id, event.generation)
-        if str(request_id) in self.known_requests:
-            return None
-        pairs = self._retrying("read active pairs", lambda: self.sink.active_pairs(event.user_id))
+    def _snapshots(self, pending: _Pending, cuts: Sequence[_Cut]) -> list[_Snapshot]:
+        """Each new threshold's dataset: one read of the store for all their users, then each user's
+        pending rows before it on top."""
+        fresh: list[_Cut] = []
+        seen: set[str] = set()
+        for cut in cuts:
+            rid = str(training_request_id(cut.event.user_id, cut.event.generation))
+            if rid not in self.known_requests and rid not in seen:  # a twin request is never sent
+                seen.add(rid)
+                fresh.append(cut)
+        if not fresh:
+            return []
+        users = {cut.event.user_id for cut in fresh}
+        stored_pairs = _by_user(self._retrying("read active pairs", lambda: self.sink.active_pairs(users)))
         # Thumbs up/down without a correction train too (KTO, training.method), so they are in the snapshot.
-        examples = self._retrying("read labelled examples", lambda: self.sink.labelled_examples(event.user_id))
+        stored_examples = _by_user(self._retrying("read labelled examples", lambda: self.sink.labelled_examples(users)))
+        out = []
+        for cut in fresh:
+            user = cut.event.user_id
+            pairs = S.active_pairs_at(stored_pairs.get(user, []), pending.before("preference_pairs", user, cut.mark))
+            examples = S.examples_at(stored_examples.get(user, []), pending.before("labelled_examples", user, cut.mark))
+            out.append(_Snapshot(cut.event, pairs, examples))
+        return out
+
+    def _request(self, snapshot: _Snapshot) -> TrainingRequested:
+        event, pairs, examples = snapshot.event, snapshot.pairs, snapshot.examples
+        request_id = training_request_id(event.user_id, event.generation)
         data = snapshot_bytes(pairs, examples)
         uri, sha = self.artifacts.put_dataset(data)
         request = TrainingRequested(
@@ -434,8 +509,8 @@ class Projector:
                 uri=uri,
                 sha256=sha,
                 rows=len(pairs) + len(examples),
-                pair_ids=tuple(uuid.UUID(str(p["pair_id"])) for p in pairs),
-                example_ids=tuple(uuid.UUID(str(e["example_id"])) for e in examples),
+                pair_ids=S.ids(pairs, "pair_id"),
+                example_ids=S.ids(examples, "example_id"),
             ),
             dpo_overrides=event.dpo_overrides,
         )
@@ -508,6 +583,13 @@ class Projector:
         self.publisher.publish_raw(
             self.topics.dlq, msg.key, msg.value, dead_letter_headers(msg, "projector", reason, detail)
         )
+
+
+def _by_user(rows: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        out[str(row["user_id"])].append(row)
+    return out
 
 
 def _remove_tree(path: Path) -> int:

@@ -28,7 +28,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,11 +101,11 @@ class SelectedSink:
         if table in self.tables:
             self.sink.insert(table, rows, columns, dedup_token)
 
-    def active_pairs(self, user_id: str) -> list[dict[str, Any]]:
-        return self.sink.active_pairs(user_id)
+    def active_pairs(self, user_ids: Collection[str]) -> list[dict[str, Any]]:
+        return self.sink.active_pairs(user_ids)
 
-    def labelled_examples(self, user_id: str) -> list[dict[str, Any]]:
-        return self.sink.labelled_examples(user_id)
+    def labelled_examples(self, user_ids: Collection[str]) -> list[dict[str, Any]]:
+        return self.sink.labelled_examples(user_ids)
 
     def update_pairs(
         self,

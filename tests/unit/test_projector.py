@@ -29,13 +29,15 @@ def projector(tmp_path: Path, sink: FakeSink, publisher: FakePublisher) -> Proje
     return Projector(sink, ArtifactStore(tmp_path), publisher, TOPICS, sleep=lambda s: None)
 
 
-def test_pairs_before_the_threshold_are_written_before_the_snapshot(tmp_path: Path) -> None:
+def test_the_snapshot_holds_the_pairs_before_the_threshold_and_the_batch_is_one_insert(tmp_path: Path) -> None:
     sink, publisher = FakeSink(), FakePublisher()
     events = Decider(min_new_pairs=3).feed(*[fb(n) for n in range(4)])  # 3 pairs, threshold, 1 pair
     result = projector(tmp_path, sink, publisher).project(as_messages(events))
-    assert [(t, n) for t, n, _ in sink.inserts] == [("preference_pairs", 3), ("preference_pairs", 1)]
+    assert [(t, n) for t, n, _ in sink.inserts] == [("preference_pairs", 4)]
     (request,) = result.training_requests
     assert request.dataset.rows == 3
+    before = sorted(str(e.pair_id) for e in events[:3] if isinstance(e, PairAccepted))
+    assert [str(p) for p in request.dataset.pair_ids] == before
     data = ArtifactStore(tmp_path).read_verified(request.dataset.uri, request.dataset.sha256)
     assert len(read_snapshot(data)) == 3
     (sent,) = publisher.on(TOPICS.training)
