@@ -160,6 +160,9 @@ def create_app(cfg: Config, stats: StreamsStats | None = None, metrics: RoleMetr
         producer_acks=-1,
         producer_max_request_size=CLIENT_MAX_BYTES,
         consumer_max_fetch_size=CLIENT_MAX_BYTES,
+        # A poll decodes at most one batch of records. Faust's default (None) has aiokafka decode all
+        # it prefetched (up to 50 MB of compressed fetch): a lagging decider's RSS grew with its lag.
+        broker_max_poll_records=cfg.streams.batch_size,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         broker_session_timeout=cfg.streams.session_timeout_s,
