@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv jars browser demo test test-cluster bench-console test-unit lint bench-streams bench-projector bench-restore bench-trainer bench-quality bench-inference bench-analytics soak kafka-up kafka-down lock clean
+.PHONY: venv jars browser demo test test-cluster bench-console test-unit lint bench-streams bench-projector bench-restore bench-decider-memory bench-decider-backlog bench-trainer bench-quality bench-inference bench-analytics soak kafka-up kafka-down lock clean
 
 venv: $(STAMP)
 
@@ -53,6 +53,14 @@ bench-projector: venv
 
 bench-restore: venv jars
 	$(BIN)/python benchmarks/bench_restore.py
+
+# The decider's batch path in process (no broker), 500k soak-mix events: RSS and tracemalloc after the rings fill.
+bench-decider-memory: venv
+	$(BIN)/python benchmarks/bench_decider_memory.py
+
+# A real decider working through a 200k-event backlog: does its RSS follow its lag (Faust/aiokafka prefetch)?
+bench-decider-backlog: venv jars
+	$(BIN)/python benchmarks/bench_decider_backlog.py
 
 bench-inference: venv jars
 	$(BIN)/python benchmarks/bench_inference.py $(BENCH_ARGS)

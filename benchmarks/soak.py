@@ -155,6 +155,23 @@ def decider_process(parent: psutil.Process) -> psutil.Process | None:
     return None
 
 
+def fd_kinds(pid: int) -> dict[str, int]:
+    """Open FDs by what they point at: socket, pipe, anon_inode, /proc/self/task (a thread's own
+    stat files: chDB opens them per thread), /proc, or file: what grows, when FDs grow."""
+    kinds: dict[str, int] = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("/proc/"):
+            kind = "proc_task" if "/task/" in target else "proc"
+        else:
+            kind = target.split(":", 1)[0] if ":" in target and not target.startswith("/") else "file"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return dict(sorted(kinds.items()))
+
+
 def usage(proc: psutil.Process | None) -> dict[str, Any]:
     if proc is None:
         return {"pid": None, "rss_mib": None, "fds": None, "threads": None}
@@ -163,6 +180,7 @@ def usage(proc: psutil.Process | None) -> dict[str, Any]:
             "pid": proc.pid,
             "rss_mib": round(proc.memory_info().rss / 2**20, 1),
             "fds": len(os.listdir(f"/proc/{proc.pid}/fd")),
+            "fd_kinds": fd_kinds(proc.pid),
             "threads": proc.num_threads(),
         }
     except (psutil.NoSuchProcess, FileNotFoundError):
@@ -345,8 +363,8 @@ def main() -> None:
             d, r = sample["decider"], sample["run"]
             say(
                 f"min {sample['minute']:5.1f}: produced {produced[0]:,}; decider pid {d['pid']} rss {d['rss_mib']} MiB "
-                f"fds {d['fds']} threads {d['threads']}; run rss {r['rss_mib']} MiB fds {r['fds']} threads "
-                f"{r['threads']}; lag {sample['lag']}; chats {chats['ok']} ok {chats['failed']} failed; "
+                f"fds {d['fds']} threads {d['threads']}; run rss {r['rss_mib']} MiB fds {r['fds']} {r.get('fd_kinds')} "
+                f"threads {r['threads']}; lag {sample['lag']}; chats {chats['ok']} ok {chats['failed']} failed; "
                 f"decider restarts {restarts}"
             )
             next_at += sample_s

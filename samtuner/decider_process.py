@@ -12,6 +12,7 @@ import os
 import sys
 
 from infra.errors import InfraError
+from samtuner import memtrace
 from samtuner.errors import StreamsCrashed
 from samtuner.logs import process_secrets, setup_logging
 from samtuner.supervisor import die_with_parent
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent(args.parent)
     cfg = Config.model_validate_json(sys.stdin.read())
     setup_logging(args.log_level, cfg.logging.format, process_secrets(cfg))
+    memtrace.start_from_env()  # off unless SAMTUNER_TRACEMALLOC names a file
     from samtuner.run import run_roles
 
     def report(reason: str) -> None:

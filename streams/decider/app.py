@@ -37,7 +37,7 @@ from faust.types import TP, EventT, StreamT
 from infra.kafka import KafkaEventPublisher, RawMessage, aiokafka_auth, kafka_password, read_range
 from infra.metrics import RoleMetrics
 from schemas.config import Config, KafkaSettings
-from schemas.topics import CLIENT_MAX_BYTES, Topics
+from schemas.topics import CLIENT_MAX_BYTES, MIB, Topics
 from streams.decider.batch import BatchDecider, DecidedBatch
 from streams.decider.decisions import DecideSettings
 from streams.decider.faust_guards import guard_commit_holes, mark_acked, repair_acks
@@ -59,6 +59,12 @@ JOURNAL_TOPIC_CONFIGS = {
     "min.cleanable.dirty.ratio": "0.01",
     "delete.retention.ms": str(60_000),
 }
+
+# Per partition and fetch. With 17 MiB (the largest message + 1 MiB) a lagging decider prefetched
+# up to 17 MiB of every partition it reads (12: feedback and control), so its RSS grew with its
+# lag. A larger message is still read: since fetch v3 (KIP-74) the broker returns the first batch
+# whole, whatever the limit (tests/integration/test_hostile_payloads.py sends one).
+FETCH_BYTES_PER_PARTITION = MIB
 
 
 @dataclass
@@ -159,7 +165,11 @@ def create_app(cfg: Config, stats: StreamsStats | None = None, metrics: RoleMetr
         web_enabled=False,
         producer_acks=-1,
         producer_max_request_size=CLIENT_MAX_BYTES,
-        consumer_max_fetch_size=CLIENT_MAX_BYTES,
+        # What a lagging decider holds in memory is bounded here, not by its lag: per partition one
+        # prefetched fetch of FETCH_BYTES_PER_PARTITION, and one poll decodes at most one batch
+        # (Faust's default, None, has aiokafka decode all it prefetched).
+        consumer_max_fetch_size=FETCH_BYTES_PER_PARTITION,
+        broker_max_poll_records=cfg.streams.batch_size,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         broker_session_timeout=cfg.streams.session_timeout_s,

@@ -5,6 +5,7 @@ dead-lettered with a reason, and the worker keeps running."""
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,6 +159,14 @@ def _ten_mb(field: str) -> bytes:
     return json.dumps(value).encode()
 
 
+def _incompressible_mb(field: str, mib: int = 3) -> bytes:
+    """An event larger than the decider's fetch size per partition even compressed (random hex):
+    the broker must hand it over whole (streams/decider/app.py, FETCH_BYTES_PER_PARTITION)."""
+    value = event("hostile-huge", "What is big?", "Something small.", "Something big.")
+    value[field] = os.urandom(mib * 1024 * 1024 // 2).hex()
+    return json.dumps(value).encode()
+
+
 # Every kind at least once, whatever the random draws do.
 EXPLICIT = [
     (b"k", b"\xff\xfe\xfd invalid utf-8"),
@@ -167,6 +176,7 @@ EXPLICIT = [
     (b"hostile", json.dumps({**event("hostile", "Q?", "A.", "B."), "context": {"deep": {"er": [1, 2]}}}).encode()),
     (b"u", json.dumps(event(f"user{SQL[0]}", f"What is {SQL[0]}?", "An answer here.", f"Better: {SQL[0]}")).encode()),
     (b"hostile-huge", _ten_mb("corrected_response")),
+    (b"hostile-huge", _incompressible_mb("prompt")),
     (None, b""),
 ]
 
