@@ -10,6 +10,7 @@ again; the outputs after it (a threshold whose pair landed just before the crash
 from __future__ import annotations
 
 import threading
+import time
 from typing import cast
 
 from confluent_kafka import TopicPartition
@@ -62,18 +63,21 @@ class OutputMarks:
             low, high = consumer.get_watermark_offsets(tp, timeout=self.timeout_s)
             if high <= low:
                 return
-            consumer.assign([TopicPartition(self.output_topic, partition, max(low, high - self.scan))])
-            while True:  # in batches: a restore reads up to `scan` messages per partition
-                batch = consumer.consume(num_messages=1000, timeout=self.timeout_s)
-                if not batch:
-                    raise KafkaCallError(f"timed out reading the tail of {self.output_topic}[{partition}]")
-                last = -1
+            next_offset = max(low, high - self.scan)
+            consumer.assign([TopicPartition(self.output_topic, partition, next_offset)])
+            deadline = time.monotonic() + self.timeout_s
+            while next_offset < high:
+                # consume() returns once it has num_messages or its timeout passed: ask for what is
+                # left of the tail (at most a batch), so the last batch does not wait for more.
+                batch = consumer.consume(num_messages=min(1000, high - next_offset), timeout=0.5)
                 for msg in batch:
                     if msg.error() is None:
                         self._note(cast(list[tuple[str, bytes]], msg.headers() or []))
-                        last = max(last, msg.offset() or 0)
-                if last + 1 >= high:
-                    return
+                        next_offset = max(next_offset, (msg.offset() or 0) + 1)
+                if batch:
+                    deadline = time.monotonic() + self.timeout_s
+                elif time.monotonic() > deadline:
+                    raise KafkaCallError(f"timed out reading the tail of {self.output_topic}[{partition}]")
         finally:
             consumer.close()
 
