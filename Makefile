@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv jars browser demo test test-cluster bench-console test-unit lint bench-streams bench-restore bench-trainer bench-quality bench-inference bench-analytics soak kafka-up kafka-down lock clean
+.PHONY: venv jars browser demo test test-cluster bench-console test-unit lint bench-streams bench-decider bench-restore bench-trainer bench-quality bench-inference bench-analytics soak kafka-up kafka-down lock clean
 
 venv: $(STAMP)
 
@@ -46,6 +46,10 @@ lint: venv
 
 bench-streams: venv jars
 	$(BIN)/python benchmarks/bench_streams.py
+
+# The decider's batch path in one process (no Kafka, no Faust): us per event by stage.
+bench-decider: venv
+	$(BIN)/python benchmarks/bench_decider.py
 
 bench-restore: venv jars
 	$(BIN)/python benchmarks/bench_restore.py
