@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv jars browser demo test test-cluster bench-console test-unit lint bench-streams bench-projector bench-restore bench-decider-memory bench-decider-backlog bench-trainer bench-quality bench-inference bench-analytics soak kafka-up kafka-down lock clean
+.PHONY: venv jars browser demo test test-cluster bench-console test-unit lint bench-streams bench-decider bench-projector bench-restore bench-decider-memory bench-decider-backlog bench-trainer bench-quality bench-inference bench-analytics soak kafka-up kafka-down lock clean
 
 venv: $(STAMP)
 
@@ -47,9 +47,15 @@ lint: venv
 bench-streams: venv jars
 	$(BIN)/python benchmarks/bench_streams.py
 
+<<<<<<< HEAD
 # The projector alone, in process: us of CPU per event on a real chDB store (no Kafka).
 bench-projector: venv
 	$(BIN)/python benchmarks/bench_projector.py
+=======
+# The decider's batch path in one process (no Kafka, no Faust): us per event by stage.
+bench-decider: venv
+	$(BIN)/python benchmarks/bench_decider.py
+>>>>>>> dec
 
 bench-restore: venv jars
 	$(BIN)/python benchmarks/bench_restore.py

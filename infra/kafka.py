@@ -331,6 +331,7 @@ class KafkaEventPublisher:
         value: bytes | None,
         headers: Sequence[tuple[str, bytes]] | None = None,
         timestamp_ms: int | None = None,
+        partition: int | None = None,
     ) -> None:
         kwargs: dict[str, Any] = {
             "key": key,
@@ -341,6 +342,8 @@ class KafkaEventPublisher:
         self._sent_topics.add(topic)
         if timestamp_ms is not None:
             kwargs["timestamp"] = timestamp_ms
+        if partition is not None:  # a table's changelog: the partition is the source event's, not the key's
+            kwargs["partition"] = partition
         while True:
             try:
                 self._producer.produce(topic, **kwargs)

@@ -3,7 +3,8 @@
 One agent reads the feedback and control topics (co-partitioned by user id, so a user's state has
 one owner) in batches. For each batch it decides every event, sends the outputs and waits for the
 broker's acks, then writes the batch's state per partition, user values then the partition's head
-(see ``streams/decider/journal.py``); only then does Faust ack the batch. Every exception is handled inside
+(see ``streams/decider/journal.py``), to the table's changelog with the same producer, and waits for
+those acks too (``streams/decider/changelog.py``); only then does Faust ack the batch. Every exception is handled inside
 the loop (Faust acks a message even when an agent raises) and the agent runs with ``concurrency=1`` (more can commit
 offsets past unprocessed events).
 
@@ -23,15 +24,11 @@ import signal
 import socket
 import sys
 import time
-import weakref
-from collections.abc import Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
-from faust.streams import _current_event
 from faust.types import TP, EventT, StreamT
 
 from infra.kafka import KafkaEventPublisher, RawMessage, aiokafka_auth, kafka_password, read_range
@@ -39,10 +36,11 @@ from infra.metrics import RoleMetrics
 from schemas.config import Config, KafkaSettings
 from schemas.topics import CLIENT_MAX_BYTES, MIB, Topics
 from streams.decider.batch import BatchDecider, DecidedBatch
+from streams.decider.changelog import TableChangelog
 from streams.decider.decisions import DecideSettings
 from streams.decider.faust_guards import guard_commit_holes, mark_acked, repair_acks
 from streams.decider.fence import Fenced, PartitionFence, Ticket, fence_off, stamped
-from streams.decider.journal import DeciderMemory, StateLimits, apply_writes
+from streams.decider.journal import DeciderMemory, StateLimits
 from streams.decider.output_marks import OutputMarks
 from streams.decider.similarity import MinHasher, UserIndexes
 from streams.decider.stall import StallDetector, lagging_partitions
@@ -98,20 +96,6 @@ def raw_message(event: EventT) -> RawMessage:
         headers=tuple((str(k), bytes(v or b"")) for k, v in cast(list[tuple[str, bytes]], msg.headers or [])),
         timestamp_ms=int(msg.timestamp * 1000),
     )
-
-
-@contextmanager
-def bound_to(event: EventT) -> Iterator[None]:
-    """Make ``event`` Faust's current event, so a table write lands in its changelog partition.
-
-    Faust picks the changelog partition of a table write from the current event; in a batch loop the
-    current event is the batch's last one, not the one that caused the write.
-    """
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
 
 def faust_credentials(kafka: KafkaSettings) -> Any:
@@ -387,6 +371,15 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
     cast(DeciderApp, app).fence = fence
     # The client id names the worker: several deciders run side by side (the broker's logs tell them apart).
     producer = KafkaEventPublisher(cfg.kafka, client_id=f"samtuner-decider-{fence.worker}")
+    # The table's own codecs (Faust picks JSON for str keys and plain values; TableT does not declare them).
+    table = cast(Any, journal)
+    changelog = TableChangelog(
+        journal.changelog_topic.get_topic_name(),
+        journal.data,
+        producer,
+        str(table.key_serializer),
+        str(table.value_serializer),
+    )
     worker = _DeciderWorker(
         app,
         stats,
@@ -394,7 +387,7 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
         fence,
         decider,
         producer,
-        journal,
+        changelog,
         _DeciderCaches(memory, output_marks, indexes),
         {topics.feedback, topics.control},
     )
@@ -450,7 +443,7 @@ class _DeciderWorker:
         fence: PartitionFence,
         decider: BatchDecider,
         producer: KafkaEventPublisher,
-        journal: MutableMapping[str, Any],
+        changelog: TableChangelog,
         caches: _DeciderCaches,
         source_topics: set[str],
     ) -> None:
@@ -460,7 +453,7 @@ class _DeciderWorker:
         self.fence = fence
         self.decider = decider
         self.producer = producer
-        self.journal = journal
+        self.changelog = changelog
         self.caches = caches
         self.source_topics = source_topics
         self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decider-io")
@@ -500,9 +493,8 @@ class _DeciderWorker:
         ticket, batch = self._take(events)
         if not batch:
             return
-        by_partition = {event.message.partition: event for event in events}
         self.stats.in_batch = True
-        result, t0 = await self._until_done(loop, batch, ticket, by_partition)
+        result, t0 = await self._until_done(loop, batch, ticket)
         self._finish(batch, result, t0)
 
     def _take(self, events: list[EventT]) -> tuple[Ticket, list[RawMessage]]:
@@ -523,12 +515,11 @@ class _DeciderWorker:
         loop: asyncio.AbstractEventLoop,
         batch: list[RawMessage],
         ticket: Ticket,
-        by_partition: dict[int, EventT],
     ) -> tuple[DecidedBatch, float]:
         """Decide, publish and journal the batch, again and again until it succeeds."""
         while True:
             try:
-                return await self._decide_publish_journal(loop, batch, ticket, by_partition)
+                return await self._decide_publish_journal(loop, batch, ticket)
             except Exception:
                 # Kafka unreachable or the like: nothing of this batch is acked; try it again from
                 # the durable state. Part of its outputs may be durable: the output marks say which.
@@ -541,7 +532,6 @@ class _DeciderWorker:
         loop: asyncio.AbstractEventLoop,
         batch: list[RawMessage],
         ticket: Ticket,
-        by_partition: dict[int, EventT],
     ) -> tuple[DecidedBatch, float]:
         """One attempt at the batch; returns its result and when the attempt started."""
         # Decided off the loop: CPU work, and the first batch after an assignment reads the
@@ -550,19 +540,26 @@ class _DeciderWorker:
         result = await loop.run_in_executor(self.io, self.decider.decide, batch)
         t1 = time.perf_counter()
         result, lost = self._publish(result, batch, ticket)
-        await loop.run_in_executor(self.io, self.producer.flush)
-        t2 = time.perf_counter()
-        late = self.fence.lost(ticket) - lost
-        if late:  # outputs acked, state not: the new owner's output marks suppress them
-            result, dropped = fence_off(result, late)
-            self.fenced("published, not journalled", dropped)
-        for partition, writes in result.journal.items():
-            with bound_to(by_partition[partition]):
-                apply_writes(self.journal, writes)
+        result, late, t2 = await loop.run_in_executor(self.io, self._flush_then_journal, result, ticket, lost)
+        if late.partitions:  # outputs acked, state not: the new owner's output marks suppress them
+            self.fenced("published, not journalled", late)
+        self.changelog.apply(result.journal)  # the local store follows what the broker acked
         self.stats.decide_s += t1 - t0
         self.stats.send_s += t2 - t1
         self.stats.journal_s += time.perf_counter() - t2
         return result, t0
+
+    def _flush_then_journal(
+        self, result: DecidedBatch, ticket: Ticket, lost: frozenset[int]
+    ) -> tuple[DecidedBatch, Fenced, float]:
+        """On the I/O thread: wait for the outputs' acks, then send the state of the partitions still
+        owned to the changelog and wait for those acks (durable before Faust acks the batch)."""
+        self.producer.flush()
+        flushed = time.perf_counter()
+        # Checked again here, just before the state is produced (fence step 3).
+        result, late = fence_off(result, self.fence.lost(ticket) - lost)
+        self.changelog.send(result.journal)
+        return result, late, flushed
 
     def _publish(
         self, result: DecidedBatch, batch: list[RawMessage], ticket: Ticket

@@ -101,11 +101,17 @@ class Decision:
     forget: bool = False  # drop everything the state holds of the user (EraseUser), keep ``state``
 
 
+# ``json.dumps(obj, sort_keys=True, separators=(",", ":"))``'s encoder: the same text, without building
+# an encoder per call. Never change its options: the hashes are stored (sightings' ``content``).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+_FEEDBACK_STAMP, _COMMAND_STAMP = {"occurred_at"}, {"issued_at"}
+
+
 def content_hash(item: FeedbackReceived | Command) -> str:
     """What makes two messages with one id the same message: everything but the time it was stamped
     (a producer that builds a retry anew stamps it again)."""
-    stamp = "occurred_at" if isinstance(item, FeedbackReceived) else "issued_at"
-    canonical = json.dumps(item.model_dump(mode="json", exclude={stamp}), sort_keys=True, separators=(",", ":"))
+    stamp = _FEEDBACK_STAMP if isinstance(item, FeedbackReceived) else _COMMAND_STAMP
+    canonical = _CANONICAL.encode(item.model_dump(mode="json", exclude=stamp))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 

@@ -116,12 +116,16 @@ def fence_off(result: DecidedBatch, lost: frozenset[int]) -> tuple[DecidedBatch,
 
 def stamped(outgoing: list[Outgoing], worker: str, ticket: Ticket) -> list[Outgoing]:
     """The outputs with the producing worker and the tenure of their source partition as headers."""
+    who = (WORKER, worker.encode())
+    generations: dict[int | None, tuple[str, bytes]] = {}  # per source partition, built once per batch
     out = []
     for topic, key, value, headers in outgoing:
         partition = source_partition(headers)
-        tenure = ticket.get(partition) if partition is not None else None
-        extra = [(WORKER, worker.encode()), (GENERATION, str(-1 if tenure is None else tenure).encode())]
-        out.append((topic, key, value, [*headers, *extra]))
+        generation = generations.get(partition)
+        if generation is None:
+            tenure = ticket.get(partition) if partition is not None else None
+            generation = generations[partition] = (GENERATION, str(-1 if tenure is None else tenure).encode())
+        out.append((topic, key, value, [*headers, who, generation]))
     return out
 
 

@@ -18,8 +18,8 @@ the last N of each (a ring drops its oldest chunk when a new one closes). Within
 event delivered again at a new offset is a redelivery and the same pair a duplicate; beyond it,
 it is decided as new. Whatever its age, an event at an offset the head holds is skipped.
 
-Write order of a batch, per partition, all bound to that partition's event so that they land in its
-changelog partition, which keeps order: erased users' records, tombstones of what they had, closed
+Write order of a batch, per partition, all produced to that partition's changelog partition
+(``streams/decider/changelog.py``), which keeps order: erased users' records, tombstones of what they had, closed
 chunks, user values, and last the head. A head that is durable implies that everything before it
 is. A prefix without its head is safe too: a user's state and the sightings of the events it holds
 are one value, so an event decided again finds its own sighting (a redelivery: its outputs were

@@ -87,7 +87,9 @@ def similarity(chosen: str, rejected: str) -> float:
     a, b = chosen.split(), rejected.split()
     if not a and not b:
         return 1.0
-    common = sum((Counter(a) & Counter(b)).values())
+    # The size of the multiset intersection, without building it (``Counter.__and__`` loops in Python).
+    ca = Counter(a)
+    common = sum(min(n, ca[w]) for w, n in Counter(b).items() if w in ca)
     return 2.0 * common / (len(a) + len(b))
 
 

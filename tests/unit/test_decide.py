@@ -448,3 +448,20 @@ def test_erasure_leaves_nothing_of_the_user_in_the_journal_but_counters_and_hash
     assert isinstance(again, PairAccepted) and again.pair_id == pair.pair_id  # type: ignore[attr-defined]
     assert again.event_id != pair.event_id  # a new fact, with a new id
     assert d.feed(EraseUser(user_id="alice", command_id=forgotten.command_id)) == []  # a repeated erase
+
+
+def test_the_content_hash_is_the_one_earlier_versions_stored_for_the_same_event() -> None:
+    """Sightings keep the hash: a new form of it would make every redelivery after an upgrade a conflict."""
+    import hashlib
+    import json
+
+    from streams.decider.decisions import content_hash
+
+    item = fb(1, prompt="Où est la gare ? 東京", original="Là-bas.").model_copy(
+        update={"context": {"zeta": "1", "alpha": "ü"}}
+    )
+    stored = json.dumps(item.model_dump(mode="json", exclude={"occurred_at"}), sort_keys=True, separators=(",", ":"))
+    assert content_hash(item) == hashlib.sha256(stored.encode("utf-8")).hexdigest()[:32]
+    cmd = RequestTraining(user_id="alice", issued_at=T0)
+    stored = json.dumps(cmd.model_dump(mode="json", exclude={"issued_at"}), sort_keys=True, separators=(",", ":"))
+    assert content_hash(cmd) == hashlib.sha256(stored.encode("utf-8")).hexdigest()[:32]
