@@ -47,15 +47,13 @@ lint: venv
 bench-streams: venv jars
 	$(BIN)/python benchmarks/bench_streams.py
 
-<<<<<<< HEAD
 # The projector alone, in process: us of CPU per event on a real chDB store (no Kafka).
 bench-projector: venv
 	$(BIN)/python benchmarks/bench_projector.py
-=======
+
 # The decider's batch path in one process (no Kafka, no Faust): us per event by stage.
 bench-decider: venv
 	$(BIN)/python benchmarks/bench_decider.py
->>>>>>> dec
 
 bench-restore: venv jars
 	$(BIN)/python benchmarks/bench_restore.py
