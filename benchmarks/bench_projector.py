@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 from infra.artifacts import ArtifactStore  # noqa: E402
 from infra.clickhouse import ClickHouseStore  # noqa: E402
 from infra.kafka import RawMessage  # noqa: E402
-from schemas.codec import encode_headers, encode_key, encode_value  # noqa: E402
+from schemas.codec import encode_headers, encode_value  # noqa: E402
 from schemas.dead_letters import dead_letter_headers  # noqa: E402
 from schemas.events import (  # noqa: E402
     AnswerServed,
@@ -65,6 +65,7 @@ from schemas.events import (  # noqa: E402
 from schemas.ids import derived_event_id, threshold_event_id  # noqa: E402
 from schemas.topics import Topics  # noqa: E402
 from streams.projector.projection import ClickHouseSink, Projector  # noqa: E402
+from tests.fakes import FakePublisher  # noqa: E402
 
 WORDS = [f"w{i:04d}" for i in range(2000)]
 TOPICS = Topics("bench.")
@@ -73,29 +74,6 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 def say(msg: str) -> None:
     print(f"[bench-projector] {msg}", file=sys.stderr, flush=True)
-
-
-class RecordingPublisher:
-    """The EventPublisher seam: keeps what was published, so the training topic can be read back."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
-
-    def publish(self, topic: str, event: Event) -> None:
-        self.publish_raw(topic, encode_key(event), encode_value(event), encode_headers(event))
-
-    def publish_raw(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
-        timestamp_ms: int | None = None,
-    ) -> None:
-        self.sent.append((topic, key, value, list(headers or [])))
-
-    def flush(self, timeout_s: float = 30.0) -> None:
-        return None
 
 
 class Log:
@@ -237,7 +215,7 @@ def build_log(n: int, users: int, min_pairs: int, answers: float, partitions: in
     return log
 
 
-def batches(log: Log, batch_size: int, publisher: RecordingPublisher, fetch: int = 200) -> Any:
+def batches(log: Log, batch_size: int, publisher: FakePublisher, fetch: int = 200) -> Any:
     """Batches as a consumer hands them out: up to ``fetch`` messages of each topic-partition in turn.
     What the projector published to the training topic since the last batch is appended to that topic."""
     queues = {tp: deque(msgs) for tp, msgs in sorted(log.parts.items())}
@@ -265,7 +243,7 @@ def one_run(log_args: tuple[int, int, int, float, int], batch_size: int, profile
     store = ClickHouseStore(f"chdb://{work / 'chdb'}", "sam")
     try:
         store.migrate()
-        publisher = RecordingPublisher()
+        publisher = FakePublisher()
         projector = Projector(ClickHouseSink(store), ArtifactStore(work / "artifacts"), publisher, TOPICS)
         messages = n_batches = 0
         datasets: list[str] = []
