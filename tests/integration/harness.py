@@ -6,11 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from confluent_kafka import KafkaException
@@ -20,22 +19,12 @@ from schemas.codec import decode
 from schemas.config import Config
 from schemas.errors import EventDecodeError
 from schemas.events import Event
+from tests.waiting import wait_for
 
 # The make_config fixture (tests/conftest.py): make_config(trigger={...}, ...) -> (Config, its YAML path).
 MakeConfig = Callable[..., tuple[Config, Path]]
 
-T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_for(probe: Callable[[], T | None], timeout_s: float, what: str, every_s: float = 0.25) -> T:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
 def events_on(cfg: Config, topic: str) -> list[Event]:

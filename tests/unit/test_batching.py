@@ -19,6 +19,7 @@ from inference.kv import BatchCache
 from inference.lora import LoRARuntime, LoRAWeights
 from schemas.events import AnswerServed
 from tests.nodes import PROMPT, Gate, NodeKit, load_tiny
+from tests.waiting import wait_for
 
 PROMPTS = [
     "What is 3 plus 1?",
@@ -33,13 +34,6 @@ PROMPTS = [
 @pytest.fixture
 def model(tiny_model: Path) -> Any:
     return load_tiny(tiny_model)
-
-
-def wait_until(condition: Any, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
 
 
 @pytest.mark.parametrize("mode", ["merged", "unmerged"])
@@ -79,7 +73,7 @@ def test_a_user_joining_mid_answer_does_not_change_the_answer_of_another(tmp_pat
         alone = kit.ask("alice", min_new_tokens=40, max_new_tokens=40)
         steps = kit.node.scheduler.stats().steps
         running = kit.node.submit(PROMPT, "alice", min_new_tokens=40, max_new_tokens=40)
-        wait_until(lambda: kit.node.scheduler.stats().steps >= steps + 5, "alice's first decode steps")
+        wait_for(lambda: kit.node.scheduler.stats().steps >= steps + 5, 60, "alice's first decode steps", every_s=0.005)
         joined = [kit.node.submit(p, u, max_new_tokens=30) for u, p in (("bob", PROMPTS[1]), (None, PROMPTS[2]))]
         answer = running.result(timeout=120)
         for p in joined:
@@ -232,7 +226,7 @@ def flood_kit(tmp_path: Path, tiny_model: Path) -> Iterator[NodeKit]:
 def test_a_flood_of_long_answers_does_not_hold_up_a_short_one(flood_kit: NodeKit) -> None:
     node = flood_kit.node
     floods = [node.submit(PROMPTS[i], None, min_new_tokens=400, max_new_tokens=400) for i in range(3)]
-    wait_until(lambda: node.scheduler.stats().running == 3, "the flood to take three rows")
+    wait_for(lambda: node.scheduler.stats().running == 3, 60, "the flood to take three rows", every_s=0.005)
     short = node.submit(PROMPT, None, max_new_tokens=4).result(timeout=120)
     still_running = [not f.done for f in floods]
     for f in floods:
@@ -251,7 +245,7 @@ def test_when_a_flood_takes_every_row_a_short_request_waits_in_the_queue_within_
     kit = NodeKit(tmp_path, tiny_model, max_batch_size=2, limits={"max_tokens": 200, "request_timeout_s": bound_s})
     try:
         floods = [kit.node.submit(PROMPTS[i], None, min_new_tokens=200, max_new_tokens=200) for i in range(2)]
-        wait_until(lambda: kit.node.scheduler.stats().running == 2, "the flood to take both rows")
+        wait_for(lambda: kit.node.scheduler.stats().running == 2, 60, "the flood to take both rows", every_s=0.005)
         short = kit.node.submit(PROMPT, None, max_new_tokens=4).result(timeout=bound_s + 30)
         assert [f.result(timeout=120).completion_tokens for f in floods] == [200, 200]  # capped by max_tokens
         assert short.completion_tokens <= 4 and short.queue_ms > 0 and short.latency_ms < bound_s * 1000
@@ -296,7 +290,7 @@ def test_closing_the_node_fails_queued_requests_instead_of_leaving_them_waiting(
         queued = kit.node.submit(PROMPT, "bob")
         closer = threading.Thread(target=kit.close)
         closer.start()
-        wait_until(lambda: kit.node.scheduler.closing, "the node to start closing")
+        wait_for(lambda: kit.node.scheduler.closing, 60, "the node to start closing", every_s=0.005)
         gate.open()
         closer.join(timeout=60)
         with contextlib.suppress(NodeClosed):  # the row in flight ends one way or the other, never left waiting

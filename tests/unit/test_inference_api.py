@@ -13,6 +13,7 @@ from inference.api import create_api
 from schemas.commands import ActivateAdapter, Command, DeactivateAdapter
 from schemas.events import AnswerServed
 from tests.nodes import PROMPT, NodeKit
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -289,10 +290,8 @@ def test_a_request_whose_time_runs_out_in_the_queue_gets_503_naming_the_limit(tm
         )
         asking.start()
         # The deadline counts from the request's arrival: wait until it is queued, then past its limit.
-        waited = time.monotonic() + 30
-        while kit.node.scheduler.stats().queued < 1 and time.monotonic() < waited:
-            time.sleep(0.01)
-        assert kit.node.scheduler.stats().queued == 1, "the request never reached the queue"
+        wait_for(lambda: kit.node.scheduler.stats().queued >= 1, 30, "the request to reach the queue", every_s=0.01)
+        assert kit.node.scheduler.stats().queued == 1
         time.sleep(0.6)
         gate.open()
         asking.join(timeout=60)
