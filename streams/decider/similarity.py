@@ -66,10 +66,22 @@ def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_we
 class Signature:
     """A MinHash signature: ``hashvalues`` (numpy uint32, ``num_perm`` values)."""
 
-    __slots__ = ("hashvalues",)
+    __slots__ = ("_bands", "hashvalues")
 
     def __init__(self, hashvalues: np.ndarray) -> None:
         self.hashvalues = hashvalues
+        self._bands: tuple[int, int, list[bytes]] | None = None
+
+    def bands(self, count: int, rows: int) -> list[bytes]:
+        """The LSH bucket keys: the bytes of the first ``count`` runs of ``rows`` hash values.
+
+        Kept once made: a new pair's signature is queried and then inserted with the same keys.
+        """
+        cached = self._bands
+        if cached is None or cached[0] != count or cached[1] != rows:
+            data, width = self.hashvalues.tobytes(), rows * 4
+            cached = self._bands = (count, rows, [data[i : i + width] for i in range(0, count * width, width)])
+        return cached[2]
 
     def jaccard(self, other: Signature) -> float:
         """Estimated Jaccard similarity: the share of equal hash values (as datasketch computes it)."""
@@ -142,9 +154,7 @@ class BandIndex:
         self._tables: list[dict[bytes, list[str]]] = [{} for _ in range(bands)]
 
     def _keys(self, m: Signature) -> Iterable[tuple[dict[bytes, list[str]], bytes]]:
-        data = m.hashvalues.tobytes()
-        width = self._rows * 4
-        return ((table, data[i * width : (i + 1) * width]) for i, table in enumerate(self._tables))
+        return zip(self._tables, m.bands(len(self._tables), self._rows), strict=True)
 
     def insert(self, key: str, m: Signature) -> None:
         for table, band in self._keys(m):
