@@ -15,9 +15,12 @@ N feedback events (500 users, ~10% duplicates, ~5% malformed) are generated; the
    worker_cpu_us_per_event = the decider process's CPU time / N, projector_cpu_us_per_event the
    projector's (robust to a busy machine, unlike rates);
 4. with them running, M more events are offered at 1,000 events/s; latency = projected_at -
-   created_at (the produce time) of each pair: p50, p99 and max;
-5. the same as 3 with two decider processes (and one projector) on fresh topics:
-   events_per_s_2_deciders (both deciders hold partitions before the events are produced);
+   created_at (the produce time) of each pair: p50, p99 and max. latency_ms_decide and
+   latency_ms_project split it: produce to the PairAccepted on the pairs topic (the decider's
+   produce time), and from there to projected_at;
+5. the same as 3 and 4 with two decider processes (and one projector) on fresh topics:
+   events_per_s_2_deciders (both deciders hold partitions before the events are produced) and
+   latency_ms_*_2_deciders;
 6. unless BENCH_RESTORE=0, `benchmarks/bench_restore.py` (its own broker): restore_s_20k, restore_s_200k.
 The last stdout line is one JSON object. Environment: BENCH_N (default 20000), BENCH_M (5000),
 BENCH_MIN_PAIRS (20), BENCH_BATCH_SIZE and BENCH_BATCH_TIMEOUT_S (streams.batch_size and
@@ -342,8 +345,8 @@ def phase_configs(raw: dict[str, Any], work: Path, name: str, deciders: int) -> 
     return Config.model_validate(yaml.safe_load(paths[0].read_text())), paths
 
 
-def decider_outputs(cfg: Config) -> list[tuple[float, bytes]]:
-    """(append time in s, event type) of every message on the pairs topic: what the deciders emitted."""
+def decider_outputs(cfg: Config) -> list[tuple[float, bytes, bytes]]:
+    """(append time in s, event type, value) of every message on the pairs topic: what the deciders emitted."""
     from confluent_kafka import Consumer, TopicPartition
 
     topic = Topics(cfg.kafka.topic_prefix).pairs
@@ -369,10 +372,40 @@ def decider_outputs(cfg: Config) -> list[tuple[float, bytes]]:
                 if partition is not None and offset is not None and offset + 1 >= ends.get(partition, 0):
                     ends.pop(partition, None)
                 kind = dict(msg.headers() or []).get("event_type")
-                out.append((msg.timestamp()[1] / 1000, kind if isinstance(kind, bytes) else b""))
+                out.append((msg.timestamp()[1] / 1000, kind if isinstance(kind, bytes) else b"", msg.value() or b""))
         return out
     finally:
         consumer.close()
+
+
+def _ms_percentiles(values: list[float]) -> dict[str, float]:
+    """p50, p99 and max of ``values`` (ms); nearest-rank percentiles."""
+    if not values:
+        return {"p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+    ordered = sorted(values)
+    rank = lambda q: ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]  # noqa: E731
+    return {"p50": round(rank(0.5), 1), "p99": round(rank(0.99), 1), "max": round(ordered[-1], 1)}
+
+
+def latency_stages(
+    emitted: list[tuple[float, bytes, bytes]], projected: dict[str, float], since: datetime
+) -> dict[str, dict[str, float]]:
+    """Where a pair's latency goes: ``decide`` = its PairAccepted's time on the pairs topic (the decider's
+    produce time) - its feedback's produce time (``created_at``); ``project`` = ``projected_at`` - that
+    time on the pairs topic. Over the pairs produced from ``since`` on (the latency phase)."""
+    decide: list[float] = []
+    project: list[float] = []
+    for at, kind, value in emitted:
+        if kind != b"PairAccepted":
+            continue
+        event = json.loads(value)
+        created = datetime.fromisoformat(event["created_at"].replace("Z", "+00:00")).timestamp()
+        if created < since.timestamp():
+            continue
+        decide.append((at - created) * 1000)
+        if event["pair_id"] in projected:
+            project.append((projected[event["pair_id"]] - at) * 1000)
+    return {"decide": _ms_percentiles(decide), "project": _ms_percentiles(project)}
 
 
 def throughput(
@@ -392,6 +425,7 @@ def throughput(
     workers = Workers(cfg, paths, work, profile)
     out: dict[str, Any] = {}
     marker = None
+    projected: dict[str, float] = {}  # pair id -> projected_at (s), of the latency phase
     try:
         workers.wait_assigned(deciders, 300)
         workers.wait_caught_up(300)  # the groups are formed, nothing to do yet
@@ -423,12 +457,21 @@ def throughput(
                 {"m": marker},
             )[0]
             out.update(p50=float(p50), p99=float(p99), max=float(top), latency_pairs=int(offered))
+            rows = store.query(
+                "SELECT toString(pair_id), projected_at FROM sam.preference_pairs "
+                "WHERE created_at >= {m:DateTime64(3)}",
+                {"m": marker},
+            )
+            projected = {pid: (at.replace(tzinfo=UTC) if at.tzinfo is None else at).timestamp() for pid, at in rows}
     finally:
         store.close()
     end = last.replace(tzinfo=UTC) if last.tzinfo is None else last
     span = (end - started).total_seconds()
     # The deciders' own rate: to their last output of this phase (on the wire, before the projector).
-    emitted = [(at, kind) for at, kind in decider_outputs(cfg) if at <= (marker or datetime.now(UTC)).timestamp()]
+    outputs = decider_outputs(cfg)
+    if marker is not None:
+        out["stages"] = latency_stages(outputs, projected, marker)
+    emitted = [(at, kind) for at, kind, _ in outputs if at <= (marker or datetime.now(UTC)).timestamp()]
     decided = max(at for at, _ in emitted) - started.timestamp()
     out.update(
         pairs=int(pairs),
@@ -502,7 +545,7 @@ def main() -> None:
         say(f"  {noop:,.0f} events/s; one decider and one projector (started idle, then fed)")
         one = throughput(raw, work, "one", 1, values, m, rng, os.environ.get("BENCH_PROFILE"))
         say(f"  {one['rate']:,.0f} events/s; two deciders and one projector")
-        two = throughput(raw, work, "two", 2, values, 0, rng)
+        two = throughput(raw, work, "two", 2, values, m, rng)
         say(f"  {two['rate']:,.0f} events/s")
         result = {
             "events": n,
@@ -514,6 +557,13 @@ def main() -> None:
             "latency_ms_p99": round(one["p99"], 1),
             "latency_ms_max": round(one["max"], 1),
             "latency_pairs": one["latency_pairs"],
+            "latency_ms_decide": one["stages"]["decide"],
+            "latency_ms_project": one["stages"]["project"],
+            "latency_ms_p50_2_deciders": round(two["p50"], 1),
+            "latency_ms_p99_2_deciders": round(two["p99"], 1),
+            "latency_ms_max_2_deciders": round(two["max"], 1),
+            "latency_ms_decide_2_deciders": two["stages"]["decide"],
+            "latency_ms_project_2_deciders": two["stages"]["project"],
             "worker_cpu_us_per_event": round(one["decider_cpu_s"] / n * 1e6, 1),
             "projector_cpu_us_per_event": round(one["projector_cpu_s"] / n * 1e6, 1),
             "noop_faust_per_s": round(noop, 1),
