@@ -72,15 +72,17 @@ class Signature:
         self.hashvalues = hashvalues
         self._bands: tuple[int, int, list[bytes]] | None = None
 
-    def bands(self, count: int, rows: int) -> list[bytes]:
+    def bands(self, count: int, rows: int, keep: bool = True) -> list[bytes]:
         """The LSH bucket keys: the bytes of the first ``count`` runs of ``rows`` hash values.
 
-        Kept once made: a new pair's signature is queried and then inserted with the same keys.
+        Kept until used with ``keep=False``: a new pair's signature is queried and then inserted with
+        the same keys, and the insert lets them go (the index holds them; ~190 bytes per signature).
         """
         cached = self._bands
         if cached is None or cached[0] != count or cached[1] != rows:
             data, width = self.hashvalues.tobytes(), rows * 4
-            cached = self._bands = (count, rows, [data[i : i + width] for i in range(0, count * width, width)])
+            cached = (count, rows, [data[i : i + width] for i in range(0, count * width, width)])
+        self._bands = cached if keep else None
         return cached[2]
 
     def jaccard(self, other: Signature) -> float:
@@ -153,11 +155,11 @@ class BandIndex:
         self._rows = rows
         self._tables: list[dict[bytes, list[str]]] = [{} for _ in range(bands)]
 
-    def _keys(self, m: Signature) -> Iterable[tuple[dict[bytes, list[str]], bytes]]:
-        return zip(self._tables, m.bands(len(self._tables), self._rows), strict=True)
+    def _keys(self, m: Signature, keep: bool = True) -> Iterable[tuple[dict[bytes, list[str]], bytes]]:
+        return zip(self._tables, m.bands(len(self._tables), self._rows, keep), strict=True)
 
     def insert(self, key: str, m: Signature) -> None:
-        for table, band in self._keys(m):
+        for table, band in self._keys(m, keep=False):
             table.setdefault(band, []).append(key)
 
     def remove(self, key: str, m: Signature) -> None:
