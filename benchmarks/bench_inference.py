@@ -30,6 +30,9 @@ from typing import Any
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for benchmarks.*
+
+from benchmarks.stats import percentile
 from inference.base import configure_torch, load_served_base
 from inference.cache_sim import belady_hit_rate, independent_zipf, replay, session_zipf, static_top_hit_rate
 from inference.follow import RegistryFollower
@@ -71,17 +74,6 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default), so p99 of 60 values is not just the max."""
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    rank = q / 100 * (len(ordered) - 1)
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def spread(values: list[float], name: str, suffix: str = "", digits: int = 1) -> dict[str, float]:

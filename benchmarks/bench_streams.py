@@ -53,6 +53,7 @@ from confluent_kafka import Producer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.stats import percentile  # noqa: E402
 from infra.broker import Broker, free_port  # noqa: E402
 from infra.clickhouse import ClickHouseStore  # noqa: E402
 from infra.kafka import PRODUCER_DEFAULTS, aiokafka_auth, client_config, settings_of  # noqa: E402
@@ -379,12 +380,14 @@ def decider_outputs(cfg: Config) -> list[tuple[float, bytes, bytes]]:
 
 
 def _ms_percentiles(values: list[float]) -> dict[str, float]:
-    """p50, p99 and max of ``values`` (ms); nearest-rank percentiles."""
+    """p50, p99 and max of ``values`` (ms)."""
     if not values:
         return {"p50": float("nan"), "p99": float("nan"), "max": float("nan")}
-    ordered = sorted(values)
-    rank = lambda q: ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]  # noqa: E731
-    return {"p50": round(rank(0.5), 1), "p99": round(rank(0.99), 1), "max": round(ordered[-1], 1)}
+    return {
+        "p50": round(percentile(values, 50), 1),
+        "p99": round(percentile(values, 99), 1),
+        "max": round(max(values), 1),
+    }
 
 
 def latency_stages(

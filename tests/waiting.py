@@ -1,4 +1,4 @@
-"""Polling until something holds: the one wait loop every test uses (never a fixed sleep for a state)."""
+"""Polling until something holds: the tests' shared poll-until loop, instead of a fixed sleep for a state."""
 
 from __future__ import annotations
 
