@@ -2,6 +2,7 @@
 
 StreamsError
 ├── JournalFormatError    the decider's state table was written by another version of its form
+├── GuardNotInstalled     Faust does not resolve the decider's broker scheme to its guarded transport
 └── RebuildError          ``samtuner projections rebuild`` failed (the live tables are as they were)
     └── UnknownProjection a ``--table`` that is not a projection table (the message lists them)
 """
@@ -24,6 +25,14 @@ class JournalFormatError(StreamsError):
         self.partition = partition
         self.found = found
         self.expected = expected
+
+
+class GuardNotInstalled(StreamsError):
+    def __init__(self, scheme: str, found: object) -> None:
+        super().__init__(
+            f"Faust resolves the {scheme}:// broker scheme to {found!r}, not the decider's guarded transport: "
+            "the project's 'faust.transports' entry point is not installed (run: pip install --no-deps -e .)"
+        )
 
 
 class RebuildError(StreamsError):

@@ -38,7 +38,7 @@ from schemas.topics import CLIENT_MAX_BYTES, MIB, Topics
 from streams.decider.batch import BatchDecider, DecidedBatch
 from streams.decider.changelog import TableChangelog
 from streams.decider.decisions import DecideSettings
-from streams.decider.faust_guards import guard_commit_holes, mark_acked, repair_acks
+from streams.decider.faust_guards import guarded_broker_urls, mark_acked, repair_acks
 from streams.decider.fence import Fenced, PartitionFence, Ticket, fence_off, stamped
 from streams.decider.journal import DeciderMemory, StateLimits
 from streams.decider.output_marks import OutputMarks
@@ -139,7 +139,7 @@ def create_app(cfg: Config, stats: StreamsStats | None = None, metrics: RoleMetr
     topics = Topics(cfg.kafka.topic_prefix)
     app = DeciderApp(
         cfg.streams.app_id,
-        broker=[f"kafka://{hp}" for hp in cfg.kafka.bootstrap_servers.split(",")],
+        broker=guarded_broker_urls(cfg.kafka.bootstrap_servers),
         broker_credentials=faust_credentials(cfg.kafka),
         store="memory://",
         datadir=str(cfg.state_path / "faust"),
@@ -160,7 +160,6 @@ def create_app(cfg: Config, stats: StreamsStats | None = None, metrics: RoleMetr
         broker_heartbeat_interval=min(3.0, cfg.streams.session_timeout_s / 3),
         stream_wait_empty=True,
     )
-    guard_commit_holes()
     _add_watchdog(app, stats, (topics.feedback, topics.control), cfg.streams.stall_timeout_s)
     _add_progress_log(app, stats)
     _add_task_dump(app)

@@ -7,9 +7,14 @@ log itself (``streams/decider/batch.py``); ``mark_acked`` then tells Faust they 
 
 * ``repair_acks`` drops the duplicates and stale entries, which otherwise slow commits to one offset
   per commit interval;
-* ``guard_commit_holes`` makes Faust refuse to commit past a hole of exactly one offset at the
+* ``GuardedConsumer`` makes Faust refuse to commit past a hole of exactly one offset at the
   committed position: its own check lets ``min(acked) == committed + 1`` through, which would commit
   past an event that was never processed. The stall watchdog then seeks back and the event is read again.
+
+The guarded consumer comes with its own transport, ``GuardedTransport``, which Faust finds by the
+broker URL's scheme (``samtuner://host:port``) through its ``faust.transports`` entry point (declared
+in ``pyproject.toml``): only the decider's app uses it; Faust's classes are not patched.
+Upstream: faust-streaming/faust #606, robinhood/faust #625.
 """
 
 from __future__ import annotations
@@ -17,14 +22,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from faust.transport.consumer import Consumer
+from faust.transport import drivers
+from faust.transport.drivers import aiokafka
 from faust.types.tuples import ack_lock
 
 from streams.decider.stall import repaired_acks
+from streams.errors import GuardNotInstalled
 
 log = logging.getLogger("samtuner.streams")
 
-_GUARDED = "_samtuner_guarded"
+SCHEME = "samtuner"
 
 
 def repair_acks(consumer: Any, tp: Any) -> None:
@@ -66,19 +73,32 @@ def head_is_missing(acked: list[int], committed: int | None, covered_by_gap: boo
     return bool(acked) and committed is not None and min(acked) > committed and not covered_by_gap
 
 
-def guard_commit_holes() -> None:
-    """Patch ``Consumer._new_offset`` once per process (idempotent)."""
-    if getattr(Consumer, _GUARDED, False):
-        return
-    original = Consumer._new_offset
+class GuardedConsumer(aiokafka.Consumer):
+    """Faust's aiokafka consumer, refusing to commit past a missing event at the committed offset."""
 
-    def _new_offset(self: Any, tp: Any) -> int | None:
+    def _new_offset(self, tp: Any) -> int | None:
         committed = self._committed_offset[tp]
         gap = self._gap[tp]
         if head_is_missing(self._acked[tp], committed, bool(gap) and gap.overlaps_point(committed)):
             return None
-        result: int | None = original(self, tp)
+        result: int | None = super()._new_offset(tp)
         return result
 
-    Consumer._new_offset = _new_offset  # type: ignore[method-assign]
-    setattr(Consumer, _GUARDED, True)
+
+class GuardedTransport(aiokafka.Transport):
+    """Faust's aiokafka transport with the guarded consumer (the ``samtuner://`` broker scheme)."""
+
+    Consumer = GuardedConsumer
+
+
+def guarded_broker_urls(bootstrap_servers: str) -> list[str]:
+    """The decider's broker URLs; fails with the cause when Faust does not resolve them to the guard."""
+    urls = [f"{SCHEME}://{hp.strip()}" for hp in bootstrap_servers.split(",")]
+    found: object
+    try:
+        found = drivers.by_url(urls[0])
+    except ImportError as exc:
+        found = exc
+    if found is not GuardedTransport:
+        raise GuardNotInstalled(SCHEME, found)
+    return urls
