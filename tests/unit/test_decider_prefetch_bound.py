@@ -15,20 +15,14 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from tokenizers import Tokenizer
-from tokenizers.models import WordLevel
-
 from schemas.config import Config
 from schemas.topics import MAX_MESSAGE_BYTES, MIB
 from streams.decider.app import FETCH_BYTES_PER_PARTITION, create_app
+from tests.decider_config import decider_config
 
 
 def config(tmp_path: Path, batch_size: int) -> Config:
-    # The decider's length checks load a tokenizer: a one-word one is enough to build the app.
-    Tokenizer(WordLevel({"[UNK]": 0}, unk_token="[UNK]")).save(str(tmp_path / "tokenizer.json"))
-    return Config.model_validate(
-        {"model": {"base": str(tmp_path)}, "state_dir": str(tmp_path / "state"), "streams": {"batch_size": batch_size}}
-    )
+    return decider_config(tmp_path, streams={"batch_size": batch_size})
 
 
 def worker_consumer(cfg: Config) -> dict[str, Any]:

@@ -15,27 +15,19 @@ import pytest
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka
 from faust.types import TP
-from tokenizers import Tokenizer
-from tokenizers.models import WordLevel
 
 from schemas.config import Config
 from streams.decider import faust_guards
 from streams.decider.app import create_app
 from streams.decider.faust_guards import GuardedConsumer, GuardedTransport, guarded_broker_urls
 from streams.errors import GuardNotInstalled
+from tests.decider_config import decider_config
 
 TP0 = TP("feedback", 0)
 
 
 def config(tmp_path: Path) -> Config:
-    Tokenizer(WordLevel({"[UNK]": 0}, unk_token="[UNK]")).save(str(tmp_path / "tokenizer.json"))
-    return Config.model_validate(
-        {
-            "model": {"base": str(tmp_path)},
-            "state_dir": str(tmp_path / "state"),
-            "kafka": {"bootstrap_servers": "127.0.0.1:9092, 127.0.0.1:9093"},
-        }
-    )
+    return decider_config(tmp_path, kafka={"bootstrap_servers": "127.0.0.1:9092, 127.0.0.1:9093"})
 
 
 def next_commit(app: faust.App, acked: list[int], committed: int) -> tuple[type, int | None]:
