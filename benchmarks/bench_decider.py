@@ -101,6 +101,7 @@ def run(cfg: Config, batches: list[list[RawMessage]]) -> dict[str, float]:
         UserIndexes(hasher, cfg.quality.near_duplicate_jaccard),
         lambda topic, partition: (-1, -1),
         no_log,
+        lambda topic, partition: 0,  # the partitions start at offset 0
     )
     fence = PartitionFence("bench")
     fence.assigned(range(PARTITIONS), 1)

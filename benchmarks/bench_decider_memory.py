@@ -103,6 +103,7 @@ def main() -> None:
         indexes,
         lambda topic, partition: (-1, -1),
         lambda topic, partition, start, end: [],  # every offset is delivered in order here
+        lambda topic, partition: 0,
     )
     feedback = Feedback(users, 3, 0.04, random.Random(7))
     offsets = [0] * PARTITIONS

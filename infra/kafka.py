@@ -522,6 +522,23 @@ def read_range(
         consumer.close()
 
 
+def resume_offset(connection: Connection, group_id: str, topic: str, partition: int, timeout_s: float = 30.0) -> int:
+    """Where ``group_id`` resumes ``topic[partition]``: its committed offset, or the log's start when it
+    has committed none (the group's offset reset is ``earliest``). Asks the broker; joins no group."""
+    consumer = new_reader(connection, group_id, **{"enable.auto.commit": False})
+    try:
+        (committed,) = consumer.committed([TopicPartition(topic, partition)], timeout=timeout_s)
+        if committed.error is not None:
+            raise KafkaException(committed.error)
+        if committed.offset >= 0:
+            return int(committed.offset)
+        return watermarks(consumer, topic, partition, timeout_s)[0]
+    except KafkaException as exc:
+        raise KafkaCallError(f"cannot read where {group_id} resumes {topic}[{partition}]: {exc}") from exc
+    finally:
+        consumer.close()
+
+
 def topic_counts(connection: Connection, topic: str, timeout_s: float = 10.0) -> int:
     """Messages currently in ``topic`` (high - low watermark summed over partitions)."""
     consumer = new_reader(connection)

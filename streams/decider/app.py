@@ -31,7 +31,7 @@ from typing import Any, cast
 import faust
 from faust.types import TP, EventT, StreamT
 
-from infra.kafka import KafkaEventPublisher, RawMessage, aiokafka_auth, kafka_password, read_range
+from infra.kafka import KafkaEventPublisher, RawMessage, aiokafka_auth, kafka_password, read_range, resume_offset
 from infra.metrics import RoleMetrics
 from schemas.config import Config, KafkaSettings
 from schemas.topics import CLIENT_MAX_BYTES, MIB, Topics
@@ -365,6 +365,7 @@ def _add_decider(app: faust.App, cfg: Config, topics: Topics, stats: StreamsStat
         indexes,
         output_marks,
         lambda topic, partition, start, end: read_range(kafka, topic, partition, start, end),
+        lambda topic, partition: resume_offset(kafka, cfg.streams.app_id, topic, partition),
     )
     fence = PartitionFence(f"{socket.gethostname()}-{os.getpid()}")
     cast(DeciderApp, app).fence = fence

@@ -20,7 +20,10 @@ seeking back is no cure, as a seek races with the records its fetcher is still h
 head records, per source topic, the offset of the last event handled, and when an event arrives
 past the next one, the decider reads the missing offsets straight from the log (``read_range``) and
 decides them first. Offsets the log does not hold (transaction markers, retention) are stepped over.
-``DecidedBatch.recovered`` names them, so that the caller can tell Faust they are done.
+``DecidedBatch.recovered`` names them, so that the caller can tell Faust they are done. A partition
+with no head yet starts where its group resumes (``resume_offset``: the committed offset, or the
+log's start): Faust can drop the first messages it fetches too, and commits past them when nothing
+was committed before.
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ class BatchDecider:
         indexes: UserIndexes,
         output_mark: Callable[[str, int], tuple[int, int]],
         read_range: Callable[[str, int, int, int], list[RawMessage]],
+        resume_offset: Callable[[str, int], int],
     ) -> None:
         self.settings = settings
         self.memory = memory
@@ -96,6 +100,7 @@ class BatchDecider:
         self.indexes = indexes
         self.output_mark = output_mark
         self.read_range = read_range
+        self.resume_offset = resume_offset
 
     def decide(self, batch: list[RawMessage]) -> DecidedBatch:
         """Decide every message of the batch in order. The in-memory state moves on; the caller
@@ -118,24 +123,25 @@ class BatchDecider:
         the events of its partition that were never delivered, then ``msg``."""
         part = self.memory.partition(msg.partition)
         last = part.through.get(msg.topic)
+        if last is None:  # nothing handled here yet: the first event is where the group resumes
+            last = min(self.resume_offset(msg.topic, msg.partition), msg.offset) - 1
         todo = [msg]
-        if last is not None:
-            if msg.offset <= last:
-                result.skipped += 1  # handled before: its outputs are durable
-                result.skips["position"] += 1
-                return []
-            if msg.offset > last + 1:
-                missing = self.read_range(msg.topic, msg.partition, last + 1, msg.offset)
-                if missing:
-                    log.warning(
-                        "%s[%d]: %d events before offset %d were not delivered; read them from the log",
-                        msg.topic,
-                        msg.partition,
-                        len(missing),
-                        msg.offset,
-                    )
-                    result.recovered.setdefault((msg.topic, msg.partition), []).extend(m.offset for m in missing)
-                    todo = [*missing, msg]
+        if msg.offset <= last:
+            result.skipped += 1  # handled before: its outputs are durable
+            result.skips["position"] += 1
+            return []
+        if msg.offset > last + 1:
+            missing = self.read_range(msg.topic, msg.partition, last + 1, msg.offset)
+            if missing:
+                log.warning(
+                    "%s[%d]: %d events before offset %d were not delivered; read them from the log",
+                    msg.topic,
+                    msg.partition,
+                    len(missing),
+                    msg.offset,
+                )
+                result.recovered.setdefault((msg.topic, msg.partition), []).extend(m.offset for m in missing)
+                todo = [*missing, msg]
         part.put_through(msg.topic, msg.offset)
         return todo
 

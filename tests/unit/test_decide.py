@@ -89,7 +89,9 @@ class Decider:
             UserIndexes(hasher, 0.85),
             lambda topic, partition: self.output_mark,
             self.read_range,
+            lambda topic, partition: self.resume_at,
         )
+        self.resume_at = 0  # where the group resumes a partition with no head: the log's start, nothing committed
         self.offset = 0
         self.log: dict[tuple[str, int, int], RawMessage] = {}  # what the "log" holds: every message fed
 
@@ -369,6 +371,27 @@ def test_events_that_were_not_delivered_are_read_from_the_log_first() -> None:
     assert [type(e) for e in events] == [PairAccepted, PairAccepted, TrainingThresholdReached]
     assert d.last.recovered == {(TOPICS.feedback, 0): [1]} and d.last.decided == 2
     assert d.feed(fb(1), at=1) == [] and d.last.skipped == 1  # should Faust deliver it after all
+
+
+def test_the_first_events_of_a_partition_are_read_from_the_log_when_they_were_not_delivered() -> None:
+    # Faust can drop the first messages it fetches too, and with nothing committed it would commit
+    # past them: a partition with no head starts where the group resumes, not at the first delivery.
+    d = Decider()
+    d.in_log(fb(0), 0)
+    d.in_log(fb(1), 1)
+    events = d.feed(fb(2), at=2)
+    assert [type(e) for e in events] == [PairAccepted, PairAccepted, PairAccepted, TrainingThresholdReached]
+    assert d.last.recovered == {(TOPICS.feedback, 0): [0, 1]} and d.last.decided == 3
+
+
+def test_a_partition_with_no_head_is_read_from_the_group_s_committed_offset_not_the_log_s_start() -> None:
+    d = Decider()
+    d.resume_at = 5  # the group committed 5 (the head was lost): what came before is not read again
+    for n in range(7):
+        d.in_log(fb(n), n)
+    events = d.feed(fb(7), at=7)
+    assert d.last.recovered == {(TOPICS.feedback, 0): [5, 6]} and d.last.decided == 3
+    assert [type(e) for e in events] == [PairAccepted, PairAccepted, PairAccepted, TrainingThresholdReached]
 
 
 def test_offsets_the_log_does_not_hold_are_stepped_over() -> None:
